@@ -1,0 +1,42 @@
+//! `loadgen`: keelson's load generator.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod report;
+mod store_bench;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "loadgen", version, about = "Benchmarks for keelson: the store, the API, whole clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Durable write throughput and watch fan-out of the registry (keelson's RocksDB store, or etcd).
+    Store(store_bench::StoreArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Store(args) => {
+            let result = store_bench::run(&args)?;
+            store_bench::print_table(&result);
+            let json = serde_json::to_string(&result)?;
+            if let Some(out) = &args.out {
+                std::fs::write(out, format!("{json}\n"))?;
+            }
+            // The last line is one JSON object, for scripts.
+            println!("{json}");
+            if result.watchers > 0 && !result.watch_complete_in_order {
+                anyhow::bail!("a watcher missed events or saw them out of order");
+            }
+        }
+    }
+    Ok(())
+}

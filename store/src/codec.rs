@@ -85,6 +85,29 @@ pub fn decode_record(bytes: &mut Bytes) -> Result<Record, Corrupt> {
     Ok(Record { create_revision, mod_revision, version, value })
 }
 
+/// Decodes a record's fixed fields only (the value is left out): for the key index.
+pub fn decode_record_meta(bytes: &[u8]) -> Result<Record, Corrupt> {
+    const WHAT: Corrupt = Corrupt { what: "record" };
+    let header: &[u8; 25] = bytes.get(..25).and_then(|h| h.try_into().ok()).ok_or(WHAT)?;
+    let field = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or_default());
+    let value = match header[0] {
+        TAG_LIVE => Some(Bytes::new()),
+        TAG_TOMBSTONE => None,
+        _ => return Err(WHAT),
+    };
+    Ok(Record { create_revision: Revision(field(1)), mod_revision: Revision(field(9)), version: field(17), value })
+}
+
+/// Bytes [`encode_record`] writes for `record`.
+pub fn record_len(record: &Record) -> usize {
+    25 + record.value.as_ref().map_or(0, |v| 4 + v.len())
+}
+
+/// Bytes [`encode_log_entry`] writes for `entry`.
+pub fn log_entry_len(entry: &LogEntry) -> usize {
+    8 + 4 + entry.key.len() + record_len(&entry.record) + 1 + entry.prev.as_ref().map_or(0, record_len)
+}
+
 fn take_bytes(bytes: &mut Bytes) -> Option<Bytes> {
     if bytes.remaining() < 4 {
         return None;
@@ -158,6 +181,22 @@ mod tests {
             encode_record(&record, &mut out);
             assert_eq!(decode_record(&mut out.freeze()).unwrap(), record);
         }
+    }
+
+    #[test]
+    fn meta_decoding_and_lengths_agree_with_encoding() {
+        let record = live(b"hello");
+        let mut out = BytesMut::new();
+        encode_record(&record, &mut out);
+        assert_eq!(out.len(), record_len(&record));
+        let meta = decode_record_meta(&out).unwrap();
+        assert_eq!((meta.create_revision, meta.mod_revision, meta.version), (Revision(3), Revision(9), 4));
+        assert!(!meta.is_tombstone());
+        let entry =
+            LogEntry { key: Bytes::from_static(b"/k"), record: record.clone(), prev: Some(record), committed_at_ms: 1 };
+        let mut out = BytesMut::new();
+        encode_log_entry(&entry, &mut out);
+        assert_eq!(out.len(), log_entry_len(&entry));
     }
 
     #[test]

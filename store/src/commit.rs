@@ -13,10 +13,10 @@ use crate::codec::{self, LogEntry, Record};
 use crate::error::{batch_failure, StoreError};
 use crate::event::{CommitBatch, Event};
 use crate::hub::Hub;
+use crate::index::{KeyIndex, KeyMeta};
 use crate::meta;
 use bytes::{Bytes, BytesMut};
 use keelson_engine::{EventType, Revision};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,7 +31,8 @@ pub enum Mutation {
     Update { key: Bytes, value: Bytes, expected: Option<Revision> },
     /// As `Update`, leaving a tombstone until compaction.
     Delete { key: Bytes, expected: Option<Revision> },
-    /// Drops history at and before the revision (log entries and tombstones).
+    /// Drops history at and before the revision (log entries and tombstones). The
+    /// outcome's `revision` is the compacted revision; it changes no key.
     Compact { revision: Revision },
     /// Commits everything queued before it, then stops the committer.
     Stop,
@@ -70,13 +71,16 @@ pub(crate) struct Committer {
     pub stats: Arc<CommitStats>,
     pub durable: bool,
     pub max_batch: usize,
+    pub index: KeyIndex,
 }
 
 /// Per-batch scratch state, reused between batches to avoid reallocating.
 #[derive(Default)]
 struct Scratch {
-    overlay: HashMap<Bytes, Record>,
+    /// Index entries this batch replaced, to undo them if the write fails.
+    undo: Vec<(Bytes, Option<KeyMeta>)>,
     write: WriteBatch,
+    /// The batch's events so far; event `i` has revision `start + 1 + i`.
     events: Vec<Event>,
     outcomes: Vec<Result<WriteOutcome, StoreError>>,
 }
@@ -90,8 +94,8 @@ fn key_text(key: &[u8]) -> String {
 }
 
 impl Committer {
-    /// Runs until every sender is gone.
-    pub fn run(self, requests: flume::Receiver<Request>) {
+    /// Runs until every sender is gone or a `Stop` arrives.
+    pub fn run(mut self, requests: flume::Receiver<Request>) {
         let mut queued: Vec<Request> = Vec::with_capacity(self.max_batch);
         let mut batch: Vec<Request> = Vec::with_capacity(self.max_batch);
         let mut scratch = Scratch::default();
@@ -107,7 +111,7 @@ impl Committer {
             for request in queued.drain(..) {
                 match request.mutation {
                     Mutation::Compact { revision } => {
-                        // Commit what came before, so the compaction's scan sees it applied.
+                        // Commit what came before, so the compaction sees it applied.
                         self.commit(&mut batch, &mut scratch);
                         let _ = request.ack.send(self.compact(revision));
                     }
@@ -125,21 +129,33 @@ impl Committer {
         }
     }
 
-    fn current_record(&self, overlay: &HashMap<Bytes, Record>, key: &Bytes) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = overlay.get(key) {
-            return Ok(Some(record.clone()));
-        }
-        match self.backend.get(Table::Objects, key)? {
-            Some(mut bytes) => Ok(Some(codec::decode_record(&mut bytes)?)),
-            None => Ok(None),
-        }
+    /// The full previous record of a live key: its value comes from this batch's own
+    /// events when the key changed earlier in the batch, else from the `objects` table.
+    fn live_record(&self, key: &[u8], meta: KeyMeta, start: Revision, scratch: &Scratch) -> Result<Record, StoreError> {
+        let value = if meta.mod_revision > start {
+            let position = (meta.mod_revision.get() - start.get() - 1) as usize;
+            scratch.events.get(position).and_then(|e| e.value.clone())
+        } else {
+            match self.backend.get(Table::Objects, key)? {
+                Some(mut bytes) => codec::decode_record(&mut bytes)?.value,
+                None => None,
+            }
+        };
+        let value = value.ok_or(codec::Corrupt { what: "object missing for a live index entry" })?;
+        Ok(Record {
+            create_revision: meta.create_revision,
+            mod_revision: meta.mod_revision,
+            version: meta.version,
+            value: Some(value),
+        })
     }
 
     /// Checks one mutation against the current state and, if it holds, stages it.
     fn stage(
-        &self,
+        &mut self,
         mutation: &Mutation,
         revision: Revision,
+        start: Revision,
         scratch: &mut Scratch,
         committed_at_ms: u64,
     ) -> Result<WriteOutcome, StoreError> {
@@ -149,26 +165,36 @@ impl Committer {
             Mutation::Delete { key, expected } => (key, None, *expected, false),
             Mutation::Compact { .. } | Mutation::Stop => unreachable!("handled by the run loop"),
         };
-        let prev = self.current_record(&scratch.overlay, key)?;
-        let live = prev.as_ref().filter(|r| !r.is_tombstone());
-        let record = match (creating, live) {
+        let current = self.index.get(key);
+        let live = current.filter(KeyMeta::is_live);
+        let (record, prev) = match (creating, live) {
             (true, Some(_)) => return Err(StoreError::AlreadyExists { key: key_text(key) }),
             (true, None) => {
-                Record { create_revision: revision, mod_revision: revision, version: 1, value: new_value.cloned() }
+                let record =
+                    Record { create_revision: revision, mod_revision: revision, version: 1, value: new_value.cloned() };
+                // A tombstone is history (for reads at older revisions), not an object.
+                let tombstone = current.map(|m| Record {
+                    create_revision: m.create_revision,
+                    mod_revision: m.mod_revision,
+                    version: m.version,
+                    value: None,
+                });
+                (record, tombstone)
             }
             (false, None) => return Err(StoreError::NotFound { key: key_text(key) }),
-            (false, Some(current)) => {
+            (false, Some(meta)) => {
                 if let Some(expected) = expected {
-                    if expected != current.mod_revision {
-                        return Err(StoreError::Conflict { key: key_text(key), expected, found: current.mod_revision });
+                    if expected != meta.mod_revision {
+                        return Err(StoreError::Conflict { key: key_text(key), expected, found: meta.mod_revision });
                     }
                 }
-                Record {
-                    create_revision: current.create_revision,
+                let record = Record {
+                    create_revision: meta.create_revision,
                     mod_revision: revision,
-                    version: current.version + 1,
+                    version: meta.version + 1,
                     value: new_value.cloned(),
-                }
+                };
+                (record, Some(self.live_record(key, meta, start, scratch)?))
             }
         };
         let kind = match (creating, new_value) {
@@ -176,34 +202,40 @@ impl Committer {
             (false, Some(_)) => EventType::Modified,
             (false, None) => EventType::Deleted,
         };
-        let mut encoded = BytesMut::new();
-        codec::encode_record(&record, &mut encoded);
+        let entry = LogEntry { key: key.clone(), record, prev, committed_at_ms };
+        // One allocation holds both encodings.
+        let mut encoded = BytesMut::with_capacity(codec::record_len(&entry.record) + codec::log_entry_len(&entry));
+        codec::encode_record(&entry.record, &mut encoded);
         scratch.write.put(Table::Objects, key.clone(), encoded.split().freeze());
-        if record.is_tombstone() {
-            scratch.write.put(Table::Tombstones, Bytes::copy_from_slice(&revision.to_bytes()), key.clone());
-        }
-        let entry = LogEntry { key: key.clone(), record: record.clone(), prev: prev.clone(), committed_at_ms };
         codec::encode_log_entry(&entry, &mut encoded);
         scratch.write.put(Table::Log, Bytes::copy_from_slice(&revision.to_bytes()), encoded.freeze());
-        scratch.overlay.insert(key.clone(), record.clone());
+        if entry.record.is_tombstone() {
+            scratch.write.put(Table::Tombstones, Bytes::copy_from_slice(&revision.to_bytes()), key.clone());
+        }
+        let replaced = self.index.set(key.clone(), KeyMeta::of(&entry.record));
+        scratch.undo.push((key.clone(), replaced));
+        let prev_live = entry.prev.filter(|p| !p.is_tombstone());
         scratch.events.push(Event {
             revision,
             kind,
-            key: key.clone(),
-            value: record.value.clone(),
-            prev_value: live.and_then(|r| r.value.clone()),
-            create_revision: record.create_revision,
-            version: record.version,
+            key: entry.key,
+            value: entry.record.value.clone(),
+            prev_value: prev_live.as_ref().and_then(|r| r.value.clone()),
+            create_revision: entry.record.create_revision,
+            version: entry.record.version,
         });
-        Ok(WriteOutcome { revision, record, prev: live.cloned() })
+        Ok(WriteOutcome { revision, record: entry.record, prev: prev_live })
     }
 
-    fn commit(&self, batch: &mut Vec<Request>, scratch: &mut Scratch) {
+    fn commit(&mut self, batch: &mut Vec<Request>, scratch: &mut Scratch) {
+        if batch.is_empty() {
+            return;
+        }
         let start = Revision(self.current.load(Ordering::Acquire));
         let mut next = start.next();
         let committed_at_ms = now_ms();
         for request in batch.iter() {
-            let outcome = self.stage(&request.mutation, next, scratch, committed_at_ms);
+            let outcome = self.stage(&request.mutation, next, start, scratch, committed_at_ms);
             if outcome.is_ok() {
                 next = next.next();
             }
@@ -214,6 +246,9 @@ impl Committer {
             scratch.write.put(Table::Meta, meta::CURRENT, Bytes::copy_from_slice(&last.get().to_le_bytes()));
             if let Err(error) = self.backend.write(&scratch.write, self.durable) {
                 tracing::error!(%error, "commit failed; failing the whole batch");
+                for (key, previous) in scratch.undo.drain(..).rev() {
+                    self.index.restore(&key, previous);
+                }
                 for outcome in scratch.outcomes.iter_mut().filter(|o| o.is_ok()) {
                     *outcome = Err(batch_failure(&error));
                 }
@@ -225,27 +260,29 @@ impl Committer {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.writes.fetch_add(scratch.events.len() as u64, Ordering::Relaxed);
                 self.current.store(last.get(), Ordering::Release);
-                self.hub.publish(CommitBatch::new(std::mem::take(&mut scratch.events), SystemTime::now()));
+                let events = std::mem::replace(&mut scratch.events, Vec::with_capacity(batch.len()));
+                self.hub.publish(CommitBatch::new(events, SystemTime::now()));
             }
         }
         for (request, outcome) in batch.drain(..).zip(scratch.outcomes.drain(..)) {
             // A writer that gave up waiting is not an error: its write stands.
             let _ = request.ack.send(outcome);
         }
-        scratch.overlay.clear();
+        scratch.undo.clear();
         scratch.write.clear();
         scratch.events.clear();
     }
 
     /// Drops log entries and tombstones at or before `revision`.
-    fn compact(&self, revision: Revision) -> Result<WriteOutcome, StoreError> {
+    fn compact(&mut self, revision: Revision) -> Result<WriteOutcome, StoreError> {
         let current = Revision(self.current.load(Ordering::Acquire));
         if revision > current {
             return Err(StoreError::FutureRevision { requested: revision, current });
         }
         let already = Revision(self.compacted.load(Ordering::Acquire));
+        // A compaction changes no key: its outcome carries the compacted revision only.
         let outcome = WriteOutcome {
-            revision: current,
+            revision,
             record: Record { create_revision: Revision::ZERO, mod_revision: revision, version: 0, value: None },
             prev: None,
         };
@@ -255,27 +292,30 @@ impl Committer {
         let end = Bytes::copy_from_slice(&revision.next().to_bytes());
         let start = Bytes::copy_from_slice(&Revision::ZERO.to_bytes());
         let mut write = WriteBatch::default();
-        {
-            let snapshot = self.backend.snapshot();
-            let mut doomed: Vec<(Bytes, Bytes)> = Vec::new();
-            snapshot.scan(Table::Tombstones, &start, Some(&end), &mut |rev, key| {
-                doomed.push((Bytes::copy_from_slice(rev), Bytes::copy_from_slice(key)));
-                true
-            })?;
-            for (rev, key) in doomed {
-                // Drop the object row only if it is still this tombstone (not re-created).
-                if let Some(mut bytes) = snapshot.get(Table::Objects, &key)? {
-                    let record = codec::decode_record(&mut bytes)?;
-                    if record.is_tombstone() && record.mod_revision.to_bytes()[..] == rev[..] {
-                        write.delete(Table::Objects, key);
-                    }
-                }
+        let mut doomed: Vec<(Revision, Bytes)> = Vec::new();
+        self.backend.snapshot().scan(Table::Tombstones, &start, Some(&end), &mut |rev, key| {
+            if let Some(rev) = Revision::from_bytes(rev) {
+                doomed.push((rev, Bytes::copy_from_slice(key)));
+            }
+            true
+        })?;
+        let mut dropped = Vec::new();
+        for (rev, key) in doomed {
+            // Drop the object row only if it is still this tombstone (not re-created).
+            if let Some(meta) = self.index.drop_tombstone(&key, rev) {
+                write.delete(Table::Objects, key.clone());
+                dropped.push((key, meta));
             }
         }
         write.delete_range(Table::Tombstones, start.clone(), end.clone());
         write.delete_range(Table::Log, start, end);
         write.put(Table::Meta, meta::COMPACTED, Bytes::copy_from_slice(&revision.get().to_le_bytes()));
-        self.backend.write(&write, self.durable)?;
+        if let Err(error) = self.backend.write(&write, self.durable) {
+            for (key, meta) in dropped {
+                self.index.restore(&key, Some(meta));
+            }
+            return Err(error.into());
+        }
         self.compacted.store(revision.get(), Ordering::Release);
         Ok(outcome)
     }

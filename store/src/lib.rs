@@ -17,6 +17,7 @@ mod commit;
 mod error;
 mod event;
 mod hub;
+mod index;
 mod meta;
 mod read;
 mod store;

@@ -9,6 +9,7 @@ use crate::backend::{Backend, BackendError, MemoryBackend, RocksBackend};
 use crate::commit::{CommitStats, Committer, Mutation, Request, WriteOutcome};
 use crate::error::StoreError;
 use crate::hub::{Hub, RingLimits};
+use crate::index::KeyIndex;
 use crate::read::{self, ListOptions, ListPage, ReadAt};
 use crate::watch::{WatchShared, Watcher};
 use crate::{codec, meta};
@@ -168,6 +169,7 @@ impl Store {
             stats: Arc::clone(&stats),
             durable: config.durable,
             max_batch: config.max_batch.max(1),
+            index: KeyIndex::load(&*backend)?,
         };
         let watch = Arc::new(WatchShared {
             backend: Arc::clone(&backend),

@@ -36,6 +36,11 @@ pub struct StoreArgs {
     /// Acknowledge writes before the WAL sync (rocksdb only). Reported as `durable: false`.
     #[arg(long)]
     pub no_sync: bool,
+    /// gRPC connections to etcd, shared round-robin by writers and watchers (etcd only).
+    /// One HTTP/2 connection would serialize every writer on one socket and understate
+    /// etcd; several model a fleet of API servers.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
     /// Also write the JSON result to this file.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -54,6 +59,8 @@ pub struct StoreResult {
     pub syncs: u64,
     pub writes_per_sync: f64,
     pub watchers: usize,
+    /// etcd only: gRPC connections used (0 for the embedded store).
+    pub connections: usize,
     pub watch_events: u64,
     pub watch_events_per_sec: f64,
     /// Write issued → event delivered, over every event at every watcher.
@@ -180,29 +187,54 @@ async fn run_keelson(args: &StoreArgs) -> Result<StoreResult> {
     for writer in 0..args.writers {
         let store = Arc::clone(&store);
         let value_size = args.value_size;
-        writers.push(tokio::spawn(async move {
-            let mut latency = report::micros_histogram();
-            let mut last = Revision::ZERO;
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let key = format!("{PREFIX}w{writer:04}-{i:09}");
-                let begun = Instant::now();
-                let outcome = store.create(key, value_with_timestamp(value_size)).await?;
-                let _ = latency.record((begun.elapsed().as_micros() as u64).max(1));
-                last = last.max(outcome.revision);
-                i += 1;
-            }
-            anyhow::Ok((latency, last))
-        }));
+        writers.push(tokio::spawn(write_until(deadline, writer, value_size, move |key, value| {
+            let write = store.create(key, value);
+            async move { Ok(write.await?.revision) }
+        })));
     }
+    let (latency, elapsed, watch) = finish_run(started, writers, watchers, &finish).await?;
+    let stats = store.stats();
+    let writes = stats.writes;
+    Ok(summarize(args, "rocksdb".into(), !args.no_sync, writes, stats.syncs, elapsed, &latency, &watch))
+}
+
+/// One writer: creates keys until `deadline`, timing each; `put` returns the revision.
+async fn write_until<F, Fut>(
+    deadline: Instant,
+    writer: usize,
+    value_size: usize,
+    mut put: F,
+) -> Result<(Histogram<u64>, Revision)>
+where
+    F: FnMut(String, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<Revision>>,
+{
+    let mut latency = report::micros_histogram();
+    let mut last = Revision::ZERO;
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let key = format!("{PREFIX}w{writer:04}-{i:09}");
+        let begun = Instant::now();
+        last = last.max(put(key, value_with_timestamp(value_size)).await?);
+        let _ = latency.record((begun.elapsed().as_micros() as u64).max(1));
+        i += 1;
+    }
+    Ok((latency, last))
+}
+
+/// Waits for the writers, tells the watchers the last revision written, and waits for
+/// them to reach it. Returns write latency, the writing time, and the watch reports.
+async fn finish_run(
+    started: Instant,
+    writers: Vec<tokio::task::JoinHandle<Result<(Histogram<u64>, Revision)>>>,
+    watchers: Vec<tokio::task::JoinHandle<WatchReport>>,
+    finish: &Finish,
+) -> Result<(Histogram<u64>, Duration, Vec<WatchReport>)> {
     let (latency, last) = join_writers(writers).await?;
     let elapsed = started.elapsed();
     finish.last_revision.store(last.get(), Ordering::Release);
     finish.writers_done.store(true, Ordering::Release);
-    let watch = join_watchers(watchers).await?;
-    let stats = store.stats();
-    let writes = stats.writes;
-    Ok(summarize(args, "rocksdb".into(), !args.no_sync, writes, stats.syncs, elapsed, &latency, &watch))
+    Ok((latency, elapsed, join_watchers(watchers).await?))
 }
 
 async fn join_writers(
@@ -243,6 +275,7 @@ fn summarize(
         let _ = lag.add(&report.lag);
     }
     let watch_events: u64 = watch.iter().map(|r| r.events).sum();
+    let connections = if target == "rocksdb" { 0 } else { args.connections.clamp(1, args.writers.max(1)) };
     StoreResult {
         target,
         durable,
@@ -255,6 +288,7 @@ fn summarize(
         syncs,
         writes_per_sync: if syncs == 0 { 0.0 } else { ((writes as f64 / syncs as f64) * 10.0).round() / 10.0 },
         watchers: watch.len(),
+        connections,
         watch_events,
         watch_events_per_sec: (watch_events as f64 / seconds).round(),
         watch_lag_ms: LatencyMs::from_micros(&lag),
@@ -266,9 +300,7 @@ fn summarize(
 
 async fn run_etcd(args: &StoreArgs, url: &str) -> Result<StoreResult> {
     use etcd_client::{Client, GetOptions, WatchOptions};
-    // Several connections, as a fleet of API servers would use: one HTTP/2 connection
-    // would serialize 256 writers on one socket and understate etcd.
-    let connections = args.writers.clamp(1, 16);
+    let connections = args.connections.clamp(1, args.writers.max(1));
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
         clients.push(Client::connect([url], None).await.with_context(|| format!("connecting to etcd at {url}"))?);
@@ -313,30 +345,18 @@ async fn run_etcd(args: &StoreArgs, url: &str) -> Result<StoreResult> {
     let deadline = started + Duration::from_secs(args.duration);
     let mut writers = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
-        let mut client = clients[writer % connections].clone();
+        let client = clients[writer % connections].clone();
         let value_size = args.value_size;
-        writers.push(tokio::spawn(async move {
-            let mut latency = report::micros_histogram();
-            let mut last = Revision::ZERO;
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let key = format!("{PREFIX}w{writer:04}-{i:09}");
-                let begun = Instant::now();
-                let response = client.put(key, value_with_timestamp(value_size), None).await?;
-                let _ = latency.record((begun.elapsed().as_micros() as u64).max(1));
-                let revision = response.header().map_or(0, |h| h.revision()) as u64;
-                last = last.max(Revision(revision));
-                i += 1;
+        writers.push(tokio::spawn(write_until(deadline, writer, value_size, move |key, value| {
+            let mut client = client.clone();
+            async move {
+                let response = client.put(key, value, None).await?;
+                Ok(Revision(response.header().map_or(0, |h| h.revision()) as u64))
             }
-            anyhow::Ok((latency, last))
-        }));
+        })));
     }
-    let (latency, last) = join_writers(writers).await?;
-    let elapsed = started.elapsed();
-    finish.last_revision.store(last.get(), Ordering::Release);
-    finish.writers_done.store(true, Ordering::Release);
-    let watch = join_watchers(watchers).await?;
-    let writes = last.get().saturating_sub(start_revision);
+    let (latency, elapsed, watch) = finish_run(started, writers, watchers, &finish).await?;
+    let writes = finish.last_revision.load(Ordering::Acquire).saturating_sub(start_revision);
     Ok(summarize(args, format!("etcd={url}"), true, writes, 0, elapsed, &latency, &watch))
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use keelson::store::{Store, StoreConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,7 +38,7 @@ enum Command {
     },
 }
 
-fn open(data_dir: &PathBuf) -> Result<std::sync::Arc<Store>> {
+fn open(data_dir: &Path) -> Result<std::sync::Arc<Store>> {
     Store::open(data_dir, StoreConfig::default())
         .with_context(|| format!("opening the store in {}", data_dir.display()))
 }

@@ -198,6 +198,9 @@ async fn run_keelson(args: &StoreArgs) -> Result<StoreResult> {
     Ok(summarize(args, "rocksdb".into(), !args.no_sync, writes, stats.syncs, elapsed, &latency, &watch))
 }
 
+/// What a writer task returns: its latency histogram and the last revision it wrote.
+type WriterTask = tokio::task::JoinHandle<Result<(Histogram<u64>, Revision)>>;
+
 /// One writer: creates keys until `deadline`, timing each; `put` returns the revision.
 async fn write_until<F, Fut>(
     deadline: Instant,
@@ -226,7 +229,7 @@ where
 /// them to reach it. Returns write latency, the writing time, and the watch reports.
 async fn finish_run(
     started: Instant,
-    writers: Vec<tokio::task::JoinHandle<Result<(Histogram<u64>, Revision)>>>,
+    writers: Vec<WriterTask>,
     watchers: Vec<tokio::task::JoinHandle<WatchReport>>,
     finish: &Finish,
 ) -> Result<(Histogram<u64>, Duration, Vec<WatchReport>)> {
@@ -237,9 +240,7 @@ async fn finish_run(
     Ok((latency, elapsed, join_watchers(watchers).await?))
 }
 
-async fn join_writers(
-    writers: Vec<tokio::task::JoinHandle<Result<(Histogram<u64>, Revision)>>>,
-) -> Result<(Histogram<u64>, Revision)> {
+async fn join_writers(writers: Vec<WriterTask>) -> Result<(Histogram<u64>, Revision)> {
     let mut latency = report::micros_histogram();
     let mut last = Revision::ZERO;
     for writer in writers {
@@ -364,7 +365,7 @@ async fn run_etcd(args: &StoreArgs, url: &str) -> Result<StoreResult> {
 pub fn print_table(result: &StoreResult) {
     println!("{:<28} {}", "target", result.target);
     println!("{:<28} {}", "durable (ack after WAL sync)", result.durable);
-    println!("{:<28} {}", "writers / value size", format!("{} / {} B", result.writers, result.value_size));
+    println!("{:<28} {} / {} B", "writers / value size", result.writers, result.value_size);
     println!("{:<28} {:.1} s", "duration", result.duration_s);
     println!("{:<28} {}", "writes", result.writes);
     println!("{:<28} {}", "writes/s", result.writes_per_sec);

@@ -85,17 +85,46 @@ pub fn decode_record(bytes: &mut Bytes) -> Result<Record, Corrupt> {
     Ok(Record { create_revision, mod_revision, version, value })
 }
 
-/// Decodes a record's fixed fields only (the value is left out): for the key index.
-pub fn decode_record_meta(bytes: &[u8]) -> Result<Record, Corrupt> {
+/// A record without its value: what the key index keeps and what counting needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub version: u64,
+    pub tombstone: bool,
+}
+
+impl RecordHeader {
+    pub fn of(record: &Record) -> RecordHeader {
+        RecordHeader {
+            create_revision: record.create_revision,
+            mod_revision: record.mod_revision,
+            version: record.version,
+            tombstone: record.is_tombstone(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        !self.tombstone
+    }
+}
+
+/// Decodes a record's fixed fields, without touching its value.
+pub fn decode_record_header(bytes: &[u8]) -> Result<RecordHeader, Corrupt> {
     const WHAT: Corrupt = Corrupt { what: "record" };
     let header: &[u8; 25] = bytes.get(..25).and_then(|h| h.try_into().ok()).ok_or(WHAT)?;
     let field = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or_default());
-    let value = match header[0] {
-        TAG_LIVE => Some(Bytes::new()),
-        TAG_TOMBSTONE => None,
+    let tombstone = match header[0] {
+        TAG_LIVE => false,
+        TAG_TOMBSTONE => true,
         _ => return Err(WHAT),
     };
-    Ok(Record { create_revision: Revision(field(1)), mod_revision: Revision(field(9)), version: field(17), value })
+    Ok(RecordHeader {
+        create_revision: Revision(field(1)),
+        mod_revision: Revision(field(9)),
+        version: field(17),
+        tombstone,
+    })
 }
 
 /// Bytes [`encode_record`] writes for `record`.
@@ -189,9 +218,9 @@ mod tests {
         let mut out = BytesMut::new();
         encode_record(&record, &mut out);
         assert_eq!(out.len(), record_len(&record));
-        let meta = decode_record_meta(&out).unwrap();
-        assert_eq!((meta.create_revision, meta.mod_revision, meta.version), (Revision(3), Revision(9), 4));
-        assert!(!meta.is_tombstone());
+        let header = decode_record_header(&out).unwrap();
+        assert_eq!(header, RecordHeader::of(&record));
+        assert!(header.is_live());
         let entry =
             LogEntry { key: Bytes::from_static(b"/k"), record: record.clone(), prev: Some(record), committed_at_ms: 1 };
         let mut out = BytesMut::new();

@@ -8,35 +8,14 @@
 //! in the `objects` table. Memory: the key plus about 64 bytes per key.
 
 use crate::backend::{Backend, Table};
-use crate::codec::{self, Record};
+use crate::codec;
 use crate::error::StoreError;
 use bytes::Bytes;
 use keelson_engine::Revision;
 use std::collections::HashMap;
 
 /// What the index knows of a key: its record without the value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KeyMeta {
-    pub create_revision: Revision,
-    pub mod_revision: Revision,
-    pub version: u64,
-    pub tombstone: bool,
-}
-
-impl KeyMeta {
-    pub fn of(record: &Record) -> KeyMeta {
-        KeyMeta {
-            create_revision: record.create_revision,
-            mod_revision: record.mod_revision,
-            version: record.version,
-            tombstone: record.is_tombstone(),
-        }
-    }
-
-    pub fn is_live(&self) -> bool {
-        !self.tombstone
-    }
-}
+pub(crate) use crate::codec::RecordHeader as KeyMeta;
 
 #[derive(Default)]
 pub(crate) struct KeyIndex {
@@ -49,9 +28,9 @@ impl KeyIndex {
         let snapshot = backend.snapshot();
         let mut keys = HashMap::new();
         let mut failure = None;
-        snapshot.scan(Table::Objects, b"", None, &mut |key, value| match codec::decode_record_meta(value) {
-            Ok(record) => {
-                keys.insert(Bytes::copy_from_slice(key), KeyMeta::of(&record));
+        snapshot.scan(Table::Objects, b"", None, &mut |key, value| match codec::decode_record_header(value) {
+            Ok(header) => {
+                keys.insert(Bytes::copy_from_slice(key), header);
                 true
             }
             Err(error) => {

@@ -138,18 +138,21 @@ pub(crate) fn count(snapshot: &dyn Snapshot, prefix: &[u8]) -> Result<u64, Store
     let end = codec::prefix_end(prefix);
     let mut count = 0u64;
     let mut failure = None;
-    snapshot.scan(Table::Objects, prefix, end.as_deref(), &mut |_, value| {
-        // Tag byte 1 = live, 2 = tombstone (see codec); counting needs nothing more.
-        match value.first() {
-            Some(1) => count += 1,
-            Some(2) => {}
-            _ => {
-                failure = Some(codec::Corrupt { what: "record" });
-                return false;
+    snapshot.scan(
+        Table::Objects,
+        prefix,
+        end.as_deref(),
+        &mut |_, value| match codec::decode_record_header(value) {
+            Ok(header) => {
+                count += u64::from(header.is_live());
+                true
             }
-        }
-        true
-    })?;
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        },
+    )?;
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(count),

@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use keelson::api::{Server, ServerConfig};
 use keelson::store::{Store, StoreConfig};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[global_allocator]
@@ -15,8 +17,34 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StoreKind {
+    /// The embedded RocksDB registry (durable).
+    Rocksdb,
+    /// An in-memory registry: nothing survives a restart (tests and demos).
+    Memory,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Starts the control plane: the Kubernetes API over HTTPS on the store.
+    Server {
+        #[arg(long, default_value = "./keelson-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        #[arg(long, value_enum, default_value = "rocksdb")]
+        store: StoreKind,
+        /// Static bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
+        #[arg(long)]
+        token_auth_file: Option<PathBuf>,
+        /// Read-only requests in flight before 429.
+        #[arg(long, default_value_t = 400)]
+        max_requests_inflight: usize,
+        /// Mutating requests in flight before 429.
+        #[arg(long, default_value_t = 200)]
+        max_mutating_requests_inflight: usize,
+    },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
         #[arg(long, default_value = "./keelson-data")]
@@ -38,19 +66,73 @@ enum Command {
     },
 }
 
+/// The store lives in `DATA/store`, beside the PKI and the kubeconfig.
+fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
 fn open(data_dir: &Path) -> Result<std::sync::Arc<Store>> {
-    Store::open(data_dir, StoreConfig::default())
-        .with_context(|| format!("opening the store in {}", data_dir.display()))
+    let dir = store_dir(data_dir);
+    Store::open(&dir, StoreConfig::default()).with_context(|| format!("opening the store in {}", dir.display()))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind) -> Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = match store {
+        StoreKind::Rocksdb => open(&data_dir)?,
+        StoreKind::Memory => Store::in_memory(StoreConfig::default())?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let server = Server::bind(config, store.clone()).await?;
+        let kubeconfig = data_dir.join("admin.kubeconfig");
+        println!(
+            "keelson server ready on https://{} (kubectl --kubeconfig {})",
+            server.local_addr(),
+            kubeconfig.display()
+        );
+        server.serve(termination()).await;
+        anyhow::Ok(())
+    });
+    // Every acknowledged write is already synced; closing flushes the rest.
+    store.close();
+    result
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Server {
+            data_dir,
+            listen,
+            store,
+            token_auth_file,
+            max_requests_inflight,
+            max_mutating_requests_inflight,
+        } => {
+            let mut config = ServerConfig::new(data_dir.clone(), listen);
+            config.token_auth_file = token_auth_file;
+            config.max_requests_inflight = max_requests_inflight;
+            config.max_mutating_requests_inflight = max_mutating_requests_inflight;
+            server(data_dir, config, store)?;
+        }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;
             println!("backed up {} at revision {revision} to {}", data_dir.display(), to.display());
         }
         Command::Restore { from, data_dir } => {
-            Store::restore(&from, &data_dir)?;
+            Store::restore(&from, &store_dir(&data_dir))?;
             println!("restored {} into {}", from.display(), data_dir.display());
         }
         Command::Inspect { data_dir } => {

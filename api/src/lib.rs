@@ -1,1 +1,31 @@
-//! placeholder: filled by a later issue.
+//! keelson's API server: the Kubernetes REST API over the store.
+//!
+//! - [`server`]: TLS, HTTP/1.1 + HTTP/2, authentication, overload limits, routing.
+//! - [`route`] parses paths; [`rest`] implements the verbs; [`watch`] streams events.
+//! - [`kinds`] decodes, defaults and validates each kind; [`admission`] applies the
+//!   checks that need cluster state; [`patch`] implements the three patch formats.
+//! - [`discovery`], [`openapi`] and [`table`] serve what kubectl reads to know the API
+//!   and to print it.
+//!
+//! Architecture invariant: this is the only crate that knows the HTTP wire format on
+//! the server side, and the only client of the store.
+
+pub mod admission;
+pub mod auth;
+pub mod discovery;
+pub mod filter;
+pub mod kinds;
+pub mod metrics;
+pub mod object;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod reply;
+pub mod resources;
+pub mod rest;
+pub mod route;
+pub mod server;
+pub mod table;
+pub mod watch;
+
+pub use server::{Server, ServerConfig, ServerError};

@@ -189,7 +189,7 @@ pub struct ObjectRef {
 pub struct ApiError {
     pub reason: StatusReason,
     pub message: String,
-    pub object: Option<ObjectRef>,
+    pub object: Option<Box<ObjectRef>>,
     pub causes: Vec<FieldError>,
     pub retry_after_seconds: Option<u32>,
 }
@@ -209,7 +209,8 @@ impl ApiError {
     }
 
     fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.object = Some(ObjectRef { group: group.to_owned(), kind: kind.to_owned(), name: name.to_owned() });
+        self.object =
+            Some(Box::new(ObjectRef { group: group.to_owned(), kind: kind.to_owned(), name: name.to_owned() }));
         self
     }
 
@@ -293,7 +294,7 @@ impl ApiError {
     pub fn to_status(&self) -> Status {
         let has_details = self.object.is_some() || !self.causes.is_empty() || self.retry_after_seconds.is_some();
         let details = has_details.then(|| {
-            let object = self.object.clone().unwrap_or_default();
+            let object = self.object.as_deref().cloned().unwrap_or_default();
             StatusDetails {
                 group: (!object.group.is_empty()).then_some(object.group),
                 kind: (!object.kind.is_empty()).then_some(object.kind),

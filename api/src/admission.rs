@@ -1,0 +1,136 @@
+//! Admission: the checks and mutations that need cluster state, run after decoding
+//! and before storage (kube-apiserver's default admission plugins that matter here).
+//!
+//! - NamespaceLifecycle: no creates in a namespace that is missing or terminating.
+//! - ServiceAccount: a pod without one runs as `default`.
+//! - Priority: `priorityClassName` resolves to `priority` (unknown classes are refused).
+//! - DefaultTolerationSeconds: pods tolerate not-ready/unreachable nodes for 300 s.
+
+use crate::object;
+use crate::resources::ResourceInfo;
+use keelson_engine::{ApiError, StatusReason};
+use keelson_store::{ReadAt, Store};
+use serde_json::{json, Value};
+
+/// Namespaces that always exist and may not be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How long pods tolerate a node that is not ready or unreachable.
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+fn read(store: &Store, key: &str) -> Result<Option<Value>, ApiError> {
+    let record = store.get(key.as_bytes(), ReadAt::Latest).map_err(ApiError::internal)?;
+    match record.and_then(|r| r.value) {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::internal),
+        None => Ok(None),
+    }
+}
+
+/// NamespaceLifecycle for a create of a namespaced object.
+pub fn check_namespace(store: &Store, info: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
+    if !info.namespaced {
+        return Ok(());
+    }
+    let key = keelson_store::object_key("namespaces", None, namespace);
+    match read(store, &key)? {
+        None => Err(ApiError::not_found("", "namespaces", namespace)),
+        Some(ns) if object::get(&ns, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_null()) => {
+            Err(ApiError::new(
+                StatusReason::Forbidden,
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    info.plural,
+                ),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The pod admission plugins, on the raw object before it is decoded.
+pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
+    let spec = object::entry(pod, &["spec"]);
+    if spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").is_empty() {
+        spec["serviceAccountName"] = json!("default");
+    }
+    let class = spec.get("priorityClassName").and_then(Value::as_str).unwrap_or("").to_string();
+    if class.is_empty() {
+        if spec.get("priority").is_none_or(Value::is_null) {
+            spec["priority"] = json!(0);
+        }
+    } else {
+        let key = keelson_store::object_key("priorityclasses", None, &class);
+        let priority = match read(store, &key)? {
+            Some(pc) => pc.get("value").cloned().unwrap_or(json!(0)),
+            None if class == "system-cluster-critical" => json!(2_000_000_000),
+            None if class == "system-node-critical" => json!(2_000_001_000),
+            None => {
+                return Err(ApiError::new(
+                    StatusReason::Forbidden,
+                    format!(
+                        "pods \"{}\" is forbidden: no PriorityClass with name {class} was found",
+                        object::name(pod)
+                    ),
+                ))
+            }
+        };
+        let spec = object::entry(pod, &["spec"]);
+        if let Some(given) = spec.get("priority").filter(|p| !p.is_null()) {
+            if *given != priority {
+                return Err(ApiError::new(
+                    StatusReason::Forbidden,
+                    "the integer value of priority must not be provided in pod spec; priority admission controller computed a different value from the given PriorityClass name",
+                ));
+            }
+        }
+        spec["priority"] = priority;
+    }
+    let spec = object::entry(pod, &["spec"]);
+    if spec.get("preemptionPolicy").is_none_or(Value::is_null) {
+        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
+    }
+    add_default_tolerations(spec);
+    Ok(())
+}
+
+fn add_default_tolerations(spec: &mut Value) {
+    let tolerations = object::entry(spec, &["tolerations"]);
+    if !tolerations.is_array() {
+        *tolerations = json!([]);
+    }
+    let list = tolerations.as_array_mut().expect("made an array above");
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let covered = list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let exists_all = t_key.is_empty() && t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (t_key == key || exists_all) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_get_a_service_account_priority_and_tolerations() {
+        let store = Store::in_memory(Default::default()).unwrap();
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        admit_pod(&store, &mut pod).unwrap();
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["spec"]["priority"], 0);
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(pod["spec"]["tolerations"][0]["tolerationSeconds"], 300);
+        admit_pod(&store, &mut pod).unwrap();
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2, "idempotent");
+
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold"}});
+        assert_eq!(admit_pod(&store, &mut pod).unwrap_err().code(), 403);
+        store.close();
+    }
+}

@@ -1,0 +1,199 @@
+//! Label and field selectors applied to objects (for list, watch and deletecollection).
+//!
+//! Field selectors follow Kubernetes: `metadata.name` and `metadata.namespace` for
+//! every kind, plus a short per-kind list (`spec.nodeName`, `status.phase`, ...);
+//! operators `=`, `==` and `!=`; anything else is a 400.
+
+use crate::object;
+use crate::resources::ResourceInfo;
+use keelson_engine::{ApiError, Labels, Selector};
+use serde_json::Value;
+
+/// The labels of a JSON object, for [`Selector::matches`].
+pub struct ObjectLabels<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl<'a> ObjectLabels<'a> {
+    pub fn of(object: &'a Value) -> ObjectLabels<'a> {
+        ObjectLabels(object::get(object, &["metadata", "labels"]).and_then(Value::as_object))
+    }
+}
+
+impl Labels for ObjectLabels<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.0?.get(key)?.as_str()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FieldRequirement {
+    path: Vec<&'static str>,
+    value: String,
+    equal: bool,
+}
+
+/// A parsed `fieldSelector`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    requirements: Vec<FieldRequirement>,
+}
+
+/// The field paths a kind can be selected by, besides `metadata.name|namespace`.
+fn kind_fields(info: &ResourceInfo) -> &'static [&'static str] {
+    match (info.group, info.kind) {
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "Secret") => &["type"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "ReplicationController") | ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        ("", "PersistentVolume") => &["name"],
+        _ => &[],
+    }
+}
+
+/// Fields whose selector path differs from their location in the object.
+fn object_path(field: &'static str) -> Vec<&'static str> {
+    match field {
+        "source" => vec!["source", "component"],
+        other => other.split('.').collect(),
+    }
+}
+
+impl FieldSelector {
+    pub fn parse(text: &str, info: &ResourceInfo) -> Result<FieldSelector, ApiError> {
+        let mut requirements = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, value, equal) = if let Some((f, v)) = term.split_once("!=") {
+                (f, v, false)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, v, true)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, v, true)
+            } else {
+                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{term}'")));
+            };
+            let field = field.trim();
+            let known = ["metadata.name", "metadata.namespace"]
+                .into_iter()
+                .chain(kind_fields(info).iter().copied())
+                .find(|known| *known == field)
+                .ok_or_else(|| ApiError::bad_request(format!("field label not supported: {field}")))?;
+            requirements.push(FieldRequirement { path: object_path(known), value: value.trim().to_string(), equal });
+        }
+        Ok(FieldSelector { requirements })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    /// The name this selector pins (`metadata.name=x`), which turns a list into a get.
+    pub fn name(&self) -> Option<&str> {
+        self.requirements.iter().find(|r| r.equal && r.path == ["metadata", "name"]).map(|r| r.value.as_str())
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.requirements.iter().all(|r| {
+            let actual = match object::get(object, &r.path) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                // Absent fields compare as their zero value, as Kubernetes' field sets do.
+                None if r.path == ["spec", "unschedulable"] || r.path == ["spec", "hostNetwork"] => "false".into(),
+                _ => String::new(),
+            };
+            (actual == r.value) == r.equal
+        })
+    }
+}
+
+/// Label and field selectors together.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub labels: Selector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn everything() -> Filter {
+        Filter { labels: Selector::everything(), fields: FieldSelector::default() }
+    }
+
+    pub fn parse(
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+        info: &ResourceInfo,
+    ) -> Result<Filter, ApiError> {
+        let labels = match label_selector {
+            Some(text) if !text.trim().is_empty() => {
+                Selector::parse(text).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?
+            }
+            _ => Selector::everything(),
+        };
+        let fields = match field_selector {
+            Some(text) => FieldSelector::parse(text, info)?,
+            None => FieldSelector::default(),
+        };
+        Ok(Filter { labels, fields })
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_everything() && self.fields.is_empty()
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(&ObjectLabels::of(object)) && self.fields.matches(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use serde_json::json;
+
+    #[test]
+    fn pod_field_selectors() {
+        let pods = find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let f = Filter::parse(Some("app=web"), Some("spec.nodeName=n1,status.phase!=Succeeded"), pods).unwrap();
+        assert!(f.matches(&pod));
+        let f = Filter::parse(None, Some("spec.nodeName="), pods).unwrap();
+        assert!(!f.matches(&pod));
+        assert!(f.matches(&json!({"metadata": {"name": "q"}})));
+        assert_eq!(FieldSelector::parse("metadata.name=p", pods).unwrap().name(), Some("p"));
+        assert_eq!(Filter::parse(None, Some("spec.bogus=1"), pods).unwrap_err().code(), 400);
+        assert_eq!(Filter::parse(Some("a in (b"), None, pods).unwrap_err().code(), 400);
+    }
+
+    #[test]
+    fn node_unschedulable_defaults_to_false() {
+        let nodes = find("", "v1", "nodes").unwrap();
+        let f = Filter::parse(None, Some("spec.unschedulable=false"), nodes).unwrap();
+        assert!(f.matches(&json!({"metadata": {"name": "n"}, "spec": {}})));
+        assert!(!f.matches(&json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}})));
+    }
+}

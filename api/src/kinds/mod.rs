@@ -1,0 +1,283 @@
+//! Per-kind decoding, defaulting and validation.
+//!
+//! Every write passes through its kind's [`KindCodec`]: the JSON is decoded into the
+//! typed `k8s-openapi` struct (which rejects wrong types and, by comparison with the
+//! input, finds unknown fields), defaulted as kube-apiserver defaults it, validated
+//! with Kubernetes' rules and messages, and turned back into canonical JSON. Only the
+//! canonical form is stored, so what was stored always decodes.
+
+mod apps;
+mod core;
+mod meta;
+mod pod;
+
+use keelson_engine::k8s_openapi;
+use keelson_engine::k8s_openapi::api::{
+    apps::v1 as apps_v1, authentication::v1 as authn_v1, authorization::v1 as authz_v1, batch::v1 as batch_v1,
+    coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1, events::v1 as events_v1,
+    policy::v1 as policy_v1, rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1,
+};
+use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use keelson_engine::{ApiError, FieldError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::marker::PhantomData;
+
+pub use meta::NameRule;
+
+/// What a write is: the object before it, for update validation.
+#[derive(Clone, Copy)]
+pub enum Write<'a> {
+    Create,
+    Update { old: &'a Value },
+}
+
+/// Decodes, defaults and validates one kind's objects.
+pub trait KindCodec: Send + Sync {
+    /// Turns `input` into the canonical object to store, or the error to answer.
+    /// Fields the typed struct does not know are dropped and reported in `unknown`
+    /// (as `spec.foo` paths) when it is given.
+    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError>;
+
+    /// The kind's name (`Pod`).
+    fn kind(&self) -> &'static str;
+}
+
+/// The hooks a kind implements; everything has a sensible default.
+pub trait Kind:
+    k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    const NAME_RULE: NameRule = NameRule::Subdomain;
+    /// Whether objects live in a namespace.
+    const NAMESPACED: bool = true;
+
+    fn apply_defaults(&mut self) {}
+    fn validate(&self, _errors: &mut Vec<FieldError>) {}
+    fn validate_update(&self, _old: &Self, _errors: &mut Vec<FieldError>) {}
+}
+
+/// The [`KindCodec`] of a typed kind.
+pub struct Typed<T>(PhantomData<fn() -> T>);
+
+impl<T> Typed<T> {
+    pub const fn new() -> Self {
+        Typed(PhantomData)
+    }
+}
+
+impl<T> Default for Typed<T> {
+    fn default() -> Self {
+        Typed::new()
+    }
+}
+
+impl<T: Kind> KindCodec for Typed<T> {
+    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError> {
+        let mut object = decode::<T>(input)?;
+        if let Some(unknown) = unknown {
+            let known = serde_json::to_value(&object).map_err(ApiError::internal)?;
+            unknown_fields(input, &known, &mut String::new(), unknown);
+        }
+        object.apply_defaults();
+        let mut errors = Vec::new();
+        meta::validate(object.metadata(), T::NAME_RULE, T::NAMESPACED, &mut errors);
+        object.validate(&mut errors);
+        if let Write::Update { old } = write {
+            let old = decode::<T>(old)?;
+            meta::validate_update(object.metadata(), old.metadata(), &mut errors);
+            object.validate_update(&old, &mut errors);
+        }
+        if !errors.is_empty() {
+            let name = object.metadata().name.as_deref().unwrap_or("");
+            return Err(ApiError::invalid(T::GROUP, T::KIND, name, errors));
+        }
+        serde_json::to_value(&object).map_err(ApiError::internal)
+    }
+
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+}
+
+/// Decodes a JSON value into a kind, with kube-apiserver's wording for failures.
+pub fn decode<T: k8s_openapi::Resource + DeserializeOwned>(input: &Value) -> Result<T, ApiError> {
+    T::deserialize(input).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+            kind = T::KIND,
+            version = T::VERSION
+        ))
+    })
+}
+
+/// Collects the paths of fields in `input` that did not survive decoding into `known`.
+/// Nulls count as absent (Kubernetes treats them so).
+pub fn unknown_fields(input: &Value, known: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(input), Value::Object(known)) => {
+            for (key, value) in input {
+                if value.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match known.get(key) {
+                    Some(known) => unknown_fields(value, known, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(input), Value::Array(known)) => {
+            for (i, (value, known)) in input.iter().zip(known).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                unknown_fields(value, known, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+macro_rules! plain_kind {
+    ($($ty:ty),* $(,)?) => { $(impl Kind for $ty {})* };
+}
+macro_rules! cluster_kind {
+    ($($ty:ty),* $(,)?) => { $(impl Kind for $ty { const NAMESPACED: bool = false; })* };
+}
+macro_rules! cluster_kind_path_names {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Kind for $ty { const NAMESPACED: bool = false; const NAME_RULE: NameRule = NameRule::PathSegment; })*
+    };
+}
+
+plain_kind!(
+    core_v1::Endpoints,
+    core_v1::LimitRange,
+    core_v1::ResourceQuota,
+    core_v1::ServiceAccount,
+    core_v1::PersistentVolumeClaim,
+    apps_v1::ControllerRevision,
+    coordination_v1::Lease,
+    discovery_v1::EndpointSlice,
+    policy_v1::PodDisruptionBudget,
+    policy_v1::Eviction,
+);
+cluster_kind!(core_v1::ComponentStatus, core_v1::PersistentVolume, scheduling_v1::PriorityClass);
+cluster_kind_path_names!(
+    rbac_v1::ClusterRole,
+    rbac_v1::ClusterRoleBinding,
+    authn_v1::SelfSubjectReview,
+    authz_v1::SelfSubjectAccessReview,
+    authz_v1::SelfSubjectRulesReview,
+);
+impl Kind for rbac_v1::Role {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl Kind for rbac_v1::RoleBinding {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl Kind for core_v1::Binding {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl Kind for events_v1::Event {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+
+pub static BINDING: Typed<core_v1::Binding> = Typed::new();
+pub static COMPONENT_STATUS: Typed<core_v1::ComponentStatus> = Typed::new();
+pub static CONFIG_MAP: Typed<core_v1::ConfigMap> = Typed::new();
+pub static ENDPOINTS: Typed<core_v1::Endpoints> = Typed::new();
+pub static EVENT: Typed<core_v1::Event> = Typed::new();
+pub static LIMIT_RANGE: Typed<core_v1::LimitRange> = Typed::new();
+pub static NAMESPACE: Typed<core_v1::Namespace> = Typed::new();
+pub static NODE: Typed<core_v1::Node> = Typed::new();
+pub static PERSISTENT_VOLUME_CLAIM: Typed<core_v1::PersistentVolumeClaim> = Typed::new();
+pub static PERSISTENT_VOLUME: Typed<core_v1::PersistentVolume> = Typed::new();
+pub static POD: Typed<core_v1::Pod> = Typed::new();
+pub static RESOURCE_QUOTA: Typed<core_v1::ResourceQuota> = Typed::new();
+pub static SECRET: Typed<core_v1::Secret> = Typed::new();
+pub static SERVICE_ACCOUNT: Typed<core_v1::ServiceAccount> = Typed::new();
+pub static SERVICE: Typed<core_v1::Service> = Typed::new();
+pub static CONTROLLER_REVISION: Typed<apps_v1::ControllerRevision> = Typed::new();
+pub static DAEMON_SET: Typed<apps_v1::DaemonSet> = Typed::new();
+pub static DEPLOYMENT: Typed<apps_v1::Deployment> = Typed::new();
+pub static REPLICA_SET: Typed<apps_v1::ReplicaSet> = Typed::new();
+pub static STATEFUL_SET: Typed<apps_v1::StatefulSet> = Typed::new();
+pub static SELF_SUBJECT_REVIEW: Typed<authn_v1::SelfSubjectReview> = Typed::new();
+pub static SELF_SUBJECT_ACCESS_REVIEW: Typed<authz_v1::SelfSubjectAccessReview> = Typed::new();
+pub static SELF_SUBJECT_RULES_REVIEW: Typed<authz_v1::SelfSubjectRulesReview> = Typed::new();
+pub static CRON_JOB: Typed<batch_v1::CronJob> = Typed::new();
+pub static JOB: Typed<batch_v1::Job> = Typed::new();
+pub static LEASE: Typed<coordination_v1::Lease> = Typed::new();
+pub static ENDPOINT_SLICE: Typed<discovery_v1::EndpointSlice> = Typed::new();
+pub static EVENTS_V1_EVENT: Typed<events_v1::Event> = Typed::new();
+pub static POD_DISRUPTION_BUDGET: Typed<policy_v1::PodDisruptionBudget> = Typed::new();
+pub static EVICTION: Typed<policy_v1::Eviction> = Typed::new();
+pub static CLUSTER_ROLE_BINDING: Typed<rbac_v1::ClusterRoleBinding> = Typed::new();
+pub static CLUSTER_ROLE: Typed<rbac_v1::ClusterRole> = Typed::new();
+pub static ROLE_BINDING: Typed<rbac_v1::RoleBinding> = Typed::new();
+pub static ROLE: Typed<rbac_v1::Role> = Typed::new();
+pub static PRIORITY_CLASS: Typed<scheduling_v1::PriorityClass> = Typed::new();
+
+/// A field path under construction: `spec.containers[0].name`.
+#[derive(Clone, Debug)]
+pub struct Path(String);
+
+impl Path {
+    pub fn new(root: &str) -> Path {
+        Path(root.to_string())
+    }
+
+    pub fn child(&self, name: &str) -> Path {
+        Path(format!("{}.{name}", self.0))
+    }
+
+    pub fn index(&self, i: usize) -> Path {
+        Path(format!("{}[{i}]", self.0))
+    }
+
+    pub fn key(&self, key: &str) -> Path {
+        Path(format!("{}[{key}]", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_found_by_path() {
+        let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d", "bogus": 1,
+            "creationTimestamp": null}, "data": {"k": "v"}, "extra": {"x": 1}});
+        let mut unknown = Vec::new();
+        let out = CONFIG_MAP.admit(&input, Write::Create, Some(&mut unknown)).unwrap();
+        assert_eq!(unknown, vec!["extra".to_string(), "metadata.bogus".to_string()]);
+        assert_eq!(out["data"]["k"], "v");
+        assert!(out.get("extra").is_none());
+    }
+
+    #[test]
+    fn wrong_types_are_bad_requests() {
+        let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}});
+        let error = CONFIG_MAP.admit(&input, Write::Create, None).unwrap_err();
+        assert_eq!(error.code(), 400);
+        assert!(error.message.starts_with("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: "));
+    }
+}

@@ -1,0 +1,117 @@
+//! HTTP plumbing: body types, response builders, content negotiation, and the one
+//! place where errors become Kubernetes `Status` responses.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use keelson_engine::{ApiError, StatusReason};
+use keelson_store::StoreError;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub const JSON: &str = "application/json";
+pub const TABLE_JSON: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// Largest request body accepted, as kube-apiserver's limit.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn respond(code: StatusCode, content_type: &'static str, bytes: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = code;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub fn json(code: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
+    respond(code, JSON, bytes)
+}
+
+/// The response for a failed request: a `v1 Status` with the matching code.
+pub fn error(error: &ApiError) -> Response<Body> {
+    let body = serde_json::to_vec(&error.to_json()).expect("a Status serializes");
+    let code = StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(code, body);
+    if let Some(seconds) = error.retry_after_seconds {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// What a client wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Json,
+    /// A `meta.k8s.io/v1` Table (kubectl's human output).
+    Table,
+}
+
+impl Output {
+    /// Picks the first acceptable media type. Protobuf is always offered with JSON as
+    /// an alternative by Kubernetes clients; a client that accepts nothing we serve
+    /// gets 406.
+    pub fn from_accept(accept: Option<&str>) -> Result<Output, ApiError> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Output::Json) };
+        for media in accept.split(',') {
+            let media = media.replace(' ', "");
+            if media.contains("as=Table") {
+                if media.contains("g=meta.k8s.io") {
+                    return Ok(Output::Table);
+                }
+                continue;
+            }
+            let base = media.split(';').next().unwrap_or("");
+            if matches!(base, "application/json" | "*/*" | "application/*" | "application/yaml") {
+                return Ok(Output::Json);
+            }
+        }
+        Err(ApiError::new(
+            StatusReason::NotAcceptable,
+            format!("only the following media types are accepted: {JSON}, {TABLE_JSON}"),
+        ))
+    }
+}
+
+/// How a store failure reaches the client.
+pub fn store_error(error: StoreError, group_resource: (&str, &str), name: &str) -> ApiError {
+    let (group, resource) = group_resource;
+    match error {
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(group, resource, name),
+        StoreError::NotFound { .. } => ApiError::not_found(group, resource, name),
+        StoreError::Conflict { .. } => ApiError::stale_object(group, resource, name),
+        StoreError::Compacted { requested, compacted } => ApiError::gone_too_old(requested.get(), compacted.get()),
+        StoreError::WatcherLagged { .. } => {
+            ApiError::expired("the watch fell behind the event buffer; re-list to continue")
+        }
+        StoreError::FutureRevision { requested, current } => ApiError::new(
+            StatusReason::Timeout,
+            format!("Too large resource version: {requested}, current resource version: {current}"),
+        ),
+        StoreError::Busy => ApiError::too_many_requests(1),
+        StoreError::ValueTooLarge { limit, .. } => ApiError::request_entity_too_large(limit),
+        StoreError::Closed => ApiError::new(StatusReason::ServiceUnavailable, "the server is shutting down"),
+        other => ApiError::internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers() {
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(Output::from_accept(Some(table)).unwrap(), Output::Table);
+        assert_eq!(
+            Output::from_accept(Some("application/vnd.kubernetes.protobuf,application/json")).unwrap(),
+            Output::Json
+        );
+        assert_eq!(Output::from_accept(None).unwrap(), Output::Json);
+        assert_eq!(Output::from_accept(Some("application/vnd.kubernetes.protobuf")).unwrap_err().code(), 406);
+    }
+}

@@ -1,0 +1,997 @@
+//! The REST verbs on resources: get, list, create, update, patch, delete,
+//! deletecollection, and the subresources (status, scale, binding, eviction, log).
+//!
+//! Every write follows one path: build the candidate object, restore what the server
+//! owns (uid, creation time, status on the main resource, ...), let the kind's codec
+//! decode, default and validate it, then commit it with a precondition on the mod
+//! revision it was computed from. A conflict caused by another writer is retried from
+//! fresh state unless the client pinned a `resourceVersion`, as kube-apiserver's
+//! `GuaranteedUpdate` does. A write that changes nothing is not written.
+
+use crate::admission;
+use crate::filter::Filter;
+use crate::kinds::Write;
+use crate::object::{self, stamped};
+use crate::patch::{self, PatchType};
+use crate::reply::{self, Body, Output};
+use crate::resources::ResourceInfo;
+use crate::route::{Query, ResourceRoute};
+use crate::server::ApiState;
+use crate::table;
+use ::http::StatusCode;
+use base64::Engine;
+use bytes::Bytes;
+use hyper::Response;
+use keelson_engine::{ApiError, Revision, StatusReason};
+use keelson_store::{ListOptions, ReadAt, StoreError};
+use serde_json::{json, Value};
+
+/// Attempts at a write that keeps losing races before the client gets 409.
+const UPDATE_ATTEMPTS: usize = 16;
+/// Items fetched from the store per round when a list filters by selector.
+const LIST_CHUNK: usize = 500;
+
+/// `fieldValidation`: what to do with fields the kind does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+/// One request on a resource.
+pub struct Call<'a> {
+    pub state: &'a ApiState,
+    pub route: &'a ResourceRoute,
+    pub query: &'a Query,
+    pub output: Output,
+    /// `Warning` headers to send back.
+    pub warnings: Vec<String>,
+}
+
+type Reply = Result<Response<Body>, ApiError>;
+
+impl Call<'_> {
+    fn info(&self) -> &'static ResourceInfo {
+        self.route.info
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.route.namespace.as_deref()
+    }
+
+    fn name(&self) -> &str {
+        self.route.name.as_deref().unwrap_or("")
+    }
+
+    fn key(&self) -> String {
+        self.info().key(self.namespace(), self.name())
+    }
+
+    fn group_resource(&self) -> (&'static str, &'static str) {
+        (self.info().group, self.info().plural)
+    }
+
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.query.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("unsupported dry run value: {other:?}"))),
+        }
+    }
+
+    fn field_validation(&self) -> Result<FieldValidation, ApiError> {
+        match self.query.get("fieldValidation") {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other:?}; supported values are Ignore, Warn, Strict"
+            ))),
+        }
+    }
+
+    fn not_found(&self) -> ApiError {
+        ApiError::not_found(self.info().group, self.info().plural, self.name())
+    }
+
+    fn store_error(&self, error: StoreError) -> ApiError {
+        reply::store_error(error, self.group_resource(), self.name())
+    }
+
+    /// Runs the kind's codec and applies `fieldValidation` to unknown fields.
+    fn admit(&mut self, input: &Value, write: Write<'_>) -> Result<Value, ApiError> {
+        let validation = self.field_validation()?;
+        let mut unknown = Vec::new();
+        let out =
+            self.info().codec.admit(input, write, (validation != FieldValidation::Ignore).then_some(&mut unknown))?;
+        if !unknown.is_empty() {
+            let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            if validation == FieldValidation::Strict {
+                let kind = self.info().kind;
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    self.info().version,
+                    described.join(", ")
+                )));
+            }
+            self.warnings.extend(described);
+        }
+        Ok(out)
+    }
+
+    /// Renders one stored object for the client.
+    fn object_response(&self, code: StatusCode, stored: &[u8], revision: u64) -> Reply {
+        let bytes = stamped(stored, revision);
+        match self.output {
+            Output::Json => Ok(reply::json(code, bytes)),
+            Output::Table => {
+                let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+                let body = table::render(self.info(), std::slice::from_ref(&value), &revision.to_string(), None);
+                Ok(reply::respond(code, reply::TABLE_JSON, body))
+            }
+        }
+    }
+
+    fn current(&self) -> Result<Option<(Value, Bytes, Revision)>, ApiError> {
+        let record = self.state.store.get(self.key().as_bytes(), ReadAt::Latest).map_err(|e| self.store_error(e))?;
+        match record {
+            Some(record) => {
+                let bytes = record.value.ok_or_else(|| ApiError::internal("live record without a value"))?;
+                let value = object::decode_stored(&bytes, record.mod_revision.get()).map_err(ApiError::internal)?;
+                Ok(Some((value, bytes, record.mod_revision)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Parses a request body (JSON or YAML) into an object.
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+    let media = content_type.unwrap_or("application/json").split(';').next().unwrap_or("").trim().to_string();
+    let value: Value = match media.as_str() {
+        "application/json" | "" | "application/merge-patch+json" | "application/strategic-merge-patch+json"
+        | "application/json-patch+json" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))?,
+        "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}")))?,
+        _ => {
+            return Err(ApiError::new(
+                StatusReason::UnsupportedMediaType,
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, not {media}"
+                ),
+            ))
+        }
+    };
+    Ok(value)
+}
+
+/// `apiVersion`/`kind` in a body must match the endpoint; missing ones are filled in.
+fn check_type_meta(value: &mut Value, info: &ResourceInfo) -> Result<(), ApiError> {
+    let Some(map) = value.as_object_mut() else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    };
+    let expected = info.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(given) if !given.is_empty() && given != expected => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({given}) does not match the expected API version ({expected})"
+            )))
+        }
+        _ => {}
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(given) if !given.is_empty() && given != info.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({given}) does not match the expected kind ({})",
+                info.kind
+            )))
+        }
+        _ => {}
+    }
+    map.insert("apiVersion".into(), Value::String(expected));
+    map.insert("kind".into(), Value::String(info.kind.into()));
+    Ok(())
+}
+
+/// Kinds whose `metadata.generation` counts spec changes.
+fn tracks_generation(info: &ResourceInfo) -> bool {
+    matches!(info.group, "apps" | "batch" | "policy") && info.kind != "ControllerRevision"
+        || matches!(info.kind, "PriorityClass")
+}
+
+/// Everything but metadata and status: what a generation counts.
+fn spec_part(value: &Value) -> Vec<(&String, &Value)> {
+    value.as_object().map_or_else(Vec::new, |m| {
+        m.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")).collect()
+    })
+}
+
+fn random_suffix() -> String {
+    // Kubernetes' alphabet for generated names: no vowels, no confusable digits.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let uuid = uuid::Uuid::new_v4();
+    uuid.as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// The status each kind starts with: clients may not create objects with status.
+fn initial_status(info: &ResourceInfo, object: &mut Value) {
+    if !info.has_status() || info.kind == "Node" {
+        return;
+    }
+    let status = match info.kind {
+        "Pod" => json!({"phase": "Pending", "qosClass": qos_class(object)}),
+        "PersistentVolume" | "PersistentVolumeClaim" => json!({"phase": "Pending"}),
+        "Namespace" => json!({"phase": "Active"}),
+        _ => {
+            object::remove(object, &["status"]);
+            return;
+        }
+    };
+    object::set(object, &["status"], status);
+}
+
+/// `Guaranteed` when every container has equal cpu and memory requests and limits,
+/// `BestEffort` when none has any, `Burstable` otherwise.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = object::get(pod, &["spec", "containers"]).and_then(Value::as_array);
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in containers.into_iter().flatten() {
+        let requests = object::get(container, &["resources", "requests"]).and_then(Value::as_object);
+        let limits = object::get(container, &["resources", "limits"]).and_then(Value::as_object);
+        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
+        for resource in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(resource));
+            let request = requests.and_then(|r| r.get(resource)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Restores on `new` the metadata only the server may set, from `old`.
+fn keep_server_metadata(new: &mut Value, old: &Value) {
+    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        match object::get(old, &["metadata", field]) {
+            Some(value) => object::set(new, &["metadata", field], value.clone()),
+            None => {
+                object::remove(new, &["metadata", field]);
+            }
+        }
+    }
+    for field in ["name", "namespace"] {
+        if object::get_str(new, &["metadata", field]).unwrap_or("").is_empty() {
+            if let Some(value) = object::get(old, &["metadata", field]) {
+                object::set(new, &["metadata", field], value.clone());
+            }
+        }
+    }
+    object::remove(new, &["metadata", "managedFields"]);
+    object::remove(new, &["metadata", "selfLink"]);
+}
+
+fn finalizers_empty(value: &Value) -> bool {
+    object::get(value, &["metadata", "finalizers"]).and_then(Value::as_array).is_none_or(Vec::is_empty)
+}
+
+fn is_terminating(value: &Value) -> bool {
+    object::get(value, &["metadata", "deletionTimestamp"]).is_some_and(|v| !v.is_null())
+}
+
+/// How an update computes the new object from the current one.
+pub enum Change<'a> {
+    /// PUT of a whole object (on the resource or its status).
+    Replace(&'a Value),
+    Patch(PatchType, &'a Value),
+    /// PUT/PATCH on `scale`: the new replica count comes from the patched Scale.
+    Scale(Option<PatchType>, &'a Value),
+    /// `pods/binding`: bind to a node.
+    Bind(String),
+    /// Start graceful deletion: set the deletion timestamp and finalizers.
+    MarkDeleted {
+        grace_seconds: i64,
+        add_finalizer: Option<&'static str>,
+    },
+}
+
+fn rfc3339_after(seconds: i64) -> String {
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds.max(0));
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The `autoscaling/v1 Scale` view of a scalable object.
+pub fn scale_of(object: &Value) -> Value {
+    let selector = object::get(object, &["spec", "selector"])
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .and_then(|s| keelson_engine::Selector::from_label_selector(&s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let metadata = &object["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"],
+        },
+        "spec": {"replicas": object::get(object, &["spec", "replicas"]).cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": object::get(object, &["status", "replicas"]).cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+impl Call<'_> {
+    /// The current object, or 404.
+    pub fn current_value(&self) -> Result<Value, ApiError> {
+        self.current()?.map(|(value, _, _)| value).ok_or_else(|| self.not_found())
+    }
+
+    /// Names of the collection's objects that match the request's selectors.
+    pub fn list_values(&self) -> Result<Vec<String>, ApiError> {
+        let info = self.info();
+        let filter = Filter::parse(self.query.get("labelSelector"), self.query.get("fieldSelector"), info)?;
+        let prefix = info.prefix(self.namespace());
+        let page =
+            self.state.store.list(prefix.as_bytes(), &ListOptions::default()).map_err(|e| self.store_error(e))?;
+        let mut names = Vec::new();
+        for (_, record) in page.items {
+            let Some(bytes) = record.value else { continue };
+            let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+            if filter.matches(&value) {
+                names.push(object::name(&value).to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    pub fn get(&mut self) -> Reply {
+        if let Some(rv) = self.query.int("resourceVersion")? {
+            let current = self.state.store.current_revision().get();
+            if rv as u64 > current {
+                return Err(self.store_error(StoreError::FutureRevision {
+                    requested: Revision(rv as u64),
+                    current: Revision(current),
+                }));
+            }
+        }
+        let (value, stored, revision) = self.current()?.ok_or_else(|| self.not_found())?;
+        match self.route.subresource.as_deref() {
+            Some("scale") => {
+                Ok(reply::json(StatusCode::OK, serde_json::to_vec(&scale_of(&value)).map_err(ApiError::internal)?))
+            }
+            _ => self.object_response(StatusCode::OK, &stored, revision.get()),
+        }
+    }
+
+    /// Lists a collection: consistent at one revision, filtered, paged.
+    pub fn list(&mut self) -> Reply {
+        let info = self.info();
+        let filter = Filter::parse(self.query.get("labelSelector"), self.query.get("fieldSelector"), info)?;
+        let limit = self.query.int("limit")?.filter(|l| *l > 0).map_or(0, |l| l as usize);
+        let prefix = info.prefix(self.namespace());
+        let (at, mut after_key) = match self.query.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => {
+                let (revision, key) = decode_continue(token, &prefix)?;
+                (ReadAt::Revision(revision), Some(key))
+            }
+            None => (self.list_read_at()?, None),
+        };
+        let mut items: Vec<(Vec<u8>, Value)> = Vec::new();
+        let mut next_continue = None;
+        let mut at = at;
+        let revision = loop {
+            let want = if limit == 0 {
+                0
+            } else if filter.is_everything() {
+                limit - items.len()
+            } else {
+                LIST_CHUNK
+            };
+            let options = ListOptions { at, limit: want, after_key: after_key.clone() };
+            let page = self.state.store.list(prefix.as_bytes(), &options).map_err(|e| match e {
+                StoreError::Compacted { .. } if self.query.get("continue").is_some() => ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                other => self.store_error(other),
+            })?;
+            at = ReadAt::Revision(page.revision);
+            let mut stopped_at = None;
+            for (key, record) in &page.items {
+                let Some(value) = &record.value else { continue };
+                let bytes = stamped(value, record.mod_revision.get());
+                let parsed = if filter.is_everything() && self.output == Output::Json {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).map_err(ApiError::internal)?
+                };
+                if !parsed.is_null() && !filter.matches(&parsed) {
+                    continue;
+                }
+                items.push((bytes, parsed));
+                if limit > 0 && items.len() == limit {
+                    stopped_at = Some(key.clone());
+                    break;
+                }
+            }
+            match (stopped_at, page.next_key) {
+                (Some(key), _) => {
+                    // Full: there is a next page if anything follows this key.
+                    let more = self
+                        .state
+                        .store
+                        .list(prefix.as_bytes(), &ListOptions { at, limit: 1, after_key: Some(key.clone()) })
+                        .map_err(|e| self.store_error(e))?;
+                    if !more.items.is_empty() {
+                        next_continue = Some(encode_continue(page.revision, &key, &prefix));
+                    }
+                    break page.revision;
+                }
+                (None, Some(next)) => after_key = Some(next),
+                (None, None) => break page.revision,
+            }
+        };
+        let rv = revision.get().to_string();
+        match self.output {
+            Output::Table => {
+                let values: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
+                Ok(reply::respond(
+                    StatusCode::OK,
+                    reply::TABLE_JSON,
+                    table::render(info, &values, &rv, next_continue.as_deref()),
+                ))
+            }
+            Output::Json => {
+                let mut body = Vec::with_capacity(items.iter().map(|(b, _)| b.len() + 1).sum::<usize>() + 256);
+                body.extend_from_slice(b"{\"kind\":\"");
+                body.extend_from_slice(info.kind.as_bytes());
+                body.extend_from_slice(b"List\",\"apiVersion\":\"");
+                body.extend_from_slice(info.api_version().as_bytes());
+                body.extend_from_slice(b"\",\"metadata\":{\"resourceVersion\":\"");
+                body.extend_from_slice(rv.as_bytes());
+                body.push(b'"');
+                if let Some(token) = &next_continue {
+                    body.extend_from_slice(b",\"continue\":\"");
+                    body.extend_from_slice(token.as_bytes());
+                    body.push(b'"');
+                }
+                body.extend_from_slice(b"},\"items\":[");
+                for (i, (bytes, _)) in items.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(bytes);
+                }
+                body.extend_from_slice(b"]}");
+                Ok(reply::json(StatusCode::OK, body))
+            }
+        }
+    }
+
+    /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
+    fn list_read_at(&self) -> Result<ReadAt, ApiError> {
+        let rv = self.query.int("resourceVersion")?;
+        match (self.query.get("resourceVersionMatch").unwrap_or(""), rv) {
+            ("", None | Some(0)) => Ok(ReadAt::Latest),
+            ("Exact", Some(rv)) if rv > 0 => Ok(ReadAt::Revision(Revision(rv as u64))),
+            ("Exact", _) => Err(ApiError::bad_request(
+                "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\" or unset",
+            )),
+            ("NotOlderThan" | "", Some(rv)) => {
+                let current = self.state.store.current_revision().get();
+                if rv as u64 > current {
+                    return Err(self.store_error(StoreError::FutureRevision {
+                        requested: Revision(rv as u64),
+                        current: Revision(current),
+                    }));
+                }
+                Ok(ReadAt::Latest)
+            }
+            ("NotOlderThan", None) => {
+                Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"))
+            }
+            (other, _) => Err(ApiError::bad_request(format!(
+                "unsupported resourceVersionMatch value: {other:?}; supported values: Exact, NotOlderThan"
+            ))),
+        }
+    }
+
+    /// POST on a collection.
+    pub async fn create(&mut self, mut input: Value) -> Reply {
+        let info = self.info();
+        check_type_meta(&mut input, info)?;
+        if let Some(ns) = self.namespace() {
+            match object::namespace(&input) {
+                Some(given) if given != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => object::set_str(&mut input, &["metadata", "namespace"], ns),
+            }
+        } else if info.namespaced {
+            return Err(ApiError::new(StatusReason::NotFound, "the server could not find the requested resource"));
+        }
+        if object::get_str(&input, &["metadata", "resourceVersion"]).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        }
+        let generate = object::name(&input)
+            .is_empty()
+            .then(|| object::get_str(&input, &["metadata", "generateName"]).unwrap_or("").to_string())
+            .filter(|g| !g.is_empty());
+        for attempt in 0.. {
+            let mut candidate = input.clone();
+            if let Some(prefix) = &generate {
+                object::set_str(&mut candidate, &["metadata", "name"], &format!("{prefix}{}", random_suffix()));
+            }
+            let (stored, name) = self.prepare_create(candidate)?;
+            if self.dry_run()? {
+                return self.object_response(StatusCode::CREATED, &stored, 0);
+            }
+            let key = info.key(self.namespace(), &name);
+            match self.state.store.create(key, stored.clone()).await {
+                Ok(outcome) => return self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()),
+                Err(StoreError::AlreadyExists { .. }) if generate.is_some() && attempt < 8 => continue,
+                Err(e) => return Err(reply::store_error(e, self.group_resource(), &name)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Metadata, status, admission and validation for a new object; returns the bytes
+    /// to store and the final name.
+    fn prepare_create(&mut self, mut candidate: Value) -> Result<(Vec<u8>, String), ApiError> {
+        let info = self.info();
+        let metadata = object::entry(&mut candidate, &["metadata"]);
+        if !metadata.is_object() {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"]
+        {
+            metadata.as_object_mut().expect("checked above").remove(field);
+        }
+        metadata["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        metadata["creationTimestamp"] = json!(object::now_rfc3339());
+        if tracks_generation(info) {
+            metadata["generation"] = json!(1);
+        } else {
+            metadata.as_object_mut().expect("checked above").remove("generation");
+        }
+        initial_status(info, &mut candidate);
+        let name = object::name(&candidate).to_string();
+        if let Some(ns) = self.namespace() {
+            admission::check_namespace(&self.state.store, info, ns, &name)?;
+        }
+        if info.group.is_empty() && info.kind == "Pod" {
+            admission::admit_pod(&self.state.store, &mut candidate)?;
+        }
+        let out = self.admit(&candidate, Write::Create)?;
+        Ok((object::encode(&out), name))
+    }
+
+    /// PUT, PATCH and the update-shaped subresources, with `GuaranteedUpdate` retries.
+    pub async fn update(&mut self, change: Change<'_>) -> Reply {
+        let info = self.info();
+        let subresource = self.route.subresource.clone();
+        let precondition = match &change {
+            Change::Replace(input) => object::get_str(input, &["metadata", "resourceVersion"])
+                .filter(|rv| !rv.is_empty())
+                .map(|rv| {
+                    rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
+                })
+                .transpose()?,
+            _ => None,
+        };
+        if let Change::Replace(input) = &change {
+            let body_name = object::name(input);
+            if !body_name.is_empty() && body_name != self.name() {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({})",
+                    self.name()
+                )));
+            }
+        }
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some((old, old_bytes, old_revision)) = self.current()? else {
+                if let Change::Patch(PatchType::Apply, input) = change {
+                    // Server-side apply creates what does not exist yet.
+                    let mut input = input.clone();
+                    object::set_str(&mut input, &["metadata", "name"], self.name());
+                    return self.create(input).await;
+                }
+                return Err(self.not_found());
+            };
+            if let Some(expected) = precondition {
+                if expected != old_revision.get() {
+                    return Err(ApiError::stale_object(info.group, info.plural, self.name()));
+                }
+            }
+            let new = self.apply_change(&change, &old, subresource.as_deref())?;
+            let Some(mut new) = new else {
+                // Nothing to change (binding rejected earlier returns an error instead).
+                return self.object_response(StatusCode::OK, &old_bytes, old_revision.get());
+            };
+            if matches!(change, Change::Patch(..) | Change::Scale(..)) {
+                if let Some(rv) = object::get_str(&new, &["metadata", "resourceVersion"]) {
+                    if !rv.is_empty() && rv != old_revision.get().to_string() {
+                        return Err(ApiError::stale_object(info.group, info.plural, self.name()));
+                    }
+                }
+            }
+            object::remove(&mut new, &["metadata", "resourceVersion"]);
+            let mut old_plain = old.clone();
+            object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
+            let mut out = self.admit(&new, Write::Update { old: &old })?;
+            if tracks_generation(info) && spec_part(&out) != spec_part(&old_plain) {
+                let generation = object::get(&old, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
+                object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
+            }
+            let bytes = object::encode(&out);
+            let code = if matches!(change, Change::Bind(_)) { StatusCode::CREATED } else { StatusCode::OK };
+            if bytes == old_bytes.as_ref() {
+                return self.update_response(code, &change, &old_bytes, old_revision.get());
+            }
+            if self.dry_run()? {
+                return self.update_response(code, &change, &bytes, old_revision.get());
+            }
+            let key = self.key();
+            // An object being deleted goes once its last finalizer is removed.
+            let result = if is_terminating(&out) && finalizers_empty(&out) && !self.waits_for_agent(&out) {
+                self.state.store.delete(key, Some(old_revision)).await
+            } else {
+                self.state.store.update(key, bytes.clone(), Some(old_revision)).await
+            };
+            match result {
+                Ok(outcome) => return self.update_response(code, &change, &bytes, outcome.revision.get()),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(StoreError::NotFound { .. }) => return Err(self.not_found()),
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(info.group, info.plural, self.name(), "too many concurrent updates; please retry"))
+    }
+
+    fn update_response(&self, code: StatusCode, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
+        match change {
+            Change::Scale(..) => {
+                let value = object::decode_stored(stored, revision).map_err(ApiError::internal)?;
+                Ok(reply::json(code, serde_json::to_vec(&scale_of(&value)).map_err(ApiError::internal)?))
+            }
+            Change::Bind(_) => Ok(reply::json(code, success_status(code))),
+            _ => self.object_response(code, stored, revision),
+        }
+    }
+
+    /// A bound pod being deleted gracefully waits for its node agent to confirm.
+    fn waits_for_agent(&self, value: &Value) -> bool {
+        self.info().kind == "Pod"
+            && self.info().group.is_empty()
+            && object::get_str(value, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
+            && object::get(value, &["metadata", "deletionGracePeriodSeconds"]).and_then(Value::as_i64).unwrap_or(0) > 0
+    }
+
+    /// Computes the candidate object; `None` means "leave it as it is".
+    fn apply_change(
+        &self,
+        change: &Change<'_>,
+        old: &Value,
+        subresource: Option<&str>,
+    ) -> Result<Option<Value>, ApiError> {
+        let info = self.info();
+        let mut candidate = match change {
+            Change::Replace(input) => {
+                let mut input = (*input).clone();
+                check_type_meta(&mut input, info)?;
+                input
+            }
+            Change::Patch(kind, patch) => {
+                let mut doc = old.clone();
+                match kind {
+                    PatchType::Json => patch::json_patch(&mut doc, patch)?,
+                    PatchType::Merge => patch::merge_patch(&mut doc, patch),
+                    PatchType::Strategic | PatchType::Apply => patch::strategic_merge(&mut doc, patch)?,
+                }
+                check_type_meta(&mut doc, info)?;
+                doc
+            }
+            Change::Scale(kind, input) => {
+                let mut scale = scale_of(old);
+                match kind {
+                    None => scale = (*input).clone(),
+                    Some(PatchType::Json) => patch::json_patch(&mut scale, input)?,
+                    Some(_) => patch::merge_patch(&mut scale, input),
+                }
+                let replicas = object::get(&scale, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
+                if replicas < 0 {
+                    return Err(ApiError::invalid(
+                        "autoscaling",
+                        "Scale",
+                        self.name(),
+                        vec![keelson_engine::FieldError::new(
+                            keelson_engine::FieldErrorKind::Invalid,
+                            "spec.replicas",
+                            Some(replicas.to_string()),
+                            "must be greater than or equal to 0",
+                        )],
+                    ));
+                }
+                let mut new = old.clone();
+                object::set(&mut new, &["spec", "replicas"], json!(replicas));
+                return Ok(Some(new));
+            }
+            Change::Bind(node) => {
+                if let Some(current) = object::get_str(old, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+                    return Err(ApiError::new(
+                        StatusReason::Conflict,
+                        format!(
+                            "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"",
+                            name = self.name()
+                        ),
+                    ));
+                }
+                if is_terminating(old) {
+                    return Err(ApiError::conflict(
+                        "",
+                        "pods",
+                        self.name(),
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
+                }
+                let mut new = old.clone();
+                object::set_str(&mut new, &["spec", "nodeName"], node);
+                let conditions = object::entry(&mut new, &["status", "conditions"]);
+                if !conditions.is_array() {
+                    *conditions = json!([]);
+                }
+                let list = conditions.as_array_mut().expect("made an array above");
+                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                    "lastTransitionTime": object::now_rfc3339()}));
+                return Ok(Some(new));
+            }
+            Change::MarkDeleted { grace_seconds, add_finalizer } => {
+                let mut new = old.clone();
+                if !is_terminating(old) {
+                    object::set_str(&mut new, &["metadata", "deletionTimestamp"], &rfc3339_after(*grace_seconds));
+                    object::set(&mut new, &["metadata", "deletionGracePeriodSeconds"], json!(grace_seconds));
+                } else if let Some(current) =
+                    object::get(old, &["metadata", "deletionGracePeriodSeconds"]).and_then(Value::as_i64)
+                {
+                    // A shorter grace period may replace a longer one, never the reverse.
+                    if *grace_seconds < current {
+                        object::set_str(&mut new, &["metadata", "deletionTimestamp"], &rfc3339_after(*grace_seconds));
+                        object::set(&mut new, &["metadata", "deletionGracePeriodSeconds"], json!(grace_seconds));
+                    }
+                }
+                if let Some(finalizer) = add_finalizer {
+                    let list = object::entry(&mut new, &["metadata", "finalizers"]);
+                    if !list.is_array() {
+                        *list = json!([]);
+                    }
+                    let list = list.as_array_mut().expect("made an array above");
+                    if !list.iter().any(|f| f == finalizer) {
+                        list.push(json!(finalizer));
+                    }
+                }
+                if info.kind == "Namespace" {
+                    object::set_str(&mut new, &["status", "phase"], "Terminating");
+                }
+                return Ok(Some(new));
+            }
+        };
+        match subresource {
+            Some("status") => {
+                // Only status changes through the status subresource.
+                let mut new = old.clone();
+                match candidate.get("status") {
+                    Some(status) => object::set(&mut new, &["status"], status.clone()),
+                    None => {
+                        object::remove(&mut new, &["status"]);
+                    }
+                }
+                candidate = new;
+            }
+            Some("finalize") => {
+                let mut new = old.clone();
+                let finalizers = object::get(&candidate, &["spec", "finalizers"]).cloned().unwrap_or(json!([]));
+                object::set(&mut new, &["spec", "finalizers"], finalizers);
+                candidate = new;
+            }
+            _ => {
+                if info.has_status() {
+                    match old.get("status") {
+                        Some(status) => object::set(&mut candidate, &["status"], status.clone()),
+                        None => {
+                            object::remove(&mut candidate, &["status"]);
+                        }
+                    }
+                }
+            }
+        }
+        keep_server_metadata(&mut candidate, old);
+        Ok(Some(candidate))
+    }
+
+    /// DELETE of one object.
+    pub async fn delete(&mut self, options: &Value) -> Reply {
+        let info = self.info();
+        let (current, _, revision) = self.current()?.ok_or_else(|| self.not_found())?;
+        if info.kind == "Namespace" && admission::SYSTEM_NAMESPACES.contains(&self.name()) {
+            return Err(ApiError::new(
+                StatusReason::Forbidden,
+                format!("namespaces \"{}\" is forbidden: this namespace may not be deleted", self.name()),
+            ));
+        }
+        check_delete_preconditions(options, &current, revision, info, self.name())?;
+        let grace =
+            self.query.int("gracePeriodSeconds")?.or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+        let policy = self
+            .query
+            .get("propagationPolicy")
+            .map(String::from)
+            .or_else(|| options.get("propagationPolicy").and_then(Value::as_str).map(String::from))
+            .or_else(|| match options.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some("Orphan".into()),
+                _ => None,
+            });
+        let add_finalizer = match policy.as_deref() {
+            Some("Orphan") => Some("orphan"),
+            Some("Foreground") => Some("foregroundDeletion"),
+            Some("Background") | None => None,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "DeleteOptions.propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                )))
+            }
+        };
+        // An unbound pod has nothing running: it goes at once, as in Kubernetes.
+        let bound_pod = info.kind == "Pod"
+            && info.group.is_empty()
+            && object::get_str(&current, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
+        let pod_grace = if bound_pod {
+            grace.unwrap_or_else(|| {
+                object::get(&current, &["spec", "terminationGracePeriodSeconds"]).and_then(Value::as_i64).unwrap_or(30)
+            })
+        } else {
+            0
+        };
+        let graceful = pod_grace > 0 || info.kind == "Namespace";
+        if graceful || add_finalizer.is_some() || !finalizers_empty(&current) {
+            let change = Change::MarkDeleted { grace_seconds: pod_grace, add_finalizer };
+            return self.update(change).await;
+        }
+        if self.dry_run()? {
+            return Ok(reply::json(StatusCode::OK, self.deleted_body(&current)?));
+        }
+        match self.state.store.delete(self.key(), Some(revision)).await {
+            Ok(_) => Ok(reply::json(StatusCode::OK, self.deleted_body(&current)?)),
+            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                self.name(),
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
+    /// Pods come back as the deleted object; other kinds as a Success Status.
+    fn deleted_body(&self, current: &Value) -> Result<Vec<u8>, ApiError> {
+        let info = self.info();
+        if info.kind == "Pod" {
+            return serde_json::to_vec(current).map_err(ApiError::internal);
+        }
+        serde_json::to_vec(&json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": self.name(), "group": info.group, "kind": info.plural,
+                "uid": object::get_str(current, &["metadata", "uid"]).unwrap_or("")},
+        }))
+        .map_err(ApiError::internal)
+    }
+}
+
+fn check_delete_preconditions(
+    options: &Value,
+    current: &Value,
+    revision: Revision,
+    info: &ResourceInfo,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Some(pre) = options.get("preconditions") else { return Ok(()) };
+    if let Some(uid) = pre.get("uid").and_then(Value::as_str) {
+        let actual = object::get_str(current, &["metadata", "uid"]).unwrap_or("");
+        if uid != actual {
+            return Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+            ));
+        }
+    }
+    if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str) {
+        if rv != revision.get().to_string() {
+            return Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    revision.get()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn success_status(code: StatusCode) -> Vec<u8> {
+    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "code": code.as_u16()}))
+    .expect("a Status serializes")
+}
+
+/// A continue token: the revision of the first page and the last key returned, so
+/// every page reads the same snapshot (as kube-apiserver's tokens do).
+fn encode_continue(revision: Revision, last_key: &[u8], prefix: &str) -> String {
+    let start = String::from_utf8_lossy(&last_key[prefix.len().min(last_key.len())..]).into_owned();
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision.get(), "start": start});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, Bytes), ApiError> {
+    let invalid = || ApiError::bad_request("continue key is not valid: invalid continue token");
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let rv = value.get("rv").and_then(Value::as_u64).filter(|rv| *rv > 0).ok_or_else(invalid)?;
+    let start = value.get("start").and_then(Value::as_str).ok_or_else(invalid)?;
+    if start.contains("..") {
+        return Err(invalid());
+    }
+    Ok((Revision(rv), Bytes::from(format!("{prefix}{start}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(Revision(42), b"/registry/pods/default/web-3", "/registry/pods/default/");
+        let (rv, key) = decode_continue(&token, "/registry/pods/default/").unwrap();
+        assert_eq!(rv, Revision(42));
+        assert_eq!(&key[..], b"/registry/pods/default/web-3");
+        assert_eq!(decode_continue("garbage!", "/p/").unwrap_err().code(), 400);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod = |resources: Value| json!({"spec": {"containers": [{"resources": resources}]}});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
+        assert_eq!(qos_class(&pod(json!({"requests": {"cpu": "1"}}))), "Burstable");
+    }
+
+    #[test]
+    fn bodies_and_type_meta() {
+        assert_eq!(parse_body(Some(reply::PROTOBUF), b"k8s\0").unwrap_err().code(), 415);
+        let mut v = parse_body(Some("application/yaml"), b"metadata:\n  name: x\n").unwrap();
+        let info = crate::resources::find("", "v1", "configmaps").unwrap();
+        check_type_meta(&mut v, info).unwrap();
+        assert_eq!(v["kind"], "ConfigMap");
+        let mut wrong = json!({"apiVersion": "apps/v1", "kind": "ConfigMap"});
+        assert_eq!(check_type_meta(&mut wrong, info).unwrap_err().code(), 400);
+    }
+}

@@ -1,0 +1,592 @@
+//! `keelson server`'s HTTPS front: TLS with client certificates, HTTP/1.1 and
+//! HTTP/2, authentication, overload limits, routing, and graceful shutdown.
+
+use crate::auth::{self, Authenticator, User};
+use crate::discovery::{self, Discovery, Format};
+use crate::metrics::{self, Metrics};
+use crate::object;
+use crate::openapi::OpenApi;
+use crate::patch::PatchType;
+use crate::pki::{Pki, PkiError};
+use crate::reply::{self, Body, Output};
+use crate::resources;
+use crate::rest::{self, Call, Change};
+use crate::route::{Query, ResourceRoute, Route};
+use crate::watch;
+use ::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use ::http::{HeaderValue, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use keelson_engine::{ApiError, StatusReason};
+use keelson_store::Store;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch as signal, Semaphore};
+
+/// The Kubernetes version keelson serves. kubectl's dispatcher picks the client by
+/// this minor, so it decides which kubectl drives the server.
+pub const MAJOR: &str = "1";
+pub const MINOR: &str = "33";
+pub const GIT_VERSION: &str = "v1.33.0";
+
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub token_auth_file: Option<PathBuf>,
+    /// Read-only requests in flight before 429 (kube-apiserver's `--max-requests-inflight`).
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight before 429 (`--max-mutating-requests-inflight`).
+    pub max_mutating_requests_inflight: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            listen,
+            token_auth_file: None,
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    TokenFile(#[from] auth::TokenFileError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("creating the system namespaces: {0}")]
+    Bootstrap(String),
+}
+
+/// Everything a request handler may touch.
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub discovery: Discovery,
+    pub openapi: OpenApi,
+    pub authenticator: Authenticator,
+    pub metrics: Metrics,
+    /// Flips to `true` when the server shuts down; open watches end.
+    pub shutdown: signal::Receiver<bool>,
+    readonly: Semaphore,
+    mutating: Semaphore,
+}
+
+/// A bound, ready server.
+pub struct Server {
+    state: Arc<ApiState>,
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: signal::Sender<bool>,
+    local_addr: SocketAddr,
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
+    let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+        .map_err(|e| tls(&e))?
+        .ok_or_else(|| ServerError::Tls("no private key in server.key".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_cert_pem.as_bytes()) {
+        roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates are optional at the TLS layer: token and anonymous requests
+    // must reach the server to get their 401.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl Server {
+    /// Prepares certificates and the admin kubeconfig, binds the listener and creates
+    /// the system namespaces.
+    pub async fn bind(config: ServerConfig, store: Arc<Store>) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let pki = Pki::load_or_create(&config.data_dir, local_addr)?;
+        let host = if local_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { local_addr.ip().to_string() };
+        let server_url = match local_addr {
+            SocketAddr::V6(_) if !local_addr.ip().is_unspecified() => format!("https://[{host}]:{}", local_addr.port()),
+            _ => format!("https://{host}:{}", local_addr.port()),
+        };
+        pki.write_admin_kubeconfig(&config.data_dir.join("admin.kubeconfig"), &server_url)?;
+        let authenticator = match &config.token_auth_file {
+            Some(path) => Authenticator::with_token_file(path)?,
+            None => Authenticator::default(),
+        };
+        let (shutdown, shutdown_rx) = signal::channel(false);
+        let state = Arc::new(ApiState {
+            store,
+            discovery: Discovery::build(),
+            openapi: OpenApi::build(),
+            authenticator,
+            metrics: Metrics::default(),
+            shutdown: shutdown_rx,
+            readonly: Semaphore::new(config.max_requests_inflight),
+            mutating: Semaphore::new(config.max_mutating_requests_inflight),
+        });
+        bootstrap(&state).await?;
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+        Ok(Server { state, listener, tls, shutdown, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `stop` completes, then stops accepting, ends watches and waits
+    /// (bounded) for requests in flight.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                accepted = self.listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let acceptor = self.tls.clone();
+                    let state = self.state.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        let user = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(|cert| auth::user_from_certificate(cert))
+                            .map(Arc::new);
+                        let service = hyper::service::service_fn(move |request| {
+                            let state = state.clone();
+                            let user = user.clone();
+                            async move { Ok::<_, Infallible>(handle(state, user, request).await) }
+                        });
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        let _ = watcher.watch(connection.into_owned()).await;
+                    });
+                }
+            }
+        }
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    }
+}
+
+/// Creates the namespaces every cluster has (idempotent).
+async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
+    let info = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    for name in crate::admission::SYSTEM_NAMESPACES {
+        let route = ResourceRoute { info, namespace: None, name: None, subresource: None, legacy_watch: false };
+        let query = Query::default();
+        let mut call = Call { state, route: &route, query: &query, output: Output::Json, warnings: Vec::new() };
+        match call.create(json!({"metadata": {"name": name}})).await {
+            Ok(_) => {}
+            Err(e) if e.reason == StatusReason::AlreadyExists => {}
+            Err(e) => return Err(ServerError::Bootstrap(e.message)),
+        }
+    }
+    Ok(())
+}
+
+/// Paths anonymous clients may read (kube-apiserver's `system:public-info-viewer`).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+async fn handle(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let mut verb = "GET";
+    let mut resource = None;
+    let result = dispatch(&state, user, request, &mut verb, &mut resource).await;
+    let response = result.unwrap_or_else(|e| reply::error(&e));
+    state.metrics.record(resource, verb, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn header(request: &Request<Incoming>, name: ::http::header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<(Option<String>, Bytes), ApiError> {
+    if header(&request, CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > reply::MAX_BODY_BYTES)
+    {
+        return Err(ApiError::request_entity_too_large(reply::MAX_BODY_BYTES));
+    }
+    let content_type = header(&request, CONTENT_TYPE).map(String::from);
+    let body = Limited::new(request.into_body(), reply::MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::request_entity_too_large(reply::MAX_BODY_BYTES)
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    Ok((content_type, body))
+}
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    reply::respond(code, "text/plain; charset=utf-8", body)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusReason::MethodNotAllowed, "the server does not allow this method on the requested resource")
+}
+
+async fn dispatch(
+    state: &Arc<ApiState>,
+    conn_user: Option<Arc<User>>,
+    request: Request<Incoming>,
+    verb: &mut &'static str,
+    resource: &mut Option<usize>,
+) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().to_string();
+    let user = conn_user.or_else(|| header(&request, AUTHORIZATION).and_then(|a| state.authenticator.token(a)));
+    if user.is_none() && !is_public(&path) {
+        return Err(ApiError::new(StatusReason::Unauthorized, "Unauthorized"));
+    }
+    let route = Route::parse(&path)?;
+    let accept = header(&request, ::http::header::ACCEPT).unwrap_or("").to_string();
+    let route = match route {
+        Route::Resource(route) => route,
+        other => {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return Err(method_not_allowed());
+            }
+            return non_resource(state, other, &accept);
+        }
+    };
+    *resource = metrics::resource_index(route.info.plural, route.info.group);
+    let query = Query::parse(request.uri().query());
+    let output = Output::from_accept(Some(&accept).filter(|a| !a.is_empty()).map(String::as_str))?;
+    let method = request.method().clone();
+    let is_watch = method == Method::GET && route.name.is_none() && (route.legacy_watch || query.flag("watch"));
+    *verb = match (&method, route.name.is_some()) {
+        (&Method::GET, _) if is_watch => "WATCH",
+        (&Method::GET, _) if route.subresource.as_deref() == Some("log") => "CONNECT",
+        (&Method::GET, true) => "GET",
+        (&Method::GET, false) => "LIST",
+        (&Method::POST, _) => "CREATE",
+        (&Method::PUT, _) => "UPDATE",
+        (&Method::PATCH, _)
+            if header(&request, CONTENT_TYPE).is_some_and(|c| c.starts_with("application/apply-patch")) =>
+        {
+            "APPLY"
+        }
+        (&Method::PATCH, _) => "PATCH",
+        (&Method::DELETE, true) => "DELETE",
+        (&Method::DELETE, false) => "DELETECOLLECTION",
+        _ => return Err(method_not_allowed()),
+    };
+    let k8s_verb = match *verb {
+        "WATCH" => "watch",
+        "GET" | "CONNECT" => "get",
+        "LIST" => "list",
+        "CREATE" => "create",
+        "UPDATE" => "update",
+        "PATCH" | "APPLY" => "patch",
+        "DELETE" => "delete",
+        _ => "deletecollection",
+    };
+    if route.subresource.is_none() && !route.info.has_verb(k8s_verb) {
+        return Err(method_not_allowed());
+    }
+    if route.info.namespaced && route.namespace.is_none() && route.name.is_some() {
+        return Err(ApiError::new(StatusReason::NotFound, "the server could not find the requested resource"));
+    }
+    if is_watch {
+        return watch::start(state.clone(), &route, &query, output);
+    }
+    // Overload protection: bounded requests in flight, separately for writes.
+    let semaphore = if matches!(*verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };
+    let Ok(_permit) = semaphore.try_acquire() else {
+        state.metrics.rejected_overload.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::too_many_requests(1));
+    };
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        Some(read_body(request).await?)
+    } else {
+        None
+    };
+    let mut call = Call { state, route: &route, query: &query, output, warnings: Vec::new() };
+    let mut response = resource_verb(&mut call, &method, body, user.as_deref()).await?;
+    for warning in &call.warnings {
+        let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append("Warning", value);
+        }
+    }
+    Ok(response)
+}
+
+async fn resource_verb(
+    call: &mut Call<'_>,
+    method: &Method,
+    body: Option<(Option<String>, Bytes)>,
+    user: Option<&User>,
+) -> Result<Response<Body>, ApiError> {
+    let info = call.route.info;
+    let sub = call.route.subresource.clone();
+    let has_name = call.route.name.is_some();
+    let parse = |body: &Option<(Option<String>, Bytes)>| match body {
+        Some((content_type, bytes)) if !bytes.is_empty() => rest::parse_body(content_type.as_deref(), bytes),
+        _ => Ok(Value::Object(Default::default())),
+    };
+    match (method, has_name, sub.as_deref()) {
+        (&Method::GET, false, None) if info.kind == "ComponentStatus" => component_statuses(call),
+        (&Method::GET, true, None) if info.kind == "ComponentStatus" => component_statuses(call),
+        (&Method::GET, false, None) => call.list(),
+        (&Method::GET, true, None | Some("status" | "scale")) => call.get(),
+        (&Method::GET, true, Some("log")) => pod_log(call),
+        (&Method::POST, false, None) => {
+            let input = parse(&body)?;
+            match info.kind {
+                "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview" => {
+                    review(info.kind, input, user)
+                }
+                "Binding" => {
+                    let pod = object::name(&input).to_string();
+                    bind(call, &input, pod).await
+                }
+                _ => call.create(input).await,
+            }
+        }
+        (&Method::POST, true, Some("binding")) => {
+            let input = parse(&body)?;
+            let pod = call.route.name.clone().unwrap_or_default();
+            bind(call, &input, pod).await
+        }
+        (&Method::POST, true, Some("eviction")) => {
+            let input = parse(&body)?;
+            let options = input.get("deleteOptions").cloned().unwrap_or(json!({}));
+            call.delete(&options).await?;
+            Ok(reply::json(StatusCode::CREATED, rest::success_status(StatusCode::CREATED)))
+        }
+        (&Method::PUT, true, Some("scale")) => {
+            let input = parse(&body)?;
+            call.update(Change::Scale(None, &input)).await
+        }
+        (&Method::PUT, true, None | Some("status" | "finalize")) => {
+            let input = parse(&body)?;
+            call.update(Change::Replace(&input)).await
+        }
+        (&Method::PATCH, true, sub @ (None | Some("status" | "scale"))) => {
+            let content_type = body.as_ref().and_then(|(c, _)| c.clone()).unwrap_or_default();
+            let kind = PatchType::from_content_type(&content_type).ok_or_else(|| {
+                ApiError::new(
+                    StatusReason::UnsupportedMediaType,
+                    format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type:?}"),
+                )
+            })?;
+            let patch = parse(&body)?;
+            if kind == PatchType::Apply && call.query.get("fieldManager").unwrap_or("").is_empty() {
+                return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+            }
+            if sub == Some("scale") {
+                return call.update(Change::Scale(Some(kind), &patch)).await;
+            }
+            call.update(Change::Patch(kind, &patch)).await
+        }
+        (&Method::DELETE, true, None) => {
+            let options = parse(&body)?;
+            call.delete(&options).await
+        }
+        (&Method::DELETE, false, None) => delete_collection(call).await,
+        _ => Err(method_not_allowed()),
+    }
+}
+
+async fn bind(call: &mut Call<'_>, binding: &Value, pod: String) -> Result<Response<Body>, ApiError> {
+    let node = object::get_str(binding, &["target", "name"]).unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &pod,
+            vec![keelson_engine::FieldError::required("target.name", "")],
+        ));
+    }
+    let pods = resources::find("", "v1", "pods").expect("pods are served");
+    let route = ResourceRoute {
+        info: pods,
+        namespace: call.route.namespace.clone(),
+        name: Some(pod),
+        subresource: Some("binding".into()),
+        legacy_watch: false,
+    };
+    let mut pod_call =
+        Call { state: call.state, route: &route, query: call.query, output: Output::Json, warnings: Vec::new() };
+    pod_call.update(Change::Bind(node)).await
+}
+
+async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
+    let listed = call.list_values()?;
+    for name in listed {
+        let route = ResourceRoute {
+            info: call.route.info,
+            namespace: call.route.namespace.clone(),
+            name: Some(name),
+            subresource: None,
+            legacy_watch: false,
+        };
+        let mut one =
+            Call { state: call.state, route: &route, query: call.query, output: Output::Json, warnings: Vec::new() };
+        match one.delete(&json!({})).await {
+            Ok(_) => {}
+            Err(e) if e.reason == StatusReason::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reply::json(StatusCode::OK, rest::success_status(StatusCode::OK)))
+}
+
+fn review(kind: &str, mut input: Value, user: Option<&User>) -> Result<Response<Body>, ApiError> {
+    let user = user.ok_or_else(|| ApiError::new(StatusReason::Unauthorized, "Unauthorized"))?;
+    let group = match kind {
+        "SelfSubjectReview" => "authentication.k8s.io/v1",
+        _ => "authorization.k8s.io/v1",
+    };
+    input["apiVersion"] = json!(group);
+    input["kind"] = json!(kind);
+    // Authorization is not enforced yet (a later issue adds RBAC): every
+    // authenticated user may do everything, and reviews say so truthfully.
+    input["status"] = match kind {
+        "SelfSubjectAccessReview" => json!({"allowed": true, "reason": "authorization is not enforced by this server"}),
+        "SelfSubjectRulesReview" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        _ => json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}),
+    };
+    Ok(reply::json(StatusCode::CREATED, serde_json::to_vec(&input).map_err(ApiError::internal)?))
+}
+
+fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
+    let store_ok = !call.state.store.backend_name().is_empty();
+    let item = |name: &str, healthy: bool, message: &str| {
+        json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
+            "conditions": [{"type": "Healthy", "status": if healthy { "True" } else { "False" }, "message": message}]})
+    };
+    let items = vec![
+        item("store", store_ok, &format!("ok ({} backend)", call.state.store.backend_name())),
+        item("scheduler", false, "no scheduler runs in this server yet"),
+        item("controller-manager", false, "no controller manager runs in this server yet"),
+    ];
+    let items: Vec<Value> = match call.route.name.as_deref() {
+        Some(name) => items.into_iter().filter(|i| i["metadata"]["name"] == name).collect(),
+        None => items,
+    };
+    call.warnings.push("v1 ComponentStatus is deprecated in v1.19+".into());
+    if let Some(name) = call.route.name.as_deref() {
+        let found = items.into_iter().next().ok_or_else(|| ApiError::not_found("", "componentstatuses", name))?;
+        return Ok(reply::json(StatusCode::OK, serde_json::to_vec(&found).map_err(ApiError::internal)?));
+    }
+    let rv = call.state.store.current_revision().get().to_string();
+    let body = match call.output {
+        Output::Table => crate::table::render(call.route.info, &items, &rv, None),
+        Output::Json => serde_json::to_vec(&json!({"kind": "ComponentStatusList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": rv}, "items": items}))
+        .map_err(ApiError::internal)?,
+    };
+    Ok(reply::respond(StatusCode::OK, if call.output == Output::Table { reply::TABLE_JSON } else { reply::JSON }, body))
+}
+
+fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
+    let pod = call.current_value()?;
+    let name = object::name(&pod).to_string();
+    match object::get_str(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+        None => Err(ApiError::bad_request(format!("pod {name} does not have a host assigned"))),
+        Some(node) => Err(ApiError::new(
+            StatusReason::ServiceUnavailable,
+            format!("no node agent serves logs for node \"{node}\" yet"),
+        )),
+    }
+}
+
+fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response<Body>, ApiError> {
+    let not_found = || ApiError::new(StatusReason::NotFound, "the server could not find the requested resource");
+    let aggregated = |v2: &Bytes, v2beta1: &Bytes, legacy: &Bytes| match Format::from_accept(accept) {
+        Format::AggregatedV2 => reply::respond(StatusCode::OK, discovery::AGGREGATED_V2, v2.clone()),
+        Format::AggregatedV2Beta1 => reply::respond(StatusCode::OK, discovery::AGGREGATED_V2BETA1, v2beta1.clone()),
+        Format::Legacy => reply::json(StatusCode::OK, legacy.clone()),
+    };
+    let d = &state.discovery;
+    Ok(match route {
+        Route::Root => {
+            let mut paths = vec!["/api".to_string(), "/api/v1".into(), "/apis".into(), "/healthz".into(), "/livez".into(),
+                "/metrics".into(), "/openapi/v3".into(), "/readyz".into(), "/version".into()];
+            for group in resources::groups().into_iter().filter(|g| !g.is_empty()) {
+                paths.push(format!("/apis/{group}"));
+                paths.push(format!("/apis/{group}/v1"));
+            }
+            paths.sort();
+            reply::json(StatusCode::OK, serde_json::to_vec(&json!({"paths": paths})).map_err(ApiError::internal)?)
+        }
+        Route::Version => reply::json(
+            StatusCode::OK,
+            serde_json::to_vec(&json!({
+                "major": MAJOR, "minor": MINOR, "gitVersion": GIT_VERSION,
+                "gitCommit": "keelson", "gitTreeState": "clean", "buildDate": "2026-11-22T00:00:00Z",
+                "goVersion": "rust", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+            }))
+            .map_err(ApiError::internal)?,
+        ),
+        Route::Health => text(StatusCode::OK, "ok"),
+        Route::Metrics => {
+            reply::respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&state.store.stats()))
+        }
+        Route::CoreVersions => aggregated(&d.core_aggregated_v2, &d.core_aggregated_v2beta1, &d.core_versions),
+        Route::Groups => aggregated(&d.groups_aggregated_v2, &d.groups_aggregated_v2beta1, &d.group_list),
+        Route::Group(group) => reply::json(StatusCode::OK, discovery::group(&group).ok_or_else(not_found)?),
+        Route::GroupVersion { group, version } => {
+            reply::json(StatusCode::OK, discovery::resource_list(&group, &version).ok_or_else(not_found)?)
+        }
+        Route::OpenApiV3Index => reply::json(StatusCode::OK, state.openapi.index()),
+        Route::OpenApiV3 { group, version } => {
+            reply::json(StatusCode::OK, state.openapi.document(&group, &version).ok_or_else(not_found)?)
+        }
+        Route::OpenApiV2 => return Err(not_found()),
+        Route::Resource(_) => unreachable!("handled by the caller"),
+    })
+}

@@ -1,0 +1,195 @@
+//! A real `keelson server` on a free loopback port, and the real kubectl against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to print `ready`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| Vec::new())
+    }
+
+    /// Starts with extra flags, computed from the server's temp dir.
+    pub fn start_with(args: impl FnOnce(&Path) -> Vec<String>) -> TestServer {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let extra_args = args(dir.path());
+        let mut server = TestServer { dir, port: free_port(), child: None, extra_args };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("admin.kubeconfig")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["server", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("keelson starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(START_TIMEOUT).is_err() {
+            let _ = child.kill();
+            panic!("keelson server did not print ready within {START_TIMEOUT:?}");
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then wait: the server must exit 0.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+            assert!(status.success());
+            for _ in 0..300 {
+                if let Some(status) = child.try_wait().expect("waitable") {
+                    assert!(status.success(), "keelson exited with {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("keelson did not exit within 15 s of SIGTERM");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn kubectl(&self, version: &str) -> Kubectl {
+        Kubectl {
+            binary: kubectl_binary(version),
+            kubeconfig: self.kubeconfig(),
+            cache: self.dir.path().join(format!("cache-{version}")),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `/usr/bin/kubectl` dispatches by the server's minor; the versioned binaries sit
+/// beside its target.
+pub fn kubectl_binary(version: &str) -> PathBuf {
+    let dispatcher = std::fs::canonicalize("/usr/bin/kubectl").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+    match version {
+        "" => dispatcher,
+        v => dispatcher.with_file_name(format!("kubectl.{v}")),
+    }
+}
+
+pub struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Kubectl {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache);
+        command.arg("--request-timeout=30s").args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("kubectl runs"))
+    }
+
+    pub fn stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("stdin accepts");
+        Run::from(child.wait_with_output().expect("kubectl finishes"))
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert!(run.ok, "kubectl {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
+        run.stdout
+    }
+
+    pub fn apply(&self, args: &[&str], manifest: &str) -> String {
+        let run = self.stdin(args, manifest);
+        assert!(run.ok, "kubectl {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
+        run.stdout
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("kubectl prints JSON")
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writable");
+    path
+}

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod api_bench;
 mod report;
 mod store_bench;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Durable write throughput and watch fan-out of the registry (keelson's RocksDB store, or etcd).
     Store(store_bench::StoreArgs),
+    /// Creates, GETs, LISTs and watch fan-out through the API server over HTTPS.
+    Api(api_bench::ApiArgs),
 }
 
 fn main() -> Result<()> {
@@ -35,6 +38,19 @@ fn main() -> Result<()> {
             println!("{json}");
             if result.watchers > 0 && !result.watch_complete_in_order {
                 anyhow::bail!("a watcher missed events or saw them out of order");
+            }
+        }
+        Command::Api(args) => {
+            let result = api_bench::run(&args)?;
+            api_bench::print_table(&result);
+            let json = serde_json::to_string(&result)?;
+            if let Some(out) = &args.out {
+                std::fs::write(out, format!("{json}\n"))?;
+            }
+            println!("{json}");
+            let failed = [&result.creates, &result.gets, &result.lists].iter().any(|p| p.ops == 0);
+            if failed || result.watch.as_ref().is_some_and(|w| !w.complete) {
+                anyhow::bail!("a phase completed no operations or a watcher missed events");
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod admission;
 pub mod auth;
 pub mod discovery;
 pub mod filter;
+pub mod fuzz;
 pub mod kinds;
 pub mod metrics;
 pub mod object;

@@ -23,7 +23,7 @@ use keelson_store::{ListOptions, ReadAt, StoreError, WatchItem};
 use serde_json::{json, Value};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -54,23 +54,59 @@ struct Stream {
     tx: mpsc::Sender<Bytes>,
 }
 
+/// What every watcher of one event shares, computed by the first watcher that needs
+/// it and kept in the event's memo slot: the event is serialized once, not once per
+/// watcher.
+struct Encoded {
+    /// The object as sent: the new state, or the last state for a delete, stamped
+    /// with the event's revision.
+    object: Bytes,
+    /// `{"type":"<the event's own type>","object":...}\n`.
+    frame: Bytes,
+    /// Parsed states, for watchers with selectors.
+    now: OnceLock<Option<Value>>,
+    before: OnceLock<Option<Value>>,
+}
+
+fn frame(kind: &str, object: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(object.len() + 32);
+    frame.extend_from_slice(b"{\"type\":\"");
+    frame.extend_from_slice(kind.as_bytes());
+    frame.extend_from_slice(b"\",\"object\":");
+    frame.extend_from_slice(object);
+    frame.extend_from_slice(b"}\n");
+    Bytes::from(frame)
+}
+
+impl Encoded {
+    fn of(event: &keelson_store::Event) -> Encoded {
+        let revision = event.revision.get();
+        let object = Bytes::from(stamped(event.object().map_or(&b"{}"[..], |b| &b[..]), revision));
+        Encoded { frame: frame(event.kind.as_str(), &object), object, now: OnceLock::new(), before: OnceLock::new() }
+    }
+}
+
+fn parse(bytes: Option<&Bytes>) -> Option<Value> {
+    serde_json::from_slice(bytes?).ok()
+}
+
 impl Stream {
-    /// Sends one event; `false` when the client is gone.
+    /// Sends one frame; `false` when the client is gone.
+    async fn send_frame(&self, frame: Bytes) -> bool {
+        self.tx.send(frame).await.is_ok()
+    }
+
+    /// Sends one event built for this watcher alone (initial state, Table output,
+    /// selector transitions).
     async fn send(&self, kind: &str, object: &[u8]) -> bool {
-        let mut frame = Vec::with_capacity(object.len() + 32);
-        frame.extend_from_slice(b"{\"type\":\"");
-        frame.extend_from_slice(kind.as_bytes());
-        frame.extend_from_slice(b"\",\"object\":");
         match self.output {
-            Output::Json => frame.extend_from_slice(object),
+            Output::Json => self.send_frame(frame(kind, object)).await,
             Output::Table => {
                 let Ok(value) = serde_json::from_slice::<Value>(object) else { return true };
                 let rv = value["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-                frame.extend_from_slice(&table::render(self.info, &[value], &rv, None));
+                self.send_frame(frame(kind, &table::render(self.info, &[value], &rv, None))).await
             }
         }
-        frame.extend_from_slice(b"}\n");
-        self.tx.send(Bytes::from(frame)).await.is_ok()
     }
 
     async fn bookmark(&self, revision: Revision, initial_events_end: bool) -> bool {
@@ -79,13 +115,11 @@ impl Stream {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
-        let frame = format!("{{\"type\":\"BOOKMARK\",\"object\":{object}}}\n");
-        self.tx.send(Bytes::from(frame)).await.is_ok()
+        self.send_frame(Bytes::from(format!("{{\"type\":\"BOOKMARK\",\"object\":{object}}}\n"))).await
     }
 
     async fn error(&self, error: &ApiError) {
-        let frame = format!("{{\"type\":\"ERROR\",\"object\":{}}}\n", error.to_json());
-        let _ = self.tx.send(Bytes::from(frame)).await;
+        let _ = self.send_frame(Bytes::from(format!("{{\"type\":\"ERROR\",\"object\":{}}}\n", error.to_json()))).await;
     }
 
     fn matches(&self, bytes: &[u8]) -> bool {
@@ -95,20 +129,29 @@ impl Stream {
     /// Translates one store event into what this watcher sees: with a selector, an
     /// object that starts or stops matching appears as ADDED or DELETED.
     async fn event(&self, event: &keelson_store::Event) -> bool {
-        let revision = event.revision.get();
-        let now = event.value.as_ref().filter(|v| self.matches(v));
-        let before = event.prev_value.as_ref().filter(|v| self.matches(v));
-        match (event.kind, now, before) {
-            (EventType::Added, Some(value), _) => self.send("ADDED", &stamped(value, revision)).await,
-            (EventType::Modified, Some(value), Some(_)) => self.send("MODIFIED", &stamped(value, revision)).await,
-            (EventType::Modified, Some(value), None) => self.send("ADDED", &stamped(value, revision)).await,
-            (EventType::Modified, None, Some(_)) => {
-                let value = event.value.as_ref().expect("a modified event has a value");
-                self.send("DELETED", &stamped(value, revision)).await
+        let encoded = event.memo.get_or_init(|| Encoded::of(event)).unwrap_or_else(|| Arc::new(Encoded::of(event)));
+        let (now, before) = if self.filter.is_everything() {
+            (event.value.is_some(), event.prev_value.is_some())
+        } else {
+            let now = encoded.now.get_or_init(|| parse(event.value.as_ref()));
+            let before = encoded.before.get_or_init(|| parse(event.prev_value.as_ref()));
+            (
+                now.as_ref().is_some_and(|v| self.filter.matches(v)),
+                before.as_ref().is_some_and(|v| self.filter.matches(v)),
+            )
+        };
+        let kind = match (event.kind, now, before) {
+            (EventType::Added, true, _) | (EventType::Modified, true, true) | (EventType::Deleted, _, true) => {
+                if self.output == Output::Json {
+                    return self.send_frame(encoded.frame.clone()).await;
+                }
+                event.kind.as_str()
             }
-            (EventType::Deleted, _, Some(prev)) => self.send("DELETED", &stamped(prev, revision)).await,
-            _ => true,
-        }
+            (EventType::Modified, true, false) => "ADDED",
+            (EventType::Modified, false, true) => "DELETED",
+            _ => return true,
+        };
+        self.send(kind, &encoded.object).await
     }
 }
 

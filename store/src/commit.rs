@@ -223,6 +223,7 @@ impl Committer {
             prev_value: prev_live.as_ref().and_then(|r| r.value.clone()),
             create_revision: entry.record.create_revision,
             version: entry.record.version,
+            memo: Default::default(),
         });
         Ok(WriteOutcome { revision, record: entry.record, prev: prev_live })
     }

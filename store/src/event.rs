@@ -23,7 +23,37 @@ pub struct Event {
     pub create_revision: Revision,
     /// Changes since creation, 1 after create.
     pub version: u64,
+    /// Where the consumer keeps what it derives from this event once for all its
+    /// watchers (the API server: the encoded frame). Not part of the event's identity.
+    pub memo: Memo,
 }
+
+/// A write-once slot for data derived from an event, shared by every watcher that sees
+/// the event (events are shared by `Arc`, so the first watcher computes, the rest reuse).
+#[derive(Clone, Default)]
+pub struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Memo {
+    /// The memoized value, computed by `init` on first use; `None` if the slot holds a
+    /// value of another type (one consumer per slot is the contract).
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.0.get_or_init(|| Arc::new(init())).clone().downcast::<T>().ok()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Memo(set)" } else { "Memo(empty)" })
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
 
 impl Event {
     /// The object this event is about: the new state, or for a delete the last one.

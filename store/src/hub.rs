@@ -139,6 +139,7 @@ mod tests {
                 prev_value: None,
                 create_revision: Revision(rev),
                 version: 1,
+                memo: Default::default(),
             })
             .collect();
         CommitBatch::new(events, SystemTime::now())

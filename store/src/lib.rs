@@ -26,7 +26,7 @@ mod watch;
 pub use codec::Record;
 pub use commit::{Mutation, WriteOutcome};
 pub use error::StoreError;
-pub use event::{CommitBatch, Event, EventBatch, WatchItem};
+pub use event::{CommitBatch, Event, EventBatch, Memo, WatchItem};
 pub use hub::RingLimits;
 pub use read::{ListOptions, ListPage, ReadAt};
 pub use store::{Pending, Retention, Store, StoreConfig, StoreStats};

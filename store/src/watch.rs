@@ -195,5 +195,6 @@ fn event_from_log(entry: codec::LogEntry) -> Event {
         prev_value: live_prev.and_then(|p| p.value),
         create_revision: entry.record.create_revision,
         version: entry.record.version,
+        memo: Default::default(),
     }
 }

@@ -1,0 +1,244 @@
+//! The API's semantics over real HTTPS against an in-process server: status codes and
+//! `Status` bodies for bad input, optimistic concurrency, subresources, finalizers,
+//! watch with selectors and 410, and overload.
+
+use keelson_api::{Server, ServerConfig};
+use keelson_store::{Store, StoreConfig};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    base: String,
+    http: reqwest::Client,
+    anonymous: reqwest::Client,
+    store: Arc<Store>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn client_from_kubeconfig(dir: &std::path::Path, with_identity: bool) -> reqwest::Client {
+    let pki = dir.join("pki");
+    let ca = std::fs::read(pki.join("ca.crt")).unwrap();
+    let mut builder =
+        reqwest::Client::builder().use_rustls_tls().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    if with_identity {
+        let mut identity = std::fs::read(pki.join("admin.crt")).unwrap();
+        identity.extend(std::fs::read(pki.join("admin.key")).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&identity).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+async fn start(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::in_memory(StoreConfig::default()).unwrap();
+    let mut config = ServerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    configure(&mut config);
+    let server = Server::bind(config, store.clone()).await.unwrap();
+    let base = format!("https://127.0.0.1:{}", server.local_addr().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        base,
+        http: client_from_kubeconfig(dir.path(), true),
+        anonymous: client_from_kubeconfig(dir.path(), false),
+        store,
+        _dir: dir,
+        stop: Some(stop),
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Harness {
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = request.send().await.unwrap();
+        let code = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap();
+        (code, serde_json::from_slice(&body).unwrap_or(Value::Null), headers)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (code, body, _) = self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await;
+        (code, body)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (code, body, _) = self.send(self.http.get(format!("{}{path}", self.base))).await;
+        (code, body)
+    }
+}
+
+fn configmap(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": "web"}}, "data": {"k": "v"}})
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test]
+async fn bad_input_gets_a_status_and_stores_nothing() {
+    let h = start(|_| {}).await;
+    let (code, _, _) = h.send(h.anonymous.get(format!("{}{CMS}", h.base))).await;
+    assert_eq!(code, 401);
+
+    assert_eq!(h.post(CMS, configmap("a")).await.0, 201);
+    let (code, status) = h.post(CMS, configmap("a")).await;
+    assert_eq!((code, status["reason"].as_str()), (409, Some("AlreadyExists")));
+
+    let (code, status) = h.post(CMS, configmap("Bad_Name")).await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+    assert_eq!(h.get(&format!("{CMS}/Bad_Name")).await.0, 404);
+
+    let huge = json!({"metadata": {"name": "huge"}, "data": {"k": "x".repeat(3 * 1024 * 1024 + 1)}});
+    assert_eq!(h.post(CMS, huge).await.0, 413);
+    let (code, _, _) = h
+        .send(
+            h.http
+                .post(format!("{}{CMS}", h.base))
+                .header("Content-Type", "application/vnd.kubernetes.protobuf")
+                .body(b"k8s\0".to_vec()),
+        )
+        .await;
+    assert_eq!(code, 415);
+    let (code, _, _) = h
+        .send(h.http.post(format!("{}{CMS}", h.base)).header("Content-Type", "application/json").body("{not json"))
+        .await;
+    assert_eq!(code, 400);
+
+    let mut unknown = configmap("u");
+    unknown["spec"] = json!({"x": 1});
+    let (code, status) = h.post(&format!("{CMS}?fieldValidation=Strict"), unknown.clone()).await;
+    assert_eq!(code, 400);
+    assert!(status["message"].as_str().unwrap().contains("unknown field \"spec\""), "{status}");
+    let (code, _, headers) = h.send(h.http.post(format!("{}{CMS}?fieldValidation=Warn", h.base)).json(&unknown)).await;
+    assert_eq!(code, 201);
+    assert!(headers.get("warning").unwrap().to_str().unwrap().contains("unknown field"));
+
+    let (code, status) = h.post("/api/v1/namespaces/missing/configmaps", configmap("x")).await;
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
+}
+
+#[tokio::test]
+async fn optimistic_concurrency_subresources_and_finalizers() {
+    let h = start(|_| {}).await;
+    let (_, created) = h.post(CMS, configmap("c")).await;
+    let mut stale = created.clone();
+    stale["data"]["k"] = json!("v2");
+    let (code, _, _) = h.send(h.http.put(format!("{}{CMS}/c", h.base)).json(&stale)).await;
+    assert_eq!(code, 200);
+    let (code, status, _) = h.send(h.http.put(format!("{}{CMS}/c", h.base)).json(&stale)).await;
+    assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")));
+
+    // Binding sets nodeName once.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(h.post("/api/v1/namespaces/default/pods", pod).await.0, 201);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/p/binding", binding.clone()).await.0, 201);
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/p/binding", binding).await.0, 409);
+    let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    assert_eq!(pod["status"]["phase"], "Pending");
+
+    // A bound pod is deleted gracefully: marked, not removed.
+    let (code, _, _) = h.send(h.http.delete(format!("{}/api/v1/namespaces/default/pods/p", h.base))).await;
+    assert_eq!(code, 200);
+    let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
+    assert!(pod["metadata"]["deletionTimestamp"].is_string());
+
+    // Finalizers hold an object until the last is removed.
+    let mut held = configmap("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    assert_eq!(h.post(CMS, held).await.0, 201);
+    h.send(h.http.delete(format!("{}{CMS}/held", h.base))).await;
+    let (code, marked) = h.get(&format!("{CMS}/held")).await;
+    assert_eq!(code, 200);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let (code, _, _) = h
+        .send(
+            h.http
+                .patch(format!("{}{CMS}/held", h.base))
+                .header("Content-Type", "application/merge-patch+json")
+                .body(r#"{"metadata":{"finalizers":null}}"#),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(h.get(&format!("{CMS}/held")).await.0, 404);
+
+    // Scale and status subresources.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}, "status": {"replicas": 99}});
+    let (code, created) = h.post("/apis/apps/v1/namespaces/default/deployments", deployment).await;
+    assert_eq!(code, 201);
+    assert!(created["status"].get("replicas").is_none(), "clients cannot create status");
+    let (_, scale) = h.get("/apis/apps/v1/namespaces/default/deployments/d/scale").await;
+    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()), (Some("Scale"), Some(1)));
+    assert_eq!(scale["status"]["selector"], "app=d");
+}
+
+async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut buffer = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("an event in time");
+        let Some(chunk) = chunk.unwrap() else { break };
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn watch_follows_selectors_and_expires() {
+    let h = start(|_| {}).await;
+    let (_, list) = h.get(CMS).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut watch = h
+        .http
+        .get(format!("{}{CMS}?watch=true&labelSelector=app%3Dweb&resourceVersion={rv}", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.post(CMS, configmap("w")).await.0, 201);
+    let relabel = r#"{"metadata":{"labels":{"app":"db"}}}"#;
+    let patch = |body: &'static str| {
+        h.http.patch(format!("{}{CMS}/w", h.base)).header("Content-Type", "application/merge-patch+json").body(body)
+    };
+    assert_eq!(h.send(patch(relabel)).await.0, 200);
+    assert_eq!(h.send(patch(r#"{"metadata":{"labels":{"app":"web"}}}"#)).await.0, 200);
+    let events = read_events(&mut watch, 3).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ADDED", "DELETED", "ADDED"], "leaving and re-entering the selector");
+
+    // A watch from a compacted revision gets an ERROR event with a 410 Status.
+    h.store.compact(h.store.current_revision()).await.unwrap();
+    let mut old = h.http.get(format!("{}{CMS}?watch=true&resourceVersion=1", h.base)).send().await.unwrap();
+    let events = read_events(&mut old, 1).await;
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 410);
+}
+
+#[tokio::test]
+async fn overload_answers_429_with_retry_after() {
+    let h = start(|config| config.max_mutating_requests_inflight = 0).await;
+    let (code, status, headers) = h.send(h.http.post(format!("{}{CMS}", h.base)).json(&configmap("x"))).await;
+    assert_eq!((code, status["reason"].as_str()), (429, Some("TooManyRequests")));
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    // Reads have their own bound.
+    assert_eq!(h.get(CMS).await.0, 200);
+}

@@ -77,6 +77,12 @@ fn scenarios(server: &mut TestServer, version: &str) {
     }
     assert!(namespaces.contains("Active"), "the Table's STATUS column: {namespaces}");
 
+    // explain reads the OpenAPI v3 schemas (kubectl 1.27/1.28 read v2, not served yet).
+    if validate == "--validate=strict" {
+        let explained = k.ok(&["explain", "pod.spec"]);
+        assert!(explained.contains("containers") && explained.contains("<[]Container>"), "{explained}");
+    }
+
     let resources = k.ok(&["api-resources"]);
     for line in ["deployments", "deploy", "apps/v1", "Deployment"] {
         assert!(resources.contains(line), "{resources}");

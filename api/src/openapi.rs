@@ -8,6 +8,7 @@
 
 use crate::resources::{self, ResourceInfo};
 use bytes::Bytes;
+use keelson_engine::k8s_openapi::schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ fn group_version_path(group: &str, version: &str) -> String {
     }
 }
 
-fn operation(info: &ResourceInfo, verb: &str, extra_params: &[&str], body_types: &[&str]) -> Value {
+fn operation(info: &ResourceInfo, schema: &str, verb: &str, extra_params: &[&str], body_types: &[&str]) -> Value {
     let mut params: Vec<Value> = ["dryRun", "fieldManager"]
         .iter()
         .chain(extra_params)
@@ -37,7 +38,10 @@ fn operation(info: &ResourceInfo, verb: &str, extra_params: &[&str], body_types:
         "x-kubernetes-action": verb,
         "x-kubernetes-group-version-kind": {"group": info.group, "version": info.version, "kind": info.kind},
         "parameters": params,
-        "responses": {"200": {"description": "OK"}, "201": {"description": "Created"}},
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+            "201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+        },
     });
     if !body_types.is_empty() {
         let content: Map<String, Value> =
@@ -48,8 +52,12 @@ fn operation(info: &ResourceInfo, verb: &str, extra_params: &[&str], body_types:
 }
 
 fn document(group: &str, version: &str) -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
     let mut paths = Map::new();
     for info in resources::in_group_version(group, version) {
+        let schema = info.codec.schema(&mut generator);
+        kinds.push((schema.clone(), info));
         let base = format!("/{}", group_version_path(group, version));
         let collection = if info.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", info.plural)
@@ -60,18 +68,28 @@ fn document(group: &str, version: &str) -> Value {
         if info.has_verb("create") {
             paths.insert(
                 collection,
-                json!({"post": operation(info, "post", &["fieldValidation"], &["application/json", "application/yaml"])}),
+                json!({"post": operation(info, &schema, "post", &["fieldValidation"], &["application/json", "application/yaml"])}),
             );
         }
         if info.has_verb("patch") {
             paths.insert(
                 item,
                 json!({
-                    "put": operation(info, "put", &["fieldValidation"], &["application/json", "application/yaml"]),
-                    "patch": operation(info, "patch", &["fieldValidation", "force"], &[
+                    "put": operation(info, &schema, "put", &["fieldValidation"], &["application/json", "application/yaml"]),
+                    "patch": operation(info, &schema, "patch", &["fieldValidation", "force"], &[
                         "application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml",
                     ]),
                 }),
+            );
+        }
+    }
+    let mut schemas = generator.take_definitions(true);
+    // `kubectl explain` finds a kind's schema by this extension.
+    for (name, info) in kinds {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": info.group, "version": info.version, "kind": info.kind}]),
             );
         }
     }
@@ -79,7 +97,7 @@ fn document(group: &str, version: &str) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": crate::server::GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas},
     })
 }
 
@@ -138,5 +156,9 @@ mod tests {
         assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
         let core: Value = serde_json::from_slice(&openapi.document("", "v1").unwrap()).unwrap();
         assert!(core["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
+        let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        assert_eq!(pod["properties"]["spec"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.PodSpec");
+        assert!(core["components"]["schemas"]["io.k8s.api.core.v1.Container"].is_object());
     }
 }

@@ -18,6 +18,7 @@ use keelson_engine::k8s_openapi::api::{
     policy::v1 as policy_v1, rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1,
 };
 use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use keelson_engine::k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
 use keelson_engine::{ApiError, FieldError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,11 +43,22 @@ pub trait KindCodec: Send + Sync {
 
     /// The kind's name (`Pod`).
     fn kind(&self) -> &'static str;
+
+    /// Registers the kind's OpenAPI schema (and everything it refers to) with
+    /// `generator`; returns the schema's name (`io.k8s.api.core.v1.Pod`).
+    fn schema(&self, generator: &mut SchemaGenerator) -> String;
 }
 
 /// The hooks a kind implements; everything has a sensible default.
 pub trait Kind:
-    k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Send + Sync + 'static
+    k8s_openapi::Resource
+    + k8s_openapi::Metadata<Ty = ObjectMeta>
+    + Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + Send
+    + Sync
+    + 'static
 {
     const NAME_RULE: NameRule = NameRule::Subdomain;
     /// Whether objects live in a namespace.
@@ -97,6 +109,11 @@ impl<T: Kind> KindCodec for Typed<T> {
 
     fn kind(&self) -> &'static str {
         T::KIND
+    }
+
+    fn schema(&self, generator: &mut SchemaGenerator) -> String {
+        generator.subschema_for::<T>();
+        T::schema_name().into_owned()
     }
 }
 

@@ -194,6 +194,25 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert!(watched[0].contains("ADDED") && watched[1].contains("MODIFIED"), "{seen:?}");
     assert!(watched.last().unwrap().contains("DELETED"), "{seen:?}");
 
+    // The typed `kubectl create <kind>` family: protobuf bodies from kubectl 1.32 on.
+    k.ok(&["create", "namespace", "team-a"]);
+    k.ok(&["create", "deployment", "api", "--image=nginx:1.27", "--replicas=2", "--port=8080", "-n", "team-a"]);
+    let d = k.json(&["get", "deployment", "api", "-n", "team-a"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    k.ok(&["create", "configmap", "literal", "--from-literal=mode=fast", "-n", "team-a"]);
+    assert_eq!(k.json(&["get", "cm", "literal", "-n", "team-a"])["data"]["mode"], "fast");
+    k.ok(&["create", "secret", "generic", "creds", "--from-literal=password=hunter2", "-n", "team-a"]);
+    assert_eq!(k.json(&["get", "secret", "creds", "-n", "team-a"])["data"]["password"], "aHVudGVyMg==");
+    k.ok(&["create", "job", "once", "--image=busybox", "-n", "team-a", "--", "echo", "hi"]);
+    let job = k.json(&["get", "job", "once", "-n", "team-a"]);
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["echo", "hi"]));
+    k.ok(&["create", "service", "clusterip", "api", "--tcp=80:8080", "-n", "team-a"]);
+    assert_eq!(k.json(&["get", "svc", "api", "-n", "team-a"])["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(k.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    assert!(k.ok(&["auth", "whoami"]).contains("admin"));
+
     // Restart: every object survives.
     server.restart();
     let k = server.kubectl(version);

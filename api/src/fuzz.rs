@@ -27,7 +27,7 @@ pub fn exercise(data: &[u8]) -> usize {
         }
     }
     let mut bodies = Vec::new();
-    for content_type in ["application/json", "application/yaml"] {
+    for content_type in ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"] {
         if let Ok(value) = parse_body(Some(content_type), data) {
             bodies.push(value);
         }

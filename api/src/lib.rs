@@ -21,6 +21,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod reply;
 pub mod resources;
 pub mod rest;

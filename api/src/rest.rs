@@ -153,13 +153,15 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiE
         "application/json" | "" | "application/merge-patch+json" | "application/strategic-merge-patch+json"
         | "application/json-patch+json" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))?,
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))?,
         "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as YAML: {e}")))?,
         _ => {
             return Err(ApiError::new(
                 StatusReason::UnsupportedMediaType,
                 format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, not {media}"
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, not {media}"
                 ),
             ))
         }
@@ -986,7 +988,8 @@ mod tests {
 
     #[test]
     fn bodies_and_type_meta() {
-        assert_eq!(parse_body(Some(reply::PROTOBUF), b"k8s\0").unwrap_err().code(), 415);
+        assert_eq!(parse_body(Some(reply::PROTOBUF), b"k8s\0\x0a\xff").unwrap_err().code(), 400);
+        assert_eq!(parse_body(Some("application/cbor"), b"").unwrap_err().code(), 415);
         let mut v = parse_body(Some("application/yaml"), b"metadata:\n  name: x\n").unwrap();
         let info = crate::resources::find("", "v1", "configmaps").unwrap();
         check_type_meta(&mut v, info).unwrap();

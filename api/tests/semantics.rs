@@ -102,15 +102,11 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
 
     let huge = json!({"metadata": {"name": "huge"}, "data": {"k": "x".repeat(3 * 1024 * 1024 + 1)}});
     assert_eq!(h.post(CMS, huge).await.0, 413);
-    let (code, _, _) = h
-        .send(
-            h.http
-                .post(format!("{}{CMS}", h.base))
-                .header("Content-Type", "application/vnd.kubernetes.protobuf")
-                .body(b"k8s\0".to_vec()),
-        )
-        .await;
-    assert_eq!(code, 415);
+    let post_as = |content_type: &'static str, body: &'static [u8]| {
+        h.http.post(format!("{}{CMS}", h.base)).header("Content-Type", content_type).body(body.to_vec())
+    };
+    assert_eq!(h.send(post_as("application/cbor", b"\xa0")).await.0, 415);
+    assert_eq!(h.send(post_as("application/vnd.kubernetes.protobuf", b"k8s\0\x0a\xff")).await.0, 400);
     let (code, _, _) = h
         .send(h.http.post(format!("{}{CMS}", h.base)).header("Content-Type", "application/json").body("{not json"))
         .await;

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod discovery;
 pub mod filter;
 pub mod fuzz;
+pub mod ipalloc;
 pub mod kinds;
 pub mod metrics;
 pub mod object;

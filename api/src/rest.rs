@@ -10,6 +10,7 @@
 
 use crate::admission;
 use crate::filter::Filter;
+use crate::ipalloc;
 use crate::kinds::Write;
 use crate::object::{self, stamped};
 use crate::patch::{self, PatchType};
@@ -530,23 +531,73 @@ impl Call<'_> {
             .is_empty()
             .then(|| object::get_str(&input, &["metadata", "generateName"]).unwrap_or("").to_string())
             .filter(|g| !g.is_empty());
+        let dry_run = self.dry_run()?;
         for attempt in 0.. {
             let mut candidate = input.clone();
             if let Some(prefix) = &generate {
                 object::set_str(&mut candidate, &["metadata", "name"], &format!("{prefix}{}", random_suffix()));
             }
-            let (stored, name) = self.prepare_create(candidate)?;
-            if self.dry_run()? {
-                return self.object_response(StatusCode::CREATED, &stored, 0);
+            let reserved = if dry_run { None } else { self.reserve_cluster_ip(&mut candidate).await? };
+            let result = self.create_once(candidate, dry_run).await;
+            if result.is_err() {
+                if let Some(ip) = &reserved {
+                    ipalloc::release(&self.state.store, ip).await;
+                }
             }
-            let key = info.key(self.namespace(), &name);
-            match self.state.store.create(key, stored.clone()).await {
-                Ok(outcome) => return self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()),
-                Err(StoreError::AlreadyExists { .. }) if generate.is_some() && attempt < 8 => continue,
-                Err(e) => return Err(reply::store_error(e, self.group_resource(), &name)),
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(Some(_)) if generate.is_some() && attempt < 8 => continue,
+                Err(Some(error)) => return Err(error),
+                Err(None) => unreachable!("create_once always names its error"),
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// One create attempt. `Err(Some(e))` with `e` AlreadyExists may be retried with
+    /// another generated name.
+    async fn create_once(&mut self, candidate: Value, dry_run: bool) -> Result<Response<Body>, Option<ApiError>> {
+        let (stored, name) = self.prepare_create(candidate).map_err(Some)?;
+        if dry_run {
+            return self.object_response(StatusCode::CREATED, &stored, 0).map_err(Some);
+        }
+        let key = self.info().key(self.namespace(), &name);
+        match self.state.store.create(key, stored.clone()).await {
+            Ok(outcome) => self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()).map_err(Some),
+            Err(e) => Err(Some(reply::store_error(e, self.group_resource(), &name))),
+        }
+    }
+
+    /// Reserves a Service's ClusterIP before it is written; returns the address.
+    async fn reserve_cluster_ip(&mut self, candidate: &mut Value) -> Result<Option<String>, ApiError> {
+        let info = self.info();
+        if !(info.group.is_empty() && info.kind == "Service") {
+            return Ok(None);
+        }
+        if object::get_str(candidate, &["spec", "type"]) == Some("ExternalName") {
+            return Ok(None);
+        }
+        let requested =
+            object::get_str(candidate, &["spec", "clusterIP"]).filter(|ip| !ip.is_empty()).map(String::from);
+        if requested.as_deref() == Some("None") {
+            object::set(candidate, &["spec", "clusterIPs"], json!(["None"]));
+            return Ok(None);
+        }
+        let owner = format!("{}/{}", self.namespace().unwrap_or(""), object::name(candidate));
+        let ip = ipalloc::allocate(&self.state.store, requested.as_deref(), &owner).await?.to_string();
+        object::set_str(candidate, &["spec", "clusterIP"], &ip);
+        object::set(candidate, &["spec", "clusterIPs"], json!([ip]));
+        Ok(Some(ip))
+    }
+
+    /// What a deletion frees besides the object (a Service's ClusterIP).
+    async fn release_owned(&self, deleted: &Value) {
+        let info = self.info();
+        if info.group.is_empty() && info.kind == "Service" {
+            if let Some(ip) = object::get_str(deleted, &["spec", "clusterIP"]).filter(|ip| *ip != "None") {
+                ipalloc::release(&self.state.store, ip).await;
+            }
+        }
     }
 
     /// Metadata, status, admission and validation for a new object; returns the bytes
@@ -653,7 +704,12 @@ impl Call<'_> {
                 self.state.store.update(key, bytes.clone(), Some(old_revision)).await
             };
             match result {
-                Ok(outcome) => return self.update_response(code, &change, &bytes, outcome.revision.get()),
+                Ok(outcome) => {
+                    if outcome.record.is_tombstone() {
+                        self.release_owned(&out).await;
+                    }
+                    return self.update_response(code, &change, &bytes, outcome.revision.get());
+                }
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(StoreError::NotFound { .. }) => return Err(self.not_found()),
                 Err(e) => return Err(self.store_error(e)),
@@ -820,6 +876,16 @@ impl Call<'_> {
             }
         }
         keep_server_metadata(&mut candidate, old);
+        if info.group.is_empty() && info.kind == "Service" {
+            // An update that leaves the ClusterIP out keeps the allocated one.
+            if object::get_str(&candidate, &["spec", "clusterIP"]).unwrap_or("").is_empty() {
+                for field in ["clusterIP", "clusterIPs"] {
+                    if let Some(value) = object::get(old, &["spec", field]) {
+                        object::set(&mut candidate, &["spec", field], value.clone());
+                    }
+                }
+            }
+        }
         Ok(Some(candidate))
     }
 
@@ -875,7 +941,10 @@ impl Call<'_> {
             return Ok(reply::json(StatusCode::OK, self.deleted_body(&current)?));
         }
         match self.state.store.delete(self.key(), Some(revision)).await {
-            Ok(_) => Ok(reply::json(StatusCode::OK, self.deleted_body(&current)?)),
+            Ok(_) => {
+                self.release_owned(&current).await;
+                Ok(reply::json(StatusCode::OK, self.deleted_body(&current)?))
+            }
             Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
                 info.group,
                 info.plural,

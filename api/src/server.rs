@@ -220,6 +220,28 @@ async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
             Err(e) => return Err(ServerError::Bootstrap(e.message)),
         }
     }
+    // The `kubernetes` service: in-cluster clients find the API at its first ClusterIP.
+    let services = resources::find("", "v1", "services").expect("services are served");
+    let exists = state
+        .store
+        .get(services.key(Some("default"), "kubernetes").as_bytes(), keelson_store::ReadAt::Latest)
+        .map_err(|e| ServerError::Bootstrap(e.to_string()))?
+        .is_some();
+    if !exists {
+        let route = ResourceRoute {
+            info: services,
+            namespace: Some("default".into()),
+            name: None,
+            subresource: None,
+            legacy_watch: false,
+        };
+        let query = Query::default();
+        let mut call = Call { state, route: &route, query: &query, output: Output::Json, warnings: Vec::new() };
+        let service = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": crate::ipalloc::API_SERVICE_IP.to_string(), "type": "ClusterIP",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        call.create(service).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    }
     Ok(())
 }
 

@@ -172,6 +172,29 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
     assert_eq!(code, 200);
     assert_eq!(h.get(&format!("{CMS}/held")).await.0, 404);
 
+    // Services get a unique ClusterIP, kept across updates and freed on delete.
+    let svc = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"ports": [{"port": 80}]}})
+    };
+    let (code, a) = h.post("/api/v1/namespaces/default/services", svc("a")).await;
+    assert_eq!(code, 201);
+    let ip = a["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10."), "{ip}");
+    let mut taken = svc("b");
+    taken["spec"]["clusterIP"] = json!(ip);
+    assert_eq!(h.post("/api/v1/namespaces/default/services", taken.clone()).await.0, 422);
+    let mut put = a.clone();
+    put["spec"].as_object_mut().unwrap().remove("clusterIP");
+    put["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    let (code, _, _) = h.send(h.http.put(format!("{}/api/v1/namespaces/default/services/a", h.base)).json(&put)).await;
+    assert_eq!(code, 200);
+    assert_eq!(h.get("/api/v1/namespaces/default/services/a").await.1["spec"]["clusterIP"], ip.as_str());
+    h.send(h.http.delete(format!("{}/api/v1/namespaces/default/services/a", h.base))).await;
+    assert_eq!(h.post("/api/v1/namespaces/default/services", taken).await.0, 201, "the address was freed");
+    let (_, kubernetes) = h.get("/api/v1/namespaces/default/services/kubernetes").await;
+    assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
+
     // Scale and status subresources.
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
         "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}},

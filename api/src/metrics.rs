@@ -132,8 +132,29 @@ impl Metrics {
             "# TYPE keelson_store_wal_syncs_total counter\nkeelson_store_wal_syncs_total {}",
             store.syncs
         );
+        render_commit_latency(&mut out, store);
         out
     }
+}
+
+/// The store's commit latency (batch write with its WAL sync) as a histogram.
+fn render_commit_latency(out: &mut String, store: &keelson_store::StoreStats) {
+    out.push_str("# HELP keelson_store_commit_duration_seconds Batch write with its WAL sync.\n");
+    out.push_str("# TYPE keelson_store_commit_duration_seconds histogram\n");
+    let bounds = keelson_store::COMMIT_LATENCY_BOUNDS_US;
+    let mut cumulative = 0;
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += store.commit_latency_buckets[i];
+        let _ = writeln!(
+            out,
+            "keelson_store_commit_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
+    }
+    cumulative += store.commit_latency_buckets[bounds.len()];
+    let _ = writeln!(out, "keelson_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "keelson_store_commit_duration_seconds_sum {}", store.commit_latency_sum_us as f64 / 1e6);
+    let _ = writeln!(out, "keelson_store_commit_duration_seconds_count {cumulative}");
 }
 
 #[cfg(test)]
@@ -152,5 +173,10 @@ mod tests {
             "apiserver_request_duration_seconds_bucket{verb=\"GET\",group=\"\",resource=\"pods\",le=\"0.005\"} 1"
         ));
         assert!(text.contains("le=\"+Inf\"} 2"));
+        let mut store = keelson_store::StoreStats::default();
+        store.commit_latency_buckets[3] = 5;
+        let text = metrics.render(&store);
+        assert!(text.contains("keelson_store_commit_duration_seconds_bucket{le=\"0.001\"} 5"), "{text}");
+        assert!(text.contains("keelson_store_commit_duration_seconds_count 5"));
     }
 }

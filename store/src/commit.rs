@@ -61,6 +61,23 @@ pub struct CommitStats {
     pub batches: AtomicU64,
     pub writes: AtomicU64,
     pub syncs: AtomicU64,
+    /// Batches by how long their write (with its WAL sync) took: one slot per bound in
+    /// [`COMMIT_LATENCY_BOUNDS_US`], plus one for slower.
+    pub latency_buckets: [AtomicU64; COMMIT_LATENCY_BOUNDS_US.len() + 1],
+    pub latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the commit-latency histogram, in microseconds.
+pub const COMMIT_LATENCY_BOUNDS_US: [u64; 13] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+
+impl CommitStats {
+    fn record_latency(&self, elapsed: std::time::Duration) {
+        let micros = elapsed.as_micros() as u64;
+        let slot = COMMIT_LATENCY_BOUNDS_US.iter().position(|b| micros <= *b).unwrap_or(COMMIT_LATENCY_BOUNDS_US.len());
+        self.latency_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct Committer {
@@ -245,7 +262,10 @@ impl Committer {
         let last = Revision(next.get() - 1);
         if last > start {
             scratch.write.put(Table::Meta, meta::CURRENT, Bytes::copy_from_slice(&last.get().to_le_bytes()));
-            if let Err(error) = self.backend.write(&scratch.write, self.durable) {
+            let began = std::time::Instant::now();
+            let written = self.backend.write(&scratch.write, self.durable);
+            self.stats.record_latency(began.elapsed());
+            if let Err(error) = written {
                 tracing::error!(%error, "commit failed; failing the whole batch");
                 for (key, previous) in scratch.undo.drain(..).rev() {
                     self.index.restore(&key, previous);

@@ -24,7 +24,7 @@ mod store;
 mod watch;
 
 pub use codec::Record;
-pub use commit::{Mutation, WriteOutcome};
+pub use commit::{Mutation, WriteOutcome, COMMIT_LATENCY_BOUNDS_US};
 pub use error::StoreError;
 pub use event::{CommitBatch, Event, EventBatch, Memo, WatchItem};
 pub use hub::RingLimits;

@@ -121,6 +121,10 @@ pub struct StoreStats {
     pub writes: u64,
     /// WAL syncs performed (0 when not durable).
     pub syncs: u64,
+    /// Commit (batch write + sync) latency: counts per bucket of
+    /// [`crate::COMMIT_LATENCY_BOUNDS_US`] (the last slot: slower), and the sum.
+    pub commit_latency_buckets: [u64; 14],
+    pub commit_latency_sum_us: u64,
 }
 
 pub struct Store {
@@ -374,6 +378,8 @@ impl Store {
             batches: self.stats.batches.load(Ordering::Relaxed),
             writes: self.stats.writes.load(Ordering::Relaxed),
             syncs: self.stats.syncs.load(Ordering::Relaxed),
+            commit_latency_buckets: std::array::from_fn(|i| self.stats.latency_buckets[i].load(Ordering::Relaxed)),
+            commit_latency_sum_us: self.stats.latency_sum_us.load(Ordering::Relaxed),
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod auth;
 pub mod discovery;
+pub mod eviction;
 pub mod filter;
 pub mod fuzz;
 pub mod ipalloc;

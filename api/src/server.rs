@@ -421,6 +421,8 @@ async fn resource_verb(
         (&Method::POST, true, Some("eviction")) => {
             let input = parse(&body)?;
             let options = input.get("deleteOptions").cloned().unwrap_or(json!({}));
+            let pod = call.current_value()?;
+            crate::eviction::admit(&call.state.store, call.route.namespace.as_deref().unwrap_or(""), &pod).await?;
             call.delete(&options).await?;
             Ok(reply::json(StatusCode::CREATED, rest::success_status(StatusCode::CREATED)))
         }

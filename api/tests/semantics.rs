@@ -147,6 +147,49 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["status"]["phase"], "Pending");
 
+    // A PodDisruptionBudget with no disruptions left blocks eviction with 429.
+    let mut running = json!({"status": {"phase": "Running"}});
+    let (code, _, _) = h
+        .send(h.http.put(format!("{}/api/v1/namespaces/default/pods/p/status", h.base)).json(&{
+            let (_, mut pod) = h.get("/api/v1/namespaces/default/pods/p").await;
+            pod["status"] = running["status"].take();
+            pod
+        }))
+        .await;
+    assert_eq!(code, 200);
+    let label = r#"{"metadata":{"labels":{"app":"guarded"}}}"#;
+    let (code, _, _) = h
+        .send(
+            h.http
+                .patch(format!("{}/api/v1/namespaces/default/pods/p", h.base))
+                .header("Content-Type", "application/merge-patch+json")
+                .body(label),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guard"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}});
+    assert_eq!(h.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", pdb).await.0, 201);
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}});
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/p/eviction", eviction.clone()).await;
+    assert_eq!((code, status["reason"].as_str()), (429, Some("TooManyRequests")), "{status}");
+    assert_eq!(h.get("/api/v1/namespaces/default/pods/p").await.0, 200, "the pod stays");
+    // Once the budget allows a disruption, the eviction spends it and the pod goes.
+    let allow = r#"{"status":{"disruptionsAllowed":1,"observedGeneration":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}"#;
+    let (code, _, _) = h
+        .send(
+            h.http
+                .patch(format!("{}/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard/status", h.base))
+                .header("Content-Type", "application/merge-patch+json")
+                .body(allow),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/p/eviction", eviction).await.0, 201);
+    let (_, guard) = h.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard").await;
+    assert_eq!(guard["status"]["disruptionsAllowed"], 0);
+    assert!(h.get("/api/v1/namespaces/default/pods/p").await.1["metadata"]["deletionTimestamp"].is_string());
+
     // A bound pod is deleted gracefully: marked, not removed.
     let (code, _, _) = h.send(h.http.delete(format!("{}/api/v1/namespaces/default/pods/p", h.base))).await;
     assert_eq!(code, 200);

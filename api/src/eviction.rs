@@ -4,9 +4,9 @@
 //! before the pod is deleted. Budgets' status is computed by the disruption
 //! controller; a budget it has not observed yet allows nothing.
 
-use crate::filter::ObjectLabels;
+use crate::filter::{spec_selector, ObjectLabels};
 use crate::object;
-use keelson_engine::{ApiError, Selector, StatusReason};
+use keelson_engine::{ApiError, StatusReason};
 use keelson_store::{ListOptions, Store, StoreError};
 use serde_json::{json, Value};
 
@@ -38,9 +38,7 @@ pub async fn admit(store: &Store, namespace: &str, pod: &Value) -> Result<(), Ap
         for (key, record) in page.items {
             let Some(bytes) = record.value else { continue };
             let pdb: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-            let selector = object::get(&pdb, &["spec", "selector"])
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .and_then(|s| Selector::from_label_selector(&s).ok());
+            let selector = spec_selector(&pdb);
             // A budget with an empty or unreadable selector selects nothing (policy/v1).
             if selector.is_some_and(|s| !s.is_everything() && s.matches(&ObjectLabels::of(pod))) {
                 matching.push((key, record.mod_revision, pdb));

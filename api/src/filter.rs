@@ -24,6 +24,19 @@ impl Labels for ObjectLabels<'_> {
     }
 }
 
+/// An object's `spec.selector` (a `metav1.LabelSelector`), parsed; `None` when absent
+/// or malformed.
+pub fn spec_selector(object: &Value) -> Option<Selector> {
+    let selector = object::get(object, &["spec", "selector"])?;
+    let selector = serde_json::from_value(selector.clone()).ok()?;
+    Selector::from_label_selector(&selector).ok()
+}
+
+/// `spec.selector` in the query syntax (`app=web`), as Scale and Tables show it.
+pub fn spec_selector_text(object: &Value) -> String {
+    spec_selector(object).map(|s| s.to_string()).unwrap_or_default()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FieldRequirement {
     path: Vec<&'static str>,

@@ -312,11 +312,7 @@ fn rfc3339_after(seconds: i64) -> String {
 
 /// The `autoscaling/v1 Scale` view of a scalable object.
 pub fn scale_of(object: &Value) -> Value {
-    let selector = object::get(object, &["spec", "selector"])
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .and_then(|s| keelson_engine::Selector::from_label_selector(&s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let selector = crate::filter::spec_selector_text(object);
     let metadata = &object["metadata"];
     json!({
         "kind": "Scale",
@@ -546,25 +542,26 @@ impl Call<'_> {
             }
             match result {
                 Ok(reply) => return Ok(reply),
-                Err(Some(_)) if generate.is_some() && attempt < 8 => continue,
-                Err(Some(error)) => return Err(error),
-                Err(None) => unreachable!("create_once always names its error"),
+                // A generated name that is taken: try another.
+                Err(error) if error.reason == StatusReason::AlreadyExists && generate.is_some() && attempt < 8 => {
+                    continue
+                }
+                Err(error) => return Err(error),
             }
         }
         unreachable!("the loop returns")
     }
 
-    /// One create attempt. `Err(Some(e))` with `e` AlreadyExists may be retried with
-    /// another generated name.
-    async fn create_once(&mut self, candidate: Value, dry_run: bool) -> Result<Response<Body>, Option<ApiError>> {
-        let (stored, name) = self.prepare_create(candidate).map_err(Some)?;
+    /// One create attempt.
+    async fn create_once(&mut self, candidate: Value, dry_run: bool) -> Reply {
+        let (stored, name) = self.prepare_create(candidate)?;
         if dry_run {
-            return self.object_response(StatusCode::CREATED, &stored, 0).map_err(Some);
+            return self.object_response(StatusCode::CREATED, &stored, 0);
         }
         let key = self.info().key(self.namespace(), &name);
         match self.state.store.create(key, stored.clone()).await {
-            Ok(outcome) => self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()).map_err(Some),
-            Err(e) => Err(Some(reply::store_error(e, self.group_resource(), &name))),
+            Ok(outcome) => self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()),
+            Err(e) => Err(reply::store_error(e, self.group_resource(), &name)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1 Table` with the columns kubectl shows
 //! against Kubernetes (kubectl prints only NAME and AGE from a plain list).
 
+use crate::filter::spec_selector_text;
 use crate::object;
 use crate::resources::ResourceInfo;
 use serde_json::{json, Value};
@@ -83,14 +84,6 @@ fn containers_images(template_spec: Option<&Value>) -> (String, String) {
     let names: Vec<&str> = containers.into_iter().flatten().filter_map(|c| c.get("name")?.as_str()).collect();
     let images: Vec<&str> = containers.into_iter().flatten().filter_map(|c| c.get("image")?.as_str()).collect();
     (names.join(","), images.join(","))
-}
-
-fn selector_text(v: &Value) -> String {
-    object::get(v, &["spec", "selector"])
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .and_then(|s| keelson_engine::Selector::from_label_selector(&s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default()
 }
 
 fn pod_cells(v: &Value) -> Vec<Value> {
@@ -181,7 +174,7 @@ fn deployment_cells(v: &Value) -> Vec<Value> {
         age(v),
         json!(containers),
         json!(images),
-        json!(selector_text(v)),
+        json!(spec_selector_text(v)),
     ]
 }
 
@@ -195,7 +188,7 @@ fn replica_set_cells(v: &Value) -> Vec<Value> {
         age(v),
         json!(containers),
         json!(images),
-        json!(selector_text(v)),
+        json!(spec_selector_text(v)),
     ]
 }
 
@@ -268,7 +261,7 @@ fn job_cells(v: &Value) -> Vec<Value> {
         age(v),
         json!(containers),
         json!(images),
-        json!(selector_text(v)),
+        json!(spec_selector_text(v)),
     ]
 }
 

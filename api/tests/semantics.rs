@@ -99,6 +99,12 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
     assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
     assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
     assert_eq!(h.get(&format!("{CMS}/Bad_Name")).await.0, 404);
+    let generated = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "Bad_"}});
+    assert_eq!(h.post(CMS, generated).await.0, 422, "invalid generated names fail at once");
+    let generated = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}});
+    let (code, made) = h.post(CMS, generated).await;
+    assert_eq!(code, 201);
+    assert!(made["metadata"]["name"].as_str().unwrap().starts_with("gen-"));
 
     let huge = json!({"metadata": {"name": "huge"}, "data": {"k": "x".repeat(3 * 1024 * 1024 + 1)}});
     assert_eq!(h.post(CMS, huge).await.0, 413);

@@ -151,6 +151,16 @@ impl FieldError {
         }
     }
 
+    /// A field over a size limit: `Too long: must have at most N bytes`.
+    pub fn too_long_bytes(field: impl Into<String>, max_bytes: usize) -> Self {
+        FieldError {
+            kind: FieldErrorKind::TooLong,
+            field: field.into(),
+            bad_value: None,
+            detail: format!("must have at most {max_bytes} bytes"),
+        }
+    }
+
     pub fn new(
         kind: FieldErrorKind,
         field: impl Into<String>,

@@ -25,17 +25,23 @@ enum Command {
     Api(api_bench::ApiArgs),
 }
 
+/// Writes the result to `out` (if given) and prints it as the last line: one JSON
+/// object, for scripts.
+fn emit(result: &impl serde::Serialize, out: Option<&std::path::Path>) -> Result<()> {
+    let json = serde_json::to_string(result)?;
+    if let Some(out) = out {
+        std::fs::write(out, format!("{json}\n"))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Store(args) => {
             let result = store_bench::run(&args)?;
             store_bench::print_table(&result);
-            let json = serde_json::to_string(&result)?;
-            if let Some(out) = &args.out {
-                std::fs::write(out, format!("{json}\n"))?;
-            }
-            // The last line is one JSON object, for scripts.
-            println!("{json}");
+            emit(&result, args.out.as_deref())?;
             if result.watchers > 0 && !result.watch_complete_in_order {
                 anyhow::bail!("a watcher missed events or saw them out of order");
             }
@@ -43,11 +49,7 @@ fn main() -> Result<()> {
         Command::Api(args) => {
             let result = api_bench::run(&args)?;
             api_bench::print_table(&result);
-            let json = serde_json::to_string(&result)?;
-            if let Some(out) = &args.out {
-                std::fs::write(out, format!("{json}\n"))?;
-            }
-            println!("{json}");
+            emit(&result, args.out.as_deref())?;
             let failed = [&result.creates, &result.gets, &result.lists].iter().any(|p| p.ops == 0);
             if failed || result.watch.as_ref().is_some_and(|w| !w.complete) {
                 anyhow::bail!("a phase completed no operations or a watcher missed events");

@@ -132,12 +132,7 @@ fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, path: &str, er
 
 fn check_data_size(total: usize, errors: &mut Vec<FieldError>) {
     if total > DATA_MAX_BYTES {
-        errors.push(FieldError::new(
-            FieldErrorKind::TooLong,
-            "data",
-            None,
-            format!("must have at most {DATA_MAX_BYTES} bytes"),
-        ));
+        errors.push(FieldError::too_long_bytes("data", DATA_MAX_BYTES));
     }
 }
 

@@ -130,12 +130,7 @@ fn validate_annotations(annotations: &BTreeMap<String, String>, errors: &mut Vec
         total += key.len() + value.len();
     }
     if total > ANNOTATIONS_MAX_BYTES {
-        errors.push(FieldError::new(
-            FieldErrorKind::TooLong,
-            "metadata.annotations",
-            None,
-            format!("must have at most {ANNOTATIONS_MAX_BYTES} bytes"),
-        ));
+        errors.push(FieldError::too_long_bytes("metadata.annotations", ANNOTATIONS_MAX_BYTES));
     }
 }
 

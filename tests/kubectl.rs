@@ -54,19 +54,8 @@ spec:
     image: busybox
 ";
 
-/// kubectl 1.27/1.28 validate with OpenAPI v2 only; until it is served they need
-/// `--validate=false` for `apply` and `create -f`.
-fn validate_flag(version: &str) -> &'static str {
-    if matches!(version, "1.27" | "1.28") {
-        "--validate=false"
-    } else {
-        "--validate=strict"
-    }
-}
-
 fn scenarios(server: &mut TestServer, version: &str) {
     let k = server.kubectl(version);
-    let validate = validate_flag(version);
 
     let info: Value = serde_json::from_str(&k.ok(&["version", "-o", "json"])).unwrap();
     assert_eq!(info["serverVersion"]["minor"], "33");
@@ -77,11 +66,9 @@ fn scenarios(server: &mut TestServer, version: &str) {
     }
     assert!(namespaces.contains("Active"), "the Table's STATUS column: {namespaces}");
 
-    // explain reads the OpenAPI v3 schemas (kubectl 1.27/1.28 read v2, not served yet).
-    if validate == "--validate=strict" {
-        let explained = k.ok(&["explain", "pod.spec"]);
-        assert!(explained.contains("containers") && explained.contains("<[]Container>"), "{explained}");
-    }
+    // explain reads the OpenAPI schemas.
+    let explained = k.ok(&["explain", "pod.spec"]);
+    assert!(explained.contains("containers") && explained.contains("<[]Container>"), "{explained}");
 
     let resources = k.ok(&["api-resources"]);
     for line in ["deployments", "deploy", "apps/v1", "Deployment"] {
@@ -89,7 +76,7 @@ fn scenarios(server: &mut TestServer, version: &str) {
     }
 
     // create -f, get, label, patch (merge, json, strategic), delete.
-    let out = k.apply(&["create", validate, "-f", "-"], CONFIGMAP);
+    let out = k.apply(&["create", "-f", "-"], CONFIGMAP);
     assert!(out.contains("configmap/settings created"), "{out}");
     let cm = k.json(&["get", "configmap", "settings"]);
     assert_eq!(cm["data"]["mode"], "fast");
@@ -112,16 +99,25 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert!(listed.contains("settings"), "{listed}");
 
     // apply twice: the second is a no-op; a change bumps the generation.
-    let out = k.apply(&["apply", validate, "-f", "-"], &deployment("nginx:1.26"));
+    let out = k.apply(&["apply", "-f", "-"], &deployment("nginx:1.26"));
     assert!(out.contains("deployment.apps/web created"), "{out}");
-    let out = k.apply(&["apply", validate, "-f", "-"], &deployment("nginx:1.26"));
+    let out = k.apply(&["apply", "-f", "-"], &deployment("nginx:1.26"));
     assert!(out.contains("deployment.apps/web unchanged"), "{out}");
-    let out = k.apply(&["apply", validate, "-f", "-"], &deployment("nginx:1.27"));
+    let out = k.apply(&["apply", "-f", "-"], &deployment("nginx:1.27"));
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     let d = k.json(&["get", "deployment", "web"]);
     assert_eq!(d["metadata"]["generation"], 2);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27");
     assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%", "server-side defaults");
+    // Client-side apply computes a strategic merge patch from the OpenAPI markers
+    // (v3 from 1.29, v2 before): containers merge by name, a dropped one is deleted.
+    let with_sidecar = format!("{}      - name: sidecar\n        image: busybox\n", deployment("nginx:1.27"));
+    k.apply(&["apply", "-f", "-"], &with_sidecar);
+    let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][1]["name"], "sidecar");
+    k.apply(&["apply", "-f", "-"], &deployment("nginx:1.27"));
+    let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1, "{d}");
     k.ok(&[
         "patch",
         "deployment",
@@ -138,14 +134,14 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert!(table.contains("UP-TO-DATE") && table.contains("web"), "{table}");
 
     // edit through $EDITOR: a sed script changes the replica count.
-    let mut edit = k.command(&["edit", validate, "deployment", "web"]);
+    let mut edit = k.command(&["edit", "deployment", "web"]);
     edit.env("EDITOR", "sed -i -e 's/replicas: 5/replicas: 4/'");
     let status = edit.status().expect("kubectl edit runs");
     assert!(status.success());
     assert_eq!(k.json(&["get", "deploy", "web"])["spec"]["replicas"], 4);
 
     // Invalid input: kubectl prints the field error and nothing is stored.
-    let run = k.stdin(&["apply", validate, "-f", "-"], BAD_POD);
+    let run = k.stdin(&["apply", "-f", "-"], BAD_POD);
     assert!(!run.ok);
     assert!(run.stderr.contains("is invalid") && run.stderr.contains("metadata.name"), "{}", run.stderr);
     assert!(!k.run(&["get", "pod", "Bad_Name"]).ok);
@@ -153,10 +149,8 @@ fn scenarios(server: &mut TestServer, version: &str) {
         &["create", "--validate=strict", "-f", "-"],
         &CONFIGMAP.replace("  mode: fast", "  mode: fast\nbogus: 1"),
     );
-    if validate == "--validate=strict" {
-        assert!(!run.ok);
-        assert!(run.stderr.contains("unknown field"), "{}", run.stderr);
-    }
+    assert!(!run.ok);
+    assert!(run.stderr.contains("unknown field"), "{}", run.stderr);
 
     // kubectl get -w sees ADDED, MODIFIED and DELETED.
     let mut watch = k

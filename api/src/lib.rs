@@ -18,6 +18,7 @@ pub mod filter;
 pub mod fuzz;
 pub mod ipalloc;
 pub mod kinds;
+pub mod markers;
 pub mod metrics;
 pub mod object;
 pub mod openapi;

@@ -610,7 +610,7 @@ fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response
         Route::OpenApiV3 { group, version } => {
             reply::json(StatusCode::OK, state.openapi.document(&group, &version).ok_or_else(not_found)?)
         }
-        Route::OpenApiV2 => return Err(not_found()),
+        Route::OpenApiV2 => reply::respond(StatusCode::OK, crate::openapi::v2::CONTENT_TYPE, state.openapi.v2()),
         Route::Resource(_) => unreachable!("handled by the caller"),
     })
 }

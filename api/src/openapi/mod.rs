@@ -1,10 +1,13 @@
-//! OpenAPI v3 documents, one per group version, built from the resource table.
+//! The OpenAPI documents, built once from the resource table: v3 (one per group
+//! version, JSON) and v2 (all groups, protobuf; see [`v2`]).
 //!
-//! kubectl (1.29+) reads them before `apply` and `create -f`: a PATCH operation with
+//! kubectl (1.29+) reads v3 before `apply` and `create -f`: a PATCH operation with
 //! `x-kubernetes-group-version-kind` and a `fieldValidation` parameter tells it to
-//! rely on server-side field validation. Strategic merge is not advertised until the
-//! documents carry full schemas (kubectl then computes patches from its compiled-in
-//! types, which match the built-in kinds served here).
+//! rely on server-side field validation. The schemas carry the Go types' list and
+//! patch markers (see [`crate::markers`]), which client-side apply computes strategic
+//! merge patches from.
+
+pub mod v2;
 
 use crate::resources::{self, ResourceInfo};
 use bytes::Bytes;
@@ -16,6 +19,7 @@ use std::collections::BTreeMap;
 pub struct OpenApi {
     documents: BTreeMap<String, (Bytes, String)>,
     index: Bytes,
+    v2: Bytes,
 }
 
 fn group_version_path(group: &str, version: &str) -> String {
@@ -77,13 +81,16 @@ fn document(group: &str, version: &str) -> Value {
                 json!({
                     "put": operation(info, &schema, "put", &["fieldValidation"], &["application/json", "application/yaml"]),
                     "patch": operation(info, &schema, "patch", &["fieldValidation", "force"], &[
-                        "application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml",
+                        "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml",
                     ]),
                 }),
             );
         }
     }
     let mut schemas = generator.take_definitions(true);
+    for (name, schema) in schemas.iter_mut() {
+        add_markers(name, schema);
+    }
     // `kubectl explain` finds a kind's schema by this extension.
     for (name, info) in kinds {
         if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
@@ -101,6 +108,27 @@ fn document(group: &str, version: &str) -> Value {
     })
 }
 
+/// Publishes a definition's field markers as the `x-kubernetes-*` extensions.
+fn add_markers(definition: &str, schema: &mut Value) {
+    for marked in crate::markers::of_definition(definition) {
+        let Some(Value::Object(property)) = schema.pointer_mut(&format!("/properties/{}", marked.field)) else {
+            continue;
+        };
+        if let Some(strategy) = marked.patch_strategy {
+            property.insert("x-kubernetes-patch-strategy".into(), strategy.into());
+        }
+        if let Some(key) = marked.patch_merge_key {
+            property.insert("x-kubernetes-patch-merge-key".into(), key.into());
+        }
+        if let Some(list_type) = marked.list_type {
+            property.insert("x-kubernetes-list-type".into(), list_type.into());
+        }
+        if !marked.list_map_keys.is_empty() {
+            property.insert("x-kubernetes-list-map-keys".into(), marked.list_map_keys.into());
+        }
+    }
+}
+
 /// A short content hash for the index's `?hash=` (clients cache by it).
 fn hash(bytes: &[u8]) -> String {
     // FNV-1a: stable across runs, enough to tell documents apart.
@@ -115,18 +143,22 @@ fn hash(bytes: &[u8]) -> String {
 impl OpenApi {
     pub fn build() -> OpenApi {
         let mut documents = BTreeMap::new();
+        let mut values = Vec::new();
         for group in resources::groups() {
             let version = resources::RESOURCES.iter().find(|r| r.group == group).map_or("v1", |r| r.version);
-            let bytes = serde_json::to_vec(&document(group, version)).expect("documents serialize");
+            let value = document(group, version);
+            let bytes = serde_json::to_vec(&value).expect("documents serialize");
             let h = hash(&bytes);
             documents.insert(group_version_path(group, version), (Bytes::from(bytes), h));
+            values.push(value);
         }
+        let v2 = Bytes::from(v2::encode(&values));
         let index_paths: Map<String, Value> = documents
             .iter()
             .map(|(path, (_, h))| (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={h}")})))
             .collect();
         let index = Bytes::from(serde_json::to_vec(&json!({"paths": index_paths})).expect("the index serializes"));
-        OpenApi { documents, index }
+        OpenApi { documents, index, v2 }
     }
 
     pub fn index(&self) -> Bytes {
@@ -135,6 +167,11 @@ impl OpenApi {
 
     pub fn document(&self, group: &str, version: &str) -> Option<Bytes> {
         self.documents.get(&group_version_path(group, version)).map(|(bytes, _)| bytes.clone())
+    }
+
+    /// The v2 document, protobuf-encoded ([`v2::CONTENT_TYPE`]).
+    pub fn v2(&self) -> Bytes {
+        self.v2.clone()
     }
 }
 
@@ -160,5 +197,10 @@ mod tests {
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
         assert_eq!(pod["properties"]["spec"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.PodSpec");
         assert!(core["components"]["schemas"]["io.k8s.api.core.v1.Container"].is_object());
+        let containers = &core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
+        assert!(!openapi.v2().is_empty());
     }
 }

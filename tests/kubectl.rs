@@ -188,6 +188,36 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert!(watched[0].contains("ADDED") && watched[1].contains("MODIFIED"), "{seen:?}");
     assert!(watched.last().unwrap().contains("DELETED"), "{seen:?}");
 
+    // Server-side apply: field ownership, a conflict with another manager's value,
+    // forcing it, and removing what the manager no longer applies.
+    let ssa = deployment("nginx:1.27").replace("name: web", "name: ssa");
+    let out = k.apply(
+        &["apply", "--server-side", "-f", "-"],
+        &format!("{ssa}      - name: sidecar\n        image: busybox\n"),
+    );
+    assert!(out.contains("deployment.apps/ssa serverside-applied"), "{out}");
+    let d = k.json(&["get", "deploy", "ssa", "--show-managed-fields"]);
+    let entries = d["metadata"]["managedFields"].as_array().expect("managedFields");
+    let applied = entries.iter().find(|e| e["operation"] == "Apply").expect("an Apply entry");
+    assert_eq!(applied["manager"], "kubectl");
+    assert!(
+        applied["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"sidecar\"}"].is_object()
+    );
+    k.ok(&["scale", "deploy", "ssa", "--replicas=5"]);
+    let run = k.stdin(&["apply", "--server-side", "-f", "-"], &ssa.replace("replicas: 2", "replicas: 3"));
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("Apply failed with 1 conflict") && run.stderr.contains(".spec.replicas"),
+        "{}",
+        run.stderr
+    );
+    k.apply(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &ssa.replace("replicas: 2", "replicas: 3"));
+    let d = k.json(&["get", "deploy", "ssa"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "the sidecar is no longer applied: {containers:?}");
+    assert_eq!(containers[0]["ports"].as_array().unwrap().len(), 1, "the defaulted port is the applied one");
+
     // The typed `kubectl create <kind>` family: protobuf bodies from kubectl 1.32 on.
     k.ok(&["create", "namespace", "team-a"]);
     k.ok(&["create", "deployment", "api", "--image=nginx:1.27", "--replicas=2", "--port=8080", "-n", "team-a"]);

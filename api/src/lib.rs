@@ -11,6 +11,7 @@
 //! the server side, and the only client of the store.
 
 pub mod admission;
+pub mod apply;
 pub mod auth;
 pub mod discovery;
 pub mod eviction;

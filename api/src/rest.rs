@@ -9,6 +9,7 @@
 //! `GuaranteedUpdate` does. A write that changes nothing is not written.
 
 use crate::admission;
+use crate::apply;
 use crate::filter::Filter;
 use crate::ipalloc;
 use crate::kinds::Write;
@@ -48,11 +49,25 @@ pub struct Call<'a> {
     pub output: Output,
     /// `Warning` headers to send back.
     pub warnings: Vec<String>,
+    /// The client's `User-Agent`: the default field manager is its product name.
+    pub user_agent: &'a str,
+    /// Set while server-side apply creates an object: its managed fields are the apply's.
+    applying: bool,
 }
 
 type Reply = Result<Response<Body>, ApiError>;
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    pub fn new(
+        state: &'a ApiState,
+        route: &'a ResourceRoute,
+        query: &'a Query,
+        output: Output,
+        user_agent: &'a str,
+    ) -> Call<'a> {
+        Call { state, route, query, output, warnings: Vec::new(), user_agent, applying: false }
+    }
+
     fn info(&self) -> &'static ResourceInfo {
         self.route.info
     }
@@ -63,6 +78,51 @@ impl Call<'_> {
 
     fn name(&self) -> &str {
         self.route.name.as_deref().unwrap_or("")
+    }
+
+    /// `fieldManager`, or like kube-apiserver the user agent's product (`kubectl/v1.33 ...` → `kubectl`).
+    fn field_manager(&self) -> String {
+        match self.query.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(manager) => manager.to_owned(),
+            None => self.user_agent.split('/').next().unwrap_or_default().chars().take(128).collect(),
+        }
+    }
+
+    /// Records in `object`'s managedFields what this write changed (`old`: before it).
+    fn record_managed_fields(&self, old: Option<&Value>, object: &mut Value) {
+        let info = self.info();
+        let Some(definition) = self.state.openapi.types.kind(info.group, info.kind) else { return };
+        let manager = self.field_manager();
+        let now = object::now_rfc3339();
+        let api_version = info.api_version();
+        let writer = self.writer(&manager, &api_version, &now);
+        apply::record_update(&self.state.openapi.types, definition, &writer, old, object);
+    }
+
+    fn writer<'w>(&'w self, manager: &'w str, api_version: &'w str, now: &'w str) -> apply::Writer<'w> {
+        apply::Writer {
+            manager,
+            api_version,
+            subresource: self.route.subresource.as_deref(),
+            has_status: self.info().has_status(),
+            now,
+        }
+    }
+
+    /// Server-side apply of `config` onto `live` (`None`: create).
+    fn server_side_apply(&self, live: Option<&Value>, config: &Value) -> Result<Value, ApiError> {
+        let info = self.info();
+        let definition = self
+            .state
+            .openapi
+            .types
+            .kind(info.group, info.kind)
+            .ok_or_else(|| ApiError::internal(format!("no schema for {}", info.kind)))?;
+        let manager = self.field_manager();
+        let now = object::now_rfc3339();
+        let api_version = info.api_version();
+        let writer = self.writer(&manager, &api_version, &now);
+        apply::apply(&self.state.openapi.types, definition, &writer, live, config, self.query.flag("force"))
     }
 
     fn key(&self) -> String {
@@ -607,6 +667,9 @@ impl Call<'_> {
         }
         for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"]
         {
+            if field == "managedFields" && self.applying {
+                continue;
+            }
             metadata.as_object_mut().expect("checked above").remove(field);
         }
         metadata["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -624,7 +687,10 @@ impl Call<'_> {
         if info.group.is_empty() && info.kind == "Pod" {
             admission::admit_pod(&self.state.store, &mut candidate)?;
         }
-        let out = self.admit(&candidate, Write::Create)?;
+        let mut out = self.admit(&candidate, Write::Create)?;
+        if !self.applying {
+            self.record_managed_fields(None, &mut out);
+        }
         Ok((object::encode(&out), name))
     }
 
@@ -655,8 +721,13 @@ impl Call<'_> {
                 if let Change::Patch(PatchType::Apply, input) = change {
                     // Server-side apply creates what does not exist yet.
                     let mut input = input.clone();
+                    check_type_meta(&mut input, info)?;
                     object::set_str(&mut input, &["metadata", "name"], self.name());
-                    return self.create(input).await;
+                    let created = self.server_side_apply(None, &input)?;
+                    self.applying = true;
+                    let reply = self.create(created).await;
+                    self.applying = false;
+                    return reply;
                 }
                 return Err(self.not_found());
             };
@@ -681,6 +752,9 @@ impl Call<'_> {
             let mut old_plain = old.clone();
             object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
             let mut out = self.admit(&new, Write::Update { old: &old })?;
+            if !matches!(change, Change::Patch(PatchType::Apply, _)) {
+                self.record_managed_fields(Some(&old), &mut out);
+            }
             if tracks_generation(info) && spec_part(&out) != spec_part(&old_plain) {
                 let generation = object::get(&old, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
                 object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
@@ -753,7 +827,12 @@ impl Call<'_> {
                 match kind {
                     PatchType::Json => patch::json_patch(&mut doc, patch)?,
                     PatchType::Merge => patch::merge_patch(&mut doc, patch),
-                    PatchType::Strategic | PatchType::Apply => patch::strategic_merge(&mut doc, patch)?,
+                    PatchType::Strategic => patch::strategic_merge(&mut doc, patch)?,
+                    PatchType::Apply => {
+                        let mut config = (*patch).clone();
+                        check_type_meta(&mut config, info)?;
+                        doc = self.server_side_apply(Some(old), &config)?;
+                    }
                 }
                 check_type_meta(&mut doc, info)?;
                 doc
@@ -872,7 +951,11 @@ impl Call<'_> {
                 }
             }
         }
+        let applied_fields = object::get(&candidate, &["metadata", "managedFields"]).cloned();
         keep_server_metadata(&mut candidate, old);
+        if let (Change::Patch(PatchType::Apply, _), Some(fields)) = (change, applied_fields) {
+            object::set(&mut candidate, &["metadata", "managedFields"], fields);
+        }
         if info.group.is_empty() && info.kind == "Service" {
             // An update that leaves the ClusterIP out keeps the allocated one.
             if object::get_str(&candidate, &["spec", "clusterIP"]).unwrap_or("").is_empty() {

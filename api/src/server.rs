@@ -213,7 +213,7 @@ async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
     for name in crate::admission::SYSTEM_NAMESPACES {
         let route = ResourceRoute { info, namespace: None, name: None, subresource: None, legacy_watch: false };
         let query = Query::default();
-        let mut call = Call { state, route: &route, query: &query, output: Output::Json, warnings: Vec::new() };
+        let mut call = Call::new(state, &route, &query, Output::Json, "keelson");
         match call.create(json!({"metadata": {"name": name}})).await {
             Ok(_) => {}
             Err(e) if e.reason == StatusReason::AlreadyExists => {}
@@ -236,7 +236,7 @@ async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
             legacy_watch: false,
         };
         let query = Query::default();
-        let mut call = Call { state, route: &route, query: &query, output: Output::Json, warnings: Vec::new() };
+        let mut call = Call::new(state, &route, &query, Output::Json, "keelson");
         let service = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": crate::ipalloc::API_SERVICE_IP.to_string(), "type": "ClusterIP",
                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
@@ -320,6 +320,7 @@ async fn dispatch(
     };
     *resource = metrics::resource_index(route.info.plural, route.info.group);
     let query = Query::parse(request.uri().query());
+    let user_agent = header(&request, ::http::header::USER_AGENT).unwrap_or("").to_string();
     let output = Output::from_accept(Some(&accept).filter(|a| !a.is_empty()).map(String::as_str))?;
     let method = request.method().clone();
     let is_watch = method == Method::GET && route.name.is_none() && (route.legacy_watch || query.flag("watch"));
@@ -370,7 +371,7 @@ async fn dispatch(
     } else {
         None
     };
-    let mut call = Call { state, route: &route, query: &query, output, warnings: Vec::new() };
+    let mut call = Call::new(state, &route, &query, output, &user_agent);
     let mut response = resource_verb(&mut call, &method, body, user.as_deref()).await?;
     for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
@@ -478,8 +479,7 @@ async fn bind(call: &mut Call<'_>, binding: &Value, pod: String) -> Result<Respo
         subresource: Some("binding".into()),
         legacy_watch: false,
     };
-    let mut pod_call =
-        Call { state: call.state, route: &route, query: call.query, output: Output::Json, warnings: Vec::new() };
+    let mut pod_call = Call::new(call.state, &route, call.query, Output::Json, call.user_agent);
     pod_call.update(Change::Bind(node)).await
 }
 
@@ -493,8 +493,7 @@ async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiErr
             subresource: None,
             legacy_watch: false,
         };
-        let mut one =
-            Call { state: call.state, route: &route, query: call.query, output: Output::Json, warnings: Vec::new() };
+        let mut one = Call::new(call.state, &route, call.query, Output::Json, call.user_agent);
         match one.delete(&json!({})).await {
             Ok(_) => {}
             Err(e) if e.reason == StatusReason::NotFound => {}

@@ -91,6 +91,8 @@ pub enum FieldErrorKind {
     TooMany,
     NotFound,
     Internal,
+    /// Server-side apply would change a field another manager owns.
+    ManagerConflict,
 }
 
 impl FieldErrorKind {
@@ -106,6 +108,7 @@ impl FieldErrorKind {
             FieldErrorKind::TooMany => "FieldValueTooMany",
             FieldErrorKind::NotFound => "FieldValueNotFound",
             FieldErrorKind::Internal => "InternalError",
+            FieldErrorKind::ManagerConflict => "FieldManagerConflict",
         }
     }
 
@@ -121,6 +124,7 @@ impl FieldErrorKind {
             FieldErrorKind::TooMany => "Too many",
             FieldErrorKind::NotFound => "Not found",
             FieldErrorKind::Internal => "Internal error",
+            FieldErrorKind::ManagerConflict => "",
         }
     }
 }
@@ -336,15 +340,11 @@ impl ApiError {
 }
 
 fn to_cause(error: &FieldError) -> StatusCause {
-    let mut message = String::from(error.kind.phrase());
-    if let Some(value) = &error.bad_value {
-        message.push_str(": ");
-        message.push_str(value);
-    }
-    if !error.detail.is_empty() {
-        message.push_str(": ");
-        message.push_str(&error.detail);
-    }
+    let mut parts: Vec<&str> = vec![error.kind.phrase()];
+    parts.extend(error.bad_value.as_deref());
+    parts.push(&error.detail);
+    parts.retain(|p| !p.is_empty());
+    let message = parts.join(": ");
     StatusCause {
         field: Some(error.field.clone()),
         message: Some(message),

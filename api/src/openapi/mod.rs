@@ -20,6 +20,8 @@ pub struct OpenApi {
     documents: BTreeMap<String, (Bytes, String)>,
     index: Bytes,
     v2: Bytes,
+    /// The types' shapes for server-side apply, read from the same schemas.
+    pub types: crate::apply::types::Types,
 }
 
 fn group_version_path(group: &str, version: &str) -> String {
@@ -110,6 +112,9 @@ fn document(group: &str, version: &str) -> Value {
 
 /// Publishes a definition's field markers as the `x-kubernetes-*` extensions.
 fn add_markers(definition: &str, schema: &mut Value) {
+    if crate::markers::is_atomic_type(definition) {
+        schema["x-kubernetes-map-type"] = "atomic".into();
+    }
     for marked in crate::markers::of_definition(definition) {
         let Some(Value::Object(property)) = schema.pointer_mut(&format!("/properties/{}", marked.field)) else {
             continue;
@@ -125,6 +130,9 @@ fn add_markers(definition: &str, schema: &mut Value) {
         }
         if !marked.list_map_keys.is_empty() {
             property.insert("x-kubernetes-list-map-keys".into(), marked.list_map_keys.into());
+        }
+        if marked.atomic {
+            property.insert("x-kubernetes-map-type".into(), "atomic".into());
         }
     }
 }
@@ -153,12 +161,19 @@ impl OpenApi {
             values.push(value);
         }
         let v2 = Bytes::from(v2::encode(&values));
+        let mut definitions = Map::new();
+        for value in &values {
+            if let Some(schemas) = value["components"]["schemas"].as_object() {
+                definitions.extend(schemas.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let types = crate::apply::types::Types::from_definitions(&definitions);
         let index_paths: Map<String, Value> = documents
             .iter()
             .map(|(path, (_, h))| (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={h}")})))
             .collect();
         let index = Bytes::from(serde_json::to_vec(&json!({"paths": index_paths})).expect("the index serializes"));
-        OpenApi { documents, index, v2 }
+        OpenApi { documents, index, v2, types }
     }
 
     pub fn index(&self) -> Bytes {
@@ -202,5 +217,6 @@ mod tests {
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
         assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
         assert!(!openapi.v2().is_empty());
+        assert_eq!(openapi.types.kind("apps", "Deployment"), Some("io.k8s.api.apps.v1.Deployment"));
     }
 }

@@ -1,0 +1,434 @@
+//! Field ownership (`metadata.managedFields`) and server-side apply.
+//!
+//! Every write records which manager set which fields: an `Update` entry per manager
+//! (and subresource) for creates, PUTs and PATCHes, an `Apply` entry for server-side
+//! apply. Applying a configuration merges it into the live object by the types' list
+//! and map semantics ([`types`]), fails with 409 when it would change a value another
+//! manager owns (unless forced, which takes the field over), and removes the fields the
+//! manager applied before but no longer does, unless someone else still owns them.
+
+pub mod fieldset;
+pub mod types;
+pub mod walk;
+
+use fieldset::FieldSet;
+use keelson_engine::{ApiError, FieldError, FieldErrorKind, StatusReason};
+use serde_json::{json, Map, Value};
+use types::{Shape, Types};
+
+/// Metadata the server owns: never part of a manager's fields.
+const SERVER_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// Who writes, and to which part of the object.
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    /// `apps/v1`, as the entries record it.
+    pub api_version: &'a str,
+    /// `status` for the status subresource.
+    pub subresource: Option<&'a str>,
+    /// Whether the kind has a status subresource (then the main resource does not own status).
+    pub has_status: bool,
+    /// RFC 3339, for the entries' `time`.
+    pub now: &'a str,
+}
+
+impl Writer<'_> {
+    /// Whether a top-level field counts toward this writer's ownership: the status
+    /// subresource owns only status; the main resource owns everything else, and status
+    /// too when the kind has no status subresource.
+    fn owns_top(&self, name: &str) -> bool {
+        match name {
+            "apiVersion" | "kind" => false,
+            "status" => self.subresource == Some("status") || !self.has_status,
+            _ => self.subresource != Some("status"),
+        }
+    }
+}
+
+/// Where a top-level owned field sits: `["spec", ""]` or `["metadata", "labels"]`.
+type TopKey<'k> = [&'k str; 2];
+
+/// What [`visit_owned`] calls: path so far, where the field sits, its value and shape.
+type Visitor<'f, 'v> = dyn FnMut(&mut Vec<String>, TopKey<'_>, &'v Value, &Shape) + 'f;
+
+fn lookup<'v>(object: &'v Value, key: TopKey<'_>) -> Option<&'v Value> {
+    let value = object.get(key[0])?;
+    if key[1].is_empty() {
+        Some(value)
+    } else {
+        value.get(key[1])
+    }
+}
+
+/// Calls `visit` for each top-level field `writer` owns in `object` (metadata field by
+/// field, without the server's), with its path pushed. Nothing is cloned.
+fn visit_owned<'v>(
+    types: &Types,
+    definition: &str,
+    writer: &Writer<'_>,
+    object: &'v Value,
+    visit: &mut Visitor<'_, 'v>,
+) {
+    let Some(top) = object.as_object() else { return };
+    let mut path = Vec::with_capacity(16);
+    for (name, value) in top {
+        if !writer.owns_top(name) {
+            continue;
+        }
+        let shape = types.field(definition, name);
+        path.push(fieldset::field(name));
+        match (name.as_str(), value.as_object(), shape) {
+            ("metadata", Some(fields), Shape::Struct(meta)) => {
+                for (field, v) in fields.iter().filter(|(f, _)| !SERVER_METADATA.contains(&f.as_str())) {
+                    path.push(fieldset::field(field));
+                    visit(&mut path, [name, field], v, types.field(meta, field));
+                    path.pop();
+                }
+            }
+            _ => visit(&mut path, [name, ""], value, shape),
+        }
+        path.pop();
+    }
+}
+
+/// The fields `object` sets, as `writer` would own them.
+fn field_set(types: &Types, definition: &str, writer: &Writer<'_>, object: &Value) -> FieldSet {
+    let mut set = FieldSet::default();
+    visit_owned(types, definition, writer, object, &mut |path, _, value, shape| {
+        walk::to_set(types, value, shape, path, &mut set)
+    });
+    set
+}
+
+/// What `writer` changed from `old` to `new`, and what it removed.
+fn changes(
+    types: &Types,
+    definition: &str,
+    writer: &Writer<'_>,
+    old: Option<&Value>,
+    new: &Value,
+) -> (FieldSet, FieldSet) {
+    let mut changed = FieldSet::default();
+    visit_owned(types, definition, writer, new, &mut |path, key, value, shape| {
+        walk::changed(types, old.and_then(|o| lookup(o, key)), value, shape, path, &mut changed)
+    });
+    let mut gone = FieldSet::default();
+    if let Some(old) = old {
+        visit_owned(types, definition, writer, old, &mut |path, key, value, shape| {
+            walk::removed(types, value, lookup(new, key), shape, path, &mut gone)
+        });
+    }
+    (changed, gone)
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: String,
+    fields: FieldSet,
+}
+
+impl Entry {
+    fn read(value: &Value) -> Option<Entry> {
+        Some(Entry {
+            manager: value["manager"].as_str()?.to_owned(),
+            operation: value["operation"].as_str().unwrap_or("Update").to_owned(),
+            api_version: value["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            time: value["time"].as_str().unwrap_or_default().to_owned(),
+            subresource: value["subresource"].as_str().unwrap_or_default().to_owned(),
+            fields: FieldSet::from_fields_v1(&value["fieldsV1"]),
+        })
+    }
+
+    fn write(&self) -> Value {
+        let mut entry = Map::new();
+        entry.insert("manager".into(), json!(self.manager));
+        entry.insert("operation".into(), json!(self.operation));
+        entry.insert("apiVersion".into(), json!(self.api_version));
+        if !self.time.is_empty() {
+            entry.insert("time".into(), json!(self.time));
+        }
+        entry.insert("fieldsType".into(), json!("FieldsV1"));
+        entry.insert("fieldsV1".into(), self.fields.to_fields_v1());
+        if !self.subresource.is_empty() {
+            entry.insert("subresource".into(), json!(self.subresource));
+        }
+        Value::Object(entry)
+    }
+
+    fn is(&self, writer: &Writer<'_>, operation: &str) -> bool {
+        self.manager == writer.manager
+            && self.operation == operation
+            && self.subresource == writer.subresource.unwrap_or_default()
+    }
+}
+
+fn read_entries(object: &Value) -> Vec<Entry> {
+    object["metadata"]["managedFields"].as_array().into_iter().flatten().filter_map(Entry::read).collect()
+}
+
+fn write_entries(object: &mut Value, entries: &[Entry]) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let kept: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::write).collect();
+    if kept.is_empty() {
+        metadata.remove("managedFields");
+    } else {
+        metadata.insert("managedFields".into(), Value::Array(kept));
+    }
+}
+
+/// The entry for this writer and operation, created if missing.
+fn entry_for<'e>(entries: &'e mut Vec<Entry>, writer: &Writer<'_>, operation: &str) -> &'e mut Entry {
+    match entries.iter().position(|e| e.is(writer, operation)) {
+        Some(i) => &mut entries[i],
+        None => {
+            entries.push(Entry {
+                manager: writer.manager.to_owned(),
+                operation: operation.to_owned(),
+                api_version: writer.api_version.to_owned(),
+                time: String::new(),
+                subresource: writer.subresource.unwrap_or_default().to_owned(),
+                fields: FieldSet::default(),
+            });
+            entries.last_mut().expect("just pushed")
+        }
+    }
+}
+
+/// Records a create, PUT or PATCH by `writer`: what it changed becomes its own (and no
+/// longer anyone else's). Sets `metadata.managedFields` on `new`.
+pub fn record_update(types: &Types, definition: &str, writer: &Writer<'_>, old: Option<&Value>, new: &mut Value) {
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    let (changed, gone) = changes(types, definition, writer, old, new);
+    for entry in entries.iter_mut() {
+        entry.fields.subtract(&changed);
+        entry.fields.subtract(&gone);
+    }
+    if !changed.is_empty() {
+        let mine = entry_for(&mut entries, writer, "Update");
+        mine.fields.union(&changed);
+        mine.api_version = writer.api_version.to_owned();
+        mine.time = writer.now.to_owned();
+    }
+    write_entries(new, &entries);
+}
+
+/// Applies `config` to `live` (`None`: the object does not exist yet) as `writer`.
+/// Returns the new object, with its `managedFields`, or the 409 listing the conflicts.
+pub fn apply(
+    types: &Types,
+    definition: &str,
+    writer: &Writer<'_>,
+    live: Option<&Value>,
+    config: &Value,
+    force: bool,
+) -> Result<Value, ApiError> {
+    let shape = Shape::Struct(definition.to_owned());
+    let mut entries = live.map(read_entries).unwrap_or_default();
+    let applied = field_set(types, definition, writer, config);
+    let mut merged = live.cloned().unwrap_or_else(|| json!({}));
+    let mut config = config.clone();
+    if let Some(Value::Object(metadata)) = config.get_mut("metadata") {
+        metadata.remove("managedFields");
+    }
+    walk::merge(types, &mut merged, &config, &shape);
+
+    // Conflicts: fields another manager owns whose value the apply would change.
+    let mut conflicts: Vec<(String, String, String)> = Vec::new();
+    let before = live.cloned().unwrap_or_else(|| json!({}));
+    for entry in entries.iter_mut().filter(|e| !e.is(writer, "Apply")) {
+        let mut taken = FieldSet::default();
+        for path in entry.fields.intersect(&applied).leaves() {
+            if walk::get(types, &before, &path, &shape) != walk::get(types, &merged, &path, &shape) {
+                taken.insert(&path);
+                conflicts.push((entry.manager.clone(), entry.api_version.clone(), fieldset::render(&path)));
+            }
+        }
+        if force {
+            entry.fields.subtract(&taken);
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflict_error(&conflicts));
+    }
+
+    // What this manager applied before and dropped now goes, unless others own it.
+    let mine = entry_for(&mut entries, writer, "Apply");
+    let mut dropped = std::mem::take(&mut mine.fields);
+    dropped.subtract(&applied);
+    mine.fields = applied;
+    mine.api_version = writer.api_version.to_owned();
+    mine.time = writer.now.to_owned();
+    for entry in entries.iter().filter(|e| !e.is(writer, "Apply")) {
+        dropped.subtract(&entry.fields);
+    }
+    // Parents first: removing an item removes what it holds.
+    for path in dropped.members() {
+        walk::remove(types, &mut merged, &path, &shape);
+    }
+    // Whatever is gone from the object is nobody's any more.
+    if let Some(live) = live {
+        let (_, gone) = changes(types, definition, writer, Some(live), &merged);
+        for entry in entries.iter_mut() {
+            entry.fields.subtract(&gone);
+        }
+    }
+    write_entries(&mut merged, &entries);
+    Ok(merged)
+}
+
+/// kube-apiserver's wording: `Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas`.
+fn conflict_error(conflicts: &[(String, String, String)]) -> ApiError {
+    let count = conflicts.len();
+    let message = if let [(manager, version, path)] = conflicts {
+        format!("Apply failed with 1 conflict: conflict with \"{manager}\" using {version}: {path}")
+    } else {
+        let mut by_manager: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+        for (manager, version, path) in conflicts {
+            match by_manager.iter_mut().find(|(m, v, _)| m == manager && v == version) {
+                Some((_, _, paths)) => paths.push(path),
+                None => by_manager.push((manager, version, vec![path])),
+            }
+        }
+        let parts: Vec<String> = by_manager
+            .iter()
+            .map(|(manager, version, paths)| {
+                let list: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
+                format!("conflicts with \"{manager}\" using {version}:\n{}", list.join("\n"))
+            })
+            .collect();
+        format!("Apply failed with {count} conflicts: {}", parts.join("\n"))
+    };
+    let mut error = ApiError::new(StatusReason::Conflict, message);
+    error.causes = conflicts
+        .iter()
+        .map(|(manager, version, path)| {
+            FieldError::new(
+                FieldErrorKind::ManagerConflict,
+                path.clone(),
+                None,
+                format!("conflict with \"{manager}\" using {version}"),
+            )
+        })
+        .collect();
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types() -> Types {
+        let defs = json!({
+            "D": {"type": "object", "properties": {
+                "metadata": {"$ref": "#/components/schemas/Meta"},
+                "spec": {"$ref": "#/components/schemas/Spec"},
+                "status": {"$ref": "#/components/schemas/Status"},
+            }},
+            "Meta": {"type": "object", "properties": {
+                "name": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            }},
+            "Spec": {"type": "object", "properties": {
+                "replicas": {"type": "integer"},
+                "paused": {"type": "boolean"},
+                "containers": {"type": "array", "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"], "items": {"$ref": "#/components/schemas/C"}},
+            }},
+            "C": {"type": "object", "properties": {"name": {"type": "string"}, "image": {"type": "string"}}},
+            "Status": {"type": "object", "properties": {"ready": {"type": "integer"}}},
+        });
+        Types::from_definitions(defs.as_object().unwrap())
+    }
+
+    fn writer(manager: &str) -> Writer<'_> {
+        Writer { manager, api_version: "apps/v1", subresource: None, has_status: true, now: "2026-11-22T00:00:00Z" }
+    }
+
+    fn managers(object: &Value) -> Vec<String> {
+        read_entries(object).iter().map(|e| format!("{}/{}", e.manager, e.operation)).collect()
+    }
+
+    #[test]
+    fn apply_creates_then_removes_what_it_no_longer_applies() {
+        let t = types();
+        let config = json!({"apiVersion": "apps/v1", "kind": "D", "metadata": {"name": "web", "labels": {"a": "1"}},
+            "spec": {"replicas": 2, "containers": [{"name": "web", "image": "x"}, {"name": "side", "image": "y"}]}});
+        let created = apply(&t, "D", &writer("ci"), None, &config, false).unwrap();
+        assert_eq!(managers(&created), vec!["ci/Apply"]);
+        let fields = &created["metadata"]["managedFields"][0]["fieldsV1"];
+        assert_eq!(fields["f:spec"]["f:containers"]["k:{\"name\":\"side\"}"]["."], json!({}));
+        assert!(fields["f:metadata"].get("f:name").is_none(), "the name is the server's");
+
+        let smaller = json!({"apiVersion": "apps/v1", "kind": "D", "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "containers": [{"name": "web", "image": "x"}]}});
+        let applied = apply(&t, "D", &writer("ci"), Some(&created), &smaller, false).unwrap();
+        assert_eq!(applied["spec"]["containers"].as_array().unwrap().len(), 1);
+        assert!(applied["metadata"].get("labels").and_then(|l| l.get("a")).is_none(), "{applied}");
+    }
+
+    #[test]
+    fn a_different_value_for_another_managers_field_conflicts_unless_forced() {
+        let t = types();
+        let mut live = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "paused": false}});
+        record_update(&t, "D", &writer("kubectl-scale"), None, &mut live);
+        assert_eq!(managers(&live), vec!["kubectl-scale/Update"]);
+
+        let config = json!({"metadata": {"name": "web"}, "spec": {"replicas": 5}});
+        let error = apply(&t, "D", &writer("ci"), Some(&live), &config, false).unwrap_err();
+        assert_eq!(error.reason, StatusReason::Conflict);
+        assert_eq!(
+            error.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl-scale\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(error.causes[0].field, ".spec.replicas");
+
+        // The same value is shared ownership, not a conflict.
+        let same = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3}});
+        let shared = apply(&t, "D", &writer("ci"), Some(&live), &same, false).unwrap();
+        assert_eq!(managers(&shared), vec!["kubectl-scale/Update", "ci/Apply"]);
+
+        let forced = apply(&t, "D", &writer("ci"), Some(&live), &config, true).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 5);
+        let scale = read_entries(&forced).into_iter().find(|e| e.manager == "kubectl-scale").unwrap();
+        assert!(!scale.fields.contains(&["f:spec".into(), "f:replicas".into()]));
+    }
+
+    #[test]
+    fn updates_take_over_what_they_change_and_status_is_separate() {
+        let t = types();
+        let mut live = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "paused": false}});
+        record_update(&t, "D", &writer("create"), None, &mut live);
+        let mut new = live.clone();
+        new["spec"]["replicas"] = json!(4);
+        record_update(&t, "D", &writer("scaler"), Some(&live), &mut new);
+        let entries = read_entries(&new);
+        assert!(entries[0].fields.contains(&["f:spec".into(), "f:paused".into()]));
+        assert!(!entries[0].fields.contains(&["f:spec".into(), "f:replicas".into()]));
+        assert!(entries[1].fields.contains(&["f:spec".into(), "f:replicas".into()]));
+
+        let mut with_status = new.clone();
+        with_status["status"] = json!({"ready": 4});
+        let status_writer = Writer { subresource: Some("status"), ..writer("controller") };
+        record_update(&t, "D", &status_writer, Some(&new), &mut with_status);
+        let entries = read_entries(&with_status);
+        let status = entries.iter().find(|e| e.manager == "controller").unwrap();
+        assert_eq!(status.subresource, "status");
+        assert!(status.fields.contains(&["f:status".into(), "f:ready".into()]));
+        assert_eq!(entries.len(), 3, "{entries:?}");
+    }
+}

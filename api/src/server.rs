@@ -447,6 +447,12 @@ async fn resource_verb(
             if kind == PatchType::Apply && call.query.get("fieldManager").unwrap_or("").is_empty() {
                 return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
             }
+            if kind != PatchType::Apply && call.query.flag("force") {
+                return Err(ApiError::new(
+                    StatusReason::Invalid,
+                    "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+                ));
+            }
             if sub == Some("scale") {
                 return call.update(Change::Scale(Some(kind), &patch)).await;
             }

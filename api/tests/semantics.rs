@@ -173,6 +173,19 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
         )
         .await;
     assert_eq!(code, 200);
+    // `force` belongs to server-side apply only.
+    let (code, status, _) = h
+        .send(
+            h.http
+                .patch(format!("{}/api/v1/namespaces/default/pods/p?force=true", h.base))
+                .header("Content-Type", "application/merge-patch+json")
+                .body(label),
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
+    let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
+    let managed = pod["metadata"]["managedFields"].as_array().expect("writes record their fields");
+    assert!(managed.iter().any(|e| e["subresource"] == "status"), "{managed:?}");
     let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guard"},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}});
     assert_eq!(h.post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", pdb).await.0, 201);

@@ -88,41 +88,42 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Records in `object`'s managedFields what this write changed (`old`: before it).
-    fn record_managed_fields(&self, old: Option<&Value>, object: &mut Value) {
+    /// Runs `f` with the field-ownership context of this request: the kind's schema and
+    /// the writer (manager, API version, subresource, time).
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&apply::types::Types, &str, &apply::Writer<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         let info = self.info();
-        let Some(definition) = self.state.openapi.types.kind(info.group, info.kind) else { return };
-        let manager = self.field_manager();
-        let now = object::now_rfc3339();
-        let api_version = info.api_version();
-        let writer = self.writer(&manager, &api_version, &now);
-        apply::record_update(&self.state.openapi.types, definition, &writer, old, object);
-    }
-
-    fn writer<'w>(&'w self, manager: &'w str, api_version: &'w str, now: &'w str) -> apply::Writer<'w> {
-        apply::Writer {
-            manager,
-            api_version,
-            subresource: self.route.subresource.as_deref(),
-            has_status: self.info().has_status(),
-            now,
-        }
-    }
-
-    /// Server-side apply of `config` onto `live` (`None`: create).
-    fn server_side_apply(&self, live: Option<&Value>, config: &Value) -> Result<Value, ApiError> {
-        let info = self.info();
-        let definition = self
-            .state
-            .openapi
-            .types
+        let types = &self.state.openapi.types;
+        let definition = types
             .kind(info.group, info.kind)
             .ok_or_else(|| ApiError::internal(format!("no schema for {}", info.kind)))?;
         let manager = self.field_manager();
         let now = object::now_rfc3339();
         let api_version = info.api_version();
-        let writer = self.writer(&manager, &api_version, &now);
-        apply::apply(&self.state.openapi.types, definition, &writer, live, config, self.query.flag("force"))
+        let writer = apply::Writer {
+            manager: &manager,
+            api_version: &api_version,
+            subresource: self.route.subresource.as_deref(),
+            has_status: info.has_status(),
+            now: &now,
+        };
+        f(types, definition, &writer)
+    }
+
+    /// Records in `object`'s managedFields what this write changed (`old`: before it).
+    fn record_managed_fields(&self, old: Option<&Value>, object: &mut Value) -> Result<(), ApiError> {
+        self.with_writer(|types, definition, writer| {
+            apply::record_update(types, definition, writer, old, object);
+            Ok(())
+        })
+    }
+
+    /// Server-side apply of `config` onto `live` (`None`: create).
+    fn server_side_apply(&self, live: Option<&Value>, config: &Value) -> Result<Value, ApiError> {
+        let force = self.query.flag("force");
+        self.with_writer(|types, definition, writer| apply::apply(types, definition, writer, live, config, force))
     }
 
     fn key(&self) -> String {
@@ -689,7 +690,7 @@ impl Call<'_> {
         }
         let mut out = self.admit(&candidate, Write::Create)?;
         if !self.applying {
-            self.record_managed_fields(None, &mut out);
+            self.record_managed_fields(None, &mut out)?;
         }
         Ok((object::encode(&out), name))
     }
@@ -753,7 +754,7 @@ impl Call<'_> {
             object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
             let mut out = self.admit(&new, Write::Update { old: &old })?;
             if !matches!(change, Change::Patch(PatchType::Apply, _)) {
-                self.record_managed_fields(Some(&old), &mut out);
+                self.record_managed_fields(Some(&old), &mut out)?;
             }
             if tracks_generation(info) && spec_part(&out) != spec_part(&old_plain) {
                 let generation = object::get(&old, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);

@@ -111,25 +111,22 @@ fn field_set(types: &Types, definition: &str, writer: &Writer<'_>, object: &Valu
     set
 }
 
-/// What `writer` changed from `old` to `new`, and what it removed.
-fn changes(
-    types: &Types,
-    definition: &str,
-    writer: &Writer<'_>,
-    old: Option<&Value>,
-    new: &Value,
-) -> (FieldSet, FieldSet) {
+/// What `writer` set anew or differently in `new` compared with `old`.
+fn changed_fields(types: &Types, definition: &str, writer: &Writer<'_>, old: Option<&Value>, new: &Value) -> FieldSet {
     let mut changed = FieldSet::default();
     visit_owned(types, definition, writer, new, &mut |path, key, value, shape| {
         walk::changed(types, old.and_then(|o| lookup(o, key)), value, shape, path, &mut changed)
     });
+    changed
+}
+
+/// What of `old` is gone from `new`.
+fn removed_fields(types: &Types, definition: &str, writer: &Writer<'_>, old: &Value, new: &Value) -> FieldSet {
     let mut gone = FieldSet::default();
-    if let Some(old) = old {
-        visit_owned(types, definition, writer, old, &mut |path, key, value, shape| {
-            walk::removed(types, value, lookup(new, key), shape, path, &mut gone)
-        });
-    }
-    (changed, gone)
+    visit_owned(types, definition, writer, old, &mut |path, key, value, shape| {
+        walk::removed(types, value, lookup(new, key), shape, path, &mut gone)
+    });
+    gone
 }
 
 #[derive(Debug, Clone)]
@@ -213,7 +210,8 @@ fn entry_for<'e>(entries: &'e mut Vec<Entry>, writer: &Writer<'_>, operation: &s
 /// longer anyone else's). Sets `metadata.managedFields` on `new`.
 pub fn record_update(types: &Types, definition: &str, writer: &Writer<'_>, old: Option<&Value>, new: &mut Value) {
     let mut entries = old.map(read_entries).unwrap_or_default();
-    let (changed, gone) = changes(types, definition, writer, old, new);
+    let changed = changed_fields(types, definition, writer, old, new);
+    let gone = old.map(|old| removed_fields(types, definition, writer, old, new)).unwrap_or_default();
     for entry in entries.iter_mut() {
         entry.fields.subtract(&changed);
         entry.fields.subtract(&gone);
@@ -240,20 +238,19 @@ pub fn apply(
     let shape = Shape::Struct(definition.to_owned());
     let mut entries = live.map(read_entries).unwrap_or_default();
     let applied = field_set(types, definition, writer, config);
-    let mut merged = live.cloned().unwrap_or_else(|| json!({}));
-    let mut config = config.clone();
-    if let Some(Value::Object(metadata)) = config.get_mut("metadata") {
-        metadata.remove("managedFields");
-    }
-    walk::merge(types, &mut merged, &config, &shape);
+    let empty = json!({});
+    let before = live.unwrap_or(&empty);
+    let mut merged = before.clone();
+    // A managedFields in the configuration is merged too, but `write_entries` below
+    // replaces it, and no manager owns server metadata.
+    walk::merge(types, &mut merged, config, &shape);
 
     // Conflicts: fields another manager owns whose value the apply would change.
     let mut conflicts: Vec<(String, String, String)> = Vec::new();
-    let before = live.cloned().unwrap_or_else(|| json!({}));
     for entry in entries.iter_mut().filter(|e| !e.is(writer, "Apply")) {
         let mut taken = FieldSet::default();
         for path in entry.fields.intersect(&applied).leaves() {
-            if walk::get(types, &before, &path, &shape) != walk::get(types, &merged, &path, &shape) {
+            if walk::get(types, before, &path, &shape) != walk::get(types, &merged, &path, &shape) {
                 taken.insert(&path);
                 conflicts.push((entry.manager.clone(), entry.api_version.clone(), fieldset::render(&path)));
             }
@@ -282,7 +279,7 @@ pub fn apply(
     }
     // Whatever is gone from the object is nobody's any more.
     if let Some(live) = live {
-        let (_, gone) = changes(types, definition, writer, Some(live), &merged);
+        let gone = removed_fields(types, definition, writer, live, &merged);
         for entry in entries.iter_mut() {
             entry.fields.subtract(&gone);
         }

@@ -24,7 +24,8 @@ pub enum Shape {
 #[derive(Debug, Default)]
 pub struct Types {
     structs: HashMap<String, HashMap<String, Shape>>,
-    kinds: HashMap<(String, String), String>,
+    /// (group, kind, definition), sorted: looked up on every write without allocating.
+    kinds: Vec<(String, String, String)>,
 }
 
 const REF_PREFIX: &str = "#/components/schemas/";
@@ -76,12 +77,12 @@ impl Types {
     /// Reads the struct definitions of an OpenAPI v3 `components.schemas` map.
     pub fn from_definitions(definitions: &Map<String, Value>) -> Types {
         let mut structs = HashMap::new();
-        let mut kinds = HashMap::new();
+        let mut kinds = Vec::new();
         for (name, def) in definitions {
             for gvk in def["x-kubernetes-group-version-kind"].as_array().into_iter().flatten() {
                 let group = gvk["group"].as_str().unwrap_or_default().to_owned();
                 let kind = gvk["kind"].as_str().unwrap_or_default().to_owned();
-                kinds.insert((group, kind), name.clone());
+                kinds.push((group, kind, name.clone()));
             }
             let Some(properties) = def["properties"].as_object() else { continue };
             if is_atomic(def) {
@@ -90,12 +91,15 @@ impl Types {
             let fields = properties.iter().map(|(field, schema)| (field.clone(), shape(schema, definitions))).collect();
             structs.insert(name.clone(), fields);
         }
+        kinds.sort();
+        kinds.dedup_by(|a, b| (&a.0, &a.1) == (&b.0, &b.1));
         Types { structs, kinds }
     }
 
     /// The definition a kind's objects follow, e.g. `io.k8s.api.apps.v1.Deployment`.
     pub fn kind(&self, group: &str, kind: &str) -> Option<&str> {
-        self.kinds.get(&(group.to_owned(), kind.to_owned())).map(String::as_str)
+        let at = self.kinds.binary_search_by(|(g, k, _)| (g.as_str(), k.as_str()).cmp(&(group, kind))).ok()?;
+        Some(&self.kinds[at].2)
     }
 
     /// A field's shape; unknown fields are owned whole.

@@ -1,0 +1,588 @@
+//! The scheduling cycle. HOT PATH.
+//!
+//! One pod at a time, sequentially (the cycle owns the snapshot): compile the pod, run
+//! PreFilter once, Filter in parallel over node chunks until enough feasible nodes are
+//! found, PreScore once, Score in parallel over the feasible nodes, NormalizeScore, pick
+//! the best (ties broken at random), then assume the pod on that node so the next cycle
+//! sees it. Binding happens elsewhere (the runner), asynchronously.
+//!
+//! Per node there is no allocation, lock or string comparison: buffers are reused across
+//! cycles, plugins read integer columns, and rejections are compact codes turned into
+//! text only when the pod cannot be placed.
+
+use crate::framework::{Code, Diagnosis, Nomination, PluginState, Prepared, Rejection, Status};
+use crate::profile::Profile;
+use crate::query::{compile, PodQuery};
+use crate::snapshot::{NodeIx, Snapshot};
+use keelson_engine::k8s_openapi::api::core::v1::Pod;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Below this many nodes kube-scheduler checks them all.
+const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The adaptive percentage never goes below this.
+const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
+/// Work per parallel task is at least this many nodes: smaller chunks cost more in task
+/// handoff than they save.
+const MIN_CHUNK: usize = 32;
+
+/// kube-scheduler's `numFeasibleNodesToFind`: with `percentage` 0 the adaptive default
+/// (50% minus 1% per 125 nodes, at least 5%), and never fewer than 100 nodes.
+pub fn feasible_nodes_to_find(percentage: u32, nodes: usize) -> usize {
+    if nodes < MIN_FEASIBLE_NODES_TO_FIND || percentage >= 100 {
+        return nodes;
+    }
+    let mut percentage = percentage as usize;
+    if percentage == 0 {
+        percentage = 50usize.saturating_sub(nodes / 125).max(MIN_FEASIBLE_NODES_PERCENTAGE);
+    }
+    (nodes * percentage / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// The scheduler's decision for one pod.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub pod_key: String,
+    pub node: String,
+    pub node_ix: NodeIx,
+    /// Nodes the filters looked at, and how many of them passed.
+    pub evaluated_nodes: usize,
+    pub feasible_nodes: usize,
+    /// Set for sampled decisions when auditing placement quality.
+    pub audit: Option<AuditSample>,
+}
+
+/// Placement quality of one decision: the chosen node's total score against the best
+/// any feasible node would have had, both scored over all feasible nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AuditSample {
+    pub chosen_score: i64,
+    pub best_score: i64,
+    pub feasible_nodes: usize,
+}
+
+impl AuditSample {
+    /// `chosen / best`, 1.0 when the choice was as good as any.
+    pub fn quality(&self) -> f64 {
+        if self.best_score <= 0 {
+            1.0
+        } else {
+            self.chosen_score as f64 / self.best_score as f64
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub code: Code,
+    /// kube-scheduler's FailedScheduling text: "0/5 nodes are available: ...".
+    pub message: String,
+    /// From PostFilter: where the pod may go once victims are evicted.
+    pub nomination: Option<(String, Vec<String>)>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Scheduled(Decision),
+    Unschedulable(Failure),
+    /// The pod has scheduling gates; it waits until they are removed.
+    Gated,
+    /// No profile serves the pod's `schedulerName`.
+    NoProfile,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CycleStats {
+    pub scheduled: u64,
+    pub unschedulable: u64,
+    pub audited: u64,
+    pub quality_sum: f64,
+}
+
+/// A node's verdict in the filter pass: which plugin (`PASSED` if none) rejected it, how.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    node: NodeIx,
+    plugin: u16,
+    rejection: Rejection,
+}
+
+const PASSED: u16 = u16::MAX;
+const NOT_LIVE: u16 = u16::MAX - 1;
+const PASS: Rejection = Rejection { code: Code::Success, reason: 0 };
+
+/// Buffers reused across cycles so a cycle allocates per pod, never per node.
+#[derive(Default)]
+struct Scratch {
+    slots: Vec<NodeIx>,
+    verdicts: Vec<Verdict>,
+    chunk_stats: Vec<(usize, usize)>,
+    feasible: Vec<NodeIx>,
+    scores: Vec<i64>,
+    column: Vec<i64>,
+    totals: Vec<i64>,
+}
+
+pub struct Scheduler {
+    pub snapshot: Snapshot,
+    profiles: Vec<Profile>,
+    pool: Arc<rayon::ThreadPool>,
+    /// 0: adaptive.
+    percentage_of_nodes_to_score: u32,
+    /// Audit one decision in this many (0: never).
+    audit_every: u64,
+    next_start: usize,
+    rng: u64,
+    scratch: Scratch,
+    pub stats: CycleStats,
+}
+
+impl Scheduler {
+    /// A scheduler with these profiles and `parallelism` worker threads.
+    pub fn new(profiles: Vec<Profile>, parallelism: usize) -> Scheduler {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(parallelism.max(1))
+            .thread_name(|i| format!("sched-{i}"))
+            .build()
+            .expect("a thread pool");
+        Scheduler {
+            snapshot: Snapshot::new(),
+            profiles,
+            pool: Arc::new(pool),
+            percentage_of_nodes_to_score: 0,
+            audit_every: 0,
+            next_start: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            scratch: Scratch::default(),
+            stats: CycleStats::default(),
+        }
+    }
+
+    /// 0 (the default) is adaptive.
+    pub fn set_percentage_of_nodes_to_score(&mut self, percentage: u32) {
+        self.percentage_of_nodes_to_score = percentage.min(100);
+    }
+
+    /// Audits placement quality on one decision in `every` (0 turns it off).
+    pub fn set_audit_every(&mut self, every: u64) {
+        self.audit_every = every;
+    }
+
+    pub fn profiles(&self) -> &[Profile] {
+        &self.profiles
+    }
+
+    pub fn serves(&self, scheduler_name: &str) -> bool {
+        self.profiles.iter().any(|p| p.scheduler_name == scheduler_name)
+    }
+
+    /// Runs `f` on the scheduler's thread pool, so the parallel sections inside each cycle
+    /// start without crossing threads. Call `schedule` in a loop inside it.
+    pub fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Scheduler) -> R + Send) -> R {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| f(self))
+    }
+
+    /// Schedules one pod and, on success, assumes it on the chosen node.
+    pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
+        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let Some(profile_ix) = self.profiles.iter().position(|p| p.scheduler_name == name) else {
+            return Outcome::NoProfile;
+        };
+        let query = compile(pod, &mut self.snapshot, &self.profiles[profile_ix].default_spread);
+        if query.scheduling_gates > 0 {
+            return Outcome::Gated;
+        }
+        self.schedule_query(&query, profile_ix, now_ms)
+    }
+
+    fn schedule_query(&mut self, query: &PodQuery, profile_ix: usize, now_ms: u64) -> Outcome {
+        let profile = self.profiles[profile_ix].clone();
+        let percentage = profile.percentage_of_nodes_to_score.unwrap_or(self.percentage_of_nodes_to_score);
+        let (node, evaluated, feasible) = match self.find_node(query, &profile, percentage) {
+            Ok(found) => found,
+            Err(failure) => {
+                self.stats.unschedulable += 1;
+                return Outcome::Unschedulable(failure);
+            }
+        };
+        let audit = if self.audit_due() { self.audit(query, &profile, node) } else { None };
+        if let Err(status) = reserve_and_permit(&profile, query, node) {
+            self.stats.unschedulable += 1;
+            return Outcome::Unschedulable(Failure {
+                code: status.code,
+                message: status.to_string(),
+                nomination: None,
+            });
+        }
+        self.snapshot.assume(query.record.clone(), node, now_ms);
+        self.stats.scheduled += 1;
+        Outcome::Scheduled(Decision {
+            pod_key: query.key().to_owned(),
+            node: self.snapshot.nodes.names[node as usize].to_string(),
+            node_ix: node,
+            evaluated_nodes: evaluated,
+            feasible_nodes: feasible,
+            audit,
+        })
+    }
+
+    fn audit_due(&self) -> bool {
+        self.audit_every > 0 && self.stats.scheduled.is_multiple_of(self.audit_every)
+    }
+
+    /// Scores every feasible node and compares the chosen one with the best.
+    fn audit(&mut self, query: &PodQuery, profile: &Profile, chosen: NodeIx) -> Option<AuditSample> {
+        let (filtering, _) = pre_filter(&self.snapshot, query, profile).ok()?;
+        let rows = self.snapshot.nodes.rows();
+        filter_pass(&self.pool, &mut self.scratch, &filtering, rows, rows, |k| k as NodeIx);
+        drop(filtering);
+        let feasible = std::mem::take(&mut self.scratch.feasible);
+        let scored = score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, &feasible);
+        let totals = &self.scratch.totals;
+        let best = totals.iter().copied().max();
+        let chosen_score = feasible.iter().position(|&n| n == chosen).map(|i| totals[i]);
+        self.scratch.feasible = feasible;
+        scored.ok()?;
+        let sample =
+            AuditSample { chosen_score: chosen_score?, best_score: best?, feasible_nodes: self.scratch.totals.len() };
+        self.stats.audited += 1;
+        self.stats.quality_sum += sample.quality();
+        Some(sample)
+    }
+}
+
+/// The state of one cycle after PreFilter: the filters that did not skip, with their
+/// states.
+struct Filtering<'a> {
+    profile: &'a Profile,
+    query: &'a PodQuery,
+    snapshot: &'a Snapshot,
+    active: Vec<(usize, PluginState)>,
+}
+
+impl Filtering<'_> {
+    #[inline]
+    fn verdict(&self, node: NodeIx) -> Verdict {
+        if !self.snapshot.nodes.live[node as usize] {
+            return Verdict { node, plugin: NOT_LIVE, rejection: PASS };
+        }
+        for (plugin, state) in &self.active {
+            if let Err(rejection) = self.profile.plugins[*plugin].filter(state, self.query, self.snapshot, node) {
+                return Verdict { node, plugin: *plugin as u16, rejection };
+            }
+        }
+        Verdict { node, plugin: PASSED, rejection: PASS }
+    }
+}
+
+/// Runs every filter plugin's PreFilter. Returns the active filters and, if a plugin
+/// narrowed the candidates (e.g. `spec.nodeName`), the only nodes worth checking.
+fn pre_filter<'a>(
+    snapshot: &'a Snapshot,
+    query: &'a PodQuery,
+    profile: &'a Profile,
+) -> Result<(Filtering<'a>, Option<Vec<NodeIx>>), Status> {
+    let mut active = Vec::with_capacity(profile.filters.len());
+    let mut narrowed: Option<Vec<NodeIx>> = None;
+    for &plugin in &profile.filters {
+        let Prepared { skip, state, nodes } = profile.plugins[plugin].pre_filter(query, snapshot)?;
+        if let Some(nodes) = nodes {
+            narrowed = Some(match narrowed {
+                None => nodes,
+                Some(previous) => previous.into_iter().filter(|n| nodes.contains(n)).collect(),
+            });
+        }
+        if !skip {
+            active.push((plugin, state));
+        }
+    }
+    Ok((Filtering { profile, query, snapshot, active }, narrowed))
+}
+
+fn chunk_size(pool: &rayon::ThreadPool, work: usize) -> usize {
+    (work / (pool.current_num_threads() * 2).max(1)).max(MIN_CHUNK)
+}
+
+/// Filters the candidates `candidate(0..total)` in parallel chunks until `to_find`
+/// feasible nodes are found. Fills `scratch.feasible` (at most `to_find`, in candidate
+/// order) and `scratch.verdicts` (one per candidate looked at, or `UNSET`); returns the
+/// number of candidates looked at.
+fn filter_pass(
+    pool: &rayon::ThreadPool,
+    scratch: &mut Scratch,
+    filtering: &Filtering<'_>,
+    total: usize,
+    to_find: usize,
+    candidate: impl Fn(usize) -> NodeIx + Sync,
+) -> usize {
+    let chunk = chunk_size(pool, to_find.min(total));
+    let chunks = total.div_ceil(chunk);
+    let Scratch { slots, verdicts, chunk_stats, feasible, .. } = scratch;
+    slots.clear();
+    slots.resize(total, 0);
+    verdicts.clear();
+    verdicts.resize(total, Verdict { node: 0, plugin: NOT_LIVE, rejection: PASS });
+    chunk_stats.clear();
+    chunk_stats.resize(chunks, (0, 0));
+    let found = AtomicUsize::new(0);
+    let work = |index: usize, slots: &mut [NodeIx], verdicts: &mut [Verdict], stats: &mut (usize, usize)| {
+        let base = index * chunk;
+        let (mut passed, mut looked) = (0, 0);
+        for (k, slot) in verdicts.iter_mut().enumerate() {
+            // Checking now and then (not per node) keeps the shared counter cool.
+            if k % 16 == 0 && found.load(Ordering::Relaxed) >= to_find {
+                break;
+            }
+            let verdict = filtering.verdict(candidate(base + k));
+            *slot = verdict;
+            looked += 1;
+            if verdict.plugin == PASSED {
+                slots[passed] = verdict.node;
+                passed += 1;
+            }
+        }
+        found.fetch_add(passed, Ordering::Relaxed);
+        *stats = (passed, looked);
+    };
+    if chunks == 1 {
+        work(0, slots, verdicts, &mut chunk_stats[0]);
+    } else {
+        pool.install(|| {
+            slots
+                .par_chunks_mut(chunk)
+                .zip(verdicts.par_chunks_mut(chunk))
+                .zip(chunk_stats.par_iter_mut())
+                .enumerate()
+                .for_each(|(index, ((slots, verdicts), stats))| work(index, slots, verdicts, stats));
+        });
+    }
+    feasible.clear();
+    let mut looked_total = 0;
+    for (index, &(passed, looked)) in chunk_stats.iter().enumerate() {
+        looked_total += looked;
+        let room = to_find.saturating_sub(feasible.len()).min(passed);
+        feasible.extend_from_slice(&slots[index * chunk..index * chunk + room]);
+    }
+    looked_total
+}
+
+/// Runs PreScore, Score and NormalizeScore over `feasible`; leaves the weighted totals in
+/// `scratch.totals`, one per feasible node.
+fn score_pass(
+    pool: &rayon::ThreadPool,
+    scratch: &mut Scratch,
+    snapshot: &Snapshot,
+    query: &PodQuery,
+    profile: &Profile,
+    feasible: &[NodeIx],
+) -> Result<(), Status> {
+    let mut active: Vec<(usize, i64, PluginState)> = Vec::with_capacity(profile.scorers.len());
+    for &(plugin, weight) in &profile.scorers {
+        let Prepared { skip, state, .. } = profile.plugins[plugin].pre_score(query, snapshot, feasible)?;
+        if !skip {
+            active.push((plugin, weight, state));
+        }
+    }
+    let Scratch { scores, column, totals, .. } = scratch;
+    let n = feasible.len();
+    totals.clear();
+    totals.resize(n, 0);
+    let per_node = active.len();
+    if per_node == 0 {
+        return Ok(());
+    }
+    scores.clear();
+    scores.resize(n * per_node, 0);
+    let chunk = chunk_size(pool, n);
+    let work = |out: &mut [i64], nodes: &[NodeIx]| {
+        for (i, &node) in nodes.iter().enumerate() {
+            for (s, (plugin, _, state)) in active.iter().enumerate() {
+                out[i * per_node + s] = profile.plugins[*plugin].score(state, query, snapshot, node);
+            }
+        }
+    };
+    if n <= chunk {
+        work(scores, feasible);
+    } else {
+        pool.install(|| {
+            scores
+                .par_chunks_mut(chunk * per_node)
+                .zip(feasible.par_chunks(chunk))
+                .for_each(|(out, nodes)| work(out, nodes));
+        });
+    }
+    for (s, (plugin, weight, state)) in active.iter().enumerate() {
+        column.clear();
+        column.extend(scores.iter().skip(s).step_by(per_node));
+        profile.plugins[*plugin].normalize(state, query, column);
+        for (total, score) in totals.iter_mut().zip(column.iter()) {
+            *total += score * weight;
+        }
+    }
+    Ok(())
+}
+
+/// The index of the highest total; ties broken uniformly at random (reservoir sampling),
+/// as kube-scheduler does, so equal nodes share the load.
+fn select(totals: &[i64], rng: &mut u64) -> usize {
+    let mut best = 0;
+    let mut ties = 1u64;
+    for (i, &total) in totals.iter().enumerate().skip(1) {
+        if total > totals[best] {
+            best = i;
+            ties = 1;
+        } else if total == totals[best] {
+            ties += 1;
+            if next_random(rng).is_multiple_of(ties) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    // xorshift64*: plenty for tie-breaking, no dependency, no lock.
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn reserve_and_permit(profile: &Profile, query: &PodQuery, node: NodeIx) -> Result<(), Status> {
+    for (i, plugin) in profile.plugins.iter().enumerate() {
+        if let Err(status) = plugin.reserve(query, node) {
+            for earlier in profile.plugins[..=i].iter().rev() {
+                earlier.unreserve(query, node);
+            }
+            return Err(status);
+        }
+    }
+    for plugin in &profile.plugins {
+        if let Err(status) = plugin.permit(query, node) {
+            for plugin in profile.plugins.iter().rev() {
+                plugin.unreserve(query, node);
+            }
+            return Err(status);
+        }
+    }
+    Ok(())
+}
+
+/// kube-scheduler's FitError text: "0/N nodes are available: <count> <reason>, ...".
+fn fit_message(
+    nodes: usize,
+    pre_filter: Option<&Status>,
+    histogram: &BTreeMap<String, usize>,
+    post_filter: &str,
+) -> String {
+    let mut message = format!("0/{nodes} nodes are available:");
+    match pre_filter {
+        Some(status) => message.push_str(&format!(" {status}.")),
+        None if !histogram.is_empty() => {
+            let mut reasons: Vec<String> =
+                histogram.iter().map(|(reason, count)| format!("{count} {reason}")).collect();
+            reasons.sort();
+            message.push_str(&format!(" {}.", reasons.join(", ")));
+        }
+        None => {}
+    }
+    if !post_filter.is_empty() {
+        message.push_str(&format!(" {post_filter}"));
+    }
+    message
+}
+
+impl Scheduler {
+    /// Filter and score; the chosen node, nodes looked at, and feasible nodes found.
+    fn find_node(
+        &mut self,
+        query: &PodQuery,
+        profile: &Profile,
+        percentage: u32,
+    ) -> Result<(NodeIx, usize, usize), Failure> {
+        let live = self.snapshot.nodes.live_count();
+        if live == 0 {
+            return Err(Failure {
+                code: Code::Unschedulable,
+                message: "no nodes available to schedule pods".into(),
+                nomination: None,
+            });
+        }
+        let rows = self.snapshot.nodes.rows();
+        let (filtering, narrowed) = match pre_filter(&self.snapshot, query, profile) {
+            Ok(prepared) => prepared,
+            Err(status) => {
+                let code = status.code;
+                let message = fit_message(live, Some(&status), &BTreeMap::new(), "");
+                return Err(Failure { code, message, nomination: None });
+            }
+        };
+        let evaluated = match &narrowed {
+            Some(nodes) => {
+                filter_pass(&self.pool, &mut self.scratch, &filtering, nodes.len(), nodes.len(), |k| nodes[k])
+            }
+            None => {
+                let to_find = feasible_nodes_to_find(percentage, live);
+                let start = self.next_start % rows;
+                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, rows, to_find, |k| {
+                    let k = start + k;
+                    (if k >= rows { k - rows } else { k }) as NodeIx
+                });
+                self.next_start = (start + looked) % rows;
+                looked
+            }
+        };
+        drop(filtering);
+        let feasible = std::mem::take(&mut self.scratch.feasible);
+        let result = match feasible.len() {
+            0 => Err(self.diagnose(query, profile, live)),
+            1 => Ok((feasible[0], evaluated, 1)),
+            n => match score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, &feasible) {
+                Ok(()) => Ok((feasible[select(&self.scratch.totals, &mut self.rng)], evaluated, n)),
+                Err(status) => Err(Failure { code: Code::Error, message: status.to_string(), nomination: None }),
+            },
+        };
+        self.scratch.feasible = feasible;
+        result
+    }
+
+    /// No node passed: count the reasons, ask PostFilter (preemption) for a way out.
+    fn diagnose(&mut self, query: &PodQuery, profile: &Profile, live: usize) -> Failure {
+        let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
+        let mut diagnosis = Diagnosis::default();
+        let mut reasons = Vec::new();
+        for verdict in &self.scratch.verdicts {
+            if verdict.plugin == PASSED || verdict.plugin == NOT_LIVE {
+                continue;
+            }
+            let plugin = verdict.plugin as usize;
+            reasons.clear();
+            profile.plugins[plugin].explain(verdict.rejection, query, &self.snapshot, verdict.node, &mut reasons);
+            for reason in reasons.drain(..) {
+                *histogram.entry(reason).or_default() += 1;
+            }
+            diagnosis.rejections.push((verdict.node, plugin, verdict.rejection));
+        }
+        let resolvable = diagnosis.rejections.iter().any(|(_, _, r)| r.code == Code::Unschedulable);
+        let code = if resolvable { Code::Unschedulable } else { Code::UnschedulableAndUnresolvable };
+        let mut nomination: Option<Nomination> = None;
+        let mut post_filter = String::new();
+        if profile.preemption {
+            match crate::preemption::find(query, profile, &mut self.snapshot, &diagnosis) {
+                Ok(found) => nomination = Some(found),
+                Err(text) => post_filter = text,
+            }
+        }
+        Failure {
+            code,
+            message: fit_message(live, None, &histogram, &post_filter),
+            nomination: nomination.map(|n| (self.snapshot.nodes.names[n.node as usize].to_string(), n.victims)),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! InterPodAffinity: required and preferred pod affinity and anti-affinity, including the
+//! anti-affinity of pods already placed toward the incoming pod.
+//!
+//! PreFilter and PreScore scan the placed pods once and count, per topology column and
+//! domain, the pods that matter; Filter and Score then read those counts by the node's
+//! domain.
+
+use crate::framework::{Plugin, PluginState, Prepared, Rejection, Status, MAX_NODE_SCORE};
+use crate::query::{AffinityTerm, PodQuery, WeightedTerm};
+use crate::snapshot::columns::{ColId, ABSENT};
+use crate::snapshot::{NodeIx, PodIx, Snapshot, NO_NODE};
+
+const AFFINITY: u32 = 0;
+const ANTI_AFFINITY: u32 = 1;
+const EXISTING_ANTI_AFFINITY: u32 = 2;
+
+pub struct InterPodAffinity {
+    /// The weight an existing pod's *required* affinity toward the incoming pod adds to
+    /// its domain's score (`hardPodAffinityWeight`, default 1).
+    pub hard_pod_affinity_weight: i32,
+}
+
+impl Default for InterPodAffinity {
+    fn default() -> Self {
+        InterPodAffinity { hard_pod_affinity_weight: 1 }
+    }
+}
+
+/// Counts per domain, for each topology column that appears in some term.
+#[derive(Default)]
+struct DomainCounts {
+    columns: Vec<(ColId, Vec<i64>)>,
+}
+
+impl DomainCounts {
+    fn add(&mut self, snapshot: &Snapshot, column: ColId, node: NodeIx, amount: i64) {
+        let domain = snapshot.nodes.columns.get(column).domain(node);
+        if domain == ABSENT {
+            return;
+        }
+        let at = match self.columns.iter().position(|(c, _)| *c == column) {
+            Some(at) => at,
+            None => {
+                let size = snapshot.nodes.columns.get(column).domain_count();
+                self.columns.push((column, vec![0; size]));
+                self.columns.len() - 1
+            }
+        };
+        self.columns[at].1[domain as usize] += amount;
+    }
+
+    #[inline]
+    fn get(&self, snapshot: &Snapshot, column: ColId, node: NodeIx) -> i64 {
+        let domain = snapshot.nodes.columns.get(column).domain(node);
+        if domain == ABSENT {
+            return 0;
+        }
+        self.columns
+            .iter()
+            .find(|(c, _)| *c == column)
+            .and_then(|(_, counts)| counts.get(domain as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether the node's domain has a positive count in any column.
+    #[inline]
+    fn any_positive(&self, snapshot: &Snapshot, node: NodeIx) -> bool {
+        self.columns.iter().any(|(column, counts)| {
+            let domain = snapshot.nodes.columns.get(*column).domain(node);
+            domain != ABSENT && counts.get(domain as usize).is_some_and(|&n| n > 0)
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
+
+struct FilterState {
+    /// Domains holding a placed pod whose required anti-affinity selects the incoming pod.
+    existing_anti: DomainCounts,
+    /// Domains holding pods that match all of the incoming pod's required affinity terms.
+    affinity: DomainCounts,
+    /// Domains holding pods matched by the incoming pod's required anti-affinity terms.
+    anti: DomainCounts,
+    /// The incoming pod matches its own affinity terms (it may start a group).
+    self_affinity: bool,
+}
+
+fn placed(snapshot: &Snapshot) -> impl Iterator<Item = PodIx> + '_ {
+    (0..snapshot.pods.rows() as PodIx).filter(|&p| {
+        let node = snapshot.pods.node[p as usize];
+        node != NO_NODE && snapshot.nodes.live[node as usize]
+    })
+}
+
+fn selects(term: &AffinityTerm, snapshot: &Snapshot, pod: PodIx) -> bool {
+    let p = pod as usize;
+    term.selects(snapshot.pods.namespace[p], &snapshot.pods.labels[p], snapshot)
+}
+
+impl Plugin for InterPodAffinity {
+    fn name(&self) -> &'static str {
+        "InterPodAffinity"
+    }
+
+    fn pre_filter(&self, pod: &PodQuery, snapshot: &Snapshot) -> Result<Prepared, Status> {
+        let own = pod.record.affinity.as_deref();
+        let required_affinity = own.map_or(&[][..], |a| &a.required_affinity[..]);
+        let required_anti = own.map_or(&[][..], |a| &a.required_anti_affinity[..]);
+        let mut existing_anti = DomainCounts::default();
+        for &p in &snapshot.pods.with_affinity {
+            let node = snapshot.pods.node[p as usize];
+            if node == NO_NODE || !snapshot.nodes.live[node as usize] {
+                continue;
+            }
+            let terms =
+                snapshot.pods.affinity[p as usize].as_deref().map_or(&[][..], |a| &a.required_anti_affinity[..]);
+            for term in terms {
+                if term.selects(pod.record.namespace, &pod.record.labels, snapshot) {
+                    existing_anti.add(snapshot, term.topology, node, 1);
+                }
+            }
+        }
+        if required_affinity.is_empty() && required_anti.is_empty() && existing_anti.is_empty() {
+            return Ok(Prepared::skip());
+        }
+        let mut affinity = DomainCounts::default();
+        let mut anti = DomainCounts::default();
+        if !required_affinity.is_empty() || !required_anti.is_empty() {
+            for p in placed(snapshot) {
+                let node = snapshot.pods.node[p as usize];
+                if !required_affinity.is_empty() && required_affinity.iter().all(|t| selects(t, snapshot, p)) {
+                    for term in required_affinity {
+                        affinity.add(snapshot, term.topology, node, 1);
+                    }
+                }
+                for term in required_anti {
+                    if selects(term, snapshot, p) {
+                        anti.add(snapshot, term.topology, node, 1);
+                    }
+                }
+            }
+        }
+        let self_affinity =
+            required_affinity.iter().all(|t| t.selects(pod.record.namespace, &pod.record.labels, snapshot));
+        Ok(Prepared::with_state(FilterState { existing_anti, affinity, anti, self_affinity }))
+    }
+
+    #[inline]
+    fn filter(&self, state: &PluginState, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
+        let state = crate::framework::state::<FilterState>(state);
+        let own = pod.record.affinity.as_deref();
+        let columns = &snapshot.nodes.columns;
+        if let Some(terms) = own.map(|a| &a.required_affinity[..]).filter(|t| !t.is_empty()) {
+            if terms.iter().any(|t| columns.get(t.topology).domain(node) == ABSENT) {
+                return Err(Rejection::unresolvable(AFFINITY));
+            }
+            let all_exist = terms.iter().all(|t| state.affinity.get(snapshot, t.topology, node) > 0);
+            let may_start_group = state.affinity.is_empty() && state.self_affinity;
+            if !all_exist && !may_start_group {
+                return Err(Rejection::unresolvable(AFFINITY));
+            }
+        }
+        if let Some(terms) = own.map(|a| &a.required_anti_affinity[..]) {
+            if terms.iter().any(|t| state.anti.get(snapshot, t.topology, node) > 0) {
+                return Err(Rejection::unschedulable(ANTI_AFFINITY));
+            }
+        }
+        if state.existing_anti.any_positive(snapshot, node) {
+            return Err(Rejection::unschedulable(EXISTING_ANTI_AFFINITY));
+        }
+        Ok(())
+    }
+
+    fn explain(&self, rejection: Rejection, _: &PodQuery, _: &Snapshot, _: NodeIx, out: &mut Vec<String>) {
+        out.push(
+            match rejection.reason {
+                AFFINITY => "node(s) didn't match pod affinity rules",
+                ANTI_AFFINITY => "node(s) didn't match pod anti-affinity rules",
+                _ => "node(s) didn't satisfy existing pods anti-affinity rules",
+            }
+            .into(),
+        );
+    }
+
+    fn pre_score(&self, pod: &PodQuery, snapshot: &Snapshot, _: &[NodeIx]) -> Result<Prepared, Status> {
+        let own = pod.record.affinity.as_deref();
+        let preferred = own.map_or(&[][..], |a| &a.preferred_affinity[..]);
+        let preferred_anti = own.map_or(&[][..], |a| &a.preferred_anti_affinity[..]);
+        let own_preferences = !preferred.is_empty() || !preferred_anti.is_empty();
+        if !own_preferences && snapshot.pods.with_affinity.is_empty() {
+            return Ok(Prepared::skip());
+        }
+        let mut scores = DomainCounts::default();
+        let process = |p: PodIx, scores: &mut DomainCounts| {
+            let node = snapshot.pods.node[p as usize];
+            let weigh = |terms: &[WeightedTerm], sign: i64, scores: &mut DomainCounts| {
+                for w in terms {
+                    if selects(&w.term, snapshot, p) {
+                        scores.add(snapshot, w.term.topology, node, sign * i64::from(w.weight));
+                    }
+                }
+            };
+            weigh(preferred, 1, scores);
+            weigh(preferred_anti, -1, scores);
+            let Some(theirs) = snapshot.pods.affinity[p as usize].as_deref() else { return };
+            let incoming = |t: &AffinityTerm| t.selects(pod.record.namespace, &pod.record.labels, snapshot);
+            if self.hard_pod_affinity_weight > 0 {
+                for term in theirs.required_affinity.iter().filter(|t| incoming(t)) {
+                    scores.add(snapshot, term.topology, node, i64::from(self.hard_pod_affinity_weight));
+                }
+            }
+            for w in theirs.preferred_affinity.iter().filter(|w| incoming(&w.term)) {
+                scores.add(snapshot, w.term.topology, node, i64::from(w.weight));
+            }
+            for w in theirs.preferred_anti_affinity.iter().filter(|w| incoming(&w.term)) {
+                scores.add(snapshot, w.term.topology, node, -i64::from(w.weight));
+            }
+        };
+        if own_preferences {
+            for p in placed(snapshot) {
+                process(p, &mut scores);
+            }
+        } else {
+            for &p in &snapshot.pods.with_affinity {
+                let node = snapshot.pods.node[p as usize];
+                if node != NO_NODE && snapshot.nodes.live[node as usize] {
+                    process(p, &mut scores);
+                }
+            }
+        }
+        if scores.is_empty() {
+            return Ok(Prepared::skip());
+        }
+        Ok(Prepared::with_state(scores))
+    }
+
+    #[inline]
+    fn score(&self, state: &PluginState, _: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> i64 {
+        let scores = crate::framework::state::<DomainCounts>(state);
+        scores.columns.iter().map(|(column, _)| scores.get(snapshot, *column, node)).sum()
+    }
+
+    fn normalize(&self, _: &PluginState, _: &PodQuery, scores: &mut [i64]) {
+        let min = scores.iter().copied().min().unwrap_or(0);
+        let max = scores.iter().copied().max().unwrap_or(0);
+        let spread = max - min;
+        for score in scores {
+            *score =
+                if spread > 0 { (MAX_NODE_SCORE as f64 * ((*score - min) as f64 / spread as f64)) as i64 } else { 0 };
+        }
+    }
+}

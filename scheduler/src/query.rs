@@ -1,0 +1,347 @@
+//! A pod compiled once into what the plugins ask of each node: integer requests, node
+//! selector and affinity terms resolved to label columns, tolerations, host ports, images
+//! and spread/affinity terms resolved to ids. The cycle evaluates this per node with no
+//! string in sight.
+
+use crate::intern::{Interner, StrId, NONE};
+use crate::matchers::{label_set, CompiledToleration, LabelMatcher, NodeMatcher, NodeTerm};
+use crate::resources::pod_requests;
+use crate::snapshot::columns::ColId;
+use crate::snapshot::{pod_key, HostPort, PodRecord, Snapshot};
+use keelson_engine::k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, PodSpec, TopologySpreadConstraint};
+use std::sync::Arc;
+
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
+/// Which namespaces an affinity term's selector looks at: the listed ones, plus those
+/// whose labels match `selector`. No list and no selector means the pod's own namespace.
+#[derive(Clone, Debug)]
+pub struct NamespaceFilter {
+    names: Box<[StrId]>,
+    selector: Option<LabelMatcher>,
+}
+
+impl NamespaceFilter {
+    #[inline]
+    pub fn matches(&self, namespace: StrId, snapshot: &Snapshot) -> bool {
+        self.names.contains(&namespace)
+            || self.selector.as_ref().is_some_and(|s| s.matches(snapshot.namespace_labels(namespace)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AffinityTerm {
+    pub selector: LabelMatcher,
+    pub namespaces: NamespaceFilter,
+    pub topology: ColId,
+}
+
+impl AffinityTerm {
+    /// Whether a pod (by namespace and labels) is one this term selects.
+    #[inline]
+    pub fn selects(&self, namespace: StrId, labels: &[(StrId, StrId)], snapshot: &Snapshot) -> bool {
+        self.namespaces.matches(namespace, snapshot) && self.selector.matches(labels)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WeightedTerm {
+    pub weight: i32,
+    pub term: AffinityTerm,
+}
+
+/// A pod's inter-pod affinity, compiled. Kept in the snapshot for placed pods too: their
+/// anti-affinity constrains where later pods may go.
+#[derive(Clone, Debug, Default)]
+pub struct AffinityTerms {
+    pub required_affinity: Box<[AffinityTerm]>,
+    pub required_anti_affinity: Box<[AffinityTerm]>,
+    pub preferred_affinity: Box<[WeightedTerm]>,
+    pub preferred_anti_affinity: Box<[WeightedTerm]>,
+}
+
+impl AffinityTerms {
+    pub fn is_empty(&self) -> bool {
+        self.required_affinity.is_empty()
+            && self.required_anti_affinity.is_empty()
+            && self.preferred_affinity.is_empty()
+            && self.preferred_anti_affinity.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SpreadConstraint {
+    pub max_skew: i32,
+    pub topology: ColId,
+    /// `DoNotSchedule` (a filter) rather than `ScheduleAnyway` (a score).
+    pub hard: bool,
+    pub selector: LabelMatcher,
+    pub min_domains: u32,
+    /// `nodeAffinityPolicy: Honor` (the default): only nodes matching the pod's node
+    /// selector and required affinity count.
+    pub honor_affinity: bool,
+    /// `nodeTaintsPolicy: Honor`: only nodes whose taints the pod tolerates count.
+    pub honor_taints: bool,
+}
+
+/// How a profile defaults spread constraints for pods that have none.
+#[derive(Clone, Debug, Default)]
+pub enum DefaultSpread {
+    /// kube's system defaults: zone (maxSkew 3) and hostname (maxSkew 5), ScheduleAnyway.
+    #[default]
+    System,
+    List(Vec<TopologySpreadConstraint>),
+    Disabled,
+}
+
+fn system_default_constraints() -> Vec<TopologySpreadConstraint> {
+    let constraint = |key: &str, max_skew: i32| TopologySpreadConstraint {
+        max_skew,
+        topology_key: key.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        ..TopologySpreadConstraint::default()
+    };
+    vec![constraint(LABEL_ZONE, 3), constraint(LABEL_HOSTNAME, 5)]
+}
+
+/// The compiled pod.
+#[derive(Clone, Debug)]
+pub struct PodQuery {
+    /// What the snapshot holds once the pod is placed.
+    pub record: PodRecord,
+    pub scheduler_name: Box<str>,
+    pub uid: Box<str>,
+    /// Extended resources requested that the scheduler cannot track: fits nowhere.
+    pub untracked: Box<[String]>,
+    pub node_name: Option<Box<str>>,
+    pub node_selector: Option<NodeTerm>,
+    pub required_node_affinity: Option<NodeMatcher>,
+    pub preferred_node_affinity: Box<[(i32, NodeTerm)]>,
+    pub tolerations: Box<[CompiledToleration]>,
+    pub images: Box<[StrId]>,
+    pub spread: Box<[SpreadConstraint]>,
+    /// The spread constraints came from the profile's defaults, not the pod: nodes
+    /// missing a topology key are then not ignored when scoring.
+    pub spread_defaulted: bool,
+    pub scheduling_gates: usize,
+    /// `preemptionPolicy: Never`: the pod waits instead of evicting others.
+    pub never_preempts: bool,
+}
+
+impl PodQuery {
+    pub fn key(&self) -> &str {
+        &self.record.key
+    }
+
+    /// Whether the node passes the pod's `nodeSelector` and required node affinity.
+    #[inline]
+    pub fn node_affinity_matches(&self, snapshot: &Snapshot, node: u32) -> bool {
+        let columns = &snapshot.nodes.columns;
+        self.node_selector.as_ref().is_none_or(|t| t.matches(columns, node))
+            && self.required_node_affinity.as_ref().is_none_or(|m| m.matches(columns, node))
+    }
+}
+
+pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSpread) -> PodQuery {
+    let empty = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let namespace_name = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let namespace = snapshot.strings.intern(namespace_name);
+    let labels = label_set(&mut snapshot.strings, pod.metadata.labels.iter().flatten());
+    let requests = pod_requests(spec, &mut snapshot.scalars);
+    let affinity = compile_affinity_terms(spec, namespace, snapshot).map(Arc::new);
+    let record = PodRecord {
+        key: pod_key(pod).into(),
+        namespace,
+        labels,
+        requests: requests.requests,
+        non_zero: requests.non_zero,
+        ports: host_ports(spec, &mut snapshot.strings),
+        priority: spec.priority.unwrap_or(0),
+        affinity,
+        assumed_at_ms: None,
+    };
+    let node_selector = spec
+        .node_selector
+        .as_ref()
+        .filter(|m| !m.is_empty())
+        .map(|m| NodeTerm::from_map(m, &mut snapshot.nodes.columns));
+    let node_affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+    let mut columns = std::mem::take(&mut snapshot.nodes.columns);
+    let nodes = &snapshot.nodes;
+    let find_node = |name: &str| nodes.find(name);
+    let required_node_affinity = node_affinity
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .map(|s| NodeMatcher {
+            terms: s.node_selector_terms.iter().map(|t| NodeTerm::from_wire(t, &mut columns, &find_node)).collect(),
+        });
+    let preferred_node_affinity = node_affinity
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| p.weight != 0)
+        .map(|p| (p.weight, NodeTerm::from_wire(&p.preference, &mut columns, &find_node)))
+        .collect();
+    snapshot.nodes.columns = columns;
+    let tolerations =
+        spec.tolerations.iter().flatten().map(|t| CompiledToleration::compile(t, &mut snapshot.strings)).collect();
+    let images = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter_map(|c| c.image.as_deref())
+        .map(|image| snapshot.strings.intern(&normalize_image(image)))
+        .collect();
+    let spread = compile_spread(pod, spec, namespace, snapshot, default_spread);
+    let spread_defaulted = spec.topology_spread_constraints.as_ref().is_none_or(Vec::is_empty) && !spread.is_empty();
+    PodQuery {
+        record,
+        scheduler_name: spec.scheduler_name.as_deref().unwrap_or("default-scheduler").into(),
+        uid: pod.metadata.uid.as_deref().unwrap_or("").into(),
+        untracked: requests.untracked.into(),
+        node_name: spec.node_name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
+        node_selector,
+        required_node_affinity,
+        preferred_node_affinity,
+        tolerations,
+        images,
+        spread,
+        spread_defaulted,
+        scheduling_gates: spec.scheduling_gates.as_ref().map_or(0, Vec::len),
+        never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+    }
+}
+
+fn compile_spread(
+    pod: &Pod,
+    spec: &PodSpec,
+    namespace: StrId,
+    snapshot: &mut Snapshot,
+    default_spread: &DefaultSpread,
+) -> Box<[SpreadConstraint]> {
+    let explicit = spec.topology_spread_constraints.as_deref().unwrap_or_default();
+    let empty_labels = Default::default();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty_labels);
+    if !explicit.is_empty() {
+        return explicit
+            .iter()
+            .map(|c| {
+                let mut selector = LabelMatcher::from_wire(c.label_selector.as_ref(), &mut snapshot.strings);
+                for key in c.match_label_keys.iter().flatten() {
+                    if let Some(value) = labels.get(key) {
+                        let (key, value) = (snapshot.strings.intern(key), snapshot.strings.intern(value));
+                        if !selector.is_nothing() {
+                            selector.and_equals(key, value);
+                        }
+                    }
+                }
+                spread_constraint(c, selector, snapshot)
+            })
+            .collect();
+    }
+    let defaults = match default_spread {
+        DefaultSpread::System => system_default_constraints(),
+        DefaultSpread::List(list) => list.clone(),
+        DefaultSpread::Disabled => return Box::new([]),
+    };
+    let Some(selector) = snapshot.default_selector(namespace, labels) else {
+        return Box::new([]);
+    };
+    let matcher = LabelMatcher::compile(&selector, &mut snapshot.strings);
+    defaults.iter().map(|c| spread_constraint(c, matcher.clone(), snapshot)).collect()
+}
+
+fn spread_constraint(
+    c: &TopologySpreadConstraint,
+    selector: LabelMatcher,
+    snapshot: &mut Snapshot,
+) -> SpreadConstraint {
+    SpreadConstraint {
+        max_skew: c.max_skew.max(1),
+        topology: snapshot.nodes.columns.column_for(&c.topology_key),
+        hard: c.when_unsatisfiable == "DoNotSchedule",
+        selector,
+        min_domains: c.min_domains.unwrap_or(1).max(1) as u32,
+        honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+        honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+    }
+}
+
+/// Compiles a pod's inter-pod affinity terms; `None` when it has none.
+pub fn compile_affinity_terms(spec: &PodSpec, own_namespace: StrId, snapshot: &mut Snapshot) -> Option<AffinityTerms> {
+    let affinity = spec.affinity.as_ref()?;
+    let mut compile = |term: &PodAffinityTerm| compile_term(term, own_namespace, snapshot);
+    let pod_affinity = affinity.pod_affinity.as_ref();
+    let anti = affinity.pod_anti_affinity.as_ref();
+    let mut terms = AffinityTerms::default();
+    if let Some(a) = pod_affinity {
+        terms.required_affinity =
+            a.required_during_scheduling_ignored_during_execution.iter().flatten().map(&mut compile).collect();
+        terms.preferred_affinity = a
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .map(|w| WeightedTerm { weight: w.weight, term: compile(&w.pod_affinity_term) })
+            .collect();
+    }
+    if let Some(a) = anti {
+        terms.required_anti_affinity =
+            a.required_during_scheduling_ignored_during_execution.iter().flatten().map(&mut compile).collect();
+        terms.preferred_anti_affinity = a
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .map(|w| WeightedTerm { weight: w.weight, term: compile(&w.pod_affinity_term) })
+            .collect();
+    }
+    (!terms.is_empty()).then_some(terms)
+}
+
+fn compile_term(term: &PodAffinityTerm, own_namespace: StrId, snapshot: &mut Snapshot) -> AffinityTerm {
+    let strings = &mut snapshot.strings;
+    let mut names: Vec<StrId> = term.namespaces.iter().flatten().map(|n| strings.intern(n)).collect();
+    let selector = term.namespace_selector.as_ref().map(|s| LabelMatcher::from_wire(Some(s), strings));
+    if names.is_empty() && selector.is_none() {
+        names.push(own_namespace);
+    }
+    AffinityTerm {
+        selector: LabelMatcher::from_wire(term.label_selector.as_ref(), strings),
+        namespaces: NamespaceFilter { names: names.into(), selector },
+        topology: snapshot.nodes.columns.column_for(&term.topology_key),
+    }
+}
+
+/// Host ports of the pod's containers (and sidecars), the only ports that occupy a node.
+pub fn host_ports(spec: &PodSpec, strings: &mut Interner) -> Box<[HostPort]> {
+    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = u16::try_from(p.host_port?).ok().filter(|&p| p > 0)?;
+            let protocol = match p.protocol.as_deref() {
+                Some("UDP") => 1,
+                Some("SCTP") => 2,
+                _ => 0,
+            };
+            let ip = match p.host_ip.as_deref() {
+                None | Some("") | Some("0.0.0.0") => NONE,
+                Some(ip) => strings.intern(ip),
+            };
+            Some(HostPort { protocol, ip, port })
+        })
+        .collect()
+}
+
+/// kube's image name normalisation for ImageLocality: an image without a tag or digest is
+/// `:latest`.
+pub fn normalize_image(image: &str) -> String {
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last_segment.contains(':') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}

@@ -1,0 +1,459 @@
+//! Plugin semantics, table-driven, through the scheduler's public face: each case builds
+//! a snapshot, schedules a pod, and checks where it went or the FailedScheduling text.
+
+mod common;
+
+use common::*;
+use keelson_scheduler::cycle::feasible_nodes_to_find;
+use keelson_scheduler::Outcome;
+use serde_json::json;
+
+#[test]
+fn feasible_nodes_to_find_follows_kube_scheduler() {
+    // (percentage, nodes, expected), from kube-scheduler's numFeasibleNodesToFind.
+    let cases = [
+        (0, 10, 10),
+        (0, 100, 100),
+        (0, 1000, 420),
+        (0, 5000, 500),
+        (0, 6000, 300),
+        (40, 1000, 400),
+        (0, 50000, 2500),
+        (1, 1000, 100),
+        (100, 5000, 5000),
+    ];
+    for (percentage, nodes, expected) in cases {
+        assert_eq!(feasible_nodes_to_find(percentage, nodes), expected, "{percentage}% of {nodes}");
+    }
+}
+
+#[test]
+fn a_pod_lands_on_the_only_node_that_fits() {
+    let mut s = scheduler(&[
+        node("small", "1", "1Gi", json!({})),
+        node("big", "8", "32Gi", json!({})),
+        node("mid", "2", "1Gi", json!({})),
+    ]);
+    assert_eq!(place(&mut s, &pod("p", "4", "2Gi")).unwrap(), "big");
+}
+
+#[test]
+fn insufficient_resources_are_counted_per_resource() {
+    let mut s = scheduler(&[
+        node("a", "1", "1Gi", json!({})),
+        node("b", "1", "64Gi", json!({})),
+        node("c", "8", "1Gi", json!({})),
+    ]);
+    let message = place(&mut s, &pod("p", "2", "2Gi")).unwrap_err();
+    assert!(message.starts_with("0/3 nodes are available: 2 Insufficient cpu, 2 Insufficient memory."), "{message}");
+}
+
+#[test]
+fn assumed_pods_use_up_room() {
+    let mut s = scheduler(&[node("a", "1", "4Gi", json!({}))]);
+    assert_eq!(place(&mut s, &pod("p1", "600m", "1Gi")).unwrap(), "a");
+    let message = place(&mut s, &pod("p2", "600m", "1Gi")).unwrap_err();
+    assert!(message.contains("1 Insufficient cpu"), "{message}");
+}
+
+#[test]
+fn too_many_pods() {
+    let mut n = node("a", "4", "4Gi", json!({}));
+    n.status
+        .as_mut()
+        .unwrap()
+        .allocatable
+        .as_mut()
+        .unwrap()
+        .insert("pods".into(), keelson_engine::k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()));
+    let mut s = scheduler(&[n]);
+    place(&mut s, &pod("p1", "0", "0")).unwrap();
+    assert!(place(&mut s, &pod("p2", "0", "0")).unwrap_err().contains("1 Too many pods"));
+}
+
+#[test]
+fn taints_filter_and_tolerations_admit() {
+    let tainted = |name: &str| {
+        node_with(
+            name,
+            "4",
+            "8Gi",
+            json!({}),
+            json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}),
+        )
+    };
+    let mut s = scheduler(&[tainted("a"), tainted("b")]);
+    let message = place(&mut s, &pod("p", "1", "1Gi")).unwrap_err();
+    assert!(
+        message.starts_with("0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}."),
+        "{message}"
+    );
+    assert!(
+        message.contains("preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."),
+        "{message}"
+    );
+    let tolerant = pod_with(
+        "q",
+        "1",
+        "1Gi",
+        json!({}),
+        json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]}),
+    );
+    assert!(place(&mut s, &tolerant).is_ok());
+}
+
+#[test]
+fn prefer_no_schedule_taints_are_avoided_when_possible() {
+    let soft = node_with(
+        "soft",
+        "4",
+        "8Gi",
+        json!({}),
+        json!({"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]}),
+    );
+    let mut s = scheduler(&[soft, node("clean", "4", "8Gi", json!({}))]);
+    for i in 0..4 {
+        assert_eq!(place(&mut s, &pod(&format!("p{i}"), "100m", "100Mi")).unwrap(), "clean");
+    }
+}
+
+#[test]
+fn cordoned_nodes_are_skipped_unless_tolerated() {
+    let cordoned = node_with("a", "4", "8Gi", json!({}), json!({"unschedulable": true}));
+    let mut s = scheduler(&[cordoned]);
+    assert!(place(&mut s, &pod("p", "1", "1Gi")).unwrap_err().contains("1 node(s) were unschedulable"));
+    let tolerant = pod_with(
+        "q",
+        "1",
+        "1Gi",
+        json!({}),
+        json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}),
+    );
+    assert_eq!(place(&mut s, &tolerant).unwrap(), "a");
+}
+
+#[test]
+fn node_name_pins_the_pod() {
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({})), node("b", "4", "8Gi", json!({}))]);
+    let pinned = pod_with("p", "1", "1Gi", json!({}), json!({"nodeName": "b"}));
+    assert_eq!(place(&mut s, &pinned).unwrap(), "b");
+}
+
+#[test]
+fn node_affinity_operators() {
+    let nodes = [
+        node("a", "4", "8Gi", json!({"zone": "z1", "gen": "3"})),
+        node("b", "4", "8Gi", json!({"zone": "z2", "gen": "5"})),
+        node("c", "4", "8Gi", json!({"zone": "z3"})),
+    ];
+    let term = |expr: serde_json::Value| json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [expr]}}}});
+    let cases = [
+        (json!({"nodeSelector": {"zone": "z2"}}), Some("b")),
+        (term(json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z3"]}]})), Some("c")),
+        (term(json!({"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["4"]}]})), Some("b")),
+        (term(json!({"matchExpressions": [{"key": "gen", "operator": "Lt", "values": ["4"]}]})), Some("a")),
+        (term(json!({"matchExpressions": [{"key": "gen", "operator": "DoesNotExist"}]})), Some("c")),
+        (term(json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["z1", "z2"]}]})), Some("c")),
+        (term(json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]})), Some("a")),
+        (term(json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["nowhere"]}]})), None),
+        (term(json!({})), None),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let mut s = scheduler(&nodes);
+        let got = place(&mut s, &pod_with(&format!("p{i}"), "1", "1Gi", json!({}), spec.clone()));
+        match expected {
+            Some(node) => assert_eq!(got.as_deref(), Ok(node), "case {i}: {spec}"),
+            None => {
+                assert!(got.unwrap_err().contains("3 node(s) didn't match Pod's node affinity/selector"), "case {i}")
+            }
+        }
+    }
+}
+
+#[test]
+fn preferred_node_affinity_wins_by_weight() {
+    let nodes = [node("a", "4", "8Gi", json!({"disk": "hdd"})), node("b", "4", "8Gi", json!({"disk": "ssd"}))];
+    let mut s = scheduler(&nodes);
+    let spec = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]}},
+        {"weight": 80, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}
+    ]}}});
+    assert_eq!(place(&mut s, &pod_with("p", "1", "1Gi", json!({}), spec)).unwrap(), "b");
+}
+
+#[test]
+fn host_ports_conflict() {
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({}))]);
+    let with_port = |name: &str| {
+        pod_with(
+            name,
+            "100m",
+            "10Mi",
+            json!({}),
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
+        )
+    };
+    place(&mut s, &with_port("p1")).unwrap();
+    let message = place(&mut s, &with_port("p2")).unwrap_err();
+    assert!(message.contains("1 node(s) didn't have free ports for the requested pod ports"), "{message}");
+}
+
+#[test]
+fn least_allocated_spreads_and_most_allocated_packs() {
+    let nodes = [node("a", "4", "8Gi", json!({})), node("b", "4", "8Gi", json!({}))];
+    let mut s = scheduler(&nodes);
+    s.snapshot.upsert_pod(&bound(pod("existing", "2", "4Gi"), "a"));
+    assert_eq!(place(&mut s, &pod("p", "1", "1Gi")).unwrap(), "b", "LeastAllocated prefers the emptier node");
+
+    use keelson_scheduler::plugins::noderesources::Strategy;
+    use keelson_scheduler::profile::PluginArgs;
+    let args = PluginArgs { fit_strategy: Strategy::MostAllocated, ..PluginArgs::default() };
+    let profile = keelson_scheduler::Profile::build(
+        "default-scheduler",
+        &["NodeResourcesFit"],
+        &[("NodeResourcesFit", 1)],
+        false,
+        &args,
+    )
+    .unwrap();
+    let mut packing = keelson_scheduler::Scheduler::new(vec![profile], 1);
+    for n in &nodes {
+        packing.snapshot.upsert_node(n);
+    }
+    packing.snapshot.upsert_pod(&bound(pod("existing", "2", "4Gi"), "a"));
+    assert_eq!(place(&mut packing, &pod("p", "1", "1Gi")).unwrap(), "a", "MostAllocated packs");
+}
+
+fn zones(per_zone: usize) -> Vec<keelson_engine::k8s_openapi::api::core::v1::Node> {
+    let mut nodes = Vec::new();
+    for zone in ["z1", "z2", "z3"] {
+        for i in 0..per_zone {
+            nodes.push(node(&format!("{zone}-{i}"), "8", "32Gi", json!({"topology.kubernetes.io/zone": zone})));
+        }
+    }
+    nodes
+}
+
+#[test]
+fn hard_topology_spread_keeps_skew() {
+    let mut s = scheduler(&zones(2));
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    let mut per_zone = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..9 {
+        let node =
+            place(&mut s, &pod_with(&format!("w{i}"), "100m", "10Mi", json!({"app": "web"}), spread.clone())).unwrap();
+        *per_zone.entry(node[..2].to_owned()).or_default() += 1;
+        let (max, min) =
+            (per_zone.values().max().unwrap(), if per_zone.len() < 3 { &0 } else { per_zone.values().min().unwrap() });
+        assert!(max - min <= 1, "after {i}: {per_zone:?}");
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), vec![3, 3, 3]);
+}
+
+#[test]
+fn hard_spread_reports_missing_labels_and_skew() {
+    let mut s = scheduler(&[
+        node("bare", "8", "8Gi", json!({})),
+        node("z1", "8", "8Gi", json!({"topology.kubernetes.io/zone": "z1"})),
+        node("z2", "1", "8Gi", json!({"topology.kubernetes.io/zone": "z2"})),
+    ]);
+    s.snapshot.upsert_pod(&bound(pod_with("old", "100m", "1Mi", json!({"app": "web"}), json!({})), "z1"));
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    let message = place(&mut s, &pod_with("new", "2", "1Gi", json!({"app": "web"}), spread)).unwrap_err();
+    assert!(message.contains("1 Insufficient cpu"), "{message}");
+    assert!(
+        message.contains("1 node(s) didn't match pod topology spread constraints (missing required label)"),
+        "{message}"
+    );
+    assert!(message.contains("1 node(s) didn't match pod topology spread constraints, "), "{message}");
+}
+
+#[test]
+fn soft_spread_prefers_emptier_domains() {
+    let mut s = scheduler(&zones(1));
+    for zone in ["z1", "z2"] {
+        s.snapshot.upsert_pod(&bound(
+            pod_with(&format!("old-{zone}"), "100m", "1Mi", json!({"app": "web"}), json!({})),
+            &format!("{zone}-0"),
+        ));
+    }
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    assert_eq!(place(&mut s, &pod_with("new", "100m", "1Mi", json!({"app": "web"}), spread)).unwrap(), "z3-0");
+}
+
+#[test]
+fn system_default_spreading_uses_workload_selectors() {
+    let mut s = scheduler(&zones(1));
+    let selector = keelson_engine::Selector::parse("app=web").unwrap();
+    s.snapshot.set_workload_selector("ReplicaSet", "default", "web", selector);
+    for zone in ["z1", "z2"] {
+        s.snapshot.upsert_pod(&bound(
+            pod_with(&format!("old-{zone}"), "100m", "1Mi", json!({"app": "web"}), json!({})),
+            &format!("{zone}-0"),
+        ));
+    }
+    assert_eq!(place(&mut s, &pod_with("new", "100m", "1Mi", json!({"app": "web"}), json!({}))).unwrap(), "z3-0");
+}
+
+fn anti_affinity(key: &str) -> serde_json::Value {
+    json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": key}]}}})
+}
+
+#[test]
+fn required_anti_affinity_puts_replicas_apart() {
+    let mut s = scheduler(&zones(1));
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let node = place(
+            &mut s,
+            &pod_with(&format!("db{i}"), "100m", "1Mi", json!({"app": "db"}), anti_affinity("kubernetes.io/hostname")),
+        )
+        .unwrap();
+        assert!(used.insert(node), "two replicas on one node");
+    }
+    let message =
+        place(&mut s, &pod_with("db3", "100m", "1Mi", json!({"app": "db"}), anti_affinity("kubernetes.io/hostname")))
+            .unwrap_err();
+    assert!(message.contains("3 node(s) didn't match pod anti-affinity rules"), "{message}");
+}
+
+#[test]
+fn existing_pods_anti_affinity_repels_the_incoming_pod() {
+    let mut s = scheduler(&zones(1));
+    // A placed pod that refuses to share its zone with app=db.
+    s.snapshot.upsert_pod(&bound(
+        pod_with("guard", "100m", "1Mi", json!({"app": "guard"}), anti_affinity("topology.kubernetes.io/zone")),
+        "z1-0",
+    ));
+    let mut s2_nodes = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        s2_nodes.insert(
+            place(&mut s, &pod_with(&format!("db{i}"), "100m", "1Mi", json!({"app": "db"}), json!({}))).unwrap(),
+        );
+    }
+    assert!(!s2_nodes.contains("z1-0"), "{s2_nodes:?}");
+}
+
+#[test]
+fn required_affinity_follows_the_group_and_lets_the_first_one_start() {
+    let mut s = scheduler(&zones(2));
+    let affinity = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}});
+    let first = place(&mut s, &pod_with("c0", "100m", "1Mi", json!({"app": "cache"}), affinity.clone())).unwrap();
+    for i in 1..5 {
+        let node = place(&mut s, &pod_with(&format!("c{i}"), "100m", "1Mi", json!({"app": "cache"}), affinity.clone()))
+            .unwrap();
+        assert_eq!(node[..2], first[..2], "same zone as the first");
+    }
+    // A pod with affinity to a group that does not exist and that it is not part of.
+    let lonely = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "ghost"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}});
+    let message = place(&mut s, &pod_with("x", "100m", "1Mi", json!({}), lonely)).unwrap_err();
+    assert!(message.contains("6 node(s) didn't match pod affinity rules"), "{message}");
+}
+
+#[test]
+fn preferred_pod_affinity_attracts() {
+    let mut s = scheduler(&zones(1));
+    s.snapshot.upsert_pod(&bound(pod_with("web", "100m", "1Mi", json!({"app": "web"}), json!({})), "z2-0"));
+    let spec = json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}}]}}});
+    assert_eq!(place(&mut s, &pod_with("p", "100m", "1Mi", json!({}), spec)).unwrap(), "z2-0");
+}
+
+#[test]
+fn image_locality_prefers_nodes_with_the_image() {
+    let mut with_image = node("cached", "4", "8Gi", json!({}));
+    with_image.status.as_mut().unwrap().images =
+        Some(vec![serde_json::from_value(json!({"names": ["registry/big:1"], "sizeBytes": 900_000_000})).unwrap()]);
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({})), with_image, node("b", "4", "8Gi", json!({}))]);
+    let spec = json!({"containers": [{"name": "c", "image": "registry/big:1"}]});
+    assert_eq!(place(&mut s, &pod_with("p", "0", "0", json!({}), spec)).unwrap(), "cached");
+}
+
+#[test]
+fn scheduling_gates_hold_the_pod() {
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({}))]);
+    let gated = pod_with("p", "1", "1Gi", json!({}), json!({"schedulingGates": [{"name": "example.com/wait"}]}));
+    assert!(matches!(s.schedule(&gated, 0), Outcome::Gated));
+}
+
+#[test]
+fn preemption_picks_the_least_important_victims() {
+    let mut s = scheduler(&[node("a", "2", "8Gi", json!({})), node("b", "2", "8Gi", json!({}))]);
+    let with_priority =
+        |name: &str, cpu: &str, priority: i32| pod_with(name, cpu, "1Mi", json!({}), json!({"priority": priority}));
+    s.snapshot.upsert_pod(&bound(with_priority("a-high", "1", 1000), "a"));
+    s.snapshot.upsert_pod(&bound(with_priority("a-low", "1", 10), "a"));
+    s.snapshot.upsert_pod(&bound(with_priority("b-mid1", "1", 100), "b"));
+    s.snapshot.upsert_pod(&bound(with_priority("b-mid2", "1", 100), "b"));
+    let Outcome::Unschedulable(failure) = s.schedule(&with_priority("urgent", "1", 500), 0) else {
+        panic!("should not fit")
+    };
+    assert_eq!(failure.nomination, Some(("a".to_string(), vec!["default/a-low".to_string()])), "{}", failure.message);
+    // The what-if left the snapshot as it was.
+    assert_eq!(s.snapshot.pods.len(), 4);
+    assert_eq!(s.snapshot.nodes.requested[s.snapshot.nodes.find("a").unwrap() as usize].milli_cpu, 2000);
+
+    let never = pod_with("polite", "1", "1Mi", json!({}), json!({"priority": 500, "preemptionPolicy": "Never"}));
+    let Outcome::Unschedulable(failure) = s.schedule(&never, 0) else { panic!() };
+    assert!(failure.nomination.is_none());
+    assert!(
+        failure.message.ends_with("preemption: not eligible due to preemptionPolicy=Never."),
+        "{}",
+        failure.message
+    );
+}
+
+#[test]
+fn preemption_avoids_breaking_disruption_budgets() {
+    let mut s = scheduler(&[node("a", "1", "8Gi", json!({})), node("b", "1", "8Gi", json!({}))]);
+    s.snapshot.upsert_pod(&bound(pod_with("protected", "1", "1Mi", json!({"app": "db"}), json!({"priority": 1})), "a"));
+    s.snapshot.upsert_pod(&bound(pod_with("free", "1", "1Mi", json!({"app": "batch"}), json!({"priority": 5})), "b"));
+    s.snapshot.set_budget(
+        "default",
+        "db",
+        Some(&serde_json::from_value(json!({"matchLabels": {"app": "db"}})).unwrap()),
+        0,
+    );
+    let Outcome::Unschedulable(failure) =
+        s.schedule(&pod_with("urgent", "1", "1Mi", json!({}), json!({"priority": 100})), 0)
+    else {
+        panic!()
+    };
+    assert_eq!(failure.nomination, Some(("b".to_string(), vec!["default/free".to_string()])));
+}
+
+#[test]
+fn start_index_rotates_between_cycles() {
+    // 1000 identical empty nodes: adaptive sampling looks at ~420 per cycle, and the
+    // start moves on, so successive pods see different nodes.
+    let nodes: Vec<_> = (0..1000).map(|i| node(&format!("n{i:04}"), "64", "256Gi", json!({}))).collect();
+    let mut s = scheduler(&nodes);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let Outcome::Scheduled(decision) = s.schedule(&pod(&format!("p{i}"), "1", "1Gi"), 0) else { panic!() };
+        assert!(decision.evaluated_nodes >= 420 && decision.evaluated_nodes < 1000, "{}", decision.evaluated_nodes);
+        assert_eq!(decision.feasible_nodes, 420);
+        seen.insert(decision.node);
+    }
+    assert!(seen.len() >= 5, "{seen:?}");
+}
+
+#[test]
+fn audit_compares_the_choice_with_the_best() {
+    let nodes: Vec<_> =
+        (0..1000).map(|i| node(&format!("n{i:04}"), if i == 999 { "64" } else { "4" }, "256Gi", json!({}))).collect();
+    let mut s = scheduler(&nodes);
+    s.set_audit_every(1);
+    s.set_percentage_of_nodes_to_score(10);
+    let Outcome::Scheduled(decision) = s.schedule(&pod("p", "1", "1Gi"), 0) else { panic!() };
+    let audit = decision.audit.expect("audited");
+    assert_eq!(audit.feasible_nodes, 1000);
+    assert!(audit.best_score >= audit.chosen_score);
+    assert!(audit.quality() > 0.0 && audit.quality() <= 1.0);
+}

@@ -11,6 +11,7 @@
 //! - [`profile`]: which plugins run where, with which weights.
 //! - [`cycle`]: the scheduling cycle (the hot path).
 
+pub mod config;
 pub mod cycle;
 pub mod framework;
 pub mod intern;
@@ -19,6 +20,7 @@ pub mod plugins;
 pub mod preemption;
 pub mod profile;
 pub mod query;
+pub mod queue;
 pub mod resources;
 pub mod snapshot;
 

@@ -114,6 +114,8 @@ pub struct PodQuery {
     pub uid: Box<str>,
     /// Extended resources requested that the scheduler cannot track: fits nowhere.
     pub untracked: Box<[String]>,
+    /// Whether any extended resource is requested (most pods: no, and fit skips them).
+    pub scalar_requests: bool,
     pub node_name: Option<Box<str>>,
     pub node_selector: Option<NodeTerm>,
     pub required_node_affinity: Option<NodeMatcher>,
@@ -199,6 +201,7 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
         record,
         scheduler_name: spec.scheduler_name.as_deref().unwrap_or("default-scheduler").into(),
         uid: pod.metadata.uid.as_deref().unwrap_or("").into(),
+        scalar_requests: requests.requests.scalar.iter().any(|&n| n > 0),
         untracked: requests.untracked.into(),
         node_name: spec.node_name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
         node_selector,

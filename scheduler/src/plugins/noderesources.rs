@@ -146,6 +146,9 @@ impl NodeResourcesFit {
         {
             short |= SHORT_EPHEMERAL;
         }
+        if !pod.scalar_requests {
+            return short | if pod.untracked.is_empty() { 0 } else { UNTRACKED };
+        }
         for slot in 0..MAX_SCALAR {
             if want.scalar[slot] > 0 && want.scalar[slot] > allocatable.scalar[slot] - requested.scalar[slot] {
                 short |= 1 << (SHORT_SCALAR_SHIFT + slot as u32);

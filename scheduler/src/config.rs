@@ -36,6 +36,8 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 #[derive(Deserialize, Default)]
+// Some fields are accepted only so kube-scheduler files decode strictly.
+#[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Wire {
     api_version: Option<String>,
@@ -122,6 +124,8 @@ struct WirePluginConfig {
 }
 
 #[derive(Deserialize, Default)]
+// Some fields are accepted only so kube-scheduler files decode strictly.
+#[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FitArgs {
     api_version: Option<String>,
@@ -164,6 +168,8 @@ struct WireShapePoint {
 }
 
 #[derive(Deserialize, Default)]
+// Some fields are accepted only so kube-scheduler files decode strictly.
+#[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SpreadArgs {
     api_version: Option<String>,
@@ -174,6 +180,8 @@ struct SpreadArgs {
 }
 
 #[derive(Deserialize, Default)]
+// Some fields are accepted only so kube-scheduler files decode strictly.
+#[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AffinityArgs {
     api_version: Option<String>,
@@ -183,6 +191,8 @@ struct AffinityArgs {
 }
 
 #[derive(Deserialize, Default)]
+// Some fields are accepted only so kube-scheduler files decode strictly.
+#[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct BalancedArgs {
     api_version: Option<String>,
@@ -237,13 +247,17 @@ impl SchedulerConfig {
             Some(p) if p > 0 => p as usize,
             Some(p) => Err(invalid("parallelism", format!("should be an integer value greater than zero, got {p}")))?,
         };
-        let percentage_of_nodes_to_score = percentage(wire.percentage_of_nodes_to_score, "percentageOfNodesToScore")?.unwrap_or(0);
+        let percentage_of_nodes_to_score =
+            percentage(wire.percentage_of_nodes_to_score, "percentageOfNodesToScore")?.unwrap_or(0);
         let mut profiles = Vec::new();
         let wire_profiles = if wire.profiles.is_empty() { vec![WireProfile::default()] } else { wire.profiles };
         for (i, wire_profile) in wire_profiles.into_iter().enumerate() {
             let profile = build_profile(wire_profile, &format!("profiles[{i}]"))?;
             if profiles.iter().any(|p: &Profile| p.scheduler_name == profile.scheduler_name) {
-                return Err(invalid(format!("profiles[{i}].schedulerName"), format!("duplicate value {:?}", profile.scheduler_name)));
+                return Err(invalid(
+                    format!("profiles[{i}].schedulerName"),
+                    format!("duplicate value {:?}", profile.scheduler_name),
+                ));
             }
             profiles.push(profile);
         }
@@ -369,6 +383,9 @@ fn plugin_args(configs: &[WirePluginConfig], field: &str) -> Result<PluginArgs, 
         match config.name.as_str() {
             "NodeResourcesFit" => {
                 let fit: FitArgs = decode(&config.args, &at)?;
+                if !fit.ignored_resources.is_empty() || !fit.ignored_resource_groups.is_empty() {
+                    return Err(invalid(format!("{at}.ignoredResources"), "ignoring resources is not supported"));
+                }
                 let strategy = fit.scoring_strategy.unwrap_or_default();
                 if let Some(list) = resources(strategy.resources, &format!("{at}.scoringStrategy.resources"))? {
                     args.fit_resources = list;
@@ -378,9 +395,17 @@ fn plugin_args(configs: &[WirePluginConfig], field: &str) -> Result<PluginArgs, 
                     "MostAllocated" => Strategy::MostAllocated,
                     "RequestedToCapacityRatio" => {
                         let shape = strategy.requested_to_capacity_ratio.unwrap_or_default().shape;
-                        Strategy::RequestedToCapacityRatio(validate_shape(shape, &format!("{at}.scoringStrategy.requestedToCapacityRatio.shape"))?)
+                        Strategy::RequestedToCapacityRatio(validate_shape(
+                            shape,
+                            &format!("{at}.scoringStrategy.requestedToCapacityRatio.shape"),
+                        )?)
                     }
-                    other => return Err(invalid(format!("{at}.scoringStrategy.type"), format!("unsupported value {other:?}"))),
+                    other => {
+                        return Err(invalid(
+                            format!("{at}.scoringStrategy.type"),
+                            format!("unsupported value {other:?}"),
+                        ))
+                    }
                 };
             }
             "NodeResourcesBalancedAllocation" => {
@@ -393,7 +418,10 @@ fn plugin_args(configs: &[WirePluginConfig], field: &str) -> Result<PluginArgs, 
                 let affinity: AffinityArgs = decode(&config.args, &at)?;
                 let weight = affinity.hard_pod_affinity_weight.unwrap_or(1);
                 if !(0..=100).contains(&weight) {
-                    return Err(invalid(format!("{at}.hardPodAffinityWeight"), format!("{weight} not in valid range [0-100]")));
+                    return Err(invalid(
+                        format!("{at}.hardPodAffinityWeight"),
+                        format!("{weight} not in valid range [0-100]"),
+                    ));
                 }
                 args.hard_pod_affinity_weight = weight;
             }
@@ -401,26 +429,39 @@ fn plugin_args(configs: &[WirePluginConfig], field: &str) -> Result<PluginArgs, 
                 let spread: SpreadArgs = decode(&config.args, &at)?;
                 args.default_spread = match spread.defaulting_type.as_deref().unwrap_or("System") {
                     "System" if !spread.default_constraints.is_empty() => {
-                        return Err(invalid(format!("{at}.defaultConstraints"), "must be empty when defaultingType is System"));
+                        return Err(invalid(
+                            format!("{at}.defaultConstraints"),
+                            "must be empty when defaultingType is System",
+                        ));
                     }
                     "System" => DefaultSpread::System,
                     "List" if spread.default_constraints.is_empty() => DefaultSpread::Disabled,
                     "List" => {
                         for (j, c) in spread.default_constraints.iter().enumerate() {
                             if c.label_selector.is_some() {
-                                return Err(invalid(format!("{at}.defaultConstraints[{j}].labelSelector"), "not supported (the selector comes from the pod's workload)"));
+                                return Err(invalid(
+                                    format!("{at}.defaultConstraints[{j}].labelSelector"),
+                                    "not supported (the selector comes from the pod's workload)",
+                                ));
                             }
                             if c.max_skew <= 0 {
-                                return Err(invalid(format!("{at}.defaultConstraints[{j}].maxSkew"), "must be greater than zero"));
+                                return Err(invalid(
+                                    format!("{at}.defaultConstraints[{j}].maxSkew"),
+                                    "must be greater than zero",
+                                ));
                             }
                         }
                         DefaultSpread::List(spread.default_constraints)
                     }
-                    other => return Err(invalid(format!("{at}.defaultingType"), format!("unsupported value {other:?}"))),
+                    other => {
+                        return Err(invalid(format!("{at}.defaultingType"), format!("unsupported value {other:?}")))
+                    }
                 };
             }
             other if KNOWN_PLUGINS.contains(&other) => {}
-            other => return Err(invalid(format!("{field}.pluginConfig[{i}].name"), format!("unknown plugin {other:?}"))),
+            other => {
+                return Err(invalid(format!("{field}.pluginConfig[{i}].name"), format!("unknown plugin {other:?}")))
+            }
         }
     }
     Ok(args)
@@ -460,7 +501,9 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_the_default_profile() {
-        let config = SchedulerConfig::parse("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n").unwrap();
+        let config =
+            SchedulerConfig::parse("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n")
+                .unwrap();
         assert_eq!(config.profiles.len(), 1);
         let (filters, scorers) = names(&config.profiles[0]);
         assert_eq!(filters.len(), 8);
@@ -505,7 +548,10 @@ profiles:
 "#,
         )
         .unwrap();
-        assert_eq!((config.parallelism, config.percentage_of_nodes_to_score, config.placement_audit_every), (4, 30, 100));
+        assert_eq!(
+            (config.parallelism, config.percentage_of_nodes_to_score, config.placement_audit_every),
+            (4, 30, 100)
+        );
         let packer = &config.profiles[1];
         assert_eq!(packer.percentage_of_nodes_to_score, Some(100));
         assert!(!packer.preemption);
@@ -523,10 +569,19 @@ profiles:
         let cases = [
             ("percentageOfNodesToScore: 120", "percentageOfNodesToScore: 120 not in valid range [0-100]"),
             ("parallelism: 0", "parallelism: should be an integer value greater than zero, got 0"),
-            ("profiles: [{plugins: {score: {enabled: [{name: NoSuchPlugin}]}}}]", "profiles[0].plugins.score.enabled[0].name: unknown plugin \"NoSuchPlugin\""),
+            (
+                "profiles: [{plugins: {score: {enabled: [{name: NoSuchPlugin}]}}}]",
+                "profiles[0].plugins.score.enabled[0].name: unknown plugin \"NoSuchPlugin\"",
+            ),
             ("profiles: [{schedulerName: a}, {schedulerName: a}]", "profiles[1].schedulerName: duplicate value \"a\""),
-            ("profiles: [{plugins: {score: {enabled: [{name: NodeResourcesFit, weight: 101}]}}}]", "weights must be 1..=100"),
-            ("profiles: [{pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: Random}}}]}]", "profiles[0].pluginConfig[0].args.scoringStrategy.type: unsupported value \"Random\""),
+            (
+                "profiles: [{plugins: {score: {enabled: [{name: NodeResourcesFit, weight: 101}]}}}]",
+                "weights must be 1..=100",
+            ),
+            (
+                "profiles: [{pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: Random}}}]}]",
+                "profiles[0].pluginConfig[0].args.scoringStrategy.type: unsupported value \"Random\"",
+            ),
             ("bogusField: 1", "unknown field `bogusField`"),
             ("apiVersion: kubescheduler.config.k8s.io/v1beta1", "apiVersion: unsupported version"),
         ];

@@ -153,9 +153,9 @@ impl SchedulingQueue {
             entry.priority = priority;
             match entry.place {
                 Place::InFlight => entry.moved_while_in_flight = true,
-                Place::Unschedulable | Place::Gated if !gated => self.to_active_or_backoff(key, now_ms),
+                Place::Unschedulable | Place::Gated if !gated => self.activate_or_back_off(key, now_ms),
                 Place::Active | Place::Backoff if gated => self.park(key, Place::Gated, now_ms),
-                Place::Active => self.to_active(key),
+                Place::Active => self.activate(key),
                 _ => {}
             }
             return Ok(());
@@ -176,7 +176,7 @@ impl SchedulingQueue {
         };
         self.entries.insert(Arc::clone(&key), entry);
         if !gated {
-            self.to_active(&key);
+            self.activate(&key);
         }
         Ok(())
     }
@@ -215,7 +215,7 @@ impl SchedulingQueue {
             return;
         }
         if entry.moved_while_in_flight {
-            self.to_backoff(key, now_ms);
+            self.back_off(key, now_ms);
         } else {
             self.park(key, Place::Unschedulable, now_ms);
         }
@@ -224,7 +224,7 @@ impl SchedulingQueue {
     /// The attempt failed for another reason (an error, a failed bind): back off.
     pub fn failed(&mut self, key: &str, now_ms: u64) {
         if self.entries.get(key).is_some_and(|e| e.place == Place::InFlight) {
-            self.to_backoff(key, now_ms);
+            self.back_off(key, now_ms);
         }
     }
 
@@ -234,7 +234,7 @@ impl SchedulingQueue {
         let parked: Vec<Arc<str>> =
             self.entries.iter().filter(|(_, e)| e.place == Place::Unschedulable).map(|(k, _)| Arc::clone(k)).collect();
         for key in parked {
-            self.to_active_or_backoff(&key, now_ms);
+            self.activate_or_back_off(&key, now_ms);
         }
         for entry in self.entries.values_mut() {
             if entry.place == Place::InFlight {
@@ -254,7 +254,7 @@ impl SchedulingQueue {
             .map(|(k, _)| Arc::clone(k))
             .collect();
         for key in stale {
-            self.to_active_or_backoff(&key, now_ms);
+            self.activate_or_back_off(&key, now_ms);
         }
     }
 
@@ -270,22 +270,22 @@ impl SchedulingQueue {
             }
             let (seq, key) = (*seq, self.backoff.pop().expect("peeked").0 .2);
             if self.entries.get(&key).is_some_and(|e| e.seq == seq && e.place == Place::Backoff) {
-                self.to_active(&key);
+                self.activate(&key);
             }
         }
     }
 
-    fn to_active_or_backoff(&mut self, key: &str, now_ms: u64) {
+    fn activate_or_back_off(&mut self, key: &str, now_ms: u64) {
         let Some(entry) = self.entries.get(key) else { return };
         let until = entry.since_ms + backoff_ms(entry.attempts);
         if entry.attempts > 0 && until > now_ms && entry.place != Place::Gated {
-            self.to_backoff(key, entry.since_ms);
+            self.back_off(key, entry.since_ms);
         } else {
-            self.to_active(key);
+            self.activate(key);
         }
     }
 
-    fn to_active(&mut self, key: &str) {
+    fn activate(&mut self, key: &str) {
         let seq = self.bump();
         let Some((key, entry)) = self.entries.get_key_value(key) else { return };
         let key = Arc::clone(key);
@@ -298,7 +298,7 @@ impl SchedulingQueue {
     }
 
     /// Backs off from `from_ms` for the pod's attempts so far.
-    fn to_backoff(&mut self, key: &str, from_ms: u64) {
+    fn back_off(&mut self, key: &str, from_ms: u64) {
         let seq = self.bump();
         let Some((key, entry)) = self.entries.get_key_value(key) else { return };
         let key = Arc::clone(key);

@@ -13,7 +13,7 @@
 //! `cycle::AuditSample`).
 
 use crate::plugins::noderesources::{ResourceWeight, ShapePoint, Strategy};
-use crate::plugins::{DEFAULT_PLUGINS, FILTER_PLUGINS, KNOWN_PLUGINS, SCORE_PLUGINS};
+use crate::plugins::{info, REGISTRY};
 use crate::profile::{PluginArgs, Profile, ProfileError, DEFAULT_SCHEDULER_NAME};
 use crate::query::DefaultSpread;
 use keelson_engine::k8s_openapi::api::core::v1::TopologySpreadConstraint;
@@ -273,7 +273,7 @@ impl SchedulerConfig {
 fn check_known(set: &WireSet, field: &str) -> Result<(), ConfigError> {
     for (list, plugins) in [("enabled", &set.enabled), ("disabled", &set.disabled)] {
         for (j, plugin) in plugins.iter().enumerate() {
-            if plugin.name != "*" && !KNOWN_PLUGINS.contains(&plugin.name.as_str()) {
+            if plugin.name != "*" && info(&plugin.name).is_none() {
                 return Err(invalid(format!("{field}.{list}[{j}].name"), format!("unknown plugin {:?}", plugin.name)));
             }
         }
@@ -314,36 +314,38 @@ fn build_profile(wire: WireProfile, field: &str) -> Result<Profile, ConfigError>
     }
     let multi = &plugins.multi_point;
     // Filters: defaults, minus disabled, plus enabled, in order.
-    let mut filters: Vec<&str> = DEFAULT_PLUGINS
+    let mut filters: Vec<&str> = REGISTRY
         .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| FILTER_PLUGINS.contains(n) && !disables(multi, n) && !disables(&plugins.filter, n))
+        .filter(|p| p.filters && !disables(multi, p.name) && !disables(&plugins.filter, p.name))
+        .map(|p| p.name)
         .collect();
     for plugin in multi.enabled.iter().chain(&plugins.filter.enabled) {
-        let name = plugin.name.as_str();
-        if FILTER_PLUGINS.contains(&name) && !filters.contains(&name) {
-            filters.push(KNOWN_PLUGINS.iter().copied().find(|k| *k == name).expect("checked"));
+        let known = info(&plugin.name).expect("checked");
+        if known.filters && !filters.contains(&known.name) {
+            filters.push(known.name);
         }
     }
     // Scorers: defaults with weights, minus disabled, plus enabled (weights override).
-    let mut scorers: Vec<(&str, i64)> = DEFAULT_PLUGINS
+    let mut scorers: Vec<(&str, i64)> = REGISTRY
         .iter()
-        .copied()
-        .filter(|(n, w)| *w > 0 && !disables(multi, n) && !disables(&plugins.score, n))
+        .filter(|p| p.weight > 0 && !disables(multi, p.name) && !disables(&plugins.score, p.name))
+        .map(|p| (p.name, p.weight))
         .collect();
     for plugin in multi.enabled.iter().chain(&plugins.score.enabled) {
-        let name = KNOWN_PLUGINS.iter().copied().find(|k| *k == plugin.name).expect("checked");
-        if !SCORE_PLUGINS.contains(&name) {
-            if plugins.score.enabled.iter().any(|p| p.name == name) {
-                return Err(invalid(format!("{field}.plugins.score"), format!("plugin {name:?} does not score")));
+        let known = info(&plugin.name).expect("checked");
+        if known.weight == 0 {
+            if plugins.score.enabled.iter().any(|p| p.name == known.name) {
+                return Err(invalid(
+                    format!("{field}.plugins.score"),
+                    format!("plugin {:?} does not score", known.name),
+                ));
             }
             continue;
         }
-        let default = DEFAULT_PLUGINS.iter().find(|(n, _)| *n == name).map_or(1, |(_, w)| *w);
-        let weight = weight_of(plugin, default);
-        match scorers.iter_mut().find(|(n, _)| *n == name) {
+        let weight = weight_of(plugin, known.weight);
+        match scorers.iter_mut().find(|(n, _)| *n == known.name) {
             Some(existing) => existing.1 = weight,
-            None => scorers.push((name, weight)),
+            None => scorers.push((known.name, weight)),
         }
     }
     let preemption = !disables(multi, "DefaultPreemption") && !disables(&plugins.post_filter, "DefaultPreemption")
@@ -458,7 +460,7 @@ fn plugin_args(configs: &[WirePluginConfig], field: &str) -> Result<PluginArgs, 
                     }
                 };
             }
-            other if KNOWN_PLUGINS.contains(&other) => {}
+            other if info(other).is_some() => {}
             other => {
                 return Err(invalid(format!("{field}.pluginConfig[{i}].name"), format!("unknown plugin {other:?}")))
             }

@@ -133,7 +133,7 @@ struct Scratch {
 
 pub struct Scheduler {
     pub snapshot: Snapshot,
-    profiles: Vec<Profile>,
+    profiles: Vec<Arc<Profile>>,
     pool: Arc<rayon::ThreadPool>,
     /// 0: adaptive.
     percentage_of_nodes_to_score: u32,
@@ -155,7 +155,7 @@ impl Scheduler {
             .expect("a thread pool");
         Scheduler {
             snapshot: Snapshot::new(),
-            profiles,
+            profiles: profiles.into_iter().map(Arc::new).collect(),
             pool: Arc::new(pool),
             percentage_of_nodes_to_score: 0,
             audit_every: 0,
@@ -176,8 +176,8 @@ impl Scheduler {
         self.audit_every = every;
     }
 
-    pub fn profiles(&self) -> &[Profile] {
-        &self.profiles
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.iter().map(|p| &**p)
     }
 
     pub fn serves(&self, scheduler_name: &str) -> bool {
@@ -205,7 +205,7 @@ impl Scheduler {
     }
 
     fn schedule_query(&mut self, query: &PodQuery, profile_ix: usize, now_ms: u64) -> Outcome {
-        let profile = self.profiles[profile_ix].clone();
+        let profile = Arc::clone(&self.profiles[profile_ix]);
         let percentage = profile.percentage_of_nodes_to_score.unwrap_or(self.percentage_of_nodes_to_score);
         let (node, evaluated, feasible) = match self.find_node(query, &profile, percentage) {
             Ok(found) => found,

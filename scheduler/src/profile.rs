@@ -11,7 +11,7 @@ use crate::plugins::noderesources::{
 };
 use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
-use crate::plugins::{DEFAULT_PLUGINS, FILTER_PLUGINS, SCORE_PLUGINS};
+use crate::plugins::{info, REGISTRY};
 use crate::query::DefaultSpread;
 use std::sync::Arc;
 
@@ -97,9 +97,8 @@ pub enum ProfileError {
 impl Profile {
     /// kube-scheduler's default profile.
     pub fn default_profile() -> Profile {
-        let filters: Vec<&str> =
-            DEFAULT_PLUGINS.iter().map(|(n, _)| *n).filter(|n| FILTER_PLUGINS.contains(n)).collect();
-        let scorers: Vec<(&str, i64)> = DEFAULT_PLUGINS.iter().copied().filter(|(_, w)| *w > 0).collect();
+        let filters: Vec<&str> = REGISTRY.iter().filter(|p| p.filters).map(|p| p.name).collect();
+        let scorers: Vec<(&str, i64)> = REGISTRY.iter().filter(|p| p.weight > 0).map(|p| (p.name, p.weight)).collect();
         Profile::build(DEFAULT_SCHEDULER_NAME, &filters, &scorers, true, &PluginArgs::default())
             .expect("the default profile is valid")
     }
@@ -128,14 +127,14 @@ impl Profile {
             point,
         };
         for name in filters {
-            if !FILTER_PLUGINS.contains(name) {
+            if info(name).is_none_or(|p| !p.filters) {
                 return Err(not_at(name, "Filter"));
             }
             let ix = profile.instance(name, args).ok_or_else(|| not_at(name, "Filter"))?;
             profile.filters.push(ix);
         }
         for &(name, weight) in scorers {
-            if !SCORE_PLUGINS.contains(&name) {
+            if info(name).is_none_or(|p| p.weight == 0) {
                 return Err(not_at(name, "Score"));
             }
             if !(1..=100).contains(&weight) {

@@ -145,11 +145,12 @@ impl PodQuery {
     }
 }
 
-pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSpread) -> PodQuery {
+/// What the snapshot keeps of a pod once placed, and the extended resources it requests
+/// that the scheduler cannot track. Shared by `compile` and the snapshot's watch path.
+pub fn pod_record(pod: &Pod, snapshot: &mut Snapshot) -> (PodRecord, Vec<String>) {
     let empty = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&empty);
-    let namespace_name = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let namespace = snapshot.strings.intern(namespace_name);
+    let namespace = snapshot.strings.intern(pod.metadata.namespace.as_deref().unwrap_or("default"));
     let labels = label_set(&mut snapshot.strings, pod.metadata.labels.iter().flatten());
     let requests = pod_requests(spec, &mut snapshot.scalars);
     let affinity = compile_affinity_terms(spec, namespace, snapshot).map(Arc::new);
@@ -164,6 +165,15 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
         affinity,
         assumed_at_ms: None,
     };
+    (record, requests.untracked)
+}
+
+pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSpread) -> PodQuery {
+    let empty = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let (record, untracked) = pod_record(pod, snapshot);
+    let namespace = record.namespace;
+    let scalar_requests = record.requests.scalar.iter().any(|&n| n > 0);
     let node_selector = spec
         .node_selector
         .as_ref()
@@ -201,8 +211,8 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
         record,
         scheduler_name: spec.scheduler_name.as_deref().unwrap_or("default-scheduler").into(),
         uid: pod.metadata.uid.as_deref().unwrap_or("").into(),
-        scalar_requests: requests.requests.scalar.iter().any(|&n| n > 0),
-        untracked: requests.untracked.into(),
+        scalar_requests,
+        untracked: untracked.into(),
         node_name: spec.node_name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
         node_selector,
         required_node_affinity,

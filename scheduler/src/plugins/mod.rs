@@ -8,59 +8,39 @@ pub mod noderesources;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
 
-/// kube-scheduler's default profile: the plugins in the order they run, with the weight of
-/// each scoring one (0: does not score).
-pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
-    ("NodeUnschedulable", 0),
-    ("NodeName", 0),
-    ("TaintToleration", 3),
-    ("NodeAffinity", 2),
-    ("NodePorts", 0),
-    ("NodeResourcesFit", 1),
-    ("PodTopologySpread", 2),
-    ("InterPodAffinity", 2),
-    ("NodeResourcesBalancedAllocation", 1),
-    ("ImageLocality", 1),
+/// One plugin the registry knows: whether it filters (PreFilter + Filter) and its default
+/// score weight (0: it does not score; PreScore + Score + NormalizeScore otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: &'static str,
+    pub filters: bool,
+    pub weight: i64,
+}
+
+const fn plugin(name: &'static str, filters: bool, weight: i64) -> PluginInfo {
+    PluginInfo { name, filters, weight }
+}
+
+/// Every plugin, in kube-scheduler's default order. All of them are in the default
+/// profile; those that neither filter nor score are served by the framework or the runner
+/// (queue sort, gates, preemption, binding).
+pub const REGISTRY: &[PluginInfo] = &[
+    plugin("PrioritySort", false, 0),
+    plugin("SchedulingGates", false, 0),
+    plugin("NodeUnschedulable", true, 0),
+    plugin("NodeName", true, 0),
+    plugin("TaintToleration", true, 3),
+    plugin("NodeAffinity", true, 2),
+    plugin("NodePorts", true, 0),
+    plugin("NodeResourcesFit", true, 1),
+    plugin("PodTopologySpread", true, 2),
+    plugin("InterPodAffinity", true, 2),
+    plugin("DefaultPreemption", false, 0),
+    plugin("NodeResourcesBalancedAllocation", false, 1),
+    plugin("ImageLocality", false, 1),
+    plugin("DefaultBinder", false, 0),
 ];
 
-/// Plugins that take part in filtering (PreFilter + Filter).
-pub const FILTER_PLUGINS: &[&str] = &[
-    "NodeUnschedulable",
-    "NodeName",
-    "TaintToleration",
-    "NodeAffinity",
-    "NodePorts",
-    "NodeResourcesFit",
-    "PodTopologySpread",
-    "InterPodAffinity",
-];
-
-/// Plugins that score (PreScore + Score + NormalizeScore).
-pub const SCORE_PLUGINS: &[&str] = &[
-    "TaintToleration",
-    "NodeAffinity",
-    "NodeResourcesFit",
-    "PodTopologySpread",
-    "InterPodAffinity",
-    "NodeResourcesBalancedAllocation",
-    "ImageLocality",
-];
-
-/// Every plugin name the registry knows, including those the framework itself provides
-/// at other extension points (queue sort, gates, binding, preemption).
-pub const KNOWN_PLUGINS: &[&str] = &[
-    "PrioritySort",
-    "SchedulingGates",
-    "NodeUnschedulable",
-    "NodeName",
-    "TaintToleration",
-    "NodeAffinity",
-    "NodePorts",
-    "NodeResourcesFit",
-    "PodTopologySpread",
-    "InterPodAffinity",
-    "NodeResourcesBalancedAllocation",
-    "ImageLocality",
-    "DefaultPreemption",
-    "DefaultBinder",
-];
+pub fn info(name: &str) -> Option<&'static PluginInfo> {
+    REGISTRY.iter().find(|p| p.name == name)
+}

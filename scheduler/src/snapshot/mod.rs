@@ -9,8 +9,8 @@ pub mod columns;
 
 use crate::intern::{Interner, StrId, NONE};
 use crate::matchers::{label_set, CompiledTaint, LabelMatcher, LabelSet};
-use crate::query::{compile_affinity_terms, host_ports, normalize_image, AffinityTerms};
-use crate::resources::{pod_requests, resource_list, NonZero, Resources, ScalarNames};
+use crate::query::{normalize_image, pod_record, AffinityTerms};
+use crate::resources::{resource_list, NonZero, Resources, ScalarNames};
 use columns::Columns;
 use keelson_engine::k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use keelson_engine::Selector;
@@ -246,8 +246,8 @@ impl Snapshot {
         self.nodes.images[ix as usize] = images.into();
     }
 
-    /// Removes a node. Its pods stay in the pod table (their deletions arrive separately)
-    /// but no longer count anywhere, since the row is dead until reused.
+    /// Removes a node and the pods placed on it: they hold nothing anywhere else, and if
+    /// they still exist their next watch event (or re-list) brings them back.
     pub fn remove_node(&mut self, name: &str) {
         let Some(ix) = self.nodes.index.remove(name) else { return };
         let row = ix as usize;
@@ -331,29 +331,10 @@ impl Snapshot {
         let node = node_name.and_then(|n| self.nodes.find(n));
         match node {
             Some(node) if !is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() => {
-                let record = self.record_of(pod, key);
+                let (record, _) = pod_record(pod, self);
                 self.place(record, node);
             }
             _ => self.remove_pod(&key),
-        }
-    }
-
-    fn record_of(&mut self, pod: &Pod, key: String) -> PodRecord {
-        let namespace = self.strings.intern(pod.metadata.namespace.as_deref().unwrap_or("default"));
-        let labels = label_set(&mut self.strings, pod.metadata.labels.iter().flatten());
-        let spec = pod.spec.clone().unwrap_or_default();
-        let requests = pod_requests(&spec, &mut self.scalars);
-        let affinity = compile_affinity_terms(&spec, namespace, self);
-        PodRecord {
-            key: key.into(),
-            namespace,
-            labels,
-            requests: requests.requests,
-            non_zero: requests.non_zero,
-            ports: host_ports(&spec, &mut self.strings),
-            priority: spec.priority.unwrap_or(0),
-            affinity: affinity.map(Arc::new),
-            assumed_at_ms: None,
         }
     }
 
@@ -535,12 +516,6 @@ impl Snapshot {
         pods.with_affinity.remove(&ix);
         pods.free.push(ix);
     }
-
-    /// Whether `pod` (by its labels and namespace) is selected by a matcher in `namespaces`.
-    #[inline]
-    pub fn pod_matches(&self, pod: PodIx, matcher: &LabelMatcher) -> bool {
-        matcher.matches(&self.pods.labels[pod as usize])
-    }
 }
 
 #[cfg(test)]
@@ -606,7 +581,7 @@ mod tests {
         snap.upsert_node(&node("a", "4", json!({})));
         let a = snap.nodes.find("a").unwrap();
         let p = pod("p", "a", "1");
-        let record = snap.record_of(&p, "default/p".into());
+        let (record, _) = pod_record(&p, &mut snap);
         snap.assume(record.clone(), a, 0);
         assert!(snap.is_assumed("default/p"));
         snap.forget("default/p");

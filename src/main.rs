@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use keelson::agents::scheduling::{RunnerOptions, SchedulerRunner};
 use keelson::api::{Server, ServerConfig};
+use keelson::scheduler::config::SchedulerConfig;
 use keelson::store::{Store, StoreConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,20 @@ enum Command {
         /// Mutating requests in flight before 429.
         #[arg(long, default_value_t = 200)]
         max_mutating_requests_inflight: usize,
+        /// Do not run the scheduler in this process.
+        #[arg(long)]
+        no_scheduler: bool,
+        /// The in-process scheduler's `KubeSchedulerConfiguration` file.
+        #[arg(long)]
+        scheduler_config: Option<PathBuf>,
+    },
+    /// Runs the scheduler alone against a server.
+    Scheduler {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// A `KubeSchedulerConfiguration` (kubescheduler.config.k8s.io/v1) file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
@@ -88,7 +104,7 @@ async fn termination() {
     }
 }
 
-fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind) -> Result<()> {
+fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind, scheduler: Option<SchedulerConfig>) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let store = match store {
         StoreKind::Rocksdb => open(&data_dir)?,
@@ -97,6 +113,7 @@ fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind) -> Result<(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let server = Server::bind(config, store.clone()).await?;
+        let scheduler = scheduler.map(|config| keelson::start_scheduler(&server, config));
         let kubeconfig = data_dir.join("admin.kubeconfig");
         println!(
             "keelson server ready on https://{} (kubectl --kubeconfig {})",
@@ -104,11 +121,30 @@ fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind) -> Result<(
             kubeconfig.display()
         );
         server.serve(termination()).await;
+        if let Some(scheduler) = scheduler {
+            tokio::task::block_in_place(|| scheduler.stop());
+        }
         anyhow::Ok(())
     });
     // Every acknowledged write is already synced; closing flushes the rest.
     store.close();
     result
+}
+
+/// `keelson scheduler`: the runner alone, over HTTPS, until SIGTERM.
+fn scheduler(kubeconfig: &Path, config: Option<&Path>) -> Result<()> {
+    let config = keelson::scheduler_config(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        // Fail fast on a wrong address or credentials rather than retrying quietly.
+        let version = client.apiserver_version().await.context("reaching the API server")?;
+        let runner = SchedulerRunner::start(client, config, RunnerOptions::default());
+        println!("keelson scheduler ready (server {})", version.git_version);
+        termination().await;
+        tokio::task::block_in_place(|| runner.stop());
+        anyhow::Ok(())
+    })
 }
 
 fn main() -> Result<()> {
@@ -120,13 +156,19 @@ fn main() -> Result<()> {
             token_auth_file,
             max_requests_inflight,
             max_mutating_requests_inflight,
+            no_scheduler,
+            scheduler_config,
         } => {
+            // A bad scheduler configuration fails the start, before anything listens.
+            let scheduler =
+                if no_scheduler { None } else { Some(keelson::scheduler_config(scheduler_config.as_deref())?) };
             let mut config = ServerConfig::new(data_dir.clone(), listen);
             config.token_auth_file = token_auth_file;
             config.max_requests_inflight = max_requests_inflight;
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
-            server(data_dir, config, store)?;
+            server(data_dir, config, store, scheduler)?;
         }
+        Command::Scheduler { kubeconfig, config } => scheduler(&kubeconfig, config.as_deref())?,
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;
             println!("backed up {} at revision {revision} to {}", data_dir.display(), to.display());

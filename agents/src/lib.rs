@@ -1,1 +1,17 @@
-//! placeholder: filled by a later issue.
+//! keelson's agents: everything that acts on the cluster as an API client.
+//!
+//! - [`client`]: the one `kube` client every agent uses, over HTTPS from a kubeconfig
+//!   or over an in-process transport when the agent runs inside the server.
+//! - [`scheduling`]: the scheduler's runner. It feeds the pure-CPU scheduler
+//!   (`keelson-scheduler`) from watches, runs its cycles on one thread, and binds,
+//!   reports and preempts through the API.
+//! - [`metrics`]: Prometheus counters, gauges and histograms the agents expose.
+//!
+//! Architecture invariant: agents never reach into the store or the server; they are
+//! API clients, so each also runs as a separate process against a remote server.
+
+pub use kube;
+
+pub mod client;
+pub mod metrics;
+pub mod scheduling;

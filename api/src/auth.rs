@@ -18,7 +18,7 @@ pub struct User {
 }
 
 impl User {
-    fn new(name: String, uid: String, mut groups: Vec<String>) -> User {
+    pub fn new(name: String, uid: String, mut groups: Vec<String>) -> User {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }

@@ -34,4 +34,4 @@ pub mod server;
 pub mod table;
 pub mod watch;
 
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::{LocalTransport, MetricsSource, Server, ServerConfig, ServerError};

@@ -17,7 +17,6 @@ use ::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use ::http::{HeaderValue, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use keelson_engine::{ApiError, StatusReason};
@@ -89,6 +88,17 @@ pub struct ApiState {
     pub shutdown: signal::Receiver<bool>,
     readonly: Semaphore,
     mutating: Semaphore,
+    /// Components running in this process (the scheduler, the controllers): their
+    /// health shows in `componentstatuses` and their metrics at `/metrics`.
+    components: std::sync::RwLock<Vec<Component>>,
+}
+
+/// Appends a component's metrics, in the Prometheus text format, to the exposition.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+struct Component {
+    name: String,
+    metrics: MetricsSource,
 }
 
 /// A bound, ready server.
@@ -157,6 +167,7 @@ impl Server {
             shutdown: shutdown_rx,
             readonly: Semaphore::new(config.max_requests_inflight),
             mutating: Semaphore::new(config.max_mutating_requests_inflight),
+            components: Default::default(),
         });
         bootstrap(&state).await?;
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
@@ -165,6 +176,21 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// An in-process door to this server for components that run beside it: requests
+    /// skip TCP and TLS but take every other step a remote client's would, as `user`.
+    pub fn local_transport(&self, user: &str, groups: &[&str]) -> LocalTransport {
+        let user = User::new(user.into(), String::new(), groups.iter().map(|g| g.to_string()).collect());
+        LocalTransport { state: Arc::clone(&self.state), user: Arc::new(user) }
+    }
+
+    /// Registers a component running in this process: `componentstatuses` reports it
+    /// healthy and `/metrics` includes what `metrics` appends.
+    pub fn register_component(&self, name: &str, metrics: MetricsSource) {
+        let mut components = self.state.components.write().unwrap_or_else(|e| e.into_inner());
+        components.retain(|c| c.name != name);
+        components.push(Component { name: name.into(), metrics });
     }
 
     /// Serves until `stop` completes, then stops accepting, ends watches and waits
@@ -204,6 +230,19 @@ impl Server {
         }
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    }
+}
+
+/// See [`Server::local_transport`]. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalTransport {
+    state: Arc<ApiState>,
+    user: Arc<User>,
+}
+
+impl LocalTransport {
+    pub async fn call<B: RequestBody>(&self, request: Request<B>) -> Response<Body> {
+        handle(Arc::clone(&self.state), Some(Arc::clone(&self.user)), request).await
     }
 }
 
@@ -253,7 +292,12 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-async fn handle(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<Incoming>) -> Response<Body> {
+/// A request body the handler can read: hyper's, or an in-process caller's.
+pub trait RequestBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+impl<B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static> RequestBody for B {}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn handle<B: RequestBody>(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<B>) -> Response<Body> {
     let started = Instant::now();
     let mut verb = "GET";
     let mut resource = None;
@@ -263,11 +307,11 @@ async fn handle(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<
     response
 }
 
-fn header(request: &Request<Incoming>, name: ::http::header::HeaderName) -> Option<&str> {
+fn header<B>(request: &Request<B>, name: ::http::header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<(Option<String>, Bytes), ApiError> {
+async fn read_body<B: RequestBody>(request: Request<B>) -> Result<(Option<String>, Bytes), ApiError> {
     if header(&request, CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > reply::MAX_BODY_BYTES)
     {
         return Err(ApiError::request_entity_too_large(reply::MAX_BODY_BYTES));
@@ -295,10 +339,10 @@ fn method_not_allowed() -> ApiError {
     ApiError::new(StatusReason::MethodNotAllowed, "the server does not allow this method on the requested resource")
 }
 
-async fn dispatch(
+async fn dispatch<B: RequestBody>(
     state: &Arc<ApiState>,
     conn_user: Option<Arc<User>>,
-    request: Request<Incoming>,
+    request: Request<B>,
     verb: &mut &'static str,
     resource: &mut Option<usize>,
 ) -> Result<Response<Body>, ApiError> {
@@ -531,6 +575,14 @@ fn review(kind: &str, mut input: Value, user: Option<&User>) -> Result<Response<
     Ok(reply::json(StatusCode::CREATED, serde_json::to_vec(&input).map_err(ApiError::internal)?))
 }
 
+/// A component is healthy when it runs in this process; one run elsewhere is not probed.
+fn component_item(state: &ApiState, name: &str) -> Value {
+    let running = state.components.read().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c.name == name);
+    let (status, message) = if running { ("True", "ok") } else { ("Unknown", "not running in this server's process") };
+    json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
+        "conditions": [{"type": "Healthy", "status": status, "message": message}]})
+}
+
 fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     let store_ok = !call.state.store.backend_name().is_empty();
     let item = |name: &str, healthy: bool, message: &str| {
@@ -539,8 +591,8 @@ fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     };
     let items = vec![
         item("store", store_ok, &format!("ok ({} backend)", call.state.store.backend_name())),
-        item("scheduler", false, "no scheduler runs in this server yet"),
-        item("controller-manager", false, "no controller manager runs in this server yet"),
+        component_item(call.state, "scheduler"),
+        component_item(call.state, "controller-manager"),
     ];
     let items: Vec<Value> = match call.route.name.as_deref() {
         Some(name) => items.into_iter().filter(|i| i["metadata"]["name"] == name).collect(),
@@ -603,7 +655,11 @@ fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response
         ),
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Metrics => {
-            reply::respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&state.store.stats()))
+            let mut text = state.metrics.render(&state.store.stats());
+            for component in state.components.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                (component.metrics)(&mut text);
+            }
+            reply::respond(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         Route::CoreVersions => aggregated(&d.core_aggregated_v2, &d.core_aggregated_v2beta1, &d.core_versions),
         Route::Groups => aggregated(&d.groups_aggregated_v2, &d.groups_aggregated_v2beta1, &d.group_list),

@@ -81,13 +81,13 @@ pub struct ApiResult {
 }
 
 /// What a client needs from a kubeconfig.
-struct Target {
-    server: String,
+pub(crate) struct Target {
+    pub(crate) server: String,
     ca_pem: Vec<u8>,
     identity_pem: Vec<u8>,
 }
 
-fn read_kubeconfig(path: &Path) -> Result<Target> {
+pub(crate) fn read_kubeconfig(path: &Path) -> Result<Target> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let config: serde_yaml::Value = serde_yaml::from_str(&text)?;
     let b64 = |v: &serde_yaml::Value| -> Result<Vec<u8>> {
@@ -105,7 +105,7 @@ fn read_kubeconfig(path: &Path) -> Result<Target> {
     })
 }
 
-fn client(target: &Target) -> Result<reqwest::Client> {
+pub(crate) fn client(target: &Target) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&target.ca_pem)?)
@@ -123,7 +123,7 @@ fn configmap(name: &str, value_size: usize, sent_us: Option<u128>) -> Value {
     object
 }
 
-fn now_us() -> u128 {
+pub(crate) fn now_us() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
@@ -187,7 +187,7 @@ where
     Ok(summarize(clients, tallies, started.elapsed()))
 }
 
-async fn ensure_namespace(http: &reqwest::Client, server: &str, name: &str) -> Result<()> {
+pub(crate) async fn ensure_namespace(http: &reqwest::Client, server: &str, name: &str) -> Result<()> {
     let response = http
         .post(format!("{server}/api/v1/namespaces"))
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))

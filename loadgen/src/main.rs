@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod api_bench;
 mod report;
+mod scheduling_bench;
 mod store_bench;
 
 #[global_allocator]
@@ -23,6 +24,8 @@ enum Command {
     Store(store_bench::StoreArgs),
     /// Creates, GETs, LISTs and watch fan-out through the API server over HTTPS.
     Api(api_bench::ApiArgs),
+    /// SchedulingBasic end to end: nodes and pods created through the API, binds watched.
+    Scheduling(scheduling_bench::SchedulingArgs),
 }
 
 /// Writes the result to `out` (if given) and prints it as the last line: one JSON
@@ -53,6 +56,14 @@ fn main() -> Result<()> {
             let failed = [&result.creates, &result.gets, &result.lists].iter().any(|p| p.ops == 0);
             if failed || result.watch.as_ref().is_some_and(|w| !w.complete) {
                 anyhow::bail!("a phase completed no operations or a watcher missed events");
+            }
+        }
+        Command::Scheduling(args) => {
+            let result = scheduling_bench::run(&args)?;
+            scheduling_bench::print_table(&result);
+            emit(&result, args.out.as_deref())?;
+            if result.bound < result.pods {
+                anyhow::bail!("only {} of {} pods were scheduled in time", result.bound, result.pods);
             }
         }
     }

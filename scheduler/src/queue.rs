@@ -181,6 +181,23 @@ impl SchedulingQueue {
         Ok(())
     }
 
+    /// The queued copy of a pod.
+    pub fn get(&self, key: &str) -> Option<&Arc<Pod>> {
+        self.entries.get(key).map(|e| &e.pod)
+    }
+
+    /// Replaces the queued copy of a pod without moving it: for updates that cannot
+    /// change where it fits (its status, say). Returns false if it is not queued.
+    pub fn refresh(&mut self, key: &str, pod: Arc<Pod>) -> bool {
+        match self.entries.get_mut(key) {
+            Some(entry) => {
+                entry.pod = pod;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
@@ -411,6 +428,19 @@ mod tests {
         assert_eq!(q.lengths().unschedulable, 1);
         q.flush_unschedulable(60_000 + UNSCHEDULABLE_FLUSH_MS);
         assert_eq!(q.lengths().active, 1);
+    }
+
+    #[test]
+    fn a_refresh_replaces_the_pod_but_keeps_it_parked() {
+        let mut q = SchedulingQueue::new(10);
+        q.add("p", pod("p", 0), 0).unwrap();
+        q.pop(0).unwrap();
+        q.unschedulable("p", 0);
+        assert!(q.refresh("p", pod("p-v2", 0)));
+        assert_eq!(q.lengths().unschedulable, 1, "a status-only update does not retry the pod");
+        assert_eq!(q.get("p").and_then(|p| p.metadata.name.as_deref()), Some("p-v2"));
+        assert!(!q.refresh("absent", pod("x", 0)));
+        assert_eq!(popped(&mut q, 60_000), None);
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! What the scheduler does to the cluster, run on tokio beside the scheduling thread:
+//! binds (DefaultBinder: `POST pods/NAME/binding`), events and pod status (the
+//! `PodScheduled` condition, `nominatedNodeName`), and preemption (victims marked with
+//! a `DisruptionTarget` condition, then deleted).
+//!
+//! Binds are never dropped: the scheduling thread bounds how many are in flight and
+//! hears every answer. Events and status reports are best effort, as in kube's event
+//! broadcaster: a bounded queue, and what does not fit is dropped and counted.
+
+use super::metrics::SchedulerMetrics;
+use super::Update;
+use k8s_openapi::api::core::v1::{Binding, Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The component name on events and in `managedFields`.
+pub const COMPONENT: &str = "default-scheduler";
+
+#[derive(Debug)]
+pub enum BindResult {
+    Bound,
+    /// The pod was deleted or bound by someone else meanwhile: nothing to retry.
+    Moot,
+    /// The API refused or failed: the pod backs off and is tried again.
+    Failed,
+}
+
+#[derive(Debug)]
+pub struct BindRequest {
+    pub key: Arc<str>,
+    pub pod: Arc<Pod>,
+    pub node: String,
+}
+
+#[derive(Debug)]
+pub enum Report {
+    /// A `FailedScheduling` event and the pod's `PodScheduled=False` condition.
+    Unschedulable { pod: Arc<Pod>, message: String },
+    /// Evict `victims` (`namespace/name`) from `node` so `pod` fits there.
+    Preempt { pod: Arc<Pod>, node: String, victims: Vec<String> },
+}
+
+/// The scheduling thread's handle on the actors.
+pub struct Actors {
+    binds: mpsc::UnboundedSender<BindRequest>,
+    reports: mpsc::Sender<Report>,
+    metrics: Arc<SchedulerMetrics>,
+}
+
+impl Actors {
+    /// Sends a bind; its answer arrives as `Update::Bound`. Unbounded here because the
+    /// scheduling thread caps the binds in flight.
+    pub fn bind(&self, request: BindRequest) -> bool {
+        self.binds.send(request).is_ok()
+    }
+
+    /// Queues a report, or drops it (counted) when the queue is full.
+    pub fn report(&self, report: Report) {
+        if self.reports.try_send(report).is_err() {
+            self.metrics.reports_dropped.inc();
+        }
+    }
+}
+
+pub fn start(
+    client: Client,
+    updates: flume::Sender<Update>,
+    metrics: Arc<SchedulerMetrics>,
+    report_capacity: usize,
+) -> (Actors, Vec<JoinHandle<()>>) {
+    let (binds_tx, binds_rx) = mpsc::unbounded_channel();
+    let (reports_tx, reports_rx) = mpsc::channel(report_capacity.max(1));
+    let binder = Binder { client: client.clone(), updates, metrics: Arc::clone(&metrics), reports: reports_tx.clone() };
+    let tasks =
+        vec![tokio::spawn(binder.run(binds_rx)), tokio::spawn(report_loop(client, reports_rx, Arc::clone(&metrics)))];
+    (Actors { binds: binds_tx, reports: reports_tx, metrics }, tasks)
+}
+
+#[derive(Clone)]
+struct Binder {
+    client: Client,
+    updates: flume::Sender<Update>,
+    metrics: Arc<SchedulerMetrics>,
+    reports: mpsc::Sender<Report>,
+}
+
+impl Binder {
+    /// Takes binds as they come, a batch at a time, and sends each batch's requests
+    /// together: the server commits concurrent writes in one group.
+    async fn run(self, mut requests: mpsc::UnboundedReceiver<BindRequest>) {
+        let mut batch = Vec::with_capacity(256);
+        while requests.recv_many(&mut batch, 256).await > 0 {
+            for request in batch.drain(..) {
+                tokio::spawn(self.clone().bind(request));
+            }
+        }
+    }
+
+    async fn bind(self, request: BindRequest) {
+        let started = Instant::now();
+        let BindRequest { key, pod, node } = request;
+        let (namespace, name) = namespace_and_name(&pod);
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.clone()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let answer =
+            api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding).await;
+        self.metrics.bind_duration.observe(started.elapsed());
+        let result = match answer {
+            Ok(_) => BindResult::Bound,
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => BindResult::Moot,
+            Err(error) => {
+                self.metrics.bind_errors.inc();
+                let message = format!("Binding rejected: running Bind plugin \"DefaultBinder\": {error}");
+                if self.reports.try_send(Report::Unschedulable { pod: Arc::clone(&pod), message }).is_err() {
+                    self.metrics.reports_dropped.inc();
+                }
+                BindResult::Failed
+            }
+        };
+        if matches!(result, BindResult::Bound) {
+            let message = format!("Successfully assigned {namespace}/{name} to {node}");
+            let event = event(&pod, "Normal", "Scheduled", "Binding", message);
+            // Best effort, as every event: spawned so binds never wait on events.
+            let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+            tokio::spawn(async move {
+                let _ = events.create(&PostParams::default(), &event).await;
+            });
+        }
+        let _ = self.updates.send_async(Update::Bound { key, result }).await;
+    }
+}
+
+fn namespace_and_name(pod: &Pod) -> (&str, &str) {
+    (pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// A core/v1 Event about `pod`, named as kube names them (`POD.HEX`, unique here).
+pub fn event(pod: &Pod, kind: &str, reason: &str, action: &str, message: String) -> Event {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let now = Timestamp::now();
+    let unique = (now.as_nanosecond() as u64).wrapping_add(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    let (namespace, name) = namespace_and_name(pod);
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{unique:x}")),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(kind.into()),
+        action: Some(action.into()),
+        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(COMPONENT.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    }
+}
+
+async fn report_loop(client: Client, mut reports: mpsc::Receiver<Report>, metrics: Arc<SchedulerMetrics>) {
+    while let Some(report) = reports.recv().await {
+        match report {
+            Report::Unschedulable { pod, message } => unschedulable(&client, &pod, message).await,
+            Report::Preempt { pod, node, victims } => preempt(&client, &pod, &node, &victims, &metrics).await,
+        }
+    }
+}
+
+async fn unschedulable(client: &Client, pod: &Pod, message: String) {
+    let (namespace, name) = namespace_and_name(pod);
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let event = event(pod, "Warning", "FailedScheduling", "Scheduling", message.clone());
+    if let Err(error) = events.create(&PostParams::default(), &event).await {
+        tracing::debug!(%error, pod = name, "writing a FailedScheduling event");
+    }
+    let already = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message.as_str()))
+    });
+    if already {
+        return;
+    }
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+        "lastProbeTime": null, "lastTransitionTime": Timestamp::now().to_string(),
+    }]}});
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    if let Err(error) = pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+        tracing::debug!(%error, pod = name, "setting PodScheduled=False");
+    }
+}
+
+/// kube's preemption: nominate the node on the preemptor, then for each victim set the
+/// `DisruptionTarget` condition, delete it and say why in an event.
+async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[String], metrics: &SchedulerMetrics) {
+    let (namespace, name) = namespace_and_name(pod);
+    metrics.preemption_attempts.inc();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let nominate = json!({"status": {"nominatedNodeName": node}});
+    if let Err(error) = pods.patch_status(name, &PatchParams::default(), &Patch::Merge(nominate)).await {
+        tracing::warn!(%error, pod = name, "setting nominatedNodeName");
+    }
+    let preemptor = pod.metadata.uid.as_deref().unwrap_or(name);
+    for victim in victims {
+        let Some((victim_ns, victim_name)) = victim.split_once('/') else { continue };
+        let api: Api<Pod> = Api::namespaced(client.clone(), victim_ns);
+        let condition = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": format!("{COMPONENT}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": Timestamp::now().to_string(),
+        }]}});
+        let marked = api.patch_status(victim_name, &PatchParams::default(), &Patch::Strategic(condition)).await;
+        let victim_pod = match marked {
+            Ok(pod) => pod,
+            Err(error) => {
+                tracing::debug!(%error, victim, "marking a preemption victim");
+                continue;
+            }
+        };
+        match api.delete(victim_name, &DeleteParams::default()).await {
+            Ok(_) => {
+                metrics.preemption_victims.inc();
+                let message = format!("Preempted by pod {preemptor} on node {node}");
+                let event = event(&victim_pod, "Normal", "Preempted", "Preempting", message);
+                let events: Api<Event> = Api::namespaced(client.clone(), victim_ns);
+                let _ = events.create(&PostParams::default(), &event).await;
+            }
+            Err(error) => tracing::warn!(%error, victim, "deleting a preemption victim"),
+        }
+    }
+}

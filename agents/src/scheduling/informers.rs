@@ -1,0 +1,203 @@
+//! Watches that feed the scheduling thread.
+//!
+//! One task per kind runs kube's watcher (list, then watch; re-list after `410 Gone`
+//! or an error, with backoff) and turns its events into [`Update`]s on a bounded
+//! channel: a slow scheduling thread slows the watches down rather than letting
+//! memory grow. A re-list reports what vanished meanwhile as deletions, so the
+//! snapshot never keeps an object the server no longer has.
+
+use super::Update;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use keelson_engine::Selector;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// The kinds the scheduler watches, in the order `Update::Synced` reports them.
+pub const KINDS: [&str; 7] =
+    ["Node", "Pod", "Namespace", "Service", "ReplicaSet", "StatefulSet", "PodDisruptionBudget"];
+
+fn key<K: Resource>(object: &K) -> String {
+    match object.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
+
+/// Runs one watch until aborted. `apply` turns an object into an update (`None`: not
+/// of interest); `gone` turns a key into a deletion. `resync` restarts the watch from a
+/// fresh list (the scheduling thread asks for it after its queue overflowed).
+async fn watch<K>(
+    api: Api<K>,
+    kind: &'static str,
+    updates: flume::Sender<Update>,
+    resync: Arc<Notify>,
+    apply: impl Fn(K) -> Option<Update>,
+    gone: impl Fn(String) -> Update,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut known: HashSet<String> = HashSet::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    loop {
+        let mut stream =
+            watcher::watcher(api.clone(), watcher::Config::default().page_size(1000)).default_backoff().boxed();
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                _ = resync.notified() => break,
+            };
+            let Some(event) = event else { return };
+            let sent = match event {
+                Ok(Event::Init) => {
+                    listed.clear();
+                    Ok(())
+                }
+                Ok(Event::InitApply(object)) => {
+                    listed.insert(key(&object));
+                    match apply(object) {
+                        Some(update) => updates.send_async(update).await,
+                        None => Ok(()),
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let mut result = Ok(());
+                    for vanished in known.difference(&listed) {
+                        result = result.and(updates.send_async(gone(vanished.clone())).await);
+                    }
+                    known = std::mem::take(&mut listed);
+                    result.and(updates.send_async(Update::Synced(kind)).await)
+                }
+                Ok(Event::Apply(object)) => {
+                    known.insert(key(&object));
+                    match apply(object) {
+                        Some(update) => updates.send_async(update).await,
+                        None => Ok(()),
+                    }
+                }
+                Ok(Event::Delete(object)) => {
+                    let key = key(&object);
+                    known.remove(&key);
+                    updates.send_async(gone(key)).await
+                }
+                Err(error) => {
+                    tracing::warn!(kind, %error, "scheduler watch failed; retrying");
+                    Ok(())
+                }
+            };
+            if sent.is_err() {
+                return; // the scheduling thread is gone
+            }
+        }
+    }
+}
+
+fn split(key: &str) -> (String, String) {
+    match key.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), key.to_string()),
+    }
+}
+
+fn workload(kind: &'static str, namespace: String, name: String, selector: Option<&LabelSelector>) -> Update {
+    // A selector that does not parse selects nothing, as in kube.
+    let selector = selector.map(|s| Selector::from_label_selector(s).unwrap_or_else(|_| Selector::nothing()));
+    Update::Workload { kind, namespace, name, selector }
+}
+
+fn workload_gone(kind: &'static str) -> impl Fn(String) -> Update {
+    move |key| {
+        let (namespace, name) = split(&key);
+        Update::Workload { kind, namespace, name, selector: None }
+    }
+}
+
+/// Starts every watch; the handles abort them.
+pub fn start(client: &Client, updates: &flume::Sender<Update>, pod_resync: &Arc<Notify>) -> Vec<JoinHandle<()>> {
+    let never = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let mut spawn = |future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        tasks.push(tokio::spawn(future));
+    };
+    let u = || updates.clone();
+    spawn(Box::pin(watch(
+        Api::<Node>::all(client.clone()),
+        "Node",
+        u(),
+        never.clone(),
+        |node| Some(Update::Node(Arc::new(node))),
+        Update::NodeGone,
+    )));
+    spawn(Box::pin(watch(
+        Api::<Pod>::all(client.clone()),
+        "Pod",
+        u(),
+        pod_resync.clone(),
+        |pod| Some(Update::Pod(Arc::new(pod))),
+        Update::PodGone,
+    )));
+    spawn(Box::pin(watch(
+        Api::<Namespace>::all(client.clone()),
+        "Namespace",
+        u(),
+        never.clone(),
+        |ns| Some(Update::Namespace(Box::new(ns))),
+        Update::NamespaceGone,
+    )));
+    spawn(Box::pin(watch(
+        Api::<Service>::all(client.clone()),
+        "Service",
+        u(),
+        never.clone(),
+        |svc: Service| {
+            let labels = svc.spec.as_ref().and_then(|s| s.selector.clone()).filter(|s| !s.is_empty())?;
+            let selector = LabelSelector { match_labels: Some(labels), ..Default::default() };
+            Some(workload("Service", svc.namespace().unwrap_or_default(), svc.name_any(), Some(&selector)))
+        },
+        workload_gone("Service"),
+    )));
+    spawn(Box::pin(watch(
+        Api::<ReplicaSet>::all(client.clone()),
+        "ReplicaSet",
+        u(),
+        never.clone(),
+        |rs: ReplicaSet| {
+            let selector = rs.spec.as_ref().map(|s| &s.selector);
+            Some(workload("ReplicaSet", rs.namespace().unwrap_or_default(), rs.name_any(), selector))
+        },
+        workload_gone("ReplicaSet"),
+    )));
+    spawn(Box::pin(watch(
+        Api::<StatefulSet>::all(client.clone()),
+        "StatefulSet",
+        u(),
+        never.clone(),
+        |ss: StatefulSet| {
+            let selector = ss.spec.as_ref().map(|s| &s.selector);
+            Some(workload("StatefulSet", ss.namespace().unwrap_or_default(), ss.name_any(), selector))
+        },
+        workload_gone("StatefulSet"),
+    )));
+    spawn(Box::pin(watch(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        "PodDisruptionBudget",
+        u(),
+        never,
+        |pdb| Some(Update::Budget(Arc::new(pdb))),
+        |key| {
+            let (namespace, name) = split(&key);
+            Update::BudgetGone { namespace, name }
+        },
+    )));
+    tasks
+}

@@ -1,0 +1,136 @@
+//! The scheduler runner's metrics, named as kube-scheduler names them.
+
+use crate::metrics::{header, Counter, Gauge, Histogram};
+use keelson_scheduler::queue::QueueLengths;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Results of a scheduling attempt (kube-scheduler's `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    Scheduled,
+    Unschedulable,
+    Error,
+}
+
+impl AttemptResult {
+    const ALL: [AttemptResult; 3] = [AttemptResult::Scheduled, AttemptResult::Unschedulable, AttemptResult::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Scheduled => "scheduled",
+            AttemptResult::Unschedulable => "unschedulable",
+            AttemptResult::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SchedulerMetrics {
+    attempts: [Counter; 3],
+    attempt_duration: [Histogram; 3],
+    /// The API round trip of a bind (kube's Bind extension point).
+    pub bind_duration: Histogram,
+    pub bind_errors: Counter,
+    pub preemption_victims: Counter,
+    pub preemption_attempts: Counter,
+    /// Events and status reports dropped because their queue was full (best effort,
+    /// as kube's event broadcaster).
+    pub reports_dropped: Counter,
+    /// Pending pods not queued because the queue was full (they come back on re-list).
+    pub queue_overflows: Counter,
+    pending: [Gauge; 4],
+    pub binds_in_flight: Gauge,
+    /// Placement-quality audit: sampled decisions and the sum of their quality
+    /// (chosen score / best score), in millionths.
+    pub audited: Counter,
+    pub audit_quality_micros: Counter,
+}
+
+impl SchedulerMetrics {
+    pub fn attempt(&self, result: AttemptResult, elapsed: Duration) {
+        let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
+        self.attempts[i].inc();
+        self.attempt_duration[i].observe(elapsed);
+    }
+
+    pub fn attempts(&self, result: AttemptResult) -> u64 {
+        let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
+        self.attempts[i].get()
+    }
+
+    pub fn set_pending(&self, lengths: QueueLengths) {
+        self.pending[0].set(lengths.active as i64);
+        self.pending[1].set(lengths.backoff as i64);
+        self.pending[2].set(lengths.unschedulable as i64);
+        self.pending[3].set(lengths.gated as i64);
+    }
+
+    /// Mean placement quality of audited decisions (1.0: always the best node).
+    pub fn placement_quality(&self) -> Option<f64> {
+        let n = self.audited.get();
+        (n > 0).then(|| self.audit_quality_micros.get() as f64 / 1e6 / n as f64)
+    }
+
+    pub fn render(&self, out: &mut String) {
+        header(out, "scheduler_schedule_attempts_total", "counter", "Scheduling attempts by result.");
+        for (i, result) in AttemptResult::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "scheduler_schedule_attempts_total{{profile=\"default-scheduler\",result=\"{}\"}} {}",
+                result.label(),
+                self.attempts[i].get()
+            );
+        }
+        header(
+            out,
+            "scheduler_scheduling_attempt_duration_seconds",
+            "histogram",
+            "Scheduling attempt latency (the scheduling cycle, without binding) by result.",
+        );
+        for (i, result) in AttemptResult::ALL.iter().enumerate() {
+            let labels = format!("profile=\"default-scheduler\",result=\"{}\"", result.label());
+            self.attempt_duration[i].render(out, "scheduler_scheduling_attempt_duration_seconds", &labels);
+        }
+        header(out, "scheduler_pending_pods", "gauge", "Pending pods by queue.");
+        for (i, queue) in ["active", "backoff", "unschedulable", "gated"].iter().enumerate() {
+            let _ = writeln!(out, "scheduler_pending_pods{{queue=\"{queue}\"}} {}", self.pending[i].get());
+        }
+        header(
+            out,
+            "scheduler_framework_extension_point_duration_seconds",
+            "histogram",
+            "Latency of extension points run by the runner.",
+        );
+        self.bind_duration.render(
+            out,
+            "scheduler_framework_extension_point_duration_seconds",
+            "extension_point=\"Bind\",profile=\"default-scheduler\",status=\"Success\"",
+        );
+        let counters = [
+            ("scheduler_bind_errors_total", "Binds the API refused or that failed.", &self.bind_errors),
+            ("scheduler_preemption_victims_total", "Pods evicted to make room.", &self.preemption_victims),
+            ("scheduler_preemption_attempts_total", "Preemptions carried out.", &self.preemption_attempts),
+            (
+                "scheduler_reports_dropped_total",
+                "Events and status reports dropped (queue full).",
+                &self.reports_dropped,
+            ),
+            ("scheduler_queue_overflows_total", "Pending pods not queued (queue full).", &self.queue_overflows),
+            ("scheduler_placement_audited_total", "Decisions audited for placement quality.", &self.audited),
+        ];
+        for (name, help, counter) in counters {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", counter.get());
+        }
+        header(out, "scheduler_binds_in_flight", "gauge", "Binds sent and not yet answered.");
+        let _ = writeln!(out, "scheduler_binds_in_flight {}", self.binds_in_flight.get());
+        header(
+            out,
+            "scheduler_placement_quality_ratio",
+            "gauge",
+            "Mean of chosen-node score / best feasible-node score over audited decisions.",
+        );
+        let _ = writeln!(out, "scheduler_placement_quality_ratio {}", self.placement_quality().unwrap_or(1.0));
+    }
+}

@@ -1,0 +1,389 @@
+//! `loadgen scheduling`: scheduler_perf's SchedulingBasic end to end through the API.
+//!
+//! An embedded control plane (durable RocksDB store, HTTPS API server, the scheduler in
+//! process) or a remote one (`--kubeconfig`). Nodes are created from scheduler_perf's
+//! node template (4 CPU, 32 GiB, 110 pods), then `--init-pods` pods are created and
+//! scheduled, then the measured `--pods` are created by `--clients` concurrent HTTPS
+//! clients while a watch observes each pod's bind. Throughput is measured pods over the
+//! time from the first create to the last bind seen; per-second samples of binds give
+//! scheduler_perf's SchedulingThroughput percentiles.
+
+use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
+use crate::report::{self, LatencyMs, Machine};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct SchedulingArgs {
+    /// Target an existing server (with a scheduler running); by default an embedded
+    /// control plane on a temp dir is booted.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 5000)]
+    pub nodes: usize,
+    /// Pods created and scheduled before the measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub init_pods: usize,
+    /// Pods measured.
+    #[arg(long, default_value_t = 10000)]
+    pub pods: usize,
+    /// Concurrent HTTPS clients creating objects.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// The embedded scheduler's KubeSchedulerConfiguration.
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Seconds to wait for every pod to be bound.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchedulingResult {
+    pub workload: String,
+    pub target: String,
+    pub machine: Machine,
+    pub commit: String,
+    pub nodes: usize,
+    pub init_pods: usize,
+    pub pods: usize,
+    pub clients: usize,
+    /// Measured pods created per second (the create phase alone).
+    pub creates_per_sec: f64,
+    pub create_latency_ms: LatencyMs,
+    /// Measured pods over first create → last bind observed.
+    pub pods_per_sec: f64,
+    pub elapsed_s: f64,
+    /// Binds observed per whole second of the measurement (scheduler_perf's
+    /// SchedulingThroughput samples), as percentiles.
+    pub throughput_samples: Percentiles,
+    /// Create sent → bind observed by the watch, per pod.
+    pub create_to_bound_ms: LatencyMs,
+    /// Pods the watch saw bound (equals `pods` on success).
+    pub bound: usize,
+    /// From the scheduler's metrics, when reachable.
+    pub scheduler: Option<SchedulerFigures>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub average: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchedulerFigures {
+    pub attempts_scheduled: f64,
+    pub attempts_unschedulable: f64,
+    pub bind_errors: f64,
+    pub reports_dropped: f64,
+    pub placement_quality: f64,
+}
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"capacity": {"pods": "110", "cpu": "4", "memory": "32Gi"},
+                   "allocatable": {"pods": "110", "cpu": "4", "memory": "32Gi"},
+                   "conditions": [{"type": "Ready", "status": "True"}], "phase": "Running"}})
+}
+
+/// scheduler_perf's `pod-default.yaml`, with the send time for latency.
+fn pod(name: &str, sent_us: u128) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"loadgen.keelson.dev/sent-us": sent_us.to_string()}},
+        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+            "ports": [{"containerPort": 80}],
+            "resources": {"requests": {"cpu": "100m", "memory": "500Mi"},
+                          "limits": {"cpu": "100m", "memory": "500Mi"}}}]}})
+}
+
+/// Creates `count` objects named `prefix-N` at `clients` concurrency; returns the
+/// per-create latencies (µs) and the time the phase took.
+async fn create_all(
+    target: &Target,
+    clients: usize,
+    url: String,
+    count: usize,
+    make: impl Fn(&str) -> Value + Send + Sync + 'static,
+    prefix: &'static str,
+) -> Result<(hdrhistogram::Histogram<u64>, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let make = Arc::new(make);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let (http, next, make, url) = (client(target)?, next.clone(), make.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latency = report::micros_histogram();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(latency);
+                }
+                let body = make(&format!("{prefix}-{i:06}"));
+                let begun = Instant::now();
+                // 429s (overload) are retried: the phase must create every object.
+                for attempt in 0.. {
+                    let response = http.post(&url).json(&body).send().await?;
+                    match response.status().as_u16() {
+                        201 | 409 => break,
+                        429 if attempt < 100 => tokio::time::sleep(Duration::from_millis(10)).await,
+                        code => bail!("creating {prefix}-{i}: HTTP {code}: {}", response.text().await?),
+                    }
+                }
+                latency.saturating_record(begun.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latency = report::micros_histogram();
+    for task in tasks {
+        latency.add(&task.await??).expect("same bounds");
+    }
+    Ok((latency, started.elapsed()))
+}
+
+#[derive(Deserialize)]
+struct WatchLine {
+    #[serde(rename = "type")]
+    kind: String,
+    object: PodLite,
+}
+
+#[derive(Deserialize)]
+struct PodLite {
+    #[serde(default)]
+    metadata: MetaLite,
+    #[serde(default)]
+    spec: SpecLite,
+}
+
+#[derive(Deserialize, Default)]
+struct MetaLite {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+}
+
+#[derive(Deserialize, Default)]
+struct SpecLite {
+    #[serde(rename = "nodeName", default)]
+    node_name: Option<String>,
+}
+
+/// What the bind watcher saw.
+struct Binds {
+    /// Instant of each bind, in order seen.
+    at: Vec<Instant>,
+    create_to_bound: hdrhistogram::Histogram<u64>,
+}
+
+/// The current resourceVersion of a namespace's pod list (a watch starts there).
+async fn list_revision(http: &reqwest::Client, server: &str, namespace: &str) -> Result<String> {
+    let list: Value =
+        http.get(format!("{server}/api/v1/namespaces/{namespace}/pods?limit=1")).send().await?.json().await?;
+    Ok(list["metadata"]["resourceVersion"].as_str().context("a list resourceVersion")?.to_string())
+}
+
+/// Watches `namespace`'s pods from `revision` until `count` distinct pods are bound or
+/// the deadline passes (re-watching from the last revision seen if the stream ends).
+async fn watch_binds(
+    http: reqwest::Client,
+    server: String,
+    namespace: &'static str,
+    mut revision: String,
+    count: usize,
+    deadline: Instant,
+) -> Result<Binds> {
+    let mut seen = HashSet::with_capacity(count);
+    let mut binds = Binds { at: Vec::with_capacity(count), create_to_bound: report::micros_histogram() };
+    while seen.len() < count && Instant::now() < deadline {
+        let url = format!("{server}/api/v1/namespaces/{namespace}/pods?watch=1&resourceVersion={revision}");
+        let mut response = http.get(url).send().await?;
+        if !response.status().is_success() {
+            bail!("watching pods: HTTP {}", response.status());
+        }
+        let mut buffer = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(chunk) = tokio::time::timeout(remaining, response.chunk()).await else { break };
+            let Some(chunk) = chunk? else { break };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let event: WatchLine = serde_json::from_slice(&line).context("a watch event")?;
+                if event.kind == "ERROR" {
+                    bail!("the pod watch failed: {}", String::from_utf8_lossy(&line));
+                }
+                revision = event.object.metadata.resource_version.clone();
+                let bound = event.object.spec.node_name.is_some_and(|n| !n.is_empty());
+                if bound && event.kind != "DELETED" && seen.insert(event.object.metadata.name.clone()) {
+                    binds.at.push(Instant::now());
+                    if let Some(sent) = event.object.metadata.annotations.get("loadgen.keelson.dev/sent-us") {
+                        let sent: u128 = sent.parse().unwrap_or(0);
+                        let now = crate::api_bench::now_us();
+                        binds.create_to_bound.saturating_record(now.saturating_sub(sent) as u64);
+                    }
+                }
+            }
+            if seen.len() >= count {
+                break;
+            }
+        }
+    }
+    Ok(binds)
+}
+
+fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    Percentiles {
+        average: samples.iter().sum::<f64>() / samples.len() as f64,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+    }
+}
+
+/// Binds per whole second since `start` (a partial last second is left out, unless
+/// it is the only one).
+fn per_second(start: Instant, at: &[Instant]) -> Vec<f64> {
+    let Some(last) = at.iter().max() else { return Vec::new() };
+    let seconds = last.duration_since(start).as_secs_f64();
+    let whole = seconds.floor() as usize;
+    let mut counts = vec![0f64; whole.max(1)];
+    for t in at {
+        let s = t.duration_since(start).as_secs() as usize;
+        if s < counts.len() {
+            counts[s] += 1.0;
+        }
+    }
+    if whole == 0 {
+        counts[0] /= seconds.max(1e-3);
+    }
+    counts
+}
+
+/// Reads one unlabelled or labelled sample from the exposition text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(f64::NAN)
+}
+
+async fn scheduler_figures(http: &reqwest::Client, server: &str) -> Option<SchedulerFigures> {
+    let text = http.get(format!("{server}/metrics")).send().await.ok()?.text().await.ok()?;
+    let attempts = "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=";
+    Some(SchedulerFigures {
+        attempts_scheduled: metric(&text, &format!("{attempts}\"scheduled\"}}")),
+        attempts_unschedulable: metric(&text, &format!("{attempts}\"unschedulable\"}}")),
+        bind_errors: metric(&text, "scheduler_bind_errors_total"),
+        reports_dropped: metric(&text, "scheduler_reports_dropped_total"),
+        placement_quality: metric(&text, "scheduler_placement_quality_ratio"),
+    })
+}
+
+async fn measure(target: Target, args: &SchedulingArgs, label: String) -> Result<SchedulingResult> {
+    let http = client(&target)?;
+    let server = target.server.clone();
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let (_, took) =
+        create_all(&target, args.clients, format!("{server}/api/v1/nodes"), args.nodes, node, "node").await?;
+    eprintln!("created {} nodes in {:.1}s", args.nodes, took.as_secs_f64());
+
+    ensure_namespace(&http, &server, "init").await?;
+    ensure_namespace(&http, &server, "measure").await?;
+    if args.init_pods > 0 {
+        let revision = list_revision(&http, &server, "init").await?;
+        let watch = tokio::spawn(watch_binds(http.clone(), server.clone(), "init", revision, args.init_pods, deadline));
+        let url = format!("{server}/api/v1/namespaces/init/pods");
+        create_all(&target, args.clients, url, args.init_pods, |n| pod(n, crate::api_bench::now_us()), "init").await?;
+        let binds = watch.await??;
+        if binds.at.len() < args.init_pods {
+            bail!("only {} of {} initial pods were scheduled in time", binds.at.len(), args.init_pods);
+        }
+        eprintln!("scheduled {} initial pods", args.init_pods);
+    }
+
+    let revision = list_revision(&http, &server, "measure").await?;
+    let watch = tokio::spawn(watch_binds(http.clone(), server.clone(), "measure", revision, args.pods, deadline));
+    let start = Instant::now();
+    let url = format!("{server}/api/v1/namespaces/measure/pods");
+    let (create_latency, create_took) =
+        create_all(&target, args.clients, url, args.pods, |n| pod(n, crate::api_bench::now_us()), "pod").await?;
+    let binds = watch.await??;
+    let elapsed = binds.at.iter().max().map_or(Duration::ZERO, |last| last.duration_since(start));
+    Ok(SchedulingResult {
+        workload: "SchedulingBasic".into(),
+        target: label,
+        machine: Machine::detect(),
+        commit: report::commit(),
+        nodes: args.nodes,
+        init_pods: args.init_pods,
+        pods: args.pods,
+        clients: args.clients,
+        creates_per_sec: args.pods as f64 / create_took.as_secs_f64(),
+        create_latency_ms: LatencyMs::from_micros(&create_latency),
+        pods_per_sec: binds.at.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        elapsed_s: elapsed.as_secs_f64(),
+        throughput_samples: percentiles(per_second(start, &binds.at)),
+        create_to_bound_ms: LatencyMs::from_micros(&binds.create_to_bound),
+        bound: binds.at.len(),
+        scheduler: scheduler_figures(&http, &server).await,
+    })
+}
+
+pub fn run(args: &SchedulingArgs) -> Result<SchedulingResult> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match &args.kubeconfig {
+            Some(path) => measure(read_kubeconfig(path)?, args, format!("kubeconfig {}", path.display())).await,
+            None => {
+                let config = keelson::scheduler_config(args.scheduler_config.as_deref())?;
+                let dir = tempfile::tempdir()?;
+                let store = keelson::store::Store::open(&dir.path().join("store"), Default::default())?;
+                let server_config = keelson::api::ServerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
+                let server = keelson::api::Server::bind(server_config, store.clone()).await?;
+                let scheduler = keelson::start_scheduler(&server, config);
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let serving = tokio::spawn(server.serve(async {
+                    let _ = stop_rx.await;
+                }));
+                let target = read_kubeconfig(&dir.path().join("admin.kubeconfig"))?;
+                let label = "embedded keelson server (RocksDB, durable) + in-process scheduler".to_string();
+                let result = measure(target, args, label).await;
+                tokio::task::block_in_place(|| scheduler.stop());
+                let _ = stop_tx.send(());
+                let _ = serving.await;
+                store.close();
+                result
+            }
+        }
+    })
+}
+
+pub fn print_table(r: &SchedulingResult) {
+    println!("SchedulingBasic: {} nodes, {} initial pods, {} measured pods", r.nodes, r.init_pods, r.pods);
+    println!("{:<28} {:>12}", "pods/s (create→last bind)", format!("{:.0}", r.pods_per_sec));
+    println!("{:<28} {:>12}", "elapsed s", format!("{:.2}", r.elapsed_s));
+    println!("{:<28} {:>12}", "creates/s", format!("{:.0}", r.creates_per_sec));
+    let t = &r.throughput_samples;
+    println!("{:<28} {:>12}", "binds/s per second p50/p90", format!("{:.0}/{:.0}", t.p50, t.p90));
+    let l = &r.create_to_bound_ms;
+    println!("{:<28} {:>12}", "create→bound ms p50/p99", format!("{:.1}/{:.1}", l.p50, l.p99));
+    println!("{:<28} {:>12}", "bound", r.bound);
+}

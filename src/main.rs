@@ -60,6 +60,9 @@ enum Command {
         /// A `KubeSchedulerConfiguration` (kubescheduler.config.k8s.io/v1) file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve `/metrics` and `/healthz` over HTTP here (e.g. 127.0.0.1:10251).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
@@ -132,7 +135,7 @@ fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind, scheduler: 
 }
 
 /// `keelson scheduler`: the runner alone, over HTTPS, until SIGTERM.
-fn scheduler(kubeconfig: &Path, config: Option<&Path>) -> Result<()> {
+fn scheduler(kubeconfig: &Path, config: Option<&Path>, metrics_listen: Option<SocketAddr>) -> Result<()> {
     let config = keelson::scheduler_config(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -140,8 +143,19 @@ fn scheduler(kubeconfig: &Path, config: Option<&Path>) -> Result<()> {
         // Fail fast on a wrong address or credentials rather than retrying quietly.
         let version = client.apiserver_version().await.context("reaching the API server")?;
         let runner = SchedulerRunner::start(client, config, RunnerOptions::default());
+        let mut metrics_server = None;
+        if let Some(addr) = metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            let metrics = runner.metrics();
+            let render = std::sync::Arc::new(move |out: &mut String| metrics.render(out));
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            metrics_server = Some(tokio::spawn(keelson::agents::metrics::serve(listener, render)));
+        }
         println!("keelson scheduler ready (server {})", version.git_version);
         termination().await;
+        if let Some(task) = metrics_server {
+            task.abort();
+        }
         tokio::task::block_in_place(|| runner.stop());
         anyhow::Ok(())
     })
@@ -168,7 +182,9 @@ fn main() -> Result<()> {
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
             server(data_dir, config, store, scheduler)?;
         }
-        Command::Scheduler { kubeconfig, config } => scheduler(&kubeconfig, config.as_deref())?,
+        Command::Scheduler { kubeconfig, config, metrics_listen } => {
+            scheduler(&kubeconfig, config.as_deref(), metrics_listen)?
+        }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;
             println!("backed up {} at revision {revision} to {}", data_dir.display(), to.display());

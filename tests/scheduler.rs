@@ -157,6 +157,18 @@ fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
     server.stop();
 }
 
+/// `GET /metrics` over plain HTTP/1.1 from the scheduler's own endpoint.
+fn http_get_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics endpoint accepts");
+    stream.set_read_timeout(Some(WAIT)).expect("a timeout");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+}
+
 #[test]
 fn the_scheduler_runs_alone_against_a_server() {
     let mut server = TestServer::start_with(|_| vec!["--no-scheduler".into()]);
@@ -171,18 +183,35 @@ fn the_scheduler_runs_alone_against_a_server() {
         "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nparallelism: 2\n",
     );
     let mut scheduler = std::process::Command::new(env!("CARGO_BIN_EXE_keelson"))
-        .args(["scheduler", "--kubeconfig"])
+        .args(["scheduler", "--metrics-listen", "127.0.0.1:0", "--kubeconfig"])
         .arg(server.kubeconfig())
         .arg("--config")
         .arg(&config)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("keelson scheduler starts");
+    let stdout = scheduler.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("metrics on http://").and_then(|l| l.strip_suffix("/metrics")) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
     let placed = std::panic::catch_unwind(|| wait_for_node(&kubectl, "p"));
+    let metrics_addr = rx.recv_timeout(WAIT).ok();
+    let metrics = metrics_addr.as_deref().map(http_get_metrics);
     let _ = std::process::Command::new("kill").args(["-TERM", &scheduler.id().to_string()]).status();
     let status = scheduler.wait().expect("the scheduler exits");
     assert_eq!(placed.expect("scheduled by the separate process"), "solo");
     assert!(status.success(), "SIGTERM ends the scheduler cleanly: {status}");
+    let metrics = metrics.expect("the scheduler printed its metrics address");
+    assert!(
+        metrics.contains("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"} 1\n"),
+        "{metrics}"
+    );
 
     // A configuration error stops the start with the field named.
     let bad = common::write(

@@ -85,6 +85,44 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Serves `GET /metrics` (and `/healthz`) over plain HTTP/1.1 on `listener` until the
+/// task is aborted: for a component run alone, which has no API server's `/metrics`
+/// to join. One response per connection; requests larger than 8 KiB are refused.
+pub async fn serve(listener: tokio::net::TcpListener, render: std::sync::Arc<dyn Fn(&mut String) + Send + Sync>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let render = std::sync::Arc::clone(&render);
+        tokio::spawn(async move {
+            let mut request = Vec::with_capacity(1024);
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) if request.len() + n > 8192 => return,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+            let (status, body) = if line.starts_with(b"GET /metrics ") {
+                let mut body = String::new();
+                render(&mut body);
+                ("200 OK", body)
+            } else if line.starts_with(b"GET /healthz ") {
+                ("200 OK", "ok".to_string())
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

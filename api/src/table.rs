@@ -355,6 +355,18 @@ fn lease_cells(v: &Value) -> Vec<Value> {
     vec![name(v), json!(none_if_empty(str_at(v, &["spec", "holderIdentity"]))), age(v)]
 }
 
+/// kubectl's componentstatuses columns: the `Healthy` condition read as a status.
+fn component_status_cells(v: &Value) -> Vec<Value> {
+    let healthy = v["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Healthy");
+    let status = match healthy.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Healthy",
+        Some("False") => "Unhealthy",
+        _ => "Unknown",
+    };
+    let field = |key: &str| json!(healthy.and_then(|c| c[key].as_str()).unwrap_or(""));
+    vec![name(v), json!(status), field("message"), field("error")]
+}
+
 fn generic_cells(v: &Value) -> Vec<Value> {
     vec![name(v), age(v)]
 }
@@ -494,6 +506,10 @@ fn layout(info: &ResourceInfo) -> (&'static [Column], Cells) {
             event_cells,
         ),
         ("coordination.k8s.io", "Lease") => (&[NAME, Column("Holder", "string", 0), AGE], lease_cells),
+        ("", "ComponentStatus") => (
+            &[NAME, Column("Status", "string", 0), Column("Message", "string", 0), Column("Error", "string", 0)],
+            component_status_cells,
+        ),
         _ => (&[NAME, AGE], generic_cells),
     }
 }
@@ -559,5 +575,15 @@ mod tests {
         let table: Value = serde_json::from_slice(&render(nodes, &[node], "5", None)).unwrap();
         assert_eq!(table["rows"][0]["cells"][1], "Ready,SchedulingDisabled");
         assert_eq!(table["rows"][0]["cells"][2], "control-plane");
+    }
+
+    #[test]
+    fn component_status_rows_read_the_healthy_condition() {
+        let info = crate::resources::find("", "v1", "componentstatuses").unwrap();
+        let item = json!({"metadata": {"name": "scheduler"},
+            "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}]});
+        let table: Value = serde_json::from_slice(&render(info, &[item], "5", None)).unwrap();
+        assert_eq!(table["rows"][0]["cells"], json!(["scheduler", "Healthy", "ok", ""]));
+        assert_eq!(table["columnDefinitions"][1]["name"], "Status");
     }
 }

@@ -575,22 +575,25 @@ fn review(kind: &str, mut input: Value, user: Option<&User>) -> Result<Response<
     Ok(reply::json(StatusCode::CREATED, serde_json::to_vec(&input).map_err(ApiError::internal)?))
 }
 
-/// A component is healthy when it runs in this process; one run elsewhere is not probed.
-fn component_item(state: &ApiState, name: &str) -> Value {
-    let running = state.components.read().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c.name == name);
-    let (status, message) = if running { ("True", "ok") } else { ("Unknown", "not running in this server's process") };
+fn status_item(name: &str, status: &str, message: &str) -> Value {
     json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
         "conditions": [{"type": "Healthy", "status": status, "message": message}]})
 }
 
+/// A component is healthy when it runs in this process; one run elsewhere is not probed.
+fn component_item(state: &ApiState, name: &str) -> Value {
+    let running = state.components.read().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c.name == name);
+    match running {
+        true => status_item(name, "True", "ok"),
+        false => status_item(name, "Unknown", "not running in this server's process"),
+    }
+}
+
 fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
-    let store_ok = !call.state.store.backend_name().is_empty();
-    let item = |name: &str, healthy: bool, message: &str| {
-        json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
-            "conditions": [{"type": "Healthy", "status": if healthy { "True" } else { "False" }, "message": message}]})
-    };
+    let backend = call.state.store.backend_name();
+    let store_status = if backend.is_empty() { "False" } else { "True" };
     let items = vec![
-        item("store", store_ok, &format!("ok ({} backend)", call.state.store.backend_name())),
+        status_item("store", store_status, &format!("ok ({backend} backend)")),
         component_item(call.state, "scheduler"),
         component_item(call.state, "controller-manager"),
     ];

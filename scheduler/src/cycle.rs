@@ -193,7 +193,7 @@ impl Scheduler {
 
     /// Schedules one pod and, on success, assumes it on the chosen node.
     pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = crate::profile::scheduler_name(pod);
         let Some(profile_ix) = self.profiles.iter().position(|p| p.scheduler_name == name) else {
             return Outcome::NoProfile;
         };

@@ -13,9 +13,15 @@ use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
 use crate::plugins::{info, REGISTRY};
 use crate::query::DefaultSpread;
+use keelson_engine::k8s_openapi::api::core::v1::Pod;
 use std::sync::Arc;
 
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// The profile a pod asks for: its `schedulerName`, defaulted.
+pub fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER_NAME)
+}
 
 /// The plugins' arguments (`pluginConfig`), defaulted as kube-scheduler does.
 #[derive(Clone, Debug)]

@@ -42,17 +42,34 @@ pub struct BindRequest {
 
 #[derive(Debug)]
 pub enum Report {
+    /// A `Scheduled` event: the bind succeeded.
+    Scheduled { pod: Arc<Pod>, node: String },
     /// A `FailedScheduling` event and the pod's `PodScheduled=False` condition.
     Unschedulable { pod: Arc<Pod>, message: String },
     /// Evict `victims` (`namespace/name`) from `node` so `pod` fits there.
     Preempt { pod: Arc<Pod>, node: String, victims: Vec<String> },
 }
 
+/// The sending side of the bounded report queue.
+#[derive(Clone)]
+pub struct Reporter {
+    reports: mpsc::Sender<Report>,
+    metrics: Arc<SchedulerMetrics>,
+}
+
+impl Reporter {
+    /// Queues a report, or drops it (counted) when the queue is full.
+    pub fn report(&self, report: Report) {
+        if self.reports.try_send(report).is_err() {
+            self.metrics.reports_dropped.inc();
+        }
+    }
+}
+
 /// The scheduling thread's handle on the actors.
 pub struct Actors {
     binds: mpsc::UnboundedSender<BindRequest>,
-    reports: mpsc::Sender<Report>,
-    metrics: Arc<SchedulerMetrics>,
+    pub reporter: Reporter,
 }
 
 impl Actors {
@@ -60,13 +77,6 @@ impl Actors {
     /// scheduling thread caps the binds in flight.
     pub fn bind(&self, request: BindRequest) -> bool {
         self.binds.send(request).is_ok()
-    }
-
-    /// Queues a report, or drops it (counted) when the queue is full.
-    pub fn report(&self, report: Report) {
-        if self.reports.try_send(report).is_err() {
-            self.metrics.reports_dropped.inc();
-        }
     }
 }
 
@@ -78,10 +88,10 @@ pub fn start(
 ) -> (Actors, Vec<JoinHandle<()>>) {
     let (binds_tx, binds_rx) = mpsc::unbounded_channel();
     let (reports_tx, reports_rx) = mpsc::channel(report_capacity.max(1));
-    let binder = Binder { client: client.clone(), updates, metrics: Arc::clone(&metrics), reports: reports_tx.clone() };
-    let tasks =
-        vec![tokio::spawn(binder.run(binds_rx)), tokio::spawn(report_loop(client, reports_rx, Arc::clone(&metrics)))];
-    (Actors { binds: binds_tx, reports: reports_tx, metrics }, tasks)
+    let reporter = Reporter { reports: reports_tx, metrics: Arc::clone(&metrics) };
+    let binder = Binder { client: client.clone(), updates, metrics: Arc::clone(&metrics), reporter: reporter.clone() };
+    let tasks = vec![tokio::spawn(binder.run(binds_rx)), tokio::spawn(report_loop(client, reports_rx, metrics))];
+    (Actors { binds: binds_tx, reporter }, tasks)
 }
 
 #[derive(Clone)]
@@ -89,7 +99,7 @@ struct Binder {
     client: Client,
     updates: flume::Sender<Update>,
     metrics: Arc<SchedulerMetrics>,
-    reports: mpsc::Sender<Report>,
+    reporter: Reporter,
 }
 
 impl Binder {
@@ -132,20 +142,12 @@ impl Binder {
             Err(error) => {
                 self.metrics.bind_errors.inc();
                 let message = format!("Binding rejected: running Bind plugin \"DefaultBinder\": {error}");
-                if self.reports.try_send(Report::Unschedulable { pod: Arc::clone(&pod), message }).is_err() {
-                    self.metrics.reports_dropped.inc();
-                }
+                self.reporter.report(Report::Unschedulable { pod: Arc::clone(&pod), message });
                 BindResult::Failed
             }
         };
         if matches!(result, BindResult::Bound) {
-            let message = format!("Successfully assigned {namespace}/{name} to {node}");
-            let event = event(&pod, "Normal", "Scheduled", "Binding", message);
-            // Best effort, as every event: spawned so binds never wait on events.
-            let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-            tokio::spawn(async move {
-                let _ = events.create(&PostParams::default(), &event).await;
-            });
+            self.reporter.report(Report::Scheduled { pod, node });
         }
         let _ = self.updates.send_async(Update::Bound { key, result }).await;
     }
@@ -190,12 +192,33 @@ pub fn event(pod: &Pod, kind: &str, reason: &str, action: &str, message: String)
     }
 }
 
+/// Reports handled at once, at most: each is an API write or two, so they overlap
+/// (the server commits concurrent writes together) without growing without bound.
+const REPORTS_IN_FLIGHT: usize = 64;
+
 async fn report_loop(client: Client, mut reports: mpsc::Receiver<Report>, metrics: Arc<SchedulerMetrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(REPORTS_IN_FLIGHT));
     while let Some(report) = reports.recv().await {
-        match report {
-            Report::Unschedulable { pod, message } => unschedulable(&client, &pod, message).await,
-            Report::Preempt { pod, node, victims } => preempt(&client, &pod, &node, &victims, &metrics).await,
-        }
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+        tokio::spawn(async move {
+            match report {
+                Report::Scheduled { pod, node } => scheduled(&client, &pod, &node).await,
+                Report::Unschedulable { pod, message } => unschedulable(&client, &pod, message).await,
+                Report::Preempt { pod, node, victims } => preempt(&client, &pod, &node, &victims, &metrics).await,
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn scheduled(client: &Client, pod: &Pod, node: &str) {
+    let (namespace, name) = namespace_and_name(pod);
+    let message = format!("Successfully assigned {namespace}/{name} to {node}");
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let event = event(pod, "Normal", "Scheduled", "Binding", message);
+    if let Err(error) = events.create(&PostParams::default(), &event).await {
+        tracing::debug!(%error, pod = name, "writing a Scheduled event");
     }
 }
 

@@ -109,17 +109,45 @@ fn split(key: &str) -> (String, String) {
     }
 }
 
-fn workload(kind: &'static str, namespace: String, name: String, selector: Option<&LabelSelector>) -> Update {
-    // A selector that does not parse selects nothing, as in kube.
-    let selector = selector.map(|s| Selector::from_label_selector(s).unwrap_or_else(|_| Selector::nothing()));
-    Update::Workload { kind, namespace, name, selector }
-}
-
-fn workload_gone(kind: &'static str) -> impl Fn(String) -> Update {
-    move |key| {
+/// Watches one workload kind whose selector feeds the default spread constraints.
+/// `selector_of` reads it; `None` (no selector, or an empty map) removes any selector
+/// recorded before, so an update that drops the selector is not missed.
+fn watch_workload<K>(
+    client: &Client,
+    kind: &'static str,
+    updates: flume::Sender<Update>,
+    selector_of: fn(&K) -> Option<LabelSelector>,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let apply = move |object: K| {
+        // A selector that does not parse selects nothing, as in kube.
+        let selector =
+            selector_of(&object).map(|s| Selector::from_label_selector(&s).unwrap_or_else(|_| Selector::nothing()));
+        Some(Update::Workload {
+            kind,
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+            selector,
+        })
+    };
+    let gone = move |key: String| {
         let (namespace, name) = split(&key);
         Update::Workload { kind, namespace, name, selector: None }
-    }
+    };
+    watch(Api::<K>::all(client.clone()), kind, updates, Arc::new(Notify::new()), apply, gone)
+}
+
+/// A Service's map selector as a label selector.
+fn map_selector(labels: Option<&std::collections::BTreeMap<String, String>>) -> Option<LabelSelector> {
+    let labels = labels.filter(|l| !l.is_empty())?;
+    Some(LabelSelector { match_labels: Some(labels.clone()), ..Default::default() })
 }
 
 /// Starts every watch; the handles abort them.
@@ -154,40 +182,15 @@ pub fn start(client: &Client, updates: &flume::Sender<Update>, pod_resync: &Arc<
         |ns| Some(Update::Namespace(Box::new(ns))),
         Update::NamespaceGone,
     )));
-    spawn(Box::pin(watch(
-        Api::<Service>::all(client.clone()),
-        "Service",
-        u(),
-        never.clone(),
-        |svc: Service| {
-            let labels = svc.spec.as_ref().and_then(|s| s.selector.clone()).filter(|s| !s.is_empty())?;
-            let selector = LabelSelector { match_labels: Some(labels), ..Default::default() };
-            Some(workload("Service", svc.namespace().unwrap_or_default(), svc.name_any(), Some(&selector)))
-        },
-        workload_gone("Service"),
-    )));
-    spawn(Box::pin(watch(
-        Api::<ReplicaSet>::all(client.clone()),
-        "ReplicaSet",
-        u(),
-        never.clone(),
-        |rs: ReplicaSet| {
-            let selector = rs.spec.as_ref().map(|s| &s.selector);
-            Some(workload("ReplicaSet", rs.namespace().unwrap_or_default(), rs.name_any(), selector))
-        },
-        workload_gone("ReplicaSet"),
-    )));
-    spawn(Box::pin(watch(
-        Api::<StatefulSet>::all(client.clone()),
-        "StatefulSet",
-        u(),
-        never.clone(),
-        |ss: StatefulSet| {
-            let selector = ss.spec.as_ref().map(|s| &s.selector);
-            Some(workload("StatefulSet", ss.namespace().unwrap_or_default(), ss.name_any(), selector))
-        },
-        workload_gone("StatefulSet"),
-    )));
+    spawn(Box::pin(watch_workload::<Service>(client, "Service", u(), |svc| {
+        map_selector(svc.spec.as_ref().and_then(|s| s.selector.as_ref()))
+    })));
+    spawn(Box::pin(watch_workload::<ReplicaSet>(client, "ReplicaSet", u(), |rs| {
+        rs.spec.as_ref().map(|s| s.selector.clone())
+    })));
+    spawn(Box::pin(watch_workload::<StatefulSet>(client, "StatefulSet", u(), |ss| {
+        ss.spec.as_ref().map(|s| s.selector.clone())
+    })));
     spawn(Box::pin(watch(
         Api::<PodDisruptionBudget>::all(client.clone()),
         "PodDisruptionBudget",

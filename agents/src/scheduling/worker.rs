@@ -13,8 +13,9 @@ use super::{RunnerOptions, Update};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_scheduler::config::SchedulerConfig;
 use keelson_scheduler::framework::Code;
+use keelson_scheduler::profile::scheduler_name;
 use keelson_scheduler::queue::{QueuedPod, SchedulingQueue};
-use keelson_scheduler::snapshot::pod_key;
+use keelson_scheduler::snapshot::{is_terminal, pod_key};
 use keelson_scheduler::{Outcome, Scheduler};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,16 +100,8 @@ impl Worker {
     }
 }
 
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-}
-
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
-}
-
-fn scheduler_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler")
 }
 
 /// Whether a node update can change where pods fit (labels, taints, cordon,
@@ -255,29 +248,29 @@ impl State {
 
     fn apply_pod(&mut self, scheduler: &mut Scheduler, pod: Arc<Pod>, now: u64) {
         let key = pod_key(&pod);
+        // Finished or going away: it holds nothing and is not pending.
+        let leaving = is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some();
         let snapshot = &mut scheduler.snapshot;
         if let Some(node) = node_name(&pod) {
             // Bound: the snapshot places it (confirming an assumed pod); it is not pending.
-            let was_assumed = snapshot.is_assumed(&key);
+            let was_placed = snapshot.pods.find(&key).is_some();
             if snapshot.nodes.find(node).is_some() {
                 snapshot.upsert_pod(&pod);
-            } else if !is_terminal(&pod) {
-                self.orphans.entry(node.to_string()).or_default().insert(key.clone(), Arc::clone(&pod));
-            }
-            if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() {
-                // Finished or going away: its resources are free for pending pods.
-                self.cluster_changed = true;
+            } else if leaving {
                 if let Some(orphans) = self.orphans.get_mut(node) {
                     orphans.remove(&key);
                 }
-            } else if !was_assumed {
-                // Bound by someone else: it may matter to pending pods' affinity.
-                self.cluster_changed = true;
+            } else {
+                self.orphans.entry(node.to_string()).or_default().insert(key.clone(), Arc::clone(&pod));
             }
+            // Resources freed, or a pod newly bound by someone else (it may matter to
+            // pending pods' affinity): parked pods may fit now. A status update of a pod
+            // already placed (or the confirmation of our own assumed pod) changes nothing.
+            self.cluster_changed |= if leaving { was_placed } else { !was_placed };
             self.queue.delete(&key);
             return;
         }
-        if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() || !scheduler.serves(scheduler_name(&pod)) {
+        if leaving || !scheduler.serves(scheduler_name(&pod)) {
             self.queue.delete(&key);
             return;
         }
@@ -324,9 +317,9 @@ impl State {
                     self.queue.unschedulable(&key, now);
                 }
                 if let Some((node, victims)) = failure.nomination {
-                    self.actors.report(Report::Preempt { pod: Arc::clone(&pod), node, victims });
+                    self.actors.reporter.report(Report::Preempt { pod: Arc::clone(&pod), node, victims });
                 }
-                self.actors.report(Report::Unschedulable { pod, message: failure.message });
+                self.actors.reporter.report(Report::Unschedulable { pod, message: failure.message });
             }
             Outcome::Gated => self.queue.unschedulable(&key, now),
             Outcome::NoProfile => self.queue.delete(&key),

@@ -186,7 +186,7 @@ pub fn pod_key(pod: &Pod) -> String {
 }
 
 /// Pods in these phases hold no resources.
-fn is_terminal(pod: &Pod) -> bool {
+pub fn is_terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 

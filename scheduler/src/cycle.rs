@@ -8,9 +8,12 @@
 //!
 //! Per node there is no allocation, lock or string comparison: buffers are reused across
 //! cycles, plugins read integer columns, and rejections are compact codes turned into
-//! text only when the pod cannot be placed.
+//! text only when the pod cannot be placed. Node-local plugins' verdicts and raw scores
+//! are memoised per node for pods that ask nodes the same (`memo`), so a class of pods
+//! pays for them once per node change rather than once per pod.
 
 use crate::framework::{Code, Diagnosis, Nomination, PluginState, Prepared, Rejection, Status};
+use crate::memo::{LocalVerdict, Memo, Memos};
 use crate::profile::Profile;
 use crate::query::{compile, PodQuery};
 use crate::snapshot::{NodeIx, Snapshot};
@@ -105,6 +108,14 @@ pub struct CycleStats {
     pub quality_sum: f64,
 }
 
+/// What one chunk of a filter pass saw.
+#[derive(Clone, Copy, Debug, Default)]
+struct ChunkStats {
+    passed: usize,
+    rejected: usize,
+    looked: usize,
+}
+
 /// A node's verdict in the filter pass: which plugin (`PASSED` if none) rejected it, how.
 #[derive(Clone, Copy, Debug)]
 struct Verdict {
@@ -120,11 +131,13 @@ const PASS: Rejection = Rejection { code: Code::Success, reason: 0 };
 /// Buffers reused across cycles so a cycle allocates per pod, never per node.
 #[derive(Default)]
 struct Scratch {
-    /// The chunk length of the last filter pass (to find each chunk's verdicts).
+    /// The chunk length of the last filter pass (to find each chunk's rejections).
     chunk: usize,
     slots: Vec<NodeIx>,
+    /// Per chunk, from the chunk's start: the rejections it saw (nodes that passed or
+    /// are gone are not recorded).
     verdicts: Vec<Verdict>,
-    chunk_stats: Vec<(usize, usize)>,
+    chunk_stats: Vec<ChunkStats>,
     feasible: Vec<NodeIx>,
     scores: Vec<i64>,
     column: Vec<i64>,
@@ -142,6 +155,8 @@ pub struct Scheduler {
     next_start: usize,
     rng: u64,
     scratch: Scratch,
+    /// Per profile, memoised node-local results; `None` turns memoisation off.
+    memos: Option<Vec<Memos>>,
     pub stats: CycleStats,
 }
 
@@ -153,6 +168,7 @@ impl Scheduler {
             .thread_name(|i| format!("sched-{i}"))
             .build()
             .expect("a thread pool");
+        let memos = Some(profiles.iter().map(|_| Memos::default()).collect());
         Scheduler {
             snapshot: Snapshot::new(),
             profiles: profiles.into_iter().map(Arc::new).collect(),
@@ -162,8 +178,15 @@ impl Scheduler {
             next_start: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
             scratch: Scratch::default(),
+            memos,
             stats: CycleStats::default(),
         }
+    }
+
+    /// Memoisation of node-local results is on by default; off, every node is evaluated
+    /// from scratch for every pod (the benches compare the two).
+    pub fn set_memoise(&mut self, on: bool) {
+        self.memos = on.then(|| self.profiles.iter().map(|_| Memos::default()).collect());
     }
 
     /// 0 (the default) is adaptive.
@@ -207,7 +230,7 @@ impl Scheduler {
     fn schedule_query(&mut self, query: &PodQuery, profile_ix: usize, now_ms: u64) -> Outcome {
         let profile = Arc::clone(&self.profiles[profile_ix]);
         let percentage = profile.percentage_of_nodes_to_score.unwrap_or(self.percentage_of_nodes_to_score);
-        let (node, evaluated, feasible) = match self.find_node(query, &profile, percentage) {
+        let (node, evaluated, feasible) = match self.find_node(query, profile_ix, &profile, percentage) {
             Ok(found) => found,
             Err(failure) => {
                 self.stats.unschedulable += 1;
@@ -241,12 +264,12 @@ impl Scheduler {
 
     /// Scores every feasible node and compares the chosen one with the best.
     fn audit(&mut self, query: &PodQuery, profile: &Profile, chosen: NodeIx) -> Option<AuditSample> {
-        let (filtering, _) = pre_filter(&self.snapshot, query, profile).ok()?;
+        let (filtering, _) = pre_filter(&self.snapshot, query, profile, None).ok()?;
         let rows = self.snapshot.nodes.rows();
         filter_pass(&self.pool, &mut self.scratch, &filtering, rows, rows, |k| k as NodeIx);
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
-        let scored = score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, &feasible);
+        let scored = score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, None, &feasible);
         let totals = &self.scratch.totals;
         let best = totals.iter().copied().max();
         let chosen_score = feasible.iter().position(|&n| n == chosen).map(|i| totals[i]);
@@ -260,36 +283,83 @@ impl Scheduler {
     }
 }
 
+/// One filter that did not skip: its index in the profile, its state, and whether its
+/// verdicts come from the memo.
+struct ActiveFilter {
+    plugin: usize,
+    state: PluginState,
+    memoised: bool,
+}
+
 /// The state of one cycle after PreFilter: the filters that did not skip, with their
 /// states.
 struct Filtering<'a> {
     profile: &'a Profile,
     query: &'a PodQuery,
     snapshot: &'a Snapshot,
-    active: Vec<(usize, PluginState)>,
+    active: Vec<ActiveFilter>,
+    memo: Option<&'a Memo>,
+    /// Whether any active filter is not memoised.
+    unmemoised: bool,
 }
 
 impl Filtering<'_> {
-    #[inline]
+    /// The node's verdict: the first active filter (in profile order) that rejects it.
+    #[inline(always)]
     fn verdict(&self, node: NodeIx) -> Verdict {
-        if !self.snapshot.nodes.live[node as usize] {
+        let row = node as usize;
+        if !self.snapshot.nodes.live[row] {
             return Verdict { node, plugin: NOT_LIVE, rejection: PASS };
         }
-        for (plugin, state) in &self.active {
-            if let Err(rejection) = self.profile.plugins[*plugin].filter(state, self.query, self.snapshot, node) {
-                return Verdict { node, plugin: *plugin as u16, rejection };
+        let memoised = match self.memo {
+            Some(memo) => memo.verdict(node, self.snapshot.nodes.versions[row], || self.memoised_verdict(node)),
+            None => None,
+        };
+        if self.unmemoised {
+            for filter in &self.active {
+                if filter.memoised {
+                    // The memoised verdict is the first memoised filter to reject, so the
+                    // filters before it in this walk all passed.
+                    match memoised {
+                        Some((plugin, rejection)) if usize::from(plugin) == filter.plugin => {
+                            return Verdict { node, plugin, rejection }
+                        }
+                        _ => continue,
+                    }
+                }
+                let plugin = &self.profile.plugins[filter.plugin];
+                if let Err(rejection) = plugin.filter(&filter.state, self.query, self.snapshot, node) {
+                    return Verdict { node, plugin: filter.plugin as u16, rejection };
+                }
+            }
+            return Verdict { node, plugin: PASSED, rejection: PASS };
+        }
+        match memoised {
+            Some((plugin, rejection)) => Verdict { node, plugin, rejection },
+            None => Verdict { node, plugin: PASSED, rejection: PASS },
+        }
+    }
+
+    /// The verdict of the memoised filters alone, computed.
+    fn memoised_verdict(&self, node: NodeIx) -> LocalVerdict {
+        for filter in self.active.iter().filter(|f| f.memoised) {
+            let plugin = &self.profile.plugins[filter.plugin];
+            if let Err(rejection) = plugin.filter(&filter.state, self.query, self.snapshot, node) {
+                return Some((filter.plugin as u16, rejection));
             }
         }
-        Verdict { node, plugin: PASSED, rejection: PASS }
+        None
     }
 }
 
 /// Runs every filter plugin's PreFilter. Returns the active filters and, if a plugin
 /// narrowed the candidates (e.g. `spec.nodeName`), the only nodes worth checking.
+/// Node-local filters read their verdicts from `memo` when there is one.
 fn pre_filter<'a>(
     snapshot: &'a Snapshot,
     query: &'a PodQuery,
     profile: &'a Profile,
+    memo: Option<&'a Memo>,
 ) -> Result<(Filtering<'a>, Option<Vec<NodeIx>>), Status> {
     let mut active = Vec::with_capacity(profile.filters.len());
     let mut narrowed: Option<Vec<NodeIx>> = None;
@@ -302,10 +372,12 @@ fn pre_filter<'a>(
             });
         }
         if !skip {
-            active.push((plugin, state));
+            let memoised = memo.is_some() && profile.plugins[plugin].node_local();
+            active.push(ActiveFilter { plugin, state, memoised });
         }
     }
-    Ok((Filtering { profile, query, snapshot, active }, narrowed))
+    let unmemoised = active.iter().any(|f| !f.memoised);
+    Ok((Filtering { profile, query, snapshot, active, memo, unmemoised }, narrowed))
 }
 
 fn chunk_size(pool: &rayon::ThreadPool, work: usize) -> usize {
@@ -314,8 +386,8 @@ fn chunk_size(pool: &rayon::ThreadPool, work: usize) -> usize {
 
 /// Filters the candidates `candidate(0..total)` in chunks until `to_find` feasible nodes
 /// are found. Fills `scratch.feasible` (at most `to_find`, in candidate order) and, per
-/// chunk, the verdicts of the candidates it looked at (`scratch.verdicts`, described by
-/// `scratch.chunk_stats`); returns the number of candidates looked at.
+/// chunk, the rejections among the candidates it looked at (`scratch.verdicts`, described
+/// by `scratch.chunk_stats`); returns the number of candidates looked at.
 ///
 /// Chunks run in parallel only when there is enough work: waking a sleeping worker costs
 /// a few microseconds, as much as filtering a few hundred nodes.
@@ -339,26 +411,32 @@ fn filter_pass(
         verdicts.resize(total, Verdict { node: 0, plugin: NOT_LIVE, rejection: PASS });
     }
     chunk_stats.clear();
-    chunk_stats.resize(chunks, (0, 0));
+    chunk_stats.resize(chunks, ChunkStats::default());
     let found = AtomicUsize::new(0);
-    let work = |index: usize, slots: &mut [NodeIx], verdicts: &mut [Verdict], stats: &mut (usize, usize)| {
+    let work = |index: usize, slots: &mut [NodeIx], verdicts: &mut [Verdict], stats: &mut ChunkStats| {
         let base = index * chunk;
-        let (mut passed, mut looked) = (0, 0);
-        for (k, slot) in verdicts.iter_mut().enumerate() {
+        let (mut passed, mut rejected, mut looked) = (0, 0, 0);
+        for k in 0..slots.len() {
             // Checking now and then (not per node) keeps the shared counter cool.
             if k % 16 == 0 && passed + found.load(Ordering::Relaxed) >= to_find {
                 break;
             }
             let verdict = filtering.verdict(candidate(base + k));
-            *slot = verdict;
             looked += 1;
-            if verdict.plugin == PASSED {
-                slots[passed] = verdict.node;
-                passed += 1;
+            match verdict.plugin {
+                PASSED => {
+                    slots[passed] = verdict.node;
+                    passed += 1;
+                }
+                NOT_LIVE => {}
+                _ => {
+                    verdicts[rejected] = verdict;
+                    rejected += 1;
+                }
             }
         }
         found.fetch_add(passed, Ordering::Relaxed);
-        *stats = (passed, looked);
+        *stats = ChunkStats { passed, rejected, looked };
     };
     if chunks == 1 {
         work(0, &mut slots[..total], &mut verdicts[..total], &mut chunk_stats[0]);
@@ -374,7 +452,7 @@ fn filter_pass(
     }
     feasible.clear();
     let mut looked_total = 0;
-    for (index, &(passed, looked)) in chunk_stats.iter().enumerate() {
+    for (index, &ChunkStats { passed, looked, .. }) in chunk_stats.iter().enumerate() {
         looked_total += looked;
         let room = to_find.saturating_sub(feasible.len()).min(passed);
         feasible.extend_from_slice(&slots[index * chunk..index * chunk + room]);
@@ -382,21 +460,44 @@ fn filter_pass(
     looked_total
 }
 
+/// One scorer that did not skip: its index in the profile, weight, state, and its slot
+/// in the memo if its raw scores are memoised.
+struct ActiveScorer {
+    plugin: usize,
+    weight: i64,
+    state: PluginState,
+    slot: Option<usize>,
+}
+
+/// How many memo slots a profile's node-local scorers need.
+fn memo_width(profile: &Profile) -> usize {
+    profile.scorers.iter().filter(|&&(plugin, _)| profile.plugins[plugin].node_local()).count()
+}
+
 /// Runs PreScore, Score and NormalizeScore over `feasible`; leaves the weighted totals in
-/// `scratch.totals`, one per feasible node.
+/// `scratch.totals`, one per feasible node. Node-local raw scores come from `memo` when
+/// there is one.
 fn score_pass(
     pool: &rayon::ThreadPool,
     scratch: &mut Scratch,
     snapshot: &Snapshot,
     query: &PodQuery,
     profile: &Profile,
+    memo: Option<&Memo>,
     feasible: &[NodeIx],
 ) -> Result<(), Status> {
-    let mut active: Vec<(usize, i64, PluginState)> = Vec::with_capacity(profile.scorers.len());
+    let mut active: Vec<ActiveScorer> = Vec::with_capacity(profile.scorers.len());
+    let mut slots = 0;
     for &(plugin, weight) in &profile.scorers {
+        // Slots follow the profile's node-local scorers, skipped or not, so they are the
+        // same for every pod of a class.
+        let slot = (memo.is_some() && profile.plugins[plugin].node_local()).then(|| {
+            slots += 1;
+            slots - 1
+        });
         let Prepared { skip, state, .. } = profile.plugins[plugin].pre_score(query, snapshot, feasible)?;
         if !skip {
-            active.push((plugin, weight, state));
+            active.push(ActiveScorer { plugin, weight, state, slot });
         }
     }
     let Scratch { scores, column, totals, .. } = scratch;
@@ -412,9 +513,23 @@ fn score_pass(
     let parallel = n * per_node >= MIN_PARALLEL_WORK && pool.current_num_threads() > 1;
     let chunk = if parallel { chunk_size(pool, n) } else { n };
     let work = |out: &mut [i64], nodes: &[NodeIx]| {
-        for (i, &node) in nodes.iter().enumerate() {
-            for (s, (plugin, _, state)) in active.iter().enumerate() {
-                out[i * per_node + s] = profile.plugins[*plugin].score(state, query, snapshot, node);
+        for (&node, out) in nodes.iter().zip(out.chunks_exact_mut(per_node)) {
+            let version = snapshot.nodes.versions[node as usize];
+            let memoised = memo.is_some_and(|m| m.has_scores(node, version));
+            for (scorer, out) in active.iter().zip(out.iter_mut()) {
+                let score = |plugin: usize| profile.plugins[plugin].score(&scorer.state, query, snapshot, node);
+                *out = match (memo, scorer.slot) {
+                    (Some(memo), Some(slot)) if memoised => memo.score(node, slot),
+                    (Some(memo), Some(slot)) => {
+                        let value = score(scorer.plugin);
+                        memo.set_score(node, slot, value);
+                        value
+                    }
+                    _ => score(scorer.plugin),
+                };
+            }
+            if let Some(memo) = memo.filter(|_| !memoised) {
+                memo.seal_scores(node, version);
             }
         }
     };
@@ -428,34 +543,27 @@ fn score_pass(
                 .for_each(|(out, nodes)| work(out, nodes));
         });
     }
-    for (s, (plugin, weight, state)) in active.iter().enumerate() {
+    for (s, scorer) in active.iter().enumerate() {
         column.clear();
         column.extend(scores.iter().skip(s).step_by(per_node));
-        profile.plugins[*plugin].normalize(state, query, column);
+        profile.plugins[scorer.plugin].normalize(&scorer.state, query, column);
         for (total, score) in totals.iter_mut().zip(column.iter()) {
-            *total += score * weight;
+            *total += score * scorer.weight;
         }
     }
     Ok(())
 }
 
-/// The index of the highest total; ties broken uniformly at random (reservoir sampling),
-/// as kube-scheduler does, so equal nodes share the load.
+/// The index of the highest total; ties broken uniformly at random, as kube-scheduler
+/// does, so equal nodes share the load. Two passes and one random number rather than
+/// kube's reservoir sampling (a random number per tie): the same distribution, without a
+/// division per tied node, which matters when hundreds of identical nodes tie.
 fn select(totals: &[i64], rng: &mut u64) -> usize {
-    let mut best = 0;
-    let mut ties = 1u64;
-    for (i, &total) in totals.iter().enumerate().skip(1) {
-        if total > totals[best] {
-            best = i;
-            ties = 1;
-        } else if total == totals[best] {
-            ties += 1;
-            if next_random(rng).is_multiple_of(ties) {
-                best = i;
-            }
-        }
-    }
-    best
+    let Some(&best) = totals.iter().max() else { return 0 };
+    let ties = totals.iter().filter(|&&t| t == best).count() as u64;
+    // Lemire's multiply-shift maps a 64-bit random number onto 0..ties.
+    let pick = ((u128::from(next_random(rng)) * u128::from(ties)) >> 64) as usize;
+    totals.iter().enumerate().filter(|&(_, &t)| t == best).nth(pick).map_or(0, |(i, _)| i)
 }
 
 fn next_random(state: &mut u64) -> u64 {
@@ -517,6 +625,7 @@ impl Scheduler {
     fn find_node(
         &mut self,
         query: &PodQuery,
+        profile_ix: usize,
         profile: &Profile,
         percentage: u32,
     ) -> Result<(NodeIx, usize, usize), Failure> {
@@ -529,7 +638,31 @@ impl Scheduler {
             });
         }
         let rows = self.snapshot.nodes.rows();
-        let (filtering, narrowed) = match pre_filter(&self.snapshot, query, profile) {
+        // Taken out for the cycle so the memo can be read while `self` is borrowed.
+        let mut memos = self.memos.as_mut().map(|m| std::mem::take(&mut m[profile_ix]));
+        let memo = memos.as_mut().map(|m| m.for_query(query, rows, memo_width(profile)));
+        let found = self.filter_and_score(query, profile, percentage, live, memo);
+        if let (Some(all), Some(memos)) = (self.memos.as_mut(), memos) {
+            all[profile_ix] = memos;
+        }
+        match found? {
+            Some(found) => Ok(found),
+            None => Err(self.diagnose(query, profile, live)),
+        }
+    }
+
+    /// The filter and score passes; `None` when no node passed the filters (the verdicts
+    /// are left in `scratch` for `diagnose`).
+    fn filter_and_score(
+        &mut self,
+        query: &PodQuery,
+        profile: &Profile,
+        percentage: u32,
+        live: usize,
+        memo: Option<&Memo>,
+    ) -> Result<Option<(NodeIx, usize, usize)>, Failure> {
+        let rows = self.snapshot.nodes.rows();
+        let (filtering, narrowed) = match pre_filter(&self.snapshot, query, profile, memo) {
             Ok(prepared) => prepared,
             Err(status) => {
                 let code = status.code;
@@ -555,10 +688,10 @@ impl Scheduler {
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
         let result = match feasible.len() {
-            0 => Err(self.diagnose(query, profile, live)),
-            1 => Ok((feasible[0], evaluated, 1)),
-            n => match score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, &feasible) {
-                Ok(()) => Ok((feasible[select(&self.scratch.totals, &mut self.rng)], evaluated, n)),
+            0 => Ok(None),
+            1 => Ok(Some((feasible[0], evaluated, 1))),
+            n => match score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, memo, &feasible) {
+                Ok(()) => Ok(Some((feasible[select(&self.scratch.totals, &mut self.rng)], evaluated, n))),
                 Err(status) => Err(Failure { code: Code::Error, message: status.to_string(), nomination: None }),
             },
         };
@@ -572,12 +705,8 @@ impl Scheduler {
         let mut diagnosis = Diagnosis::default();
         let mut reasons = Vec::new();
         let chunk = self.scratch.chunk;
-        let looked =
-            self.scratch.chunk_stats.iter().enumerate().flat_map(|(i, &(_, looked))| i * chunk..i * chunk + looked);
-        for verdict in looked.map(|k| &self.scratch.verdicts[k]) {
-            if verdict.plugin == PASSED || verdict.plugin == NOT_LIVE {
-                continue;
-            }
+        let rejected = self.scratch.chunk_stats.iter().enumerate().flat_map(|(i, s)| i * chunk..i * chunk + s.rejected);
+        for verdict in rejected.map(|k| &self.scratch.verdicts[k]) {
             let plugin = verdict.plugin as usize;
             reasons.clear();
             profile.plugins[plugin].explain(verdict.rejection, query, &self.snapshot, verdict.node, &mut reasons);
@@ -600,6 +729,28 @@ impl Scheduler {
             code,
             message: fit_message(live, None, &histogram, &post_filter),
             nomination: nomination.map(|n| (self.snapshot.nodes.names[n.node as usize].to_string(), n.victims)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_picks_the_highest_and_spreads_ties_evenly() {
+        let mut rng = 0x1234_5678_9abc_def0;
+        assert_eq!(select(&[3, 9, 4], &mut rng), 1);
+        assert_eq!(select(&[], &mut rng), 0);
+        let totals = [5, 7, 1, 7, 7, 2, 7];
+        let mut hits = [0u32; 7];
+        for _ in 0..40_000 {
+            hits[select(&totals, &mut rng)] += 1;
+        }
+        assert_eq!(hits[0] + hits[2] + hits[5], 0, "only the best are chosen");
+        for tied in [1, 3, 4, 6] {
+            // 10,000 expected each; a fair pick stays well within ±5%.
+            assert!((9_500..10_500).contains(&hits[tied]), "{hits:?}");
         }
     }
 }

@@ -10,12 +10,14 @@
 //! - [`plugins`]: the in-tree plugins.
 //! - [`profile`]: which plugins run where, with which weights.
 //! - [`cycle`]: the scheduling cycle (the hot path).
+//! - [`memo`]: node-local results memoised across pods that ask nodes the same.
 
 pub mod config;
 pub mod cycle;
 pub mod framework;
 pub mod intern;
 pub mod matchers;
+pub mod memo;
 pub mod plugins;
 pub mod preemption;
 pub mod profile;

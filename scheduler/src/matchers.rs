@@ -118,7 +118,7 @@ impl LabelMatcher {
 }
 
 /// One requirement of a node selector term, resolved to a column.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum NodeRequirement {
     In(ColId, Box<[Domain]>),
     NotIn(ColId, Box<[Domain]>),
@@ -132,7 +132,7 @@ enum NodeRequirement {
 }
 
 /// A conjunction of node requirements: one `nodeSelectorTerm`, or a `nodeSelector` map.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeTerm {
     requirements: Box<[NodeRequirement]>,
 }
@@ -220,7 +220,7 @@ fn field_requirement(r: &NodeSelectorRequirement, node_ix: &dyn Fn(&str) -> Opti
 
 /// A disjunction of terms: `requiredDuringSchedulingIgnoredDuringExecution`. No terms
 /// matches no node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeMatcher {
     pub terms: Box<[NodeTerm]>,
 }
@@ -272,7 +272,7 @@ impl CompiledTaint {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompiledToleration {
     /// `NONE`: the empty key, which with `Exists` tolerates every taint.
     key: StrId,

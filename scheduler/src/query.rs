@@ -136,6 +136,26 @@ impl PodQuery {
         &self.record.key
     }
 
+    /// Whether two pods ask the same of a node's own row: the inputs node-local plugins
+    /// (see [`crate::framework::Plugin::node_local`]) may read. Pods that agree here get
+    /// the same node-local filter verdicts and raw scores on every node, so the cycle
+    /// memoises them per node. Labels, namespace, inter-pod affinity and spreading are
+    /// not compared: only plugins that look beyond the node read them.
+    pub fn same_node_inputs(&self, other: &PodQuery) -> bool {
+        let (a, b) = (&self.record, &other.record);
+        a.requests == b.requests
+            && a.non_zero == b.non_zero
+            && a.ports == b.ports
+            && self.scalar_requests == other.scalar_requests
+            && self.untracked == other.untracked
+            && self.node_name == other.node_name
+            && self.node_selector == other.node_selector
+            && self.required_node_affinity == other.required_node_affinity
+            && self.preferred_node_affinity == other.preferred_node_affinity
+            && self.tolerations == other.tolerations
+            && self.images == other.images
+    }
+
     /// Whether the node passes the pod's `nodeSelector` and required node affinity.
     #[inline]
     pub fn node_affinity_matches(&self, snapshot: &Snapshot, node: u32) -> bool {

@@ -81,6 +81,17 @@ pub struct Diagnosis {
 pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// Whether this plugin's Filter and Score results on a node depend only on that
+    /// node's own row (labels, taints, allocatable, what its pods request and hold) and
+    /// on the pod inputs [`PodQuery::same_node_inputs`] compares; likewise its
+    /// PreFilter/PreScore state and Skip. The cycle then memoises its verdicts and raw
+    /// scores per node across pods that ask the same, until the node's row changes. A
+    /// plugin that reads other nodes, other pods' labels or cluster-wide counts must
+    /// answer `false` (the default).
+    fn node_local(&self) -> bool {
+        false
+    }
+
     fn pre_filter(&self, _pod: &PodQuery, _snapshot: &Snapshot) -> Result<Prepared, Status> {
         Ok(Prepared::run())
     }

@@ -12,6 +12,10 @@ impl Plugin for NodeAffinity {
         "NodeAffinity"
     }
 
+    fn node_local(&self) -> bool {
+        true
+    }
+
     fn pre_filter(&self, pod: &PodQuery, _: &Snapshot) -> Result<Prepared, Status> {
         let nothing = pod.node_selector.is_none() && pod.required_node_affinity.is_none();
         Ok(if nothing { Prepared::skip() } else { Prepared::run() })

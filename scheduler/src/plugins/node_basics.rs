@@ -16,6 +16,10 @@ impl Plugin for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
+    fn node_local(&self) -> bool {
+        true
+    }
+
     fn pre_filter(&self, pod: &PodQuery, snapshot: &Snapshot) -> Result<Prepared, Status> {
         let taint = CompiledTaint {
             key: snapshot.strings.lookup(TAINT_UNSCHEDULABLE),
@@ -47,6 +51,10 @@ impl Plugin for NodeName {
         "NodeName"
     }
 
+    fn node_local(&self) -> bool {
+        true
+    }
+
     fn pre_filter(&self, pod: &PodQuery, snapshot: &Snapshot) -> Result<Prepared, Status> {
         let Some(name) = pod.node_name.as_deref() else {
             return Ok(Prepared::skip());
@@ -76,6 +84,10 @@ pub struct NodePorts;
 impl Plugin for NodePorts {
     fn name(&self) -> &'static str {
         "NodePorts"
+    }
+
+    fn node_local(&self) -> bool {
+        true
     }
 
     fn pre_filter(&self, pod: &PodQuery, _: &Snapshot) -> Result<Prepared, Status> {

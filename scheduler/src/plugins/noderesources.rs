@@ -166,6 +166,10 @@ impl Plugin for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
+    fn node_local(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn filter(&self, _: &PluginState, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
         match self.fit(pod, snapshot, node) {
@@ -246,6 +250,10 @@ impl Default for BalancedAllocation {
 impl Plugin for BalancedAllocation {
     fn name(&self) -> &'static str {
         "NodeResourcesBalancedAllocation"
+    }
+
+    fn node_local(&self) -> bool {
+        true
     }
 
     fn pre_score(&self, pod: &PodQuery, snapshot: &Snapshot, _: &[NodeIx]) -> Result<Prepared, Status> {

@@ -16,6 +16,10 @@ impl Plugin for TaintToleration {
         "TaintToleration"
     }
 
+    fn node_local(&self) -> bool {
+        true
+    }
+
     /// The rejection reason is the index of the first untolerated taint.
     #[inline]
     fn filter(&self, _: &PluginState, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {

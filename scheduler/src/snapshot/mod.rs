@@ -60,6 +60,11 @@ pub struct NodeTable {
     pub images: Vec<Box<[(StrId, i64)]>>,
     pub pods: Vec<Vec<PodIx>>,
     pub columns: Columns,
+    /// Per row, a version taken from `last_version` whenever anything a plugin reads of
+    /// the row changes (the node itself, or a pod placed on or taken off it). Versions
+    /// never repeat, so a result computed at one version is valid while it is current.
+    pub versions: Vec<u64>,
+    last_version: u64,
     live_count: usize,
 }
 
@@ -75,6 +80,12 @@ impl NodeTable {
 
     pub fn find(&self, name: &str) -> Option<NodeIx> {
         self.index.get(name).copied()
+    }
+
+    /// Marks the row changed: results memoised for it are stale.
+    fn touch(&mut self, ix: NodeIx) {
+        self.last_version += 1;
+        self.versions[ix as usize] = self.last_version;
     }
 
     fn claim_row(&mut self, name: &str) -> NodeIx {
@@ -97,6 +108,7 @@ impl NodeTable {
                 self.ports.push(Vec::new());
                 self.images.push(Box::new([]));
                 self.pods.push(Vec::new());
+                self.versions.push(0);
                 self.columns.grow(rows);
                 ix
             }
@@ -222,6 +234,7 @@ impl Snapshot {
         self.set_node_images(ix, node);
         let labels = node.metadata.labels.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
         self.nodes.columns.set_row(ix, labels);
+        self.nodes.touch(ix);
         self.generation += 1;
     }
 
@@ -270,6 +283,7 @@ impl Snapshot {
         self.nodes.non_zero_requested[row] = NonZero::default();
         self.nodes.pod_count[row] = 0;
         self.nodes.columns.clear_row(ix);
+        self.nodes.touch(ix);
         self.nodes.free.push(ix);
         self.generation += 1;
     }
@@ -464,6 +478,7 @@ impl Snapshot {
         self.nodes.pod_count[n] += 1;
         self.nodes.ports[n].extend_from_slice(&record.ports);
         self.nodes.pods[n].push(ix);
+        self.nodes.touch(node);
         if record.affinity.is_some() {
             pods.with_affinity.insert(ix);
         }
@@ -501,6 +516,7 @@ impl Snapshot {
         if let Some(at) = self.nodes.pods[n].iter().position(|&p| p == ix) {
             self.nodes.pods[n].swap_remove(at);
         }
+        self.nodes.touch(node);
     }
 
     fn release_pod_row(&mut self, ix: PodIx) {

@@ -761,7 +761,7 @@ impl Call<'_> {
                 object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
             }
             let bytes = object::encode(&out);
-            let code = if matches!(change, Change::Bind(_)) { StatusCode::CREATED } else { StatusCode::OK };
+            let code = StatusCode::OK;
             if bytes == old_bytes.as_ref() {
                 return self.update_response(code, &change, &old_bytes, old_revision.get());
             }
@@ -790,13 +790,42 @@ impl Call<'_> {
         Err(ApiError::conflict(info.group, info.plural, self.name(), "too many concurrent updates; please retry"))
     }
 
+    /// `pods/binding`: kube's `assignPod`. The binding storage sets `spec.nodeName` and
+    /// the `PodScheduled` condition straight on the stored pod in a guaranteed update,
+    /// as kube-apiserver's does: the pod itself is not re-admitted (nothing else of it
+    /// changes) and no managedFields entry is recorded for the node name. This is the
+    /// scheduler's hot path, one write per placed pod.
+    pub async fn bind(&mut self, node: &str) -> Reply {
+        let change = Change::Bind(node.to_owned());
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some((old, _, old_revision)) = self.current()? else {
+                return Err(self.not_found());
+            };
+            let Some(mut new) = self.apply_change(&change, &old, Some("binding"))? else {
+                return Err(ApiError::internal("binding left the pod unchanged"));
+            };
+            object::remove(&mut new, &["metadata", "resourceVersion"]);
+            let bytes = object::encode(&new);
+            if self.dry_run()? {
+                return Ok(reply::json(StatusCode::CREATED, success_status(StatusCode::CREATED)));
+            }
+            match self.state.store.update(self.key(), bytes, Some(old_revision)).await {
+                Ok(_) => return Ok(reply::json(StatusCode::CREATED, success_status(StatusCode::CREATED))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound { .. }) => return Err(self.not_found()),
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        let info = self.info();
+        Err(ApiError::conflict(info.group, info.plural, self.name(), "too many concurrent updates; please retry"))
+    }
+
     fn update_response(&self, code: StatusCode, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
         match change {
             Change::Scale(..) => {
                 let value = object::decode_stored(stored, revision).map_err(ApiError::internal)?;
                 Ok(reply::json(code, serde_json::to_vec(&scale_of(&value)).map_err(ApiError::internal)?))
             }
-            Change::Bind(_) => Ok(reply::json(code, success_status(code))),
             _ => self.object_response(code, stored, revision),
         }
     }

@@ -513,13 +513,21 @@ async fn resource_verb(
 
 async fn bind(call: &mut Call<'_>, binding: &Value, pod: String) -> Result<Response<Body>, ApiError> {
     let node = object::get_str(binding, &["target", "name"]).unwrap_or("").to_string();
+    let kind = object::get_str(binding, &["target", "kind"]).unwrap_or("");
+    let mut errors = Vec::new();
     if node.is_empty() {
-        return Err(ApiError::invalid(
-            "",
-            "Binding",
-            &pod,
-            vec![keelson_engine::FieldError::required("target.name", "")],
+        errors.push(keelson_engine::FieldError::required("target.name", ""));
+    }
+    if !kind.is_empty() && kind != "Node" {
+        errors.push(keelson_engine::FieldError::new(
+            keelson_engine::FieldErrorKind::NotSupported,
+            "target.kind",
+            Some(kind.to_owned()),
+            "supported values: \"Node\", \"<empty>\"",
         ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid("", "Binding", &pod, errors));
     }
     let pods = resources::find("", "v1", "pods").expect("pods are served");
     let route = ResourceRoute {
@@ -530,7 +538,7 @@ async fn bind(call: &mut Call<'_>, binding: &Value, pod: String) -> Result<Respo
         legacy_watch: false,
     };
     let mut pod_call = Call::new(call.state, &route, call.query, Output::Json, call.user_agent);
-    pod_call.update(Change::Bind(node)).await
+    pod_call.bind(&node).await
 }
 
 async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {

@@ -152,6 +152,18 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
     let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["status"]["phase"], "Pending");
+    let scheduled = pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled");
+    assert_eq!(scheduled.map(|c| c["status"].clone()), Some(json!("True")), "{pod}");
+    // A binding to something other than a node is invalid; a dry run changes nothing.
+    let other = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(h.post("/api/v1/namespaces/default/pods", other).await.0, 201);
+    let to_pod = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "q"}, "target": {"kind": "Pod", "name": "n1"}});
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/q/binding", to_pod).await;
+    assert_eq!((code, status["details"]["causes"][0]["field"].clone()), (422, json!("target.kind")), "{status}");
+    let binding_q = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "q"}, "target": {"name": "n1"}});
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/q/binding?dryRun=All", binding_q).await.0, 201);
+    assert_eq!(h.get("/api/v1/namespaces/default/pods/q").await.1["spec"]["nodeName"], json!(null));
 
     // A PodDisruptionBudget with no disruptions left blocks eviction with 429.
     let mut running = json!({"status": {"phase": "Running"}});

@@ -26,15 +26,34 @@ fn read(store: &Store, key: &str) -> Result<Option<Value>, ApiError> {
     }
 }
 
+/// The one thing NamespaceLifecycle reads of a namespace. Decoding only this skips
+/// the rest of the object (labels, managedFields) on every namespaced create.
+#[derive(serde::Deserialize)]
+struct NamespaceLife {
+    #[serde(default)]
+    metadata: LifeMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct LifeMeta {
+    #[serde(default, rename = "deletionTimestamp")]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
 /// NamespaceLifecycle for a create of a namespaced object.
 pub fn check_namespace(store: &Store, info: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
     if !info.namespaced {
         return Ok(());
     }
     let key = keelson_store::object_key("namespaces", None, namespace);
-    match read(store, &key)? {
+    let record = store.get(key.as_bytes(), ReadAt::Latest).map_err(ApiError::internal)?;
+    let namespace_life = match record.and_then(|r| r.value) {
+        Some(bytes) => Some(serde_json::from_slice::<NamespaceLife>(&bytes).map_err(ApiError::internal)?),
+        None => None,
+    };
+    match namespace_life {
         None => Err(ApiError::not_found("", "namespaces", namespace)),
-        Some(ns) if object::get(&ns, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_null()) => {
+        Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
             Err(ApiError::new(
                 StatusReason::Forbidden,
                 format!(

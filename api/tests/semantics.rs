@@ -129,6 +129,17 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
 
     let (code, status) = h.post("/api/v1/namespaces/missing/configmaps", configmap("x")).await;
     assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
+
+    // NamespaceLifecycle: nothing new in a namespace being deleted (a finalizer holds it).
+    let doomed = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "doomed", "finalizers": ["example.com/hold"]}});
+    assert_eq!(h.post("/api/v1/namespaces", doomed).await.0, 201);
+    assert_eq!(h.post("/api/v1/namespaces/doomed/configmaps", configmap("before")).await.0, 201);
+    let (code, _, _) = h.send(h.http.delete(format!("{}/api/v1/namespaces/doomed", h.base))).await;
+    assert_eq!(code, 200);
+    let (code, status) = h.post("/api/v1/namespaces/doomed/configmaps", configmap("after")).await;
+    assert_eq!((code, status["reason"].as_str()), (403, Some("Forbidden")), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("because it is being terminated"), "{status}");
 }
 
 #[tokio::test]

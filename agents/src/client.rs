@@ -46,3 +46,71 @@ where
     });
     kube::Client::new(service, "default")
 }
+
+/// Throttled requests are retried at most this many times (client-go's limit).
+const MAX_THROTTLE_RETRIES: usize = 10;
+
+/// Runs `call`, and again while the server answers 429 Too Many Requests, waiting what
+/// its Status asks (`details.retryAfterSeconds`, 1 s if unset) as client-go does, so a
+/// busy server slows a component down instead of failing its writes.
+pub async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Err(kube::Error::Api(status)) if status.code == 429 && retries < MAX_THROTTLE_RETRIES => {
+                retries += 1;
+                let seconds = status.details.as_ref().map_or(1, |d| d.retry_after_seconds.max(1));
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(seconds))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// The error a Status from the server becomes, as it comes over the wire.
+    fn api_error(code: u16, retry_after: Option<u32>) -> kube::Error {
+        let mut status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code});
+        if let Some(seconds) = retry_after {
+            status["details"] = serde_json::json!({"retryAfterSeconds": seconds});
+        }
+        kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status")))
+    }
+
+    #[tokio::test]
+    async fn throttled_calls_are_retried_after_the_servers_delay_and_others_are_not() {
+        let calls = Cell::new(0);
+        let started = std::time::Instant::now();
+        let answer = retry_throttled(|| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n == 1 {
+                    Err(api_error(429, Some(1)))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(answer.ok(), Some(2));
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited the Retry-After");
+
+        calls.set(0);
+        let answer: Result<(), _> = retry_throttled(|| {
+            calls.set(calls.get() + 1);
+            async { Err(api_error(409, None)) }
+        })
+        .await;
+        assert!(matches!(answer, Err(kube::Error::Api(s)) if s.code == 409));
+        assert_eq!(calls.get(), 1, "a conflict is the caller's to handle");
+    }
+}

@@ -9,6 +9,7 @@
 
 use super::metrics::SchedulerMetrics;
 use super::Update;
+use crate::client::retry_throttled;
 use k8s_openapi::api::core::v1::{Binding, Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -133,8 +134,10 @@ impl Binder {
             },
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = PostParams::default();
         let answer =
-            api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding).await;
+            retry_throttled(|| api.create_subresource::<_, serde_json::Value>("binding", name, &params, &binding))
+                .await;
         self.metrics.bind_duration.observe(started.elapsed());
         let result = match answer {
             Ok(_) => BindResult::Bound,
@@ -193,8 +196,10 @@ pub fn event(pod: &Pod, kind: &str, reason: &str, action: &str, message: String)
 }
 
 /// Reports handled at once, at most: each is an API write or two, so they overlap
-/// (the server commits concurrent writes together) without growing without bound.
-const REPORTS_IN_FLIGHT: usize = 64;
+/// (the server commits concurrent writes together) without growing without bound, and
+/// together with the binds stay well under the API server's default limit of 200
+/// mutating requests in flight.
+const REPORTS_IN_FLIGHT: usize = 32;
 
 async fn report_loop(client: Client, mut reports: mpsc::Receiver<Report>, metrics: Arc<SchedulerMetrics>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(REPORTS_IN_FLIGHT));
@@ -217,7 +222,8 @@ async fn scheduled(client: &Client, pod: &Pod, node: &str) {
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let event = event(pod, "Normal", "Scheduled", "Binding", message);
-    if let Err(error) = events.create(&PostParams::default(), &event).await {
+    let params = PostParams::default();
+    if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
         tracing::debug!(%error, pod = name, "writing a Scheduled event");
     }
 }
@@ -226,7 +232,8 @@ async fn unschedulable(client: &Client, pod: &Pod, message: String) {
     let (namespace, name) = namespace_and_name(pod);
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let event = event(pod, "Warning", "FailedScheduling", "Scheduling", message.clone());
-    if let Err(error) = events.create(&PostParams::default(), &event).await {
+    let params = PostParams::default();
+    if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
         tracing::debug!(%error, pod = name, "writing a FailedScheduling event");
     }
     let already = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
@@ -242,7 +249,9 @@ async fn unschedulable(client: &Client, pod: &Pod, message: String) {
         "lastProbeTime": null, "lastTransitionTime": Timestamp::now().to_string(),
     }]}});
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    if let Err(error) = pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+    let patch = Patch::Strategic(patch);
+    let params = PatchParams::default();
+    if let Err(error) = retry_throttled(|| pods.patch_status(name, &params, &patch)).await {
         tracing::debug!(%error, pod = name, "setting PodScheduled=False");
     }
 }

@@ -67,7 +67,9 @@ pub enum Update {
 pub struct RunnerOptions {
     /// Pending pods the queue holds at most; more wait for a re-list.
     pub queue_capacity: usize,
-    /// Binds sent and not yet answered, at most: scheduling pauses at this many.
+    /// Binds sent and not yet answered, at most: scheduling pauses at this many. Kept
+    /// well under the API server's limit on mutating requests in flight (200 by
+    /// default), which answers 429 beyond it.
     pub max_binds_in_flight: usize,
     /// Updates waiting for the scheduling thread, at most (watches pause beyond).
     pub update_capacity: usize,
@@ -79,7 +81,7 @@ impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
             queue_capacity: 1_000_000,
-            max_binds_in_flight: 2_000,
+            max_binds_in_flight: 100,
             update_capacity: 16_384,
             report_capacity: 4_096,
         }

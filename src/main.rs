@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
+use keelson::agents::node::objects;
 use keelson::agents::scheduling::{RunnerOptions, SchedulerRunner};
 use keelson::api::{Server, ServerConfig};
 use keelson::scheduler::config::SchedulerConfig;
@@ -25,6 +27,12 @@ enum StoreKind {
     Rocksdb,
     /// An in-memory registry: nothing survives a restart (tests and demos).
     Memory,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Runtime {
+    /// Simulated nodes: nothing runs; pods go Running (and Succeeded on request).
+    Hollow,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +71,41 @@ enum Command {
         /// Serve `/metrics` and `/healthz` over HTTP here (e.g. 127.0.0.1:10251).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+    },
+    /// Runs a node agent. For now the hollow runtime only: `--nodes N` simulated nodes
+    /// (named PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running
+    /// without running anything. The `process` and `cri` runtimes are not built yet.
+    Agent {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long, value_enum, default_value = "hollow")]
+        runtime: Runtime,
+        /// The node's name (one node).
+        #[arg(long, conflicts_with = "nodes")]
+        node_name: Option<String>,
+        /// Simulate this many nodes in this process.
+        #[arg(long)]
+        nodes: Option<usize>,
+        #[arg(long, default_value = "hollow-")]
+        node_name_prefix: String,
+        /// Labels every node gets, `k=v,k2=v2`.
+        #[arg(long, default_value = "")]
+        node_labels: String,
+        /// Taints every node registers with, `key=value:Effect,...`.
+        #[arg(long, default_value = "")]
+        register_with_taints: String,
+        #[arg(long, default_value = "4")]
+        node_cpu: String,
+        #[arg(long, default_value = "32Gi")]
+        node_memory: String,
+        #[arg(long, default_value_t = 110)]
+        node_pods: u32,
+        /// Milliseconds from bound to Running.
+        #[arg(long, default_value_t = 0)]
+        pod_startup_delay_ms: u64,
+        /// Seconds between Lease renewals (the kubelet's 10 s).
+        #[arg(long, default_value_t = 10)]
+        lease_renew_seconds: u64,
     },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
@@ -161,6 +204,21 @@ fn scheduler(kubeconfig: &Path, config: Option<&Path>, metrics_listen: Option<So
     })
 }
 
+/// `keelson agent --runtime hollow`: registers the fleet, keeps it alive until SIGTERM.
+fn hollow_agent(kubeconfig: &Path, options: HollowOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        client.apiserver_version().await.context("reaching the API server")?;
+        let count = options.names.len();
+        let fleet = HollowFleet::start(client, options).await?;
+        println!("keelson agent ready: {count} hollow node(s) registered");
+        termination().await;
+        fleet.stop();
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Server {
@@ -184,6 +242,38 @@ fn main() -> Result<()> {
         }
         Command::Scheduler { kubeconfig, config, metrics_listen } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen)?
+        }
+        Command::Agent {
+            kubeconfig,
+            runtime: Runtime::Hollow,
+            node_name,
+            nodes,
+            node_name_prefix,
+            node_labels,
+            register_with_taints,
+            node_cpu,
+            node_memory,
+            node_pods,
+            pod_startup_delay_ms,
+            lease_renew_seconds,
+        } => {
+            let mut options = HollowOptions::numbered(&node_name_prefix, nodes.unwrap_or(1));
+            if let Some(name) = node_name {
+                options.names = vec![name];
+            }
+            options.shape.labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
+            options.shape.taints = register_with_taints
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(objects::parse_taint)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
+            options.shape.cpu = node_cpu;
+            options.shape.memory = node_memory;
+            options.shape.pods = node_pods;
+            options.startup_delay = std::time::Duration::from_millis(pod_startup_delay_ms);
+            options.renew_interval = std::time::Duration::from_secs(lease_renew_seconds.max(1));
+            hollow_agent(&kubeconfig, options)?
         }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;

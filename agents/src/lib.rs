@@ -5,6 +5,8 @@
 //! - [`scheduling`]: the scheduler's runner. It feeds the pure-CPU scheduler
 //!   (`keelson-scheduler`) from watches, runs its cycles on one thread, and binds,
 //!   reports and preempts through the API.
+//! - [`node`]: the node agent (registration, Lease, node status, pods); for now its
+//!   hollow runtime, many simulated nodes in one process.
 //! - [`metrics`]: Prometheus counters, gauges and histograms the agents expose.
 //!
 //! Architecture invariant: agents never reach into the store or the server; they are
@@ -14,4 +16,5 @@ pub use kube;
 
 pub mod client;
 pub mod metrics;
+pub mod node;
 pub mod scheduling;

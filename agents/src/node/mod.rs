@@ -1,0 +1,9 @@
+//! The node agent: registers a node, keeps its Lease and status fresh, and runs the
+//! pods bound to it.
+//!
+//! - [`objects`]: the Node, Lease and pod statuses, built as the kubelet builds them.
+//! - [`hollow`]: the hollow runtime, many simulated nodes in one process (for
+//!   benchmarks); nothing runs, pods go Running and Succeeded on schedule.
+
+pub mod hollow;
+pub mod objects;

@@ -1,0 +1,162 @@
+//! End to end: `keelson agent --runtime hollow` against a real `keelson server`, seen
+//! through the real kubectl. Nodes register Ready with their Leases, the Leases are
+//! renewed while the agent runs and go stale once it stops, pods bound to the nodes go
+//! Running (or Succeeded when asked), deletions complete, and a restarted agent takes
+//! its nodes and running pods back.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 20;
+
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(server: &TestServer) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["agent", "--runtime", "hollow", "--kubeconfig"])
+            .arg(server.kubeconfig())
+            .args(["--nodes", &NODES.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
+            .args(["--lease-renew-seconds", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the agent starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("the agent did not print ready");
+        }
+        Agent { child }
+    }
+
+    /// SIGTERM; the agent must exit 0.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("waitable") {
+                assert!(status.success(), "the agent exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the agent did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` (kubectl's JSON of `args`) until it returns `Some`, for up to 30 s.
+fn eventually<T>(kubectl: &Kubectl, args: &[&str], what: &str, check: impl Fn(&Value) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = kubectl.run(&[args, &["-o", "json"]].concat());
+        let value: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        if let Some(found) = check(&value) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {value}\n{}", run.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn renew_times(kubectl: &Kubectl) -> Vec<String> {
+    let leases = kubectl.json(&["get", "leases", "-n", "kube-node-lease"]);
+    let mut times: Vec<String> = leases["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{}={}", l["metadata"]["name"], l["spec"]["renewTime"]))
+        .collect();
+    times.sort();
+    times
+}
+
+#[test]
+fn hollow_nodes_register_keep_their_leases_and_run_pods() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let agent = Agent::start(&server);
+
+    let nodes = kubectl.json(&["get", "nodes", "-l", "tier=sim"]);
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), NODES);
+    for node in items {
+        let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        assert_eq!(ready["status"], "True", "{node}");
+        assert!(node["spec"]["podCIDR"].as_str().unwrap().starts_with("10."));
+    }
+    let table = kubectl.ok(&["get", "nodes"]);
+    assert_eq!(table.lines().filter(|l| l.contains(" Ready ")).count(), NODES, "{table}");
+
+    // Leases exist, owned by their nodes, and are renewed.
+    let before = renew_times(&kubectl);
+    assert_eq!(before.len(), NODES);
+    let lease = kubectl.json(&["get", "lease", "sim-0", "-n", "kube-node-lease"]);
+    assert_eq!(lease["metadata"]["ownerReferences"][0]["kind"], "Node");
+    std::thread::sleep(Duration::from_millis(2500));
+    let renewed = renew_times(&kubectl);
+    assert!(before.iter().zip(&renewed).all(|(a, b)| a != b), "every lease renewed:\n{before:?}\n{renewed:?}");
+
+    // Pods run, finish when asked, and deletions complete.
+    kubectl.ok(&["run", "web", "--image=localhost/keelson/web:1"]);
+    kubectl.ok(&[
+        "run",
+        "once",
+        "--image=busybox",
+        "--restart=Never",
+        "--annotations=hollow.keelson.dev/run-seconds=1",
+    ]);
+    let ip = eventually(&kubectl, &["get", "pod", "web"], "web Running", |pod| {
+        (pod["status"]["phase"] == "Running").then(|| pod["status"]["podIP"].as_str().unwrap_or("").to_owned())
+    });
+    assert!(ip.starts_with("10."), "{ip}");
+    eventually(&kubectl, &["get", "pod", "once"], "once Succeeded", |pod| {
+        (pod["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let ready = kubectl.ok(&["get", "pod", "web"]);
+    assert!(ready.contains("1/1") && ready.contains("Running"), "{ready}");
+    kubectl.ok(&["delete", "pod", "once", "--timeout=20s"]);
+    assert!(!kubectl.run(&["get", "pod", "once"]).ok, "the deleted pod is gone");
+
+    // A restarted agent takes its nodes and running pods back.
+    agent.stop();
+    let stopped = renew_times(&kubectl);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(renew_times(&kubectl), stopped, "a stopped agent's leases go stale");
+    let agent = Agent::start(&server);
+    assert_eq!(kubectl.json(&["get", "nodes", "-l", "tier=sim"])["items"].as_array().unwrap().len(), NODES);
+    let web = kubectl.json(&["get", "pod", "web"]);
+    assert_eq!(
+        (web["status"]["phase"].clone(), web["status"]["podIP"].clone()),
+        (Value::from("Running"), Value::from(ip))
+    );
+    kubectl.ok(&["run", "after", "--image=busybox"]);
+    eventually(&kubectl, &["get", "pod", "after"], "after Running", |pod| {
+        (pod["status"]["phase"] == "Running").then_some(())
+    });
+    agent.stop();
+}

@@ -7,14 +7,21 @@
 //! clients while a watch observes each pod's bind. Throughput is measured pods over the
 //! time from the first create to the last bind seen; per-second samples of binds give
 //! scheduler_perf's SchedulingThroughput percentiles.
+//!
+//! With `--hollow` the nodes are not bare Node objects but a fleet of hollow node
+//! agents (`keelson agent --runtime hollow`, run inside this process and talking HTTPS
+//! to the server like a separate agent): they register, renew Leases and start the
+//! pods bound to them, and each measured pod's startup (created → Running) is measured
+//! too.
 
 use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
 use crate::report::{self, LatencyMs, Machine};
 use anyhow::{bail, Context, Result};
+use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +49,13 @@ pub struct SchedulingArgs {
     /// Seconds to wait for every pod to be bound.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Hollow node agents instead of bare Node objects; pods must also reach Running.
+    #[arg(long)]
+    pub hollow: bool,
+    /// Offered load: measured pods created at this many per second (by default as fast
+    /// as the clients go). Latency is only meaningful below saturation.
+    #[arg(long)]
+    pub rate: Option<f64>,
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -56,6 +70,8 @@ pub struct SchedulingResult {
     pub init_pods: usize,
     pub pods: usize,
     pub clients: usize,
+    /// The offered load (`--rate`), if any.
+    pub rate: Option<f64>,
     /// Measured pods created per second (the create phase alone).
     pub creates_per_sec: f64,
     pub create_latency_ms: LatencyMs,
@@ -69,6 +85,9 @@ pub struct SchedulingResult {
     pub create_to_bound_ms: LatencyMs,
     /// Pods the watch saw bound (equals `pods` on success).
     pub bound: usize,
+    /// `--hollow`: pods seen Running, and their create → Running latency.
+    pub running: Option<usize>,
+    pub create_to_running_ms: Option<LatencyMs>,
     /// From the scheduler's metrics, when reachable.
     pub scheduler: Option<SchedulerFigures>,
 }
@@ -108,11 +127,13 @@ fn pod(name: &str, sent_us: u128) -> Value {
                           "limits": {"cpu": "100m", "memory": "500Mi"}}}]}})
 }
 
-/// Creates `count` objects named `prefix-N` at `clients` concurrency; returns the
-/// per-create latencies (µs) and the time the phase took.
+/// Creates `count` objects named `prefix-N` at `clients` concurrency, object `i` not
+/// before `i / rate` seconds in when a rate is given; returns the per-create latencies
+/// (µs) and the time the phase took.
 async fn create_all(
     target: &Target,
     clients: usize,
+    rate: Option<f64>,
     url: String,
     count: usize,
     make: impl Fn(&str) -> Value + Send + Sync + 'static,
@@ -130,6 +151,9 @@ async fn create_all(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     return Ok::<_, anyhow::Error>(latency);
+                }
+                if let Some(rate) = rate.filter(|r| *r > 0.0) {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
                 let body = make(&format!("{prefix}-{i:06}"));
                 let begun = Instant::now();
@@ -166,6 +190,14 @@ struct PodLite {
     metadata: MetaLite,
     #[serde(default)]
     spec: SpecLite,
+    #[serde(default)]
+    status: StatusLite,
+}
+
+#[derive(Deserialize, Default)]
+struct StatusLite {
+    #[serde(default)]
+    phase: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +221,9 @@ struct Binds {
     /// Instant of each bind, in order seen.
     at: Vec<Instant>,
     create_to_bound: hdrhistogram::Histogram<u64>,
+    /// Pods seen Running, and their create → Running latency.
+    running: usize,
+    create_to_running: hdrhistogram::Histogram<u64>,
 }
 
 /// The current resourceVersion of a namespace's pod list (a watch starts there).
@@ -198,19 +233,30 @@ async fn list_revision(http: &reqwest::Client, server: &str, namespace: &str) ->
     Ok(list["metadata"]["resourceVersion"].as_str().context("a list resourceVersion")?.to_string())
 }
 
-/// Watches `namespace`'s pods from `revision` until `count` distinct pods are bound or
-/// the deadline passes (re-watching from the last revision seen if the stream ends).
+/// Watches `namespace`'s pods from `revision` until `count` distinct pods are bound
+/// (and, with `until_running`, Running) or the deadline passes (re-watching from the
+/// last revision seen if the stream ends).
 async fn watch_binds(
     http: reqwest::Client,
     server: String,
     namespace: &'static str,
     mut revision: String,
     count: usize,
+    until_running: bool,
     deadline: Instant,
 ) -> Result<Binds> {
     let mut seen = HashSet::with_capacity(count);
-    let mut binds = Binds { at: Vec::with_capacity(count), create_to_bound: report::micros_histogram() };
-    while seen.len() < count && Instant::now() < deadline {
+    let mut started = HashSet::with_capacity(if until_running { count } else { 0 });
+    let mut binds = Binds {
+        at: Vec::with_capacity(count),
+        create_to_bound: report::micros_histogram(),
+        running: 0,
+        create_to_running: report::micros_histogram(),
+    };
+    let done = |seen: &HashSet<String>, started: &HashSet<String>| {
+        seen.len() >= count && (!until_running || started.len() >= count)
+    };
+    while !done(&seen, &started) && Instant::now() < deadline {
         let url = format!("{server}/api/v1/namespaces/{namespace}/pods?watch=1&resourceVersion={revision}");
         let mut response = http.get(url).send().await?;
         if !response.status().is_success() {
@@ -229,17 +275,27 @@ async fn watch_binds(
                     bail!("the pod watch failed: {}", String::from_utf8_lossy(&line));
                 }
                 revision = event.object.metadata.resource_version.clone();
+                let since_sent = || {
+                    let sent = event.object.metadata.annotations.get("loadgen.keelson.dev/sent-us")?;
+                    let sent: u128 = sent.parse().ok()?;
+                    Some(crate::api_bench::now_us().saturating_sub(sent) as u64)
+                };
                 let bound = event.object.spec.node_name.is_some_and(|n| !n.is_empty());
                 if bound && event.kind != "DELETED" && seen.insert(event.object.metadata.name.clone()) {
                     binds.at.push(Instant::now());
-                    if let Some(sent) = event.object.metadata.annotations.get("loadgen.keelson.dev/sent-us") {
-                        let sent: u128 = sent.parse().unwrap_or(0);
-                        let now = crate::api_bench::now_us();
-                        binds.create_to_bound.saturating_record(now.saturating_sub(sent) as u64);
+                    if let Some(micros) = since_sent() {
+                        binds.create_to_bound.saturating_record(micros);
+                    }
+                }
+                let running = event.object.status.phase.as_deref() == Some("Running");
+                if until_running && running && started.insert(event.object.metadata.name.clone()) {
+                    binds.running += 1;
+                    if let Some(micros) = since_sent() {
+                        binds.create_to_running.saturating_record(micros);
                     }
                 }
             }
-            if seen.len() >= count {
+            if done(&seen, &started) {
                 break;
             }
         }
@@ -297,21 +353,39 @@ async fn scheduler_figures(http: &reqwest::Client, server: &str) -> Option<Sched
     })
 }
 
-async fn measure(target: Target, args: &SchedulingArgs, label: String) -> Result<SchedulingResult> {
+async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label: String) -> Result<SchedulingResult> {
     let http = client(&target)?;
     let server = target.server.clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let (_, took) =
-        create_all(&target, args.clients, format!("{server}/api/v1/nodes"), args.nodes, node, "node").await?;
-    eprintln!("created {} nodes in {:.1}s", args.nodes, took.as_secs_f64());
+    let begun = Instant::now();
+    let fleet = if args.hollow {
+        let agent_client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        let mut options = HollowOptions::numbered("node-", args.nodes);
+        options.concurrency = args.clients;
+        Some(HollowFleet::start(agent_client, options).await?)
+    } else {
+        create_all(&target, args.clients, None, format!("{server}/api/v1/nodes"), args.nodes, node, "node").await?;
+        None
+    };
+    let kind = if args.hollow { "hollow nodes registered" } else { "nodes created" };
+    eprintln!("{} {kind} in {:.1}s", args.nodes, begun.elapsed().as_secs_f64());
 
     ensure_namespace(&http, &server, "init").await?;
     ensure_namespace(&http, &server, "measure").await?;
     if args.init_pods > 0 {
         let revision = list_revision(&http, &server, "init").await?;
-        let watch = tokio::spawn(watch_binds(http.clone(), server.clone(), "init", revision, args.init_pods, deadline));
+        let watch = tokio::spawn(watch_binds(
+            http.clone(),
+            server.clone(),
+            "init",
+            revision,
+            args.init_pods,
+            args.hollow,
+            deadline,
+        ));
         let url = format!("{server}/api/v1/namespaces/init/pods");
-        create_all(&target, args.clients, url, args.init_pods, |n| pod(n, crate::api_bench::now_us()), "init").await?;
+        let init = |n: &str| pod(n, crate::api_bench::now_us());
+        create_all(&target, args.clients, None, url, args.init_pods, init, "init").await?;
         let binds = watch.await??;
         if binds.at.len() < args.init_pods {
             bail!("only {} of {} initial pods were scheduled in time", binds.at.len(), args.init_pods);
@@ -320,15 +394,20 @@ async fn measure(target: Target, args: &SchedulingArgs, label: String) -> Result
     }
 
     let revision = list_revision(&http, &server, "measure").await?;
-    let watch = tokio::spawn(watch_binds(http.clone(), server.clone(), "measure", revision, args.pods, deadline));
+    let watch =
+        tokio::spawn(watch_binds(http.clone(), server.clone(), "measure", revision, args.pods, args.hollow, deadline));
     let start = Instant::now();
     let url = format!("{server}/api/v1/namespaces/measure/pods");
     let (create_latency, create_took) =
-        create_all(&target, args.clients, url, args.pods, |n| pod(n, crate::api_bench::now_us()), "pod").await?;
+        create_all(&target, args.clients, args.rate, url, args.pods, |n| pod(n, crate::api_bench::now_us()), "pod")
+            .await?;
     let binds = watch.await??;
+    if let Some(fleet) = fleet {
+        fleet.stop();
+    }
     let elapsed = binds.at.iter().max().map_or(Duration::ZERO, |last| last.duration_since(start));
     Ok(SchedulingResult {
-        workload: "SchedulingBasic".into(),
+        workload: if args.hollow { "SchedulingBasic (hollow nodes)" } else { "SchedulingBasic" }.into(),
         target: label,
         machine: Machine::detect(),
         commit: report::commit(),
@@ -336,6 +415,7 @@ async fn measure(target: Target, args: &SchedulingArgs, label: String) -> Result
         init_pods: args.init_pods,
         pods: args.pods,
         clients: args.clients,
+        rate: args.rate,
         creates_per_sec: args.pods as f64 / create_took.as_secs_f64(),
         create_latency_ms: LatencyMs::from_micros(&create_latency),
         pods_per_sec: binds.at.len() as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -343,6 +423,8 @@ async fn measure(target: Target, args: &SchedulingArgs, label: String) -> Result
         throughput_samples: percentiles(per_second(start, &binds.at)),
         create_to_bound_ms: LatencyMs::from_micros(&binds.create_to_bound),
         bound: binds.at.len(),
+        running: args.hollow.then_some(binds.running),
+        create_to_running_ms: args.hollow.then(|| LatencyMs::from_micros(&binds.create_to_running)),
         scheduler: scheduler_figures(&http, &server).await,
     })
 }
@@ -351,7 +433,7 @@ pub fn run(args: &SchedulingArgs) -> Result<SchedulingResult> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match &args.kubeconfig {
-            Some(path) => measure(read_kubeconfig(path)?, args, format!("kubeconfig {}", path.display())).await,
+            Some(path) => measure(read_kubeconfig(path)?, path, args, format!("kubeconfig {}", path.display())).await,
             None => {
                 let config = keelson::scheduler_config(args.scheduler_config.as_deref())?;
                 let dir = tempfile::tempdir()?;
@@ -363,9 +445,10 @@ pub fn run(args: &SchedulingArgs) -> Result<SchedulingResult> {
                 let serving = tokio::spawn(server.serve(async {
                     let _ = stop_rx.await;
                 }));
-                let target = read_kubeconfig(&dir.path().join("admin.kubeconfig"))?;
+                let kubeconfig = dir.path().join("admin.kubeconfig");
+                let target = read_kubeconfig(&kubeconfig)?;
                 let label = "embedded keelson server (RocksDB, durable) + in-process scheduler".to_string();
-                let result = measure(target, args, label).await;
+                let result = measure(target, &kubeconfig, args, label).await;
                 tokio::task::block_in_place(|| scheduler.stop());
                 let _ = stop_tx.send(());
                 let _ = serving.await;
@@ -386,4 +469,8 @@ pub fn print_table(r: &SchedulingResult) {
     let l = &r.create_to_bound_ms;
     println!("{:<28} {:>12}", "create→bound ms p50/p99", format!("{:.1}/{:.1}", l.p50, l.p99));
     println!("{:<28} {:>12}", "bound", r.bound);
+    if let (Some(running), Some(l)) = (r.running, &r.create_to_running_ms) {
+        println!("{:<28} {:>12}", "create→Running ms p50/p99", format!("{:.1}/{:.1}", l.p50, l.p99));
+        println!("{:<28} {:>12}", "running", running);
+    }
 }

@@ -20,12 +20,17 @@ struct Agent {
 }
 
 impl Agent {
+    /// `NODES` nodes renewing their Leases every second.
     fn start(server: &TestServer) -> Agent {
+        Agent::start_with(server, NODES, 1)
+    }
+
+    fn start_with(server: &TestServer, nodes: usize, renew_seconds: u64) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
             .args(["agent", "--runtime", "hollow", "--kubeconfig"])
             .arg(server.kubeconfig())
-            .args(["--nodes", &NODES.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
-            .args(["--lease-renew-seconds", "1"])
+            .args(["--nodes", &nodes.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
+            .args(["--lease-renew-seconds", &renew_seconds.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -39,7 +44,7 @@ impl Agent {
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        if rx.recv_timeout(Duration::from_secs(180)).is_err() {
             let _ = child.kill();
             panic!("the agent did not print ready");
         }
@@ -158,5 +163,41 @@ fn hollow_nodes_register_keep_their_leases_and_run_pods() {
     eventually(&kubectl, &["get", "pod", "after"], "after Running", |pod| {
         (pod["status"]["phase"] == "Running").then_some(())
     });
+    agent.stop();
+}
+
+/// The ages (seconds) of every node Lease's last renewal, as the server holds them.
+fn lease_ages(kubectl: &Kubectl) -> Vec<f64> {
+    let leases = kubectl.json(&["get", "leases", "-n", "kube-node-lease"]);
+    let now = keelson::engine::k8s_openapi::jiff::Timestamp::now();
+    leases["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lease| {
+            let renewed: keelson::engine::k8s_openapi::jiff::Timestamp =
+                lease["spec"]["renewTime"].as_str().unwrap().parse().unwrap();
+            now.duration_since(renewed).as_secs_f64()
+        })
+        .collect()
+}
+
+#[test]
+fn five_thousand_hollow_nodes_in_one_process_keep_every_lease_fresh() {
+    const MANY: usize = 5000;
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    // The kubelet's 10 s renewal against the 40 s lease duration.
+    let agent = Agent::start_with(&server, MANY, 10);
+    // Across three renewal rounds, every Lease stays well inside its duration.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(10));
+        let ages = lease_ages(&kubectl);
+        assert_eq!(ages.len(), MANY);
+        let oldest = ages.iter().cloned().fold(0.0, f64::max);
+        assert!(oldest < 25.0, "a lease {oldest:.1} s old (duration 40 s)");
+    }
+    let ready = kubectl.ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(ready.lines().filter(|l| l.contains(" Ready ")).count(), MANY);
     agent.stop();
 }

@@ -8,9 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 20;
@@ -26,44 +24,18 @@ impl Agent {
     }
 
     fn start_with(server: &TestServer, nodes: usize, renew_seconds: u64) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        command
             .args(["agent", "--runtime", "hollow", "--kubeconfig"])
             .arg(server.kubeconfig())
             .args(["--nodes", &nodes.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
-            .args(["--lease-renew-seconds", &renew_seconds.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the agent starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(180)).is_err() {
-            let _ = child.kill();
-            panic!("the agent did not print ready");
-        }
-        Agent { child }
+            .args(["--lease-renew-seconds", &renew_seconds.to_string()]);
+        Agent { child: spawn_until_ready(&mut command, Duration::from_secs(180)) }
     }
 
     /// SIGTERM; the agent must exit 0.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().expect("waitable") {
-                assert!(status.success(), "the agent exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("the agent did not exit within 10 s of SIGTERM");
+        terminate(&mut self.child);
     }
 }
 

@@ -46,45 +46,19 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        command
             .args(["server", "--data-dir"])
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(&self.extra_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("keelson starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(START_TIMEOUT).is_err() {
-            let _ = child.kill();
-            panic!("keelson server did not print ready within {START_TIMEOUT:?}");
-        }
-        self.child = Some(child);
+            .args(&self.extra_args);
+        self.child = Some(spawn_until_ready(&mut command, START_TIMEOUT));
     }
 
     /// SIGTERM, then wait: the server must exit 0.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
-            assert!(status.success());
-            for _ in 0..300 {
-                if let Some(status) = child.try_wait().expect("waitable") {
-                    assert!(status.success(), "keelson exited with {status}");
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            panic!("keelson did not exit within 15 s of SIGTERM");
+            terminate(&mut child);
         }
     }
 
@@ -109,6 +83,41 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Starts `command` (stdout piped, stderr inherited) and waits until it prints a line
+/// containing `ready`; kills it and panics if that takes longer than `timeout`.
+pub fn spawn_until_ready(command: &mut Command, timeout: Duration) -> Child {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("the command starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(timeout).is_err() {
+        let _ = child.kill();
+        panic!("{command:?} did not print ready within {timeout:?}");
+    }
+    child
+}
+
+/// SIGTERM, then wait: the process must exit 0 within 15 s.
+pub fn terminate(child: &mut Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("waitable") {
+            assert!(status.success(), "the process exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the process did not exit within 15 s of SIGTERM");
 }
 
 /// `/usr/bin/kubectl` dispatches by the server's minor; the versioned binaries sit

@@ -12,16 +12,14 @@
 //! the per-pod state; API writes go out with bounded concurrency, so 5,000 nodes cost a
 //! handful of tasks, not 5,000 kubelets.
 
-use super::objects::{
-    hollow_node, node_conditions, node_lease, running_status, succeeded_status, NodeAddressing, NodeShape,
-    LEASE_NAMESPACE,
-};
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+pub use super::heartbeat::FleetError;
+use super::heartbeat::Heartbeat;
+use super::objects::{hollow_node, running_status, succeeded_status, NodeAddressing, NodeShape};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -70,30 +68,24 @@ pub struct HollowFleet {
     tasks: Vec<JoinHandle<()>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("registering node {node}: {source}")]
-    Register { node: String, source: kube::Error },
-}
-
 impl HollowFleet {
     /// Registers every node and its Lease, then starts the heartbeats and the pod
     /// handling. Returns once all nodes are registered.
     pub async fn start(client: Client, options: HollowOptions) -> Result<HollowFleet, FleetError> {
         let options = Arc::new(options);
         let registered_at = Time(Timestamp::now());
-        let registered: Vec<(String, Option<String>)> = futures::stream::iter(options.names.iter().enumerate())
-            .map(|(index, name)| register(&client, &options, index, name, &registered_at))
-            .buffer_unordered(options.concurrency.max(1))
-            .try_collect()
-            .await?;
-        let uids: HashMap<String, Option<String>> = registered.into_iter().collect();
+        let nodes =
+            options.names.iter().enumerate().map(|(index, name)| {
+                hollow_node(name, NodeAddressing::new(index as u32), &options.shape, &registered_at)
+            });
+        let heartbeat = Heartbeat {
+            renew_interval: options.renew_interval,
+            status_interval: options.status_interval,
+            concurrency: options.concurrency,
+        };
+        let mut tasks = heartbeat.register_and_start(&client, nodes, registered_at.clone()).await?;
         let writes = Arc::new(Semaphore::new(options.concurrency.max(1)));
-        let tasks = vec![
-            tokio::spawn(renew_leases(client.clone(), Arc::clone(&options), uids)),
-            tokio::spawn(post_node_status(client.clone(), Arc::clone(&options), registered_at)),
-            tokio::spawn(run_pods(client, options, writes)),
-        ];
+        tasks.push(tokio::spawn(run_pods(client, options, writes)));
         Ok(HollowFleet { tasks })
     }
 
@@ -101,96 +93,6 @@ impl HollowFleet {
         for task in self.tasks {
             task.abort();
         }
-    }
-}
-
-/// Creates the node (or, if it exists, posts its status and labels again) and its
-/// Lease. Returns the node's name and uid.
-async fn register(
-    client: &Client,
-    options: &HollowOptions,
-    index: usize,
-    name: &str,
-    now: &Time,
-) -> Result<(String, Option<String>), FleetError> {
-    let failed = |source| FleetError::Register { node: name.to_owned(), source };
-    let nodes: Api<Node> = Api::all(client.clone());
-    let node = hollow_node(name, NodeAddressing::new(index as u32), &options.shape, now);
-    let created = match nodes.create(&PostParams::default(), &node).await {
-        Ok(created) => created,
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            // A restarted agent: the node is ours again, as it says now.
-            let labels = json!({"metadata": {"labels": node.metadata.labels}, "spec": {"taints": node.spec.as_ref().and_then(|s| s.taints.clone())}});
-            nodes.patch(name, &PatchParams::default(), &Patch::Merge(labels)).await.map_err(failed)?;
-            let status = json!({"status": node.status});
-            nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.map_err(failed)?
-        }
-        Err(error) => return Err(failed(error)),
-    };
-    let uid = created.metadata.uid.clone();
-    write_lease(client, name, uid.as_deref()).await.map_err(failed)?;
-    Ok((name.to_owned(), uid))
-}
-
-/// Renews a node's Lease, creating it if it is missing.
-async fn write_lease(client: &Client, node: &str, node_uid: Option<&str>) -> Result<(), kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let now = MicroTime(Timestamp::now());
-    let renew = json!({"spec": {"holderIdentity": node, "renewTime": now}});
-    match leases.patch(node, &PatchParams::default(), &Patch::Merge(&renew)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            match leases.create(&PostParams::default(), &node_lease(node, node_uid, &now)).await {
-                Ok(_) => Ok(()),
-                // Created meanwhile: it is fresh.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                Err(error) => Err(error),
-            }
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Every `renew_interval`, renews every Lease (a bounded number at once).
-async fn renew_leases(client: Client, options: Arc<HollowOptions>, uids: HashMap<String, Option<String>>) {
-    let mut ticks = tokio::time::interval(options.renew_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        futures::stream::iter(&uids)
-            .for_each_concurrent(options.concurrency.max(1), |(node, uid)| {
-                let client = &client;
-                async move {
-                    if let Err(error) = write_lease(client, node, uid.as_deref()).await {
-                        tracing::warn!(%error, node, "renewing the node lease");
-                    }
-                }
-            })
-            .await;
-    }
-}
-
-/// Every `status_interval`, re-posts every node's conditions with a fresh heartbeat.
-async fn post_node_status(client: Client, options: Arc<HollowOptions>, since: Time) {
-    let nodes: Api<Node> = Api::all(client);
-    let mut ticks = tokio::time::interval(options.status_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let conditions = node_conditions(&Time(Timestamp::now()), &since);
-        let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
-        futures::stream::iter(&options.names)
-            .for_each_concurrent(options.concurrency.max(1), |node| {
-                let (nodes, patch) = (&nodes, &patch);
-                async move {
-                    if let Err(error) = nodes.patch_status(node, &PatchParams::default(), patch).await {
-                        tracing::warn!(%error, node, "posting node status");
-                    }
-                }
-            })
-            .await;
     }
 }
 

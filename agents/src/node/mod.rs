@@ -5,5 +5,6 @@
 //! - [`hollow`]: the hollow runtime, many simulated nodes in one process (for
 //!   benchmarks); nothing runs, pods go Running and Succeeded on schedule.
 
+mod heartbeat;
 pub mod hollow;
 pub mod objects;

@@ -123,6 +123,21 @@ fn pods_land_where_filters_allow_and_wait_for_a_node_that_fits() {
     assert!(metrics.contains("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}"));
     assert!(metrics.contains("scheduler_pending_pods{queue=\"unschedulable\"}"));
     assert!(metrics.contains("scheduler_scheduling_attempt_duration_seconds_bucket"));
+    // Extension points, timed once per cycle: filters passed for placed pods, and the
+    // pods that did not fit ended at Filter and went through PostFilter (preemption).
+    let point = |point: &str, status: &str| {
+        format!("scheduler_framework_extension_point_duration_seconds_count{{extension_point=\"{point}\",profile=\"default-scheduler\",status=\"{status}\"}}")
+    };
+    for (name, status) in
+        [("PreFilter", "Success"), ("Filter", "Success"), ("Score", "Success"), ("Reserve", "Success")]
+    {
+        assert!(metrics.contains(&point(name, status)), "{name} {status} in:\n{metrics}");
+    }
+    assert!(metrics.contains(&point("PostFilter", "Unschedulable")), "{metrics}");
+    assert!(
+        metrics.contains(&point("Filter", "Unschedulable"))
+            || metrics.contains(&point("Filter", "UnschedulableAndUnresolvable"))
+    );
     let scheduler = kubectl.json(&["get", "componentstatuses", "scheduler"]);
     assert_eq!(scheduler["conditions"][0]["status"], "True");
     server.stop();

@@ -17,11 +17,13 @@ use crate::memo::{LocalVerdict, Memo, Memos};
 use crate::profile::Profile;
 use crate::query::{compile, PodQuery};
 use crate::snapshot::{NodeIx, Snapshot};
+use crate::timing::{Point, PointTimes};
 use keelson_engine::k8s_openapi::api::core::v1::Pod;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Below this many nodes kube-scheduler checks them all.
 const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
@@ -158,6 +160,8 @@ pub struct Scheduler {
     /// Per profile, memoised node-local results; `None` turns memoisation off.
     memos: Option<Vec<Memos>>,
     pub stats: CycleStats,
+    /// The extension points the last `schedule` ran, timed.
+    pub last_points: PointTimes,
 }
 
 impl Scheduler {
@@ -180,6 +184,7 @@ impl Scheduler {
             scratch: Scratch::default(),
             memos,
             stats: CycleStats::default(),
+            last_points: PointTimes::default(),
         }
     }
 
@@ -216,6 +221,7 @@ impl Scheduler {
 
     /// Schedules one pod and, on success, assumes it on the chosen node.
     pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
+        self.last_points.clear();
         let name = crate::profile::scheduler_name(pod);
         let Some(profile_ix) = self.profiles.iter().position(|p| p.scheduler_name == name) else {
             return Outcome::NoProfile;
@@ -238,7 +244,7 @@ impl Scheduler {
             }
         };
         let audit = if self.audit_due() { self.audit(query, &profile, node) } else { None };
-        if let Err(status) = reserve_and_permit(&profile, query, node) {
+        if let Err(status) = reserve_and_permit(&profile, query, node, &mut self.last_points) {
             self.stats.unschedulable += 1;
             return Outcome::Unschedulable(Failure {
                 code: status.code,
@@ -269,7 +275,9 @@ impl Scheduler {
         filter_pass(&self.pool, &mut self.scratch, &filtering, rows, rows, |k| k as NodeIx);
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
-        let scored = score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, None, &feasible);
+        let mut untimed = PointTimes::default();
+        let inputs = ScoreInputs { snapshot: &self.snapshot, query, profile, memo: None };
+        let scored = score_pass(&self.pool, &mut self.scratch, inputs, &feasible, &mut untimed);
         let totals = &self.scratch.totals;
         let best = totals.iter().copied().max();
         let chosen_score = feasible.iter().position(|&n| n == chosen).map(|i| totals[i]);
@@ -474,18 +482,27 @@ fn memo_width(profile: &Profile) -> usize {
     profile.scorers.iter().filter(|&&(plugin, _)| profile.plugins[plugin].node_local()).count()
 }
 
+/// What a score pass reads.
+#[derive(Clone, Copy)]
+struct ScoreInputs<'a> {
+    snapshot: &'a Snapshot,
+    query: &'a PodQuery,
+    profile: &'a Profile,
+    memo: Option<&'a Memo>,
+}
+
 /// Runs PreScore, Score and NormalizeScore over `feasible`; leaves the weighted totals in
 /// `scratch.totals`, one per feasible node. Node-local raw scores come from `memo` when
 /// there is one.
 fn score_pass(
     pool: &rayon::ThreadPool,
     scratch: &mut Scratch,
-    snapshot: &Snapshot,
-    query: &PodQuery,
-    profile: &Profile,
-    memo: Option<&Memo>,
+    inputs: ScoreInputs<'_>,
     feasible: &[NodeIx],
+    times: &mut PointTimes,
 ) -> Result<(), Status> {
+    let ScoreInputs { snapshot, query, profile, memo } = inputs;
+    let started = Instant::now();
     let mut active: Vec<ActiveScorer> = Vec::with_capacity(profile.scorers.len());
     let mut slots = 0;
     for &(plugin, weight) in &profile.scorers {
@@ -495,17 +512,21 @@ fn score_pass(
             slots += 1;
             slots - 1
         });
-        let Prepared { skip, state, .. } = profile.plugins[plugin].pre_score(query, snapshot, feasible)?;
+        let prepared = profile.plugins[plugin].pre_score(query, snapshot, feasible);
+        let Prepared { skip, state, .. } = prepared.inspect_err(|e| times.record(Point::PreScore, started, e.code))?;
         if !skip {
             active.push(ActiveScorer { plugin, weight, state, slot });
         }
     }
+    times.record(Point::PreScore, started, Code::Success);
+    let started = Instant::now();
     let Scratch { scores, column, totals, .. } = scratch;
     let n = feasible.len();
     totals.clear();
     totals.resize(n, 0);
     let per_node = active.len();
     if per_node == 0 {
+        times.record(Point::Score, started, Code::Success);
         return Ok(());
     }
     scores.clear();
@@ -551,6 +572,7 @@ fn score_pass(
             *total += score * scorer.weight;
         }
     }
+    times.record(Point::Score, started, Code::Success);
     Ok(())
 }
 
@@ -576,23 +598,29 @@ fn next_random(state: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-fn reserve_and_permit(profile: &Profile, query: &PodQuery, node: NodeIx) -> Result<(), Status> {
+fn reserve_and_permit(profile: &Profile, query: &PodQuery, node: NodeIx, times: &mut PointTimes) -> Result<(), Status> {
+    let started = Instant::now();
     for (i, plugin) in profile.plugins.iter().enumerate() {
         if let Err(status) = plugin.reserve(query, node) {
             for earlier in profile.plugins[..=i].iter().rev() {
                 earlier.unreserve(query, node);
             }
+            times.record(Point::Reserve, started, status.code);
             return Err(status);
         }
     }
+    times.record(Point::Reserve, started, Code::Success);
+    let started = Instant::now();
     for plugin in &profile.plugins {
         if let Err(status) = plugin.permit(query, node) {
             for plugin in profile.plugins.iter().rev() {
                 plugin.unreserve(query, node);
             }
+            times.record(Point::Permit, started, status.code);
             return Err(status);
         }
     }
+    times.record(Point::Permit, started, Code::Success);
     Ok(())
 }
 
@@ -662,7 +690,12 @@ impl Scheduler {
         memo: Option<&Memo>,
     ) -> Result<Option<(NodeIx, usize, usize)>, Failure> {
         let rows = self.snapshot.nodes.rows();
-        let (filtering, narrowed) = match pre_filter(&self.snapshot, query, profile, memo) {
+        let started = Instant::now();
+        let prefiltered = pre_filter(&self.snapshot, query, profile, memo);
+        let code = prefiltered.as_ref().map_or_else(|status| status.code, |_| Code::Success);
+        self.last_points.record(Point::PreFilter, started, code);
+        let started = Instant::now();
+        let (filtering, narrowed) = match prefiltered {
             Ok(prepared) => prepared,
             Err(status) => {
                 let code = status.code;
@@ -687,13 +720,19 @@ impl Scheduler {
         };
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
+        let filtered = if feasible.is_empty() { Code::Unschedulable } else { Code::Success };
+        self.last_points.record(Point::Filter, started, filtered);
+        let times = &mut self.last_points;
         let result = match feasible.len() {
             0 => Ok(None),
             1 => Ok(Some((feasible[0], evaluated, 1))),
-            n => match score_pass(&self.pool, &mut self.scratch, &self.snapshot, query, profile, memo, &feasible) {
-                Ok(()) => Ok(Some((feasible[select(&self.scratch.totals, &mut self.rng)], evaluated, n))),
-                Err(status) => Err(Failure { code: Code::Error, message: status.to_string(), nomination: None }),
-            },
+            n => {
+                let inputs = ScoreInputs { snapshot: &self.snapshot, query, profile, memo };
+                match score_pass(&self.pool, &mut self.scratch, inputs, &feasible, times) {
+                    Ok(()) => Ok(Some((feasible[select(&self.scratch.totals, &mut self.rng)], evaluated, n))),
+                    Err(status) => Err(Failure { code: Code::Error, message: status.to_string(), nomination: None }),
+                }
+            }
         };
         self.scratch.feasible = feasible;
         result
@@ -720,11 +759,19 @@ impl Scheduler {
         let mut nomination: Option<Nomination> = None;
         let mut post_filter = String::new();
         if profile.preemption {
+            let started = Instant::now();
             match crate::preemption::find(query, profile, &mut self.snapshot, &diagnosis) {
-                Ok(found) => nomination = Some(found),
-                Err(text) => post_filter = text,
+                Ok(found) => {
+                    nomination = Some(found);
+                    self.last_points.record(Point::PostFilter, started, Code::Success);
+                }
+                Err(text) => {
+                    post_filter = text;
+                    self.last_points.record(Point::PostFilter, started, Code::Unschedulable);
+                }
             }
         }
+        self.last_points.set_code(Point::Filter, code);
         Failure {
             code,
             message: fit_message(live, None, &histogram, &post_filter),

@@ -10,6 +10,7 @@
 //! - [`plugins`]: the in-tree plugins.
 //! - [`profile`]: which plugins run where, with which weights.
 //! - [`cycle`]: the scheduling cycle (the hot path).
+//! - [`timing`]: per-cycle extension point durations, for the runner's metrics.
 //! - [`memo`]: node-local results memoised across pods that ask nodes the same.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod query;
 pub mod queue;
 pub mod resources;
 pub mod snapshot;
+pub mod timing;
 
 pub use cycle::{Decision, Failure, Outcome, Scheduler};
 pub use profile::Profile;

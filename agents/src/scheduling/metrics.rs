@@ -1,7 +1,9 @@
 //! The scheduler runner's metrics, named as kube-scheduler names them.
 
 use crate::metrics::{header, Counter, Gauge, Histogram};
+use keelson_scheduler::framework::Code;
 use keelson_scheduler::queue::QueueLengths;
+use keelson_scheduler::timing::{status_label, Point, PointTimes};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -29,6 +31,8 @@ impl AttemptResult {
 pub struct SchedulerMetrics {
     attempts: [Counter; 3],
     attempt_duration: [Histogram; 3],
+    /// Per extension point the cycle runs (`Point::ALL`) and per status (`CODES`).
+    extension_points: [[Histogram; 5]; 7],
     /// The API round trip of a bind (kube's Bind extension point).
     pub bind_duration: Histogram,
     pub bind_errors: Counter,
@@ -47,7 +51,21 @@ pub struct SchedulerMetrics {
     pub audit_quality_micros: Counter,
 }
 
+/// The status codes an extension point ends with, in the order of
+/// `SchedulerMetrics::extension_points`.
+const CODES: [Code; 5] =
+    [Code::Success, Code::Unschedulable, Code::UnschedulableAndUnresolvable, Code::Error, Code::Skip];
+
 impl SchedulerMetrics {
+    /// Records how long each extension point of a cycle took.
+    pub fn extension_points(&self, times: &PointTimes) {
+        for (point, elapsed, code) in times.iter() {
+            let p = Point::ALL.iter().position(|x| *x == point).expect("listed");
+            let c = CODES.iter().position(|x| *x == code).expect("listed");
+            self.extension_points[p][c].observe(elapsed);
+        }
+    }
+
     pub fn attempt(&self, result: AttemptResult, elapsed: Duration) {
         let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
         self.attempts[i].inc();
@@ -100,8 +118,22 @@ impl SchedulerMetrics {
             out,
             "scheduler_framework_extension_point_duration_seconds",
             "histogram",
-            "Latency of extension points run by the runner.",
+            "Latency of the extension points of scheduling cycles (once per cycle) and of binds.",
         );
+        for (p, point) in Point::ALL.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let histogram = &self.extension_points[p][c];
+                // Only the series that have happened, as Prometheus client libraries do.
+                if histogram.count() > 0 {
+                    let labels = format!(
+                        "extension_point=\"{}\",profile=\"default-scheduler\",status=\"{}\"",
+                        point.name(),
+                        status_label(*code)
+                    );
+                    histogram.render(out, "scheduler_framework_extension_point_duration_seconds", &labels);
+                }
+            }
+        }
         self.bind_duration.render(
             out,
             "scheduler_framework_extension_point_duration_seconds",

@@ -291,7 +291,9 @@ impl State {
     fn schedule_one(&mut self, scheduler: &mut Scheduler, queued: QueuedPod, now: u64) {
         let started = Instant::now();
         let QueuedPod { key, pod, .. } = queued;
-        match scheduler.schedule(&pod, now) {
+        let outcome = scheduler.schedule(&pod, now);
+        self.metrics.extension_points(&scheduler.last_points);
+        match outcome {
             Outcome::Scheduled(decision) => {
                 self.metrics.attempt(AttemptResult::Scheduled, started.elapsed());
                 if let Some(audit) = decision.audit {

@@ -761,12 +761,11 @@ impl Call<'_> {
                 object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
             }
             let bytes = object::encode(&out);
-            let code = StatusCode::OK;
             if bytes == old_bytes.as_ref() {
-                return self.update_response(code, &change, &old_bytes, old_revision.get());
+                return self.update_response(&change, &old_bytes, old_revision.get());
             }
             if self.dry_run()? {
-                return self.update_response(code, &change, &bytes, old_revision.get());
+                return self.update_response(&change, &bytes, old_revision.get());
             }
             let key = self.key();
             // An object being deleted goes once its last finalizer is removed.
@@ -780,7 +779,7 @@ impl Call<'_> {
                     if outcome.record.is_tombstone() {
                         self.release_owned(&out).await;
                     }
-                    return self.update_response(code, &change, &bytes, outcome.revision.get());
+                    return self.update_response(&change, &bytes, outcome.revision.get());
                 }
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(StoreError::NotFound { .. }) => return Err(self.not_found()),
@@ -820,7 +819,8 @@ impl Call<'_> {
         Err(ApiError::conflict(info.group, info.plural, self.name(), "too many concurrent updates; please retry"))
     }
 
-    fn update_response(&self, code: StatusCode, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
+    fn update_response(&self, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
+        let code = StatusCode::OK;
         match change {
             Change::Scale(..) => {
                 let value = object::decode_stored(stored, revision).map_err(ApiError::internal)?;

@@ -124,32 +124,12 @@ impl Memo {
     }
 }
 
-fn code_bits(code: Code) -> u64 {
-    match code {
-        Code::Success => 0,
-        Code::Unschedulable => 1,
-        Code::UnschedulableAndUnresolvable => 2,
-        Code::Error => 3,
-        Code::Skip => 4,
-    }
-}
-
-fn code_of(bits: u64) -> Code {
-    match bits {
-        0 => Code::Success,
-        1 => Code::Unschedulable,
-        2 => Code::UnschedulableAndUnresolvable,
-        3 => Code::Error,
-        _ => Code::Skip,
-    }
-}
-
 /// `1 | plugin << 8 | code << 24 | reason << 32`; 0 is "passed".
 #[inline]
 fn pack(verdict: LocalVerdict) -> u64 {
     match verdict {
         None => 0,
-        Some((plugin, r)) => 1 | u64::from(plugin) << 8 | code_bits(r.code) << 24 | u64::from(r.reason) << 32,
+        Some((plugin, r)) => 1 | u64::from(plugin) << 8 | (r.code.index() as u64) << 24 | u64::from(r.reason) << 32,
     }
 }
 
@@ -159,7 +139,13 @@ fn unpack(bits: u64) -> LocalVerdict {
         return None;
     }
     let plugin = (bits >> 8) as u16;
-    Some((plugin, Rejection { code: code_of((bits >> 24) & 0xff), reason: (bits >> 32) as u32 }))
+    Some((
+        plugin,
+        Rejection {
+            code: Code::from_index(((bits >> 24) & 0xff) as usize).unwrap_or(Code::Error),
+            reason: (bits >> 32) as u32,
+        },
+    ))
 }
 
 /// The memos of one profile, least recently used evicted first.

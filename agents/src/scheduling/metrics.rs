@@ -3,7 +3,7 @@
 use crate::metrics::{header, Counter, Gauge, Histogram};
 use keelson_scheduler::framework::Code;
 use keelson_scheduler::queue::QueueLengths;
-use keelson_scheduler::timing::{status_label, Point, PointTimes};
+use keelson_scheduler::timing::{Point, PointTimes};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ impl AttemptResult {
 pub struct SchedulerMetrics {
     attempts: [Counter; 3],
     attempt_duration: [Histogram; 3],
-    /// Per extension point the cycle runs (`Point::ALL`) and per status (`CODES`).
+    /// Per extension point the cycle runs (`Point::ALL`) and per status (`Code::ALL`).
     extension_points: [[Histogram; 5]; 7],
     /// The API round trip of a bind (kube's Bind extension point).
     pub bind_duration: Histogram,
@@ -51,18 +51,11 @@ pub struct SchedulerMetrics {
     pub audit_quality_micros: Counter,
 }
 
-/// The status codes an extension point ends with, in the order of
-/// `SchedulerMetrics::extension_points`.
-const CODES: [Code; 5] =
-    [Code::Success, Code::Unschedulable, Code::UnschedulableAndUnresolvable, Code::Error, Code::Skip];
-
 impl SchedulerMetrics {
     /// Records how long each extension point of a cycle took.
     pub fn extension_points(&self, times: &PointTimes) {
         for (point, elapsed, code) in times.iter() {
-            let p = Point::ALL.iter().position(|x| *x == point).expect("listed");
-            let c = CODES.iter().position(|x| *x == code).expect("listed");
-            self.extension_points[p][c].observe(elapsed);
+            self.extension_points[point.index()][code.index()].observe(elapsed);
         }
     }
 
@@ -120,15 +113,15 @@ impl SchedulerMetrics {
             "histogram",
             "Latency of the extension points of scheduling cycles (once per cycle) and of binds.",
         );
-        for (p, point) in Point::ALL.iter().enumerate() {
-            for (c, code) in CODES.iter().enumerate() {
-                let histogram = &self.extension_points[p][c];
+        for point in Point::ALL {
+            for code in Code::ALL {
+                let histogram = &self.extension_points[point.index()][code.index()];
                 // Only the series that have happened, as Prometheus client libraries do.
                 if histogram.count() > 0 {
                     let labels = format!(
                         "extension_point=\"{}\",profile=\"default-scheduler\",status=\"{}\"",
                         point.name(),
-                        status_label(*code)
+                        code.name()
                     );
                     histogram.render(out, "scheduler_framework_extension_point_duration_seconds", &labels);
                 }

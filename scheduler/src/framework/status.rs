@@ -15,6 +15,32 @@ pub enum Code {
     Skip,
 }
 
+impl Code {
+    /// Every code, in declaration order: `ALL[code.index()] == code`.
+    pub const ALL: [Code; 5] =
+        [Code::Success, Code::Unschedulable, Code::UnschedulableAndUnresolvable, Code::Error, Code::Skip];
+
+    /// A small dense number for tables and packed words.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(index: usize) -> Option<Code> {
+        Code::ALL.get(index).copied()
+    }
+
+    /// kube-scheduler's name for the code (its metrics' `status` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Success => "Success",
+            Code::Unschedulable => "Unschedulable",
+            Code::UnschedulableAndUnresolvable => "UnschedulableAndUnresolvable",
+            Code::Error => "Error",
+            Code::Skip => "Skip",
+        }
+    }
+}
+
 /// A Filter's verdict on one node: the code and a plugin-defined reason (a small number
 /// the plugin turns into text later), so filtering allocates nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

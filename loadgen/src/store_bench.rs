@@ -19,7 +19,10 @@ const PREFIX: &str = "/registry/configmaps/loadgen/";
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct StoreArgs {
-    /// `rocksdb` (keelson's store, embedded) or `etcd=URL` (e.g. etcd=http://127.0.0.1:2379).
+    /// `rocksdb` (keelson's store, embedded), `etcd=URL` (e.g. etcd=http://127.0.0.1:2379),
+    /// or `rocksdb-backend`: the ceiling under the store, RocksDB alone with the store's
+    /// options, one thread writing each value once in synced batches of `--writers/2`
+    /// puts (about what the committer's batches reach) with nothing else around it.
     #[arg(long, default_value = "rocksdb")]
     pub target: String,
     /// Where the RocksDB store lives (default: a fresh temporary directory).
@@ -130,8 +133,9 @@ pub fn run(args: &StoreArgs) -> Result<StoreResult> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = match args.target.split_once('=') {
         None if args.target == "rocksdb" => runtime.block_on(run_keelson(args))?,
+        None if args.target == "rocksdb-backend" => run_backend_ceiling(args)?,
         Some(("etcd", url)) => runtime.block_on(run_etcd(args, url))?,
-        _ => bail!("unknown --target {:?}: use rocksdb or etcd=URL", args.target),
+        _ => bail!("unknown --target {:?}: use rocksdb, rocksdb-backend or etcd=URL", args.target),
     };
     Ok(result)
 }
@@ -196,6 +200,39 @@ async fn run_keelson(args: &StoreArgs) -> Result<StoreResult> {
     let stats = store.stats();
     let writes = stats.writes;
     Ok(summarize(args, "rocksdb".into(), !args.no_sync, writes, stats.syncs, elapsed, &latency, &watch))
+}
+
+/// The backend alone: what any RocksDB-backed store that writes each value once, with
+/// one WAL sync per batch, can reach here. No revisions, index, events or history.
+fn run_backend_ceiling(args: &StoreArgs) -> Result<StoreResult> {
+    use keelson_store::backend::{Backend, RocksBackend, Table, WriteBatch};
+    if args.watchers > 0 {
+        bail!("--target rocksdb-backend has no watch: it measures the backend alone");
+    }
+    let temp = tempfile::tempdir()?;
+    let backend = RocksBackend::open(temp.path())?;
+    let batch_size = (args.writers / 2).max(1);
+    let value = bytes::Bytes::from(value_with_timestamp(args.value_size));
+    let mut latency = report::micros_histogram();
+    let mut batch = WriteBatch::default();
+    let (mut writes, mut syncs, mut n) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    while Instant::now() < deadline {
+        for _ in 0..batch_size {
+            // Keys interleave over the writers, as the committer's batches do.
+            let key = format!("{PREFIX}w{:04}-{:09}", n % args.writers as u64, n / args.writers as u64);
+            batch.put(Table::Objects, key, value.clone());
+            n += 1;
+        }
+        let begun = Instant::now();
+        backend.write(&batch, !args.no_sync)?;
+        let _ = latency.record((begun.elapsed().as_micros() as u64).max(1));
+        batch.clear();
+        writes += batch_size as u64;
+        syncs += 1;
+    }
+    Ok(summarize(args, "rocksdb-backend".into(), !args.no_sync, writes, syncs, started.elapsed(), &latency, &[]))
 }
 
 /// What a writer task returns: its latency histogram and the last revision it wrote.
@@ -276,7 +313,7 @@ fn summarize(
         let _ = lag.add(&report.lag);
     }
     let watch_events: u64 = watch.iter().map(|r| r.events).sum();
-    let connections = if target == "rocksdb" { 0 } else { args.connections.clamp(1, args.writers.max(1)) };
+    let connections = if target.starts_with("rocksdb") { 0 } else { args.connections.clamp(1, args.writers.max(1)) };
     StoreResult {
         target,
         durable,

@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
+use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
 use keelson::agents::node::objects;
+use keelson::agents::node::runtime::process::ProcessRuntime;
 use keelson::agents::scheduling::{RunnerOptions, SchedulerRunner};
 use keelson::api::{Server, ServerConfig};
 use keelson::scheduler::config::SchedulerConfig;
@@ -33,6 +35,8 @@ enum StoreKind {
 enum Runtime {
     /// Simulated nodes: nothing runs; pods go Running (and Succeeded on request).
     Hollow,
+    /// Containers run as host processes (`command` + `args`; the image is not used).
+    Process,
 }
 
 #[derive(Subcommand)]
@@ -72,9 +76,10 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
-    /// Runs a node agent. For now the hollow runtime only: `--nodes N` simulated nodes
-    /// (named PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running
-    /// without running anything. The `process` and `cri` runtimes are not built yet.
+    /// Runs a node agent. `--runtime hollow`: `--nodes N` simulated nodes (named
+    /// PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running without
+    /// running anything. `--runtime process`: one node (`--node-name`, default the host
+    /// name) whose containers run as host processes. The `cri` runtime is not built yet.
     Agent {
         #[arg(long)]
         kubeconfig: PathBuf,
@@ -94,10 +99,12 @@ enum Command {
         /// Taints every node registers with, `key=value:Effect,...`.
         #[arg(long, default_value = "")]
         register_with_taints: String,
-        #[arg(long, default_value = "4")]
-        node_cpu: String,
-        #[arg(long, default_value = "32Gi")]
-        node_memory: String,
+        /// CPUs the node offers (hollow: 4; process: the host's).
+        #[arg(long)]
+        node_cpu: Option<String>,
+        /// Memory the node offers (hollow: 32Gi; process: the host's).
+        #[arg(long)]
+        node_memory: Option<String>,
         #[arg(long, default_value_t = 110)]
         node_pods: u32,
         /// Milliseconds from bound to Running.
@@ -106,6 +113,22 @@ enum Command {
         /// Seconds between Lease renewals (the kubelet's 10 s).
         #[arg(long, default_value_t = 10)]
         lease_renew_seconds: u64,
+        /// Where the process runtime keeps pods, container state and logs.
+        #[arg(long, default_value = "./keelson-agent")]
+        root_dir: PathBuf,
+        /// The node's address (InternalIP); with the process runtime, every pod's IP too.
+        #[arg(long, default_value = "127.0.0.1")]
+        node_ip: String,
+        /// The agent's HTTPS port (container logs), published on the Node.
+        #[arg(long, default_value_t = 10250)]
+        kubelet_port: u16,
+    },
+    /// The process runtime's per-container shim (started by the agent, not by hand):
+    /// `keelson shim --dir DIR --log FILE -- COMMAND...`.
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
@@ -219,6 +242,28 @@ fn hollow_agent(kubeconfig: &Path, options: HollowOptions) -> Result<()> {
     })
 }
 
+/// `keelson agent --runtime process`: one node whose containers are host processes.
+fn process_agent(kubeconfig: &Path, options: AgentOptions, root_dir: PathBuf) -> Result<()> {
+    let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        client.apiserver_version().await.context("reaching the API server")?;
+        let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
+        let name = options.node_name.clone();
+        let agent = NodeAgent::start(client, options, std::sync::Arc::new(containers)).await?;
+        println!("keelson agent ready: node {name} registered (process runtime)");
+        termination().await;
+        agent.stop();
+        anyhow::Ok(())
+    })
+}
+
+/// `--register-with-taints key=value:Effect,...`.
+fn parse_taints(text: &str) -> Result<Vec<keelson::engine::k8s_openapi::api::core::v1::Taint>> {
+    text.split(',').filter(|t| !t.is_empty()).map(|t| objects::parse_taint(t).map_err(anyhow::Error::msg)).collect()
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Server {
@@ -243,6 +288,49 @@ fn main() -> Result<()> {
         Command::Scheduler { kubeconfig, config, metrics_listen } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen)?
         }
+        Command::Shim { args } => {
+            let Some((dir, log, argv)) = keelson::agents::node::runtime::shim::parse_args(&args) else {
+                anyhow::bail!("usage: keelson shim --dir DIR --log FILE -- COMMAND...");
+            };
+            std::process::exit(keelson::agents::node::runtime::shim::run(&dir, &log, &argv));
+        }
+        Command::Agent {
+            kubeconfig,
+            runtime: Runtime::Process,
+            node_name,
+            node_labels,
+            register_with_taints,
+            node_cpu,
+            node_memory,
+            node_pods,
+            lease_renew_seconds,
+            root_dir,
+            node_ip,
+            kubelet_port,
+            ..
+        } => {
+            std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
+            let root_dir = root_dir.canonicalize()?;
+            let mut shape = keelson::agents::node::kubelet::host_shape(&root_dir);
+            shape.labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
+            shape.taints = parse_taints(&register_with_taints)?;
+            shape.cpu = node_cpu.unwrap_or(shape.cpu);
+            shape.memory = node_memory.unwrap_or(shape.memory);
+            shape.pods = node_pods;
+            let node_name = match node_name {
+                Some(name) => name,
+                None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
+            };
+            let options = AgentOptions {
+                node_name,
+                shape,
+                host_ip: node_ip,
+                kubelet_port,
+                renew_interval: std::time::Duration::from_secs(lease_renew_seconds.max(1)),
+                status_interval: std::time::Duration::from_secs(300),
+            };
+            process_agent(&kubeconfig, options, root_dir)?
+        }
         Command::Agent {
             kubeconfig,
             runtime: Runtime::Hollow,
@@ -256,20 +344,16 @@ fn main() -> Result<()> {
             node_pods,
             pod_startup_delay_ms,
             lease_renew_seconds,
+            ..
         } => {
             let mut options = HollowOptions::numbered(&node_name_prefix, nodes.unwrap_or(1));
             if let Some(name) = node_name {
                 options.names = vec![name];
             }
             options.shape.labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
-            options.shape.taints = register_with_taints
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(objects::parse_taint)
-                .collect::<Result<_, _>>()
-                .map_err(anyhow::Error::msg)?;
-            options.shape.cpu = node_cpu;
-            options.shape.memory = node_memory;
+            options.shape.taints = parse_taints(&register_with_taints)?;
+            options.shape.cpu = node_cpu.unwrap_or(options.shape.cpu);
+            options.shape.memory = node_memory.unwrap_or(options.shape.memory);
             options.shape.pods = node_pods;
             options.startup_delay = std::time::Duration::from_millis(pod_startup_delay_ms);
             options.renew_interval = std::time::Duration::from_secs(lease_renew_seconds.max(1));

@@ -4,7 +4,12 @@
 //! - [`objects`]: the Node, Lease and pod statuses, built as the kubelet builds them.
 //! - [`hollow`]: the hollow runtime, many simulated nodes in one process (for
 //!   benchmarks); nothing runs, pods go Running and Succeeded on schedule.
+//! - [`kubelet`]: one real node: its pods run through a [`runtime::Runtime`], one
+//!   [`pod::worker::Worker`] each.
 
 mod heartbeat;
 pub mod hollow;
+pub mod kubelet;
 pub mod objects;
+pub mod pod;
+pub mod runtime;

@@ -5,8 +5,9 @@
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Node, NodeAddress, NodeCondition,
-    NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Taint,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, DaemonEndpoint, Node,
+    NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodIP,
+    PodStatus, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -125,8 +126,34 @@ pub fn node_conditions(heartbeat: &Time, since: &Time) -> Vec<NodeCondition> {
     ]
 }
 
+/// How a node presents itself beyond its shape: where it is and what runs its pods.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub host_ip: String,
+    pub pod_cidr: String,
+    /// `hollow://1.0`, `process://0.1.0`, `containerd://1.7.24`.
+    pub runtime_version: String,
+    pub os_image: String,
+    pub kernel_version: String,
+    /// The agent's HTTPS port (logs), published as `daemonEndpoints.kubeletEndpoint`.
+    pub kubelet_port: i32,
+}
+
 /// The Node a hollow agent registers.
 pub fn hollow_node(name: &str, addressing: NodeAddressing, shape: &NodeShape, now: &Time) -> Node {
+    let identity = NodeIdentity {
+        host_ip: addressing.host_ip(),
+        pod_cidr: addressing.pod_cidr(),
+        runtime_version: "hollow://1.0".into(),
+        os_image: "keelson hollow node".into(),
+        kernel_version: "hollow".into(),
+        kubelet_port: 0,
+    };
+    node_object(name, &identity, shape, now)
+}
+
+/// The Node an agent registers.
+pub fn node_object(name: &str, identity: &NodeIdentity, shape: &NodeShape, now: &Time) -> Node {
     let mut labels = shape.labels.clone();
     labels.insert("kubernetes.io/hostname".into(), name.into());
     labels.insert("kubernetes.io/os".into(), "linux".into());
@@ -145,8 +172,8 @@ pub fn hollow_node(name: &str, addressing: NodeAddressing, shape: &NodeShape, no
     Node {
         metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() },
         spec: Some(NodeSpec {
-            pod_cidr: Some(addressing.pod_cidr()),
-            pod_cidrs: Some(vec![addressing.pod_cidr()]),
+            pod_cidr: Some(identity.pod_cidr.clone()),
+            pod_cidrs: Some(vec![identity.pod_cidr.clone()]),
             taints: (!shape.taints.is_empty()).then(|| shape.taints.clone()),
             ..Default::default()
         }),
@@ -155,21 +182,23 @@ pub fn hollow_node(name: &str, addressing: NodeAddressing, shape: &NodeShape, no
             allocatable: Some(resources),
             conditions: Some(node_conditions(now, now)),
             addresses: Some(vec![
-                NodeAddress { type_: "InternalIP".into(), address: addressing.host_ip() },
+                NodeAddress { type_: "InternalIP".into(), address: identity.host_ip.clone() },
                 NodeAddress { type_: "Hostname".into(), address: name.into() },
             ]),
-            daemon_endpoints: Some(NodeDaemonEndpoints::default()),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: (identity.kubelet_port > 0).then_some(DaemonEndpoint { port: identity.kubelet_port }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".into(),
-                boot_id: format!("hollow-{name}"),
-                container_runtime_version: "hollow://1.0".into(),
-                kernel_version: "hollow".into(),
+                boot_id: format!("keelson-{name}"),
+                container_runtime_version: identity.runtime_version.clone(),
+                kernel_version: identity.kernel_version.clone(),
                 kube_proxy_version: String::new(),
                 kubelet_version: KUBELET_VERSION.into(),
-                machine_id: format!("hollow-{name}"),
+                machine_id: format!("keelson-{name}"),
                 operating_system: "linux".into(),
-                os_image: "keelson hollow node".into(),
-                system_uuid: format!("hollow-{name}"),
+                os_image: identity.os_image.clone(),
+                system_uuid: format!("keelson-{name}"),
                 ..Default::default()
             }),
             ..Default::default()

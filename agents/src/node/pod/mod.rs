@@ -1,0 +1,9 @@
+//! Running pods on a real node: one [`worker::Worker`] per pod, its container
+//! environment ([`env`]), restart backoff ([`backoff`]), probes ([`probe`]) and the
+//! status it reports ([`status`]).
+
+pub mod backoff;
+pub mod env;
+pub mod probe;
+pub mod status;
+pub mod worker;

@@ -1,0 +1,469 @@
+//! One worker per pod: it starts the pod's containers in order (init containers one by
+//! one, then the rest), watches them, restarts them as the restart policy and the
+//! backoff say, runs their probes, writes the pod's status when it changes, and on
+//! deletion stops them within the grace period and lets the pod go.
+
+use super::backoff::Backoff;
+use super::env::{self, Placement};
+use super::probe::{self, Tally};
+use super::status::{self, ContainerView, Observed, PodView};
+use crate::node::runtime::{ContainerRecord, ContainerSpec, ContainerState, Exit, PodRef, Runtime, RuntimeError};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often a worker looks at its containers when nothing else wakes it.
+const TICK: Duration = Duration::from_millis(250);
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// What the node tells each worker.
+pub struct NodeContext {
+    pub node_name: String,
+    pub host_ip: String,
+    pub allocatable: BTreeMap<String, String>,
+}
+
+/// One container of the pod, across its restarts.
+struct Slot {
+    spec: Container,
+    init: bool,
+    /// Runs started so far; the next run's attempt number.
+    attempts: u32,
+    id: Option<String>,
+    state: Observed,
+    /// The previous run's end (`lastState`).
+    last: Option<Exit>,
+    /// When the current run's end was seen (the backoff counts from there).
+    exited_at: Option<Instant>,
+    backoff: Backoff,
+    started_at: Option<Instant>,
+    startup: Option<Tally>,
+    liveness: Option<Tally>,
+    readiness: Option<Tally>,
+}
+
+impl Slot {
+    fn new(spec: Container, init: bool) -> Slot {
+        Slot {
+            spec,
+            init,
+            attempts: 0,
+            id: None,
+            state: Observed::Waiting { reason: "ContainerCreating".into(), message: None },
+            last: None,
+            exited_at: None,
+            backoff: Backoff::default(),
+            started_at: None,
+            startup: None,
+            liveness: None,
+            readiness: None,
+        }
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(&self.state, Observed::Terminated(e) if e.exit_code == 0)
+    }
+
+    fn started(&self) -> bool {
+        matches!(self.state, Observed::Running { .. }) && self.startup.as_ref().is_none_or(|t| t.passing == Some(true))
+    }
+
+    fn ready(&self) -> bool {
+        self.started() && self.readiness.as_ref().is_none_or(|t| t.passing == Some(true))
+    }
+}
+
+fn should_restart(policy: &str, exit: &Exit) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit.exit_code != 0,
+        _ => true,
+    }
+}
+
+pub struct Worker<R: Runtime> {
+    runtime: Arc<R>,
+    client: Client,
+    node: Arc<NodeContext>,
+    pod: Pod,
+    slots: Vec<Slot>,
+    pod_ip: Option<String>,
+    start_time: SystemTime,
+    init_failed: bool,
+    written: Option<PodStatus>,
+}
+
+impl<R: Runtime> Worker<R> {
+    /// A worker for `pod`, taking back the containers a previous agent left running.
+    pub fn new(
+        runtime: Arc<R>,
+        client: Client,
+        node: Arc<NodeContext>,
+        pod: Pod,
+        adopted: Vec<ContainerRecord>,
+    ) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut slots: Vec<Slot> = spec.init_containers.into_iter().flatten().map(|c| Slot::new(c, true)).collect();
+        slots.extend(spec.containers.into_iter().map(|c| Slot::new(c, false)));
+        for slot in &mut slots {
+            let mut runs: Vec<&ContainerRecord> = adopted.iter().filter(|r| r.name == slot.spec.name).collect();
+            runs.sort_by_key(|r| r.attempt);
+            if let Some(latest) = runs.last() {
+                slot.attempts = latest.attempt + 1;
+                slot.id = Some(latest.id.clone());
+                slot.state = match &latest.state {
+                    ContainerState::Running { started_at } => {
+                        slot.started_at = Some(Instant::now());
+                        Observed::Running { started_at: *started_at }
+                    }
+                    ContainerState::Exited(exit) => {
+                        slot.exited_at = Some(Instant::now());
+                        Observed::Terminated(exit.clone())
+                    }
+                };
+                slot.arm_probes(Instant::now());
+            }
+            if let Some(ContainerState::Exited(previous)) = runs.iter().rev().nth(1).map(|r| &r.state) {
+                slot.last = Some(previous.clone());
+            }
+        }
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .and_then(|t| u64::try_from(t.0.as_second()).ok())
+            .map_or_else(SystemTime::now, |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let written = pod.status.clone();
+        Worker { runtime, client, node, pod, slots, pod_ip: None, start_time, init_failed: false, written }
+    }
+
+    fn pod_ref(&self) -> PodRef {
+        let meta = &self.pod.metadata;
+        PodRef {
+            uid: meta.uid.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
+    }
+
+    /// Runs until the pod is gone: `updates` holds the newest version of the pod, and
+    /// its sender is dropped when the pod left the API.
+    pub async fn run(mut self, mut updates: watch::Receiver<Pod>) {
+        loop {
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                self.terminate(true).await;
+                return;
+            }
+            if let Err(error) = self.sync().await {
+                tracing::warn!(%error, pod = ?self.pod.metadata.name, "syncing pod");
+            }
+            tokio::select! {
+                changed = updates.changed() => match changed {
+                    Ok(()) => self.pod = updates.borrow_and_update().clone(),
+                    Err(_) => {
+                        // Deleted from the API already (grace 0 by someone else).
+                        self.terminate(false).await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    async fn sync(&mut self) -> Result<(), RuntimeError> {
+        let terminal = matches!(self.written.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+        if terminal {
+            return Ok(());
+        }
+        if self.pod_ip.is_none() {
+            self.pod_ip = Some(self.runtime.run_sandbox(&self.pod_ref()).await?);
+        }
+        self.observe().await;
+        let policy = self.restart_policy();
+        let mut init_done = true;
+        for index in 0..self.slots.len() {
+            if !self.slots[index].init {
+                continue;
+            }
+            if self.slots[index].succeeded() {
+                continue;
+            }
+            init_done = false;
+            match &self.slots[index].state {
+                Observed::Running { .. } => {}
+                // An init container that failed is retried unless the pod never restarts.
+                Observed::Terminated(_) if policy == "Never" => self.init_failed = true,
+                _ => self.start(index).await,
+            }
+            break;
+        }
+        if init_done {
+            for index in 0..self.slots.len() {
+                if self.slots[index].init {
+                    continue;
+                }
+                match &self.slots[index].state {
+                    Observed::Running { .. } => self.probe(index).await,
+                    Observed::Terminated(exit) if !should_restart(&policy, exit) => {}
+                    _ => self.start(index).await,
+                }
+            }
+        }
+        self.write_status().await;
+        Ok(())
+    }
+
+    /// Refreshes every running container's state from the runtime.
+    async fn observe(&mut self) {
+        for slot in &mut self.slots {
+            let (Observed::Running { .. }, Some(id)) = (&slot.state, &slot.id) else { continue };
+            match self.runtime.state(id).await {
+                Ok(ContainerState::Running { .. }) => {}
+                Ok(ContainerState::Exited(exit)) => {
+                    slot.state = Observed::Terminated(exit);
+                    slot.exited_at = Some(Instant::now());
+                }
+                Err(error) => tracing::warn!(%error, container = slot.spec.name, "reading container state"),
+            }
+        }
+    }
+
+    /// Starts (or restarts, once its backoff allows) the container in slot `index`.
+    async fn start(&mut self, index: usize) {
+        let pod_ref = self.pod_ref();
+        let now = Instant::now();
+        let slot = &mut self.slots[index];
+        if let Some(exited) = slot.exited_at {
+            let ran_for = match &slot.state {
+                Observed::Terminated(exit) => {
+                    exit.started_at.and_then(|s| exit.finished_at.duration_since(s).ok()).unwrap_or_default()
+                }
+                _ => Duration::ZERO,
+            };
+            if let Observed::Terminated(exit) = &slot.state {
+                slot.last = Some(exit.clone());
+            }
+            if slot.backoff.check(exited, ran_for, now).is_some() {
+                slot.state = Observed::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(format!(
+                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        slot.backoff.current().as_secs(),
+                        slot.spec.name,
+                        pod_ref.name,
+                        pod_ref.namespace,
+                        pod_ref.uid
+                    )),
+                };
+                return;
+            }
+        }
+        let ip = self.pod_ip.clone().unwrap_or_default();
+        let placement = Placement { node_name: &self.node.node_name, host_ip: &self.node.host_ip, pod_ip: &ip };
+        let slot = &self.slots[index];
+        let env = match env::resolve(&self.client, &self.pod, &slot.spec, &placement, &self.node.allocatable).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.slots[index].state =
+                    Observed::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message) };
+                return;
+            }
+        };
+        let spec = ContainerSpec {
+            pod: pod_ref,
+            name: slot.spec.name.clone(),
+            attempt: slot.attempts,
+            image: slot.spec.image.clone().unwrap_or_default(),
+            argv: env::argv(&slot.spec, &env),
+            env,
+            working_dir: slot.spec.working_dir.clone(),
+        };
+        let started = self.runtime.start(&spec).await;
+        let slot = &mut self.slots[index];
+        match started {
+            Ok(id) => {
+                slot.attempts += 1;
+                let state = self.runtime.state(&id).await;
+                slot.id = Some(id);
+                slot.exited_at = None;
+                slot.started_at = Some(Instant::now());
+                slot.arm_probes(Instant::now());
+                slot.state = match state {
+                    Ok(ContainerState::Running { started_at }) => Observed::Running { started_at },
+                    Ok(ContainerState::Exited(exit)) => {
+                        slot.exited_at = Some(Instant::now());
+                        Observed::Terminated(exit)
+                    }
+                    Err(_) => Observed::Running { started_at: SystemTime::now() },
+                };
+            }
+            Err(RuntimeError::CreateContainer(message)) => {
+                slot.state = Observed::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
+            }
+            Err(error) => {
+                slot.state = Observed::Waiting { reason: "ContainerCreating".into(), message: Some(error.to_string()) };
+            }
+        }
+    }
+
+    /// Runs the probes that are due for a running container; a failed liveness (or
+    /// startup) probe stops it, and the restart policy takes over.
+    async fn probe(&mut self, index: usize) {
+        let now = Instant::now();
+        let ip = self.pod_ip.clone().unwrap_or_default();
+        let slot = &self.slots[index];
+        let Some(id) = slot.id.clone() else { return };
+        let spec = slot.spec.clone();
+        let mut kill_reason = None;
+        if let (Some(probe), Some(tally)) = (&spec.startup_probe, &slot.startup) {
+            if tally.passing != Some(true) && tally.due(now) {
+                let (ok, message) = probe::run(&*self.runtime, &id, &spec, probe, &ip).await;
+                let tally = self.slots[index].startup.as_mut().expect("armed with the probe");
+                if tally.record(probe, ok, message.clone(), now) == Some(false) {
+                    kill_reason = Some(format!("Startup probe failed: {message}"));
+                }
+            }
+        }
+        if self.slots[index].started() {
+            if let (Some(probe), Some(tally)) = (&spec.liveness_probe, &self.slots[index].liveness) {
+                if tally.due(now) {
+                    let (ok, message) = probe::run(&*self.runtime, &id, &spec, probe, &ip).await;
+                    let tally = self.slots[index].liveness.as_mut().expect("armed with the probe");
+                    if tally.record(probe, ok, message.clone(), now) == Some(false) {
+                        kill_reason = Some(format!("Liveness probe failed: {message}"));
+                    }
+                }
+            }
+            if let (Some(probe), Some(tally)) = (&spec.readiness_probe, &self.slots[index].readiness) {
+                if tally.due(now) {
+                    let (ok, message) = probe::run(&*self.runtime, &id, &spec, probe, &ip).await;
+                    let tally = self.slots[index].readiness.as_mut().expect("armed with the probe");
+                    tally.record(probe, ok, message, now);
+                }
+            }
+        }
+        if let Some(reason) = kill_reason {
+            tracing::info!(container = spec.name, %reason, "restarting container");
+            let grace = spec
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.termination_grace_period_seconds)
+                .map(|s| Duration::from_secs(s.max(0) as u64))
+                .unwrap_or_else(|| self.grace());
+            if let Err(error) = self.runtime.stop(&id, grace).await {
+                tracing::warn!(%error, container = spec.name, "stopping a container that failed its probe");
+            }
+            self.observe().await;
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        let seconds = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds));
+        seconds.map_or(DEFAULT_GRACE, |s| Duration::from_secs(s.max(0) as u64))
+    }
+
+    async fn write_status(&mut self) {
+        let policy = self.restart_policy();
+        let views = |init: bool| -> Vec<ContainerView> {
+            self.slots
+                .iter()
+                .filter(|s| s.init == init)
+                .map(|slot| ContainerView {
+                    name: slot.spec.name.clone(),
+                    image: slot.spec.image.clone().unwrap_or_default(),
+                    id: slot.id.clone(),
+                    state: slot.state.clone(),
+                    last: slot.last.clone(),
+                    restart_count: slot.attempts.saturating_sub(1) as i32,
+                    ready: slot.ready(),
+                    started: slot.started(),
+                    will_restart: match &slot.state {
+                        Observed::Terminated(exit) => !slot.init && should_restart(&policy, exit),
+                        _ => true,
+                    },
+                })
+                .collect()
+        };
+        let (init, containers) = (views(true), views(false));
+        let view = PodView {
+            init: &init,
+            containers: &containers,
+            sandbox_ready: self.pod_ip.is_some(),
+            host_ip: &self.node.host_ip,
+            pod_ip: self.pod_ip.as_deref(),
+            start_time: self.start_time,
+            init_failed: self.init_failed,
+            previous: self.written.as_ref().or(self.pod.status.as_ref()),
+        };
+        let status = status::pod_status(&view, SystemTime::now());
+        if self.written.as_ref().is_some_and(|w| same_status(w, &status)) {
+            return;
+        }
+        let pod_ref = self.pod_ref();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ref.namespace);
+        let (patch, params) = (Patch::Merge(serde_json::json!({"status": status})), PatchParams::default());
+        match crate::client::retry_throttled(|| api.patch_status(&pod_ref.name, &params, &patch)).await {
+            Ok(_) => self.written = Some(status),
+            Err(error) => tracing::warn!(%error, pod = pod_ref.name, "writing pod status"),
+        }
+    }
+
+    /// Stops every container within the grace period, removes the sandbox and, if the
+    /// pod is still in the API, lets it go (grace period 0, this pod's uid only).
+    async fn terminate(&mut self, confirm: bool) {
+        let grace = self.grace();
+        let running: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, Observed::Running { .. }))
+            .filter_map(|s| s.id.clone())
+            .collect();
+        let runtime = &self.runtime;
+        futures::future::join_all(running.iter().map(|id| runtime.stop(id, grace))).await;
+        let pod_ref = self.pod_ref();
+        if let Err(error) = self.runtime.remove_pod(&pod_ref.uid).await {
+            tracing::warn!(%error, pod = pod_ref.name, "removing the pod's sandbox");
+        }
+        if !confirm {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ref.namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(pod_ref.uid.clone()), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        match crate::client::retry_throttled(|| api.delete(&pod_ref.name, &params)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => tracing::warn!(%error, pod = pod_ref.name, "confirming a pod's deletion"),
+        }
+    }
+}
+
+impl Slot {
+    fn arm_probes(&mut self, now: Instant) {
+        self.startup = self.spec.startup_probe.as_ref().map(|p| Tally::new(p, now));
+        self.liveness = self.spec.liveness_probe.as_ref().map(|p| Tally::new(p, now));
+        self.readiness = self.spec.readiness_probe.as_ref().map(|p| Tally::new(p, now));
+    }
+}
+
+/// Equal but for condition times the API would keep anyway.
+fn same_status(a: &PodStatus, b: &PodStatus) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}

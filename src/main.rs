@@ -249,9 +249,10 @@ fn process_agent(kubeconfig: &Path, options: AgentOptions, root_dir: PathBuf) ->
     runtime.block_on(async {
         let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
         client.apiserver_version().await.context("reaching the API server")?;
+        let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
         let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
         let name = options.node_name.clone();
-        let agent = NodeAgent::start(client, options, std::sync::Arc::new(containers)).await?;
+        let agent = NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?;
         println!("keelson agent ready: node {name} registered (process runtime)");
         termination().await;
         agent.stop();

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NODES: usize = 20;
 
@@ -43,20 +43,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` (kubectl's JSON of `args`) until it returns `Some`, for up to 30 s.
-fn eventually<T>(kubectl: &Kubectl, args: &[&str], what: &str, check: impl Fn(&Value) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = kubectl.run(&[args, &["-o", "json"]].concat());
-        let value: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
-        if let Some(found) = check(&value) {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {value}\n{}", run.stderr);
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

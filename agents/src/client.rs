@@ -31,6 +31,18 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, ClientError> {
     kube::Client::try_from(config).map_err(|source| ClientError::Build { path: display, source })
 }
 
+/// The cluster CA certificates (DER) the kubeconfig at `path` trusts: the node agent
+/// accepts the API server's client certificate only if one of them signed it.
+pub async fn cluster_ca(path: &Path) -> Result<Vec<Vec<u8>>, ClientError> {
+    let display = path.display().to_string();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|source| ClientError::Kubeconfig { path: display.clone(), source })?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|source| ClientError::Kubeconfig { path: display, source })?;
+    Ok(config.root_cert.unwrap_or_default())
+}
+
 /// A client whose requests go to `call` (an in-process transport). Must be called
 /// inside a tokio runtime.
 pub fn in_process<F, Fut, B>(call: F) -> kube::Client

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod fuzz;
 pub mod ipalloc;
 pub mod kinds;
+pub mod kubelet;
 pub mod markers;
 pub mod metrics;
 pub mod object;

@@ -28,6 +28,9 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The server's client certificate toward node agents (signed at every start).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
@@ -119,7 +122,17 @@ impl Pki {
                 (cert, key)
             }
         };
-        Ok(Pki { ca_cert_pem, server_cert_pem, server_key_pem, admin_cert_pem, admin_key_pem })
+        let (kubelet_client_cert_pem, kubelet_client_key_pem) =
+            client_certificate(&issuer, crate::kubelet::CLIENT_CN, &["system:masters"])?;
+        Ok(Pki {
+            ca_cert_pem,
+            server_cert_pem,
+            server_key_pem,
+            admin_cert_pem,
+            admin_key_pem,
+            kubelet_client_cert_pem,
+            kubelet_client_key_pem,
+        })
     }
 
     /// The kubeconfig for the admin user, pointing at `server` (an `https://` URL).

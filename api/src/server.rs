@@ -84,6 +84,8 @@ pub struct ApiState {
     pub openapi: OpenApi,
     pub authenticator: Authenticator,
     pub metrics: Metrics,
+    /// Reaches node agents (`pods/log`).
+    pub kubelet: crate::kubelet::KubeletClient,
     /// Flips to `true` when the server shuts down; open watches end.
     pub shutdown: signal::Receiver<bool>,
     readonly: Semaphore,
@@ -164,6 +166,8 @@ impl Server {
             openapi: OpenApi::build(),
             authenticator,
             metrics: Metrics::default(),
+            kubelet: crate::kubelet::KubeletClient::new(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
+                .map_err(ServerError::Tls)?,
             shutdown: shutdown_rx,
             readonly: Semaphore::new(config.max_requests_inflight),
             mutating: Semaphore::new(config.max_mutating_requests_inflight),
@@ -444,7 +448,7 @@ async fn resource_verb(
         (&Method::GET, true, None) if info.kind == "ComponentStatus" => component_statuses(call),
         (&Method::GET, false, None) => call.list(),
         (&Method::GET, true, None | Some("status" | "scale")) => call.get(),
-        (&Method::GET, true, Some("log")) => pod_log(call),
+        (&Method::GET, true, Some("log")) => pod_log(call).await,
         (&Method::POST, false, None) => {
             let input = parse(&body)?;
             match info.kind {
@@ -624,16 +628,66 @@ fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     Ok(reply::respond(StatusCode::OK, if call.output == Output::Table { reply::TABLE_JSON } else { reply::JSON }, body))
 }
 
-fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
+/// `pods/log`: proxied to the agent of the pod's node (its InternalIP and the port it
+/// publishes as `daemonEndpoints.kubeletEndpoint`), with the query kubectl sent.
+async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     let pod = call.current_value()?;
     let name = object::name(&pod).to_string();
-    match object::get_str(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
-        None => Err(ApiError::bad_request(format!("pod {name} does not have a host assigned"))),
-        Some(node) => Err(ApiError::new(
+    let namespace = object::get_str(&pod, &["metadata", "namespace"]).unwrap_or("default").to_string();
+    let containers: Vec<String> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| object::get(&pod, &["spec", list]).and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let regular = object::get(&pod, &["spec", "containers"]).and_then(Value::as_array).map_or(0, Vec::len);
+    let container = match call.query.get("container") {
+        Some(wanted) if containers.iter().any(|c| c == wanted) => wanted.to_owned(),
+        Some(wanted) => {
+            return Err(ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")));
+        }
+        None if regular == 1 => containers[containers.len() - 1].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    let Some(node) = object::get_str(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(str::to_owned) else {
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+    };
+    let key = keelson_store::object_key("nodes", None, &node);
+    let record = call.state.store.get(key.as_bytes(), keelson_store::ReadAt::Latest).map_err(ApiError::internal)?;
+    let node_object: Value = match record.and_then(|r| r.value) {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(ApiError::internal)?,
+        None => return Err(ApiError::new(StatusReason::NotFound, format!("nodes \"{node}\" not found"))),
+    };
+    let address = object::get(&node_object, &["status", "addresses"])
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+        .and_then(|a| a["address"].as_str())
+        .map(str::to_owned);
+    let port = object::get(&node_object, &["status", "daemonEndpoints", "kubeletEndpoint", "Port"])
+        .and_then(Value::as_u64)
+        .filter(|p| *p > 0 && *p <= u16::MAX as u64);
+    let (Some(address), Some(port)) = (address, port) else {
+        return Err(ApiError::new(
             StatusReason::ServiceUnavailable,
-            format!("no node agent serves logs for node \"{node}\" yet"),
-        )),
-    }
+            format!("node \"{node}\" publishes no agent endpoint to read logs from"),
+        ));
+    };
+    let query = {
+        let mut forwarded = form_urlencoded::Serializer::new(String::new());
+        for key in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
+            if let Some(value) = call.query.get(key) {
+                forwarded.append_pair(key, value);
+            }
+        }
+        forwarded.finish()
+    };
+    let path = format!("/containerLogs/{namespace}/{name}/{container}?{query}");
+    let response = call.state.kubelet.get(&address, port as u16, &path).await?;
+    crate::kubelet::relay(response).await
 }
 
 fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response<Body>, ApiError> {

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a server may take to print `ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,7 +19,7 @@ pub struct TestServer {
     extra_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
@@ -201,4 +201,23 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("writable");
     path
+}
+
+/// Polls `check` (kubectl's JSON of `args`) until it returns `Some`, for up to 30 s.
+pub fn eventually<T>(
+    kubectl: &Kubectl,
+    args: &[&str],
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = kubectl.run(&[args, &["-o", "json"]].concat());
+        let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
+        if let Some(found) = check(&value) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {value}\n{}", run.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

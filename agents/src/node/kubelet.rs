@@ -6,6 +6,7 @@
 //! API are taken back by their workers, the rest (orphans) are stopped and removed.
 
 use super::heartbeat::{FleetError, Heartbeat};
+use super::logserver::{self, LogServerError};
 use super::objects::{node_object, NodeIdentity, NodeShape};
 use super::pod::worker::{NodeContext, Worker};
 use super::runtime::{ContainerRecord, Runtime};
@@ -23,13 +24,22 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Register(#[from] FleetError),
+    #[error(transparent)]
+    Logs(#[from] LogServerError),
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
     pub node_name: String,
     pub shape: NodeShape,
     /// The address the node reports (InternalIP) and pods of the process runtime use.
     pub host_ip: String,
-    /// The port of the agent's HTTPS endpoint (logs), published on the Node.
+    /// The port of the agent's HTTPS endpoint (logs), published on the Node; 0 picks
+    /// a free one.
     pub kubelet_port: u16,
     pub renew_interval: Duration,
     pub status_interval: Duration,
@@ -81,11 +91,24 @@ fn first_line_of(path: &str, key: Option<&str>) -> String {
 }
 
 impl NodeAgent {
+    /// Serves logs (to clients `cluster_ca` signed), registers the node, and starts
+    /// running its pods.
     pub async fn start<R: Runtime>(
         client: Client,
         options: AgentOptions,
         runtime: Arc<R>,
-    ) -> Result<NodeAgent, FleetError> {
+        cluster_ca: &[Vec<u8>],
+    ) -> Result<NodeAgent, AgentError> {
+        let pods: PodDirectory = Arc::default();
+        let (port, log_server) = logserver::bind(
+            options.kubelet_port,
+            &options.node_name,
+            &options.host_ip,
+            cluster_ca,
+            Arc::clone(&runtime),
+            Arc::clone(&pods),
+        )
+        .await?;
         let registered_at = Time(Timestamp::now());
         let identity = NodeIdentity {
             host_ip: options.host_ip.clone(),
@@ -93,7 +116,7 @@ impl NodeAgent {
             runtime_version: runtime.version(),
             os_image: first_line_of("/etc/os-release", Some("PRETTY_NAME=")),
             kernel_version: first_line_of("/proc/sys/kernel/osrelease", None),
-            kubelet_port: i32::from(options.kubelet_port),
+            kubelet_port: i32::from(port),
         };
         let node = node_object(&options.node_name, &identity, &options.shape, &registered_at);
         let heartbeat = Heartbeat {
@@ -102,6 +125,7 @@ impl NodeAgent {
             concurrency: 1,
         };
         let mut tasks = heartbeat.register_and_start(&client, std::iter::once(node), registered_at).await?;
+        tasks.push(tokio::spawn(log_server));
         let context = Arc::new(NodeContext {
             node_name: options.node_name.clone(),
             host_ip: options.host_ip.clone(),
@@ -110,7 +134,6 @@ impl NodeAgent {
                 .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
         });
-        let pods: PodDirectory = Arc::default();
         tasks.push(tokio::spawn(run_pods(client, runtime, context, Arc::clone(&pods))));
         Ok(NodeAgent { tasks, pods })
     }

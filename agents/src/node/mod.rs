@@ -10,6 +10,7 @@
 mod heartbeat;
 pub mod hollow;
 pub mod kubelet;
+pub mod logserver;
 pub mod objects;
 pub mod pod;
 pub mod runtime;

@@ -8,41 +8,29 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 const NODES: usize = 20;
 
-struct Agent {
-    child: Child,
-}
+struct Agent;
 
 impl Agent {
     /// `NODES` nodes renewing their Leases every second.
-    fn start(server: &TestServer) -> Agent {
+    fn start(server: &TestServer) -> AgentProcess {
         Agent::start_with(server, NODES, 1)
     }
 
-    fn start_with(server: &TestServer, nodes: usize, renew_seconds: u64) -> Agent {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        command
-            .args(["agent", "--runtime", "hollow", "--kubeconfig"])
-            .arg(server.kubeconfig())
-            .args(["--nodes", &nodes.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
-            .args(["--lease-renew-seconds", &renew_seconds.to_string()]);
-        Agent { child: spawn_until_ready(&mut command, Duration::from_secs(180)) }
-    }
-
-    /// SIGTERM; the agent must exit 0.
-    fn stop(mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start_with(server: &TestServer, nodes: usize, renew_seconds: u64) -> AgentProcess {
+        AgentProcess::start(
+            |command| {
+                command
+                    .args(["--runtime", "hollow", "--kubeconfig"])
+                    .arg(server.kubeconfig())
+                    .args(["--nodes", &nodes.to_string(), "--node-name-prefix", "sim-", "--node-labels", "tier=sim"])
+                    .args(["--lease-renew-seconds", &renew_seconds.to_string()]);
+            },
+            Duration::from_secs(180),
+        )
     }
 }
 

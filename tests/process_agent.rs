@@ -11,35 +11,22 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(server: &TestServer, root: &Path) -> Agent {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        command
-            .args(["agent", "--runtime", "process", "--node-name", "proc-1", "--kubeconfig"])
-            .arg(server.kubeconfig())
-            .arg("--root-dir")
-            .arg(root)
-            .args(["--kubelet-port", &free_port().to_string(), "--lease-renew-seconds", "1"]);
-        Agent { child: spawn_until_ready(&mut command, Duration::from_secs(60)) }
-    }
-
-    fn stop(mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The process agent for node `proc-1`, keeping its pods under `root`.
+fn start_agent(server: &TestServer, root: &Path) -> AgentProcess {
+    AgentProcess::start(
+        |command| {
+            command
+                .args(["--runtime", "process", "--node-name", "proc-1", "--kubeconfig"])
+                .arg(server.kubeconfig())
+                .arg("--root-dir")
+                .arg(root)
+                .args(["--kubelet-port", &free_port().to_string(), "--lease-renew-seconds", "1"]);
+        },
+        Duration::from_secs(60),
+    )
 }
 
 fn container_status(pod: &Value) -> &Value {
@@ -58,7 +45,7 @@ fn process_pods_run_restart_probe_log_and_stop() {
     let server = TestServer::start();
     let kubectl = server.kubectl("");
     let root = tempfile::tempdir().unwrap();
-    let agent = Agent::start(&server, root.path());
+    let agent = start_agent(&server, root.path());
     eventually(&kubectl, &["get", "node", "proc-1"], "node Ready", |node| {
         let ready = node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
         (ready["status"] == "True").then_some(())
@@ -139,7 +126,7 @@ fn process_pods_run_restart_probe_log_and_stop() {
     });
     let id_before = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
     agent.stop();
-    let agent = Agent::start(&server, root.path());
+    let agent = start_agent(&server, root.path());
     std::thread::sleep(Duration::from_secs(2));
     let web_after = kubectl.json(&["get", "pod", "web", "-o", "json"]);
     assert_eq!(container_status(&web_after)["containerID"], id_before.as_str(), "re-adopted, not started again");

@@ -22,7 +22,8 @@ pub struct StoreArgs {
     /// `rocksdb` (keelson's store, embedded), `etcd=URL` (e.g. etcd=http://127.0.0.1:2379),
     /// or `rocksdb-backend`: the ceiling under the store, RocksDB alone with the store's
     /// options, one thread writing each value once in synced batches of `--writers/2`
-    /// puts (about what the committer's batches reach) with nothing else around it.
+    /// puts (about what the committer's batches reach) with nothing else around it; its
+    /// latency is per batch.
     #[arg(long, default_value = "rocksdb")]
     pub target: String,
     /// Where the RocksDB store lives (default: a fresh temporary directory).

@@ -221,3 +221,30 @@ pub fn eventually<T>(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A `keelson agent` started by a test: stopped with SIGTERM (and must exit 0), killed
+/// if the test ends first.
+pub struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    /// `keelson agent ARGS...`, once it printed its ready line.
+    pub fn start(args: impl FnOnce(&mut Command), timeout: Duration) -> AgentProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        command.arg("agent");
+        args(&mut command);
+        AgentProcess { child: spawn_until_ready(&mut command, timeout) }
+    }
+
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

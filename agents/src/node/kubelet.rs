@@ -129,10 +129,14 @@ impl NodeAgent {
         let context = Arc::new(NodeContext {
             node_name: options.node_name.clone(),
             host_ip: options.host_ip.clone(),
-            allocatable: [("cpu", &options.shape.cpu), ("memory", &options.shape.memory)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect(),
+            allocatable: [
+                ("cpu", &options.shape.cpu),
+                ("memory", &options.shape.memory),
+                ("ephemeral-storage", &options.shape.ephemeral_storage),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect(),
         });
         tasks.push(tokio::spawn(run_pods(client, runtime, context, Arc::clone(&pods))));
         Ok(NodeAgent { tasks, pods })

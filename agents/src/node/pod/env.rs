@@ -179,8 +179,7 @@ pub async fn resolve(
     for var in container.env.iter().flatten() {
         let value = match &var.value_from {
             None => {
-                let known = env.clone();
-                let lookup = move |name: &str| known.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
                 expand(var.value.as_deref().unwrap_or(""), &lookup)
             }
             Some(from) => {

@@ -410,7 +410,7 @@ impl<R: Runtime> Worker<R> {
             previous: self.written.as_ref().or(self.pod.status.as_ref()),
         };
         let status = status::pod_status(&view, SystemTime::now());
-        if self.written.as_ref().is_some_and(|w| same_status(w, &status)) {
+        if self.written.as_ref() == Some(&status) {
             return;
         }
         let pod_ref = self.pod_ref();
@@ -461,9 +461,4 @@ impl Slot {
         self.liveness = self.spec.liveness_probe.as_ref().map(|p| Tally::new(p, now));
         self.readiness = self.spec.readiness_probe.as_ref().map(|p| Tally::new(p, now));
     }
-}
-
-/// Equal but for condition times the API would keep anyway.
-fn same_status(a: &PodStatus, b: &PodStatus) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }

@@ -38,13 +38,20 @@ impl ProcessRuntime {
     }
 
     fn dir_of(&self, id: &str) -> Result<PathBuf, RuntimeError> {
-        let parts: Vec<&str> = id.strip_prefix(ID_SCHEME).unwrap_or("").split('/').collect();
-        match parts[..] {
-            [uid, name, attempt] if attempt.parse::<u32>().is_ok() && !uid.contains("..") && !name.contains("..") => {
-                Ok(self.container_dir(uid, name, attempt.parse().unwrap_or(0)))
-            }
-            _ => Err(RuntimeError::NotFound(id.to_owned())),
-        }
+        let (uid, name, attempt) = parse_id(id)?;
+        Ok(self.container_dir(uid, name, attempt))
+    }
+}
+
+/// `process://UID/NAME/ATTEMPT` → its parts (never a path that leaves the root).
+fn parse_id(id: &str) -> Result<(&str, &str, u32), RuntimeError> {
+    let parts: Vec<&str> = id.strip_prefix(ID_SCHEME).unwrap_or("").split('/').collect();
+    match parts[..] {
+        [uid, name, attempt] if !uid.contains("..") && !name.contains("..") => match attempt.parse::<u32>() {
+            Ok(attempt) => Ok((uid, name, attempt)),
+            Err(_) => Err(RuntimeError::NotFound(id.to_owned())),
+        },
+        _ => Err(RuntimeError::NotFound(id.to_owned())),
     }
 }
 
@@ -76,7 +83,7 @@ fn signal_group(pid: i32, signal: i32) {
 /// A container's state from its directory. A process that is gone without an exit
 /// record (the shim was killed too) is lost: `ContainerStatusUnknown`, as the kubelet
 /// reports a container it can no longer find.
-fn state_in(dir: &Path) -> Option<ContainerState> {
+async fn state_in(dir: &Path) -> Option<ContainerState> {
     if let Some(exit) = read_exit(dir) {
         return Some(ContainerState::Exited(exit));
     }
@@ -85,7 +92,7 @@ fn state_in(dir: &Path) -> Option<ContainerState> {
         return Some(ContainerState::Running { started_at });
     }
     // The shim writes exit.json just after the process ends: look once more.
-    std::thread::sleep(Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(20)).await;
     Some(ContainerState::Exited(read_exit(dir).unwrap_or_else(|| Exit {
         exit_code: 137,
         reason: "ContainerStatusUnknown".into(),
@@ -168,7 +175,7 @@ impl Runtime for ProcessRuntime {
 
     async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
         let dir = self.dir_of(id)?;
-        state_in(&dir).ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+        state_in(&dir).await.ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -199,7 +206,7 @@ impl Runtime for ProcessRuntime {
         let Some((program, args)) = argv.split_first() else {
             return ExecResult::Exited { code: 126, output: "no command".into() };
         };
-        let cwd = self.dir_of(id).ok().and_then(|d| d.ancestors().nth(3).map(Path::to_path_buf));
+        let cwd = parse_id(id).ok().map(|(uid, _, _)| self.pod_dir(uid));
         let mut command = tokio::process::Command::new(program);
         command.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
         if let Some(cwd) = cwd.filter(|d| d.exists()) {
@@ -239,7 +246,7 @@ impl Runtime for ProcessRuntime {
             for name in read_dir_names(&containers)? {
                 for attempt in read_dir_names(&containers.join(&name))? {
                     let Ok(number) = attempt.parse::<u32>() else { continue };
-                    let Some(state) = state_in(&containers.join(&name).join(&attempt)) else { continue };
+                    let Some(state) = state_in(&containers.join(&name).join(&attempt)).await else { continue };
                     let id = format!("{ID_SCHEME}{pod}/{name}/{number}");
                     records.push(ContainerRecord {
                         pod_uid: pod.clone(),

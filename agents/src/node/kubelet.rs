@@ -142,7 +142,8 @@ impl NodeAgent {
         Ok(NodeAgent { tasks, pods })
     }
 
-    /// Stops the agent (not its containers: they keep running, for the next agent).
+    /// Stops the agent (not its containers: they keep running, for the next agent; the
+    /// workers see their channels close and end without touching them).
     pub fn stop(self) {
         for task in self.tasks {
             task.abort();
@@ -151,8 +152,17 @@ impl NodeAgent {
 }
 
 struct Running {
-    updates: watch::Sender<Pod>,
+    /// `Some(pod)`: its newest version; `None`: it left the API.
+    updates: watch::Sender<Option<Pod>>,
     key: (String, String),
+}
+
+impl Running {
+    /// The pod left the API: its worker stops the containers; logs are no longer served.
+    fn leave(&self, directory: &PodDirectory) {
+        self.updates.send_replace(None);
+        directory.write().remove(&self.key);
+    }
 }
 
 /// The one watch of this node's pods, handing each pod to its worker.
@@ -181,7 +191,7 @@ async fn run_pods<R: Runtime>(client: Client, runtime: Arc<R>, node: Arc<NodeCon
             Ok(Event::Apply(pod)) => dispatch(&client, &runtime, &node, &directory, &mut workers, &mut adoptable, pod),
             Ok(Event::Delete(pod)) => {
                 if let Some(gone) = workers.remove(pod.metadata.uid.as_deref().unwrap_or("")) {
-                    directory.write().remove(&gone.key);
+                    gone.leave(&directory);
                 }
             }
             Ok(Event::InitDone) => {
@@ -190,7 +200,7 @@ async fn run_pods<R: Runtime>(client: Client, runtime: Arc<R>, node: Arc<NodeCon
                 workers.retain(|uid, running| {
                     let keep = listed.contains(uid);
                     if !keep {
-                        directory.write().remove(&running.key);
+                        running.leave(&directory);
                     }
                     keep
                 });
@@ -220,7 +230,7 @@ fn dispatch<R: Runtime>(
 ) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if let Some(running) = workers.get(&uid) {
-        running.updates.send_replace(pod);
+        running.updates.send_replace(Some(pod));
         return;
     }
     let key = (
@@ -229,7 +239,7 @@ fn dispatch<R: Runtime>(
     );
     directory.write().insert(key.clone(), uid.clone());
     let adopted = adoptable.remove(&uid).unwrap_or_default();
-    let (updates, receiver) = watch::channel(pod.clone());
+    let (updates, receiver) = watch::channel(Some(pod.clone()));
     let worker = Worker::new(Arc::clone(runtime), client.clone(), Arc::clone(node), pod, adopted);
     tokio::spawn(worker.run(receiver));
     workers.insert(uid, Running { updates, key });

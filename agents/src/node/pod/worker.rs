@@ -155,9 +155,11 @@ impl<R: Runtime> Worker<R> {
         self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
     }
 
-    /// Runs until the pod is gone: `updates` holds the newest version of the pod, and
-    /// its sender is dropped when the pod left the API.
-    pub async fn run(mut self, mut updates: watch::Receiver<Pod>) {
+    /// Runs until the pod is gone. `updates` holds the newest version of the pod, or
+    /// `None` once the pod left the API (its containers are then stopped). A dropped
+    /// sender means the agent itself is stopping: the worker ends and leaves the
+    /// containers running, for the next agent to take back.
+    pub async fn run(mut self, mut updates: watch::Receiver<Option<Pod>>) {
         loop {
             if self.pod.metadata.deletion_timestamp.is_some() {
                 self.terminate(true).await;
@@ -167,14 +169,20 @@ impl<R: Runtime> Worker<R> {
                 tracing::warn!(%error, pod = ?self.pod.metadata.name, "syncing pod");
             }
             tokio::select! {
-                changed = updates.changed() => match changed {
-                    Ok(()) => self.pod = updates.borrow_and_update().clone(),
-                    Err(_) => {
-                        // Deleted from the API already (grace 0 by someone else).
-                        self.terminate(false).await;
+                changed = updates.changed() => {
+                    if changed.is_err() {
                         return;
                     }
-                },
+                    let newest = updates.borrow_and_update().clone();
+                    match newest {
+                        Some(pod) => self.pod = pod,
+                        None => {
+                            // Deleted from the API already (grace 0 by someone else).
+                            self.terminate(false).await;
+                            return;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(TICK) => {}
             }
         }

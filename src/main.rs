@@ -144,6 +144,19 @@ enum Command {
         #[arg(long, default_value = "./keelson-data")]
         data_dir: PathBuf,
     },
+    /// Builds the test images (`localhost/keelson/web:1`, `web:2` and the sandbox image
+    /// `pause:1`) from the host's static busybox and imports them into containerd.
+    TestImages {
+        /// containerd's socket (`scripts/containerd start DIR` prints it).
+        #[arg(long, default_value = "/run/containerd/containerd.sock")]
+        containerd_socket: PathBuf,
+        /// A statically linked busybox (Debian's `busybox-static`).
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// Also keep the OCI archive here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Prints a store's revisions and object count.
     Inspect {
         #[arg(long, default_value = "./keelson-data")]
@@ -288,6 +301,22 @@ fn main() -> Result<()> {
         }
         Command::Scheduler { kubeconfig, config, metrics_listen } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen)?
+        }
+        Command::TestImages { containerd_socket, busybox, out } => {
+            use keelson::agents::node::test_images;
+            let archive = test_images::build_archive(&busybox)?;
+            let keep = out.is_some();
+            let path =
+                out.unwrap_or_else(|| std::env::temp_dir().join(format!("keelson-images-{}.tar", std::process::id())));
+            std::fs::write(&path, &archive).with_context(|| format!("writing {}", path.display()))?;
+            let imported = test_images::import(&path, &containerd_socket);
+            if !keep {
+                let _ = std::fs::remove_file(&path);
+            }
+            imported?;
+            for image in [test_images::WEB_1, test_images::WEB_2, test_images::PAUSE] {
+                println!("imported {image}");
+            }
         }
         Command::Shim { args } => {
             let Some((dir, log, argv)) = keelson::agents::node::runtime::shim::parse_args(&args) else {

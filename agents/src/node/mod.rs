@@ -14,3 +14,4 @@ pub mod logserver;
 pub mod objects;
 pub mod pod;
 pub mod runtime;
+pub mod test_images;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
 use keelson::agents::node::objects;
+use keelson::agents::node::runtime::cri::CriRuntime;
 use keelson::agents::node::runtime::process::ProcessRuntime;
 use keelson::agents::scheduling::{RunnerOptions, SchedulerRunner};
 use keelson::api::{Server, ServerConfig};
@@ -37,6 +38,8 @@ enum Runtime {
     Hollow,
     /// Containers run as host processes (`command` + `args`; the image is not used).
     Process,
+    /// Containers run through a CRI runtime (containerd).
+    Cri,
 }
 
 #[derive(Subcommand)]
@@ -83,8 +86,9 @@ enum Command {
     Agent {
         #[arg(long)]
         kubeconfig: PathBuf,
-        #[arg(long, value_enum, default_value = "hollow")]
-        runtime: Runtime,
+        /// Default: `cri` where the CRI socket exists (one node), else `hollow`.
+        #[arg(long, value_enum)]
+        runtime: Option<Runtime>,
         /// The node's name (one node).
         #[arg(long, conflicts_with = "nodes")]
         node_name: Option<String>,
@@ -113,7 +117,7 @@ enum Command {
         /// Seconds between Lease renewals (the kubelet's 10 s).
         #[arg(long, default_value_t = 10)]
         lease_renew_seconds: u64,
-        /// Where the process runtime keeps pods, container state and logs.
+        /// Where the agent keeps pods' logs (and, for the process runtime, their state).
         #[arg(long, default_value = "./keelson-agent")]
         root_dir: PathBuf,
         /// The node's address (InternalIP); with the process runtime, every pod's IP too.
@@ -122,6 +126,12 @@ enum Command {
         /// The agent's HTTPS port (container logs), published on the Node.
         #[arg(long, default_value_t = 10250)]
         kubelet_port: u16,
+        /// The CRI runtime's socket (`scripts/containerd start DIR` prints a private one).
+        #[arg(long, default_value = "unix:///run/containerd/containerd.sock")]
+        container_runtime_endpoint: String,
+        /// The range pod IPs come from (the CRI runtime's bridge network).
+        #[arg(long, default_value = "10.244.0.0/24")]
+        pod_cidr: String,
     },
     /// The process runtime's per-container shim (started by the agent, not by hand):
     /// `keelson shim --dir DIR --log FILE -- COMMAND...`.
@@ -255,18 +265,32 @@ fn hollow_agent(kubeconfig: &Path, options: HollowOptions) -> Result<()> {
     })
 }
 
-/// `keelson agent --runtime process`: one node whose containers are host processes.
-fn process_agent(kubeconfig: &Path, options: AgentOptions, root_dir: PathBuf) -> Result<()> {
-    let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
+/// Where one real node's containers run.
+enum Backend {
+    Process,
+    Cri { endpoint: String },
+}
+
+/// `keelson agent --runtime process|cri`: one node whose pods really run.
+fn node_agent(kubeconfig: &Path, options: AgentOptions, root_dir: PathBuf, backend: Backend) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
         client.apiserver_version().await.context("reaching the API server")?;
         let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
-        let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
         let name = options.node_name.clone();
-        let agent = NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?;
-        println!("keelson agent ready: node {name} registered (process runtime)");
+        let agent = match backend {
+            Backend::Process => {
+                let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
+                let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
+                NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+            }
+            Backend::Cri { endpoint } => {
+                let containers = CriRuntime::connect(&endpoint, root_dir, &name).await?;
+                NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+            }
+        };
+        println!("keelson agent ready: node {name} registered ({})", agent.runtime_version);
         termination().await;
         agent.stop();
         anyhow::Ok(())
@@ -279,6 +303,10 @@ fn parse_taints(text: &str) -> Result<Vec<keelson::engine::k8s_openapi::api::cor
 }
 
 fn main() -> Result<()> {
+    // Warnings and errors go to stderr (stdout carries the ready line); RUST_LOG widens it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match Cli::parse().command {
         Command::Server {
             data_dir,
@@ -326,24 +354,54 @@ fn main() -> Result<()> {
         }
         Command::Agent {
             kubeconfig,
-            runtime: Runtime::Process,
+            runtime,
             node_name,
+            nodes,
+            node_name_prefix,
             node_labels,
             register_with_taints,
             node_cpu,
             node_memory,
             node_pods,
+            pod_startup_delay_ms,
             lease_renew_seconds,
             root_dir,
             node_ip,
             kubelet_port,
-            ..
+            container_runtime_endpoint,
+            pod_cidr,
         } => {
+            // Simulated fleets are hollow; one node runs containers where a CRI socket is.
+            let runtime = runtime.unwrap_or_else(|| {
+                let socket = container_runtime_endpoint.trim_start_matches("unix://");
+                if nodes.is_none() && Path::new(socket).exists() {
+                    Runtime::Cri
+                } else {
+                    Runtime::Hollow
+                }
+            });
+            let labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
+            let taints = parse_taints(&register_with_taints)?;
+            let renew_interval = std::time::Duration::from_secs(lease_renew_seconds.max(1));
+            if let Runtime::Hollow = runtime {
+                let mut options = HollowOptions::numbered(&node_name_prefix, nodes.unwrap_or(1));
+                if let Some(name) = node_name {
+                    options.names = vec![name];
+                }
+                options.shape.labels = labels;
+                options.shape.taints = taints;
+                options.shape.cpu = node_cpu.unwrap_or(options.shape.cpu);
+                options.shape.memory = node_memory.unwrap_or(options.shape.memory);
+                options.shape.pods = node_pods;
+                options.startup_delay = std::time::Duration::from_millis(pod_startup_delay_ms);
+                options.renew_interval = renew_interval;
+                return hollow_agent(&kubeconfig, options);
+            }
             std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
             let root_dir = root_dir.canonicalize()?;
             let mut shape = keelson::agents::node::kubelet::host_shape(&root_dir);
-            shape.labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
-            shape.taints = parse_taints(&register_with_taints)?;
+            shape.labels = labels;
+            shape.taints = taints;
             shape.cpu = node_cpu.unwrap_or(shape.cpu);
             shape.memory = node_memory.unwrap_or(shape.memory);
             shape.pods = node_pods;
@@ -356,38 +414,15 @@ fn main() -> Result<()> {
                 shape,
                 host_ip: node_ip,
                 kubelet_port,
-                renew_interval: std::time::Duration::from_secs(lease_renew_seconds.max(1)),
+                pod_cidr,
+                renew_interval,
                 status_interval: std::time::Duration::from_secs(300),
             };
-            process_agent(&kubeconfig, options, root_dir)?
-        }
-        Command::Agent {
-            kubeconfig,
-            runtime: Runtime::Hollow,
-            node_name,
-            nodes,
-            node_name_prefix,
-            node_labels,
-            register_with_taints,
-            node_cpu,
-            node_memory,
-            node_pods,
-            pod_startup_delay_ms,
-            lease_renew_seconds,
-            ..
-        } => {
-            let mut options = HollowOptions::numbered(&node_name_prefix, nodes.unwrap_or(1));
-            if let Some(name) = node_name {
-                options.names = vec![name];
-            }
-            options.shape.labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
-            options.shape.taints = parse_taints(&register_with_taints)?;
-            options.shape.cpu = node_cpu.unwrap_or(options.shape.cpu);
-            options.shape.memory = node_memory.unwrap_or(options.shape.memory);
-            options.shape.pods = node_pods;
-            options.startup_delay = std::time::Duration::from_millis(pod_startup_delay_ms);
-            options.renew_interval = std::time::Duration::from_secs(lease_renew_seconds.max(1));
-            hollow_agent(&kubeconfig, options)?
+            let backend = match runtime {
+                Runtime::Cri => Backend::Cri { endpoint: container_runtime_endpoint },
+                _ => Backend::Process,
+            };
+            node_agent(&kubeconfig, options, root_dir, backend)?
         }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;

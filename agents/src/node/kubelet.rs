@@ -30,6 +30,8 @@ pub enum AgentError {
     Register(#[from] FleetError),
     #[error(transparent)]
     Logs(#[from] LogServerError),
+    #[error("configuring the container runtime: {0}")]
+    Runtime(#[from] super::runtime::RuntimeError),
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +43,8 @@ pub struct AgentOptions {
     /// The port of the agent's HTTPS endpoint (logs), published on the Node; 0 picks
     /// a free one.
     pub kubelet_port: u16,
+    /// The range pod IPs come from (published as the Node's `spec.podCIDR`).
+    pub pod_cidr: String,
     pub renew_interval: Duration,
     pub status_interval: Duration,
 }
@@ -51,6 +55,8 @@ pub type PodDirectory = Arc<RwLock<HashMap<(String, String), String>>>;
 pub struct NodeAgent {
     tasks: Vec<JoinHandle<()>>,
     pub pods: PodDirectory,
+    /// The runtime's name and version, as the Node reports it.
+    pub runtime_version: String,
 }
 
 /// What the host offers: CPUs, memory and the disk holding `root`.
@@ -100,6 +106,7 @@ impl NodeAgent {
         cluster_ca: &[Vec<u8>],
     ) -> Result<NodeAgent, AgentError> {
         let pods: PodDirectory = Arc::default();
+        runtime.set_pod_cidr(&options.pod_cidr).await?;
         let (port, log_server) = logserver::bind(
             options.kubelet_port,
             &options.node_name,
@@ -112,7 +119,7 @@ impl NodeAgent {
         let registered_at = Time(Timestamp::now());
         let identity = NodeIdentity {
             host_ip: options.host_ip.clone(),
-            pod_cidr: "10.244.0.0/24".into(),
+            pod_cidr: options.pod_cidr.clone(),
             runtime_version: runtime.version(),
             os_image: first_line_of("/etc/os-release", Some("PRETTY_NAME=")),
             kernel_version: first_line_of("/proc/sys/kernel/osrelease", None),
@@ -138,8 +145,9 @@ impl NodeAgent {
             .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect(),
         });
+        let runtime_version = runtime.version();
         tasks.push(tokio::spawn(run_pods(client, runtime, context, Arc::clone(&pods))));
-        Ok(NodeAgent { tasks, pods })
+        Ok(NodeAgent { tasks, pods, runtime_version })
     }
 
     /// Stops the agent (not its containers: they keep running, for the next agent; the

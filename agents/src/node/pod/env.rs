@@ -219,15 +219,10 @@ pub async fn resolve(
 }
 
 /// `command` + `args` with `$(VAR)` expanded from the container's environment.
-pub fn argv(container: &Container, env: &[(String, String)]) -> Vec<String> {
+pub fn command_and_args(container: &Container, env: &[(String, String)]) -> (Vec<String>, Vec<String>) {
     let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|part| expand(part, &lookup))
-        .collect()
+    let expand_all = |parts: &Option<Vec<String>>| parts.iter().flatten().map(|part| expand(part, &lookup)).collect();
+    (expand_all(&container.command), expand_all(&container.args))
 }
 
 #[cfg(test)]

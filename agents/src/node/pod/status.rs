@@ -22,6 +22,7 @@ pub enum Observed {
 pub struct ContainerView {
     pub name: String,
     pub image: String,
+    pub image_id: String,
     pub id: Option<String>,
     pub state: Observed,
     pub last: Option<Exit>,
@@ -85,7 +86,7 @@ fn container_status(view: &ContainerView) -> ContainerStatus {
     ContainerStatus {
         name: view.name.clone(),
         image: view.image.clone(),
-        image_id: String::new(),
+        image_id: view.image_id.clone(),
         container_id: view.id.clone(),
         ready: view.ready,
         started: Some(view.started),
@@ -204,6 +205,7 @@ mod tests {
         ContainerView {
             name: name.into(),
             image: "img".into(),
+            image_id: String::new(),
             id: None,
             ready: matches!(state, Observed::Running { .. }),
             started: matches!(state, Observed::Running { .. }),

@@ -7,8 +7,12 @@ use super::backoff::Backoff;
 use super::env::{self, Placement};
 use super::probe::{self, Tally};
 use super::status::{self, ContainerView, Observed, PodView};
-use crate::node::runtime::{ContainerRecord, ContainerSpec, ContainerState, Exit, PodRef, Runtime, RuntimeError};
+use crate::node::runtime::{
+    ContainerRecord, ContainerSpec, ContainerState, Exit, PodRef, PortMapping, Resources, Runtime, RuntimeError,
+    SandboxSpec,
+};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use keelson_engine::Quantity;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
@@ -20,6 +24,9 @@ use tokio::time::Instant;
 /// How often a worker looks at its containers when nothing else wakes it.
 const TICK: Duration = Duration::from_millis(250);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// The kubelet's image pull back-off: 10 s, doubling to 5 minutes.
+const PULL_BACKOFF_FIRST: Duration = Duration::from_secs(10);
+const PULL_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// What the node tells each worker.
 pub struct NodeContext {
@@ -35,12 +42,15 @@ struct Slot {
     /// Runs started so far; the next run's attempt number.
     attempts: u32,
     id: Option<String>,
+    image_id: String,
     state: Observed,
     /// The previous run's end (`lastState`).
     last: Option<Exit>,
     /// When the current run's end was seen (the backoff counts from there).
     exited_at: Option<Instant>,
     backoff: Backoff,
+    /// After a failed image pull: when to try again, and the delay after that.
+    pull_retry: Option<(Instant, Duration)>,
     started_at: Option<Instant>,
     startup: Option<Tally>,
     liveness: Option<Tally>,
@@ -54,10 +64,12 @@ impl Slot {
             init,
             attempts: 0,
             id: None,
+            image_id: String::new(),
             state: Observed::Waiting { reason: "ContainerCreating".into(), message: None },
             last: None,
             exited_at: None,
             backoff: Backoff::default(),
+            pull_retry: None,
             started_at: None,
             startup: None,
             liveness: None,
@@ -116,6 +128,7 @@ impl<R: Runtime> Worker<R> {
             if let Some(latest) = runs.last() {
                 slot.attempts = latest.attempt + 1;
                 slot.id = Some(latest.id.clone());
+                slot.image_id = latest.image_id.clone();
                 slot.state = match &latest.state {
                     ContainerState::Running { started_at } => {
                         slot.started_at = Some(Instant::now());
@@ -149,6 +162,26 @@ impl<R: Runtime> Worker<R> {
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
             name: meta.name.clone().unwrap_or_default(),
         }
+    }
+
+    fn sandbox_spec(&self) -> SandboxSpec {
+        let spec = self.pod.spec.as_ref();
+        let ports = spec
+            .into_iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let host_port = u16::try_from(p.host_port?).ok().filter(|port| *port > 0)?;
+                Some(PortMapping {
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    host_port,
+                    host_ip: p.host_ip.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let hostname = spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.pod_ref().name);
+        SandboxSpec { pod: self.pod_ref(), hostname, ports }
     }
 
     fn restart_policy(&self) -> String {
@@ -194,7 +227,14 @@ impl<R: Runtime> Worker<R> {
             return Ok(());
         }
         if self.pod_ip.is_none() {
-            self.pod_ip = Some(self.runtime.run_sandbox(&self.pod_ref()).await?);
+            match self.runtime.run_sandbox(&self.sandbox_spec()).await {
+                Ok(ip) => self.pod_ip = Some(ip),
+                Err(error) => {
+                    // The pod shows its containers still being created; the next tick retries.
+                    self.write_status().await;
+                    return Err(error);
+                }
+            }
         }
         self.observe().await;
         let policy = self.restart_policy();
@@ -276,6 +316,16 @@ impl<R: Runtime> Worker<R> {
                 return;
             }
         }
+        if let Some((retry_at, _)) = slot.pull_retry {
+            if now < retry_at {
+                let image = slot.spec.image.clone().unwrap_or_default();
+                slot.state = Observed::Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: Some(format!("Back-off pulling image {image:?}")),
+                };
+                return;
+            }
+        }
         let ip = self.pod_ip.clone().unwrap_or_default();
         let placement = Placement { node_name: &self.node.node_name, host_ip: &self.node.host_ip, pod_ip: &ip };
         let slot = &self.slots[index];
@@ -287,22 +337,28 @@ impl<R: Runtime> Worker<R> {
                 return;
             }
         };
+        let (command, args) = env::command_and_args(&slot.spec, &env);
         let spec = ContainerSpec {
             pod: pod_ref,
             name: slot.spec.name.clone(),
             attempt: slot.attempts,
             image: slot.spec.image.clone().unwrap_or_default(),
-            argv: env::argv(&slot.spec, &env),
+            image_pull_policy: slot.spec.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into()),
+            command,
+            args,
             env,
             working_dir: slot.spec.working_dir.clone(),
+            resources: resources(&slot.spec),
         };
         let started = self.runtime.start(&spec).await;
         let slot = &mut self.slots[index];
         match started {
-            Ok(id) => {
+            Ok(started) => {
                 slot.attempts += 1;
-                let state = self.runtime.state(&id).await;
-                slot.id = Some(id);
+                slot.pull_retry = None;
+                let state = self.runtime.state(&started.id).await;
+                slot.id = Some(started.id);
+                slot.image_id = started.image_id;
                 slot.exited_at = None;
                 slot.started_at = Some(Instant::now());
                 slot.arm_probes(Instant::now());
@@ -314,6 +370,11 @@ impl<R: Runtime> Worker<R> {
                     }
                     Err(_) => Observed::Running { started_at: SystemTime::now() },
                 };
+            }
+            Err(RuntimeError::ImagePull { reason, message }) => {
+                let delay = slot.pull_retry.map_or(PULL_BACKOFF_FIRST, |(_, delay)| (delay * 2).min(PULL_BACKOFF_MAX));
+                slot.pull_retry = Some((now + delay, delay));
+                slot.state = Observed::Waiting { reason: reason.into(), message: Some(message) };
             }
             Err(RuntimeError::CreateContainer(message)) => {
                 slot.state = Observed::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
@@ -393,6 +454,7 @@ impl<R: Runtime> Worker<R> {
                 .map(|slot| ContainerView {
                     name: slot.spec.name.clone(),
                     image: slot.spec.image.clone().unwrap_or_default(),
+                    image_id: slot.image_id.clone(),
                     id: slot.id.clone(),
                     state: slot.state.clone(),
                     last: slot.last.clone(),
@@ -468,5 +530,21 @@ impl Slot {
         self.startup = self.spec.startup_probe.as_ref().map(|p| Tally::new(p, now));
         self.liveness = self.spec.liveness_probe.as_ref().map(|p| Tally::new(p, now));
         self.readiness = self.spec.readiness_probe.as_ref().map(|p| Tally::new(p, now));
+    }
+}
+
+/// The container's CPU and memory for the runtime. A limit without a request implies an
+/// equal request, as the API server defaults it.
+fn resources(container: &Container) -> Resources {
+    let Some(resources) = &container.resources else { return Resources::default() };
+    let quantity = |map: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+                    name: &str| {
+        map.as_ref().and_then(|m| m.get(name)).and_then(|q| q.0.parse::<Quantity>().ok())
+    };
+    let cpu_limit = quantity(&resources.limits, "cpu").map_or(0, |q| q.milli_value().max(0) as u64);
+    Resources {
+        cpu_request_millis: quantity(&resources.requests, "cpu").map_or(cpu_limit, |q| q.milli_value().max(0) as u64),
+        cpu_limit_millis: cpu_limit,
+        memory_limit_bytes: quantity(&resources.limits, "memory").map_or(0, |q| q.value().max(0) as u64),
     }
 }

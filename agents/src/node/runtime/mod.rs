@@ -1,10 +1,12 @@
 //! Container runtimes behind one trait: the pod worker says what to run, a runtime runs
-//! it. `process` runs containers as host processes; a CRI runtime (containerd) is next.
+//! it. [`cri`] runs containers through containerd's CRI; [`process`] runs them as host
+//! processes, for hosts without a container runtime.
 //!
 //! A runtime is stateless toward the agent: everything it knows about a container is on
 //! disk or in the runtime itself, so a restarted agent lists what is running
 //! ([`Runtime::list`]) and takes it back instead of starting it twice.
 
+pub mod cri;
 pub mod logs;
 pub mod process;
 pub mod shim;
@@ -21,10 +23,59 @@ pub struct ContainerSpec {
     /// 0 for the first run; each restart counts one up.
     pub attempt: u32,
     pub image: String,
-    /// `command` + `args`; empty means "the image's default command".
-    pub argv: Vec<String>,
+    /// `Always`, `IfNotPresent` or `Never` (defaulted by the API server).
+    pub image_pull_policy: String,
+    /// Replaces the image's entrypoint; empty keeps it.
+    pub command: Vec<String>,
+    /// Replaces the image's default arguments; empty keeps them (unless `command` is set).
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
+    pub resources: Resources,
+}
+
+impl ContainerSpec {
+    /// What runs when the image is not used: `command` then `args`.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
+}
+
+/// A container's CPU and memory, from its requests and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// The CPU request in millicores (its share of contended CPU).
+    pub cpu_request_millis: u64,
+    /// The CPU limit in millicores (a quota per period); 0 means none.
+    pub cpu_limit_millis: u64,
+    /// The memory limit in bytes (past it the container is OOM-killed); 0 means none.
+    pub memory_limit_bytes: u64,
+}
+
+/// The pod-level part of what a runtime prepares before any container runs.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    pub pod: PodRef,
+    pub hostname: String,
+    /// Container ports published on the node (`hostPort`).
+    pub ports: Vec<PortMapping>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
+}
+
+/// A container the runtime has started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub id: String,
+    /// The image it runs, as the runtime names it (`imageID` in the pod's status).
+    pub image_id: String,
 }
 
 /// Which pod a container belongs to.
@@ -71,6 +122,7 @@ pub struct ContainerRecord {
     pub name: String,
     pub attempt: u32,
     pub id: String,
+    pub image_id: String,
     pub state: ContainerState,
 }
 
@@ -87,8 +139,15 @@ pub enum RuntimeError {
     /// reason `CreateContainerError` with this message, and the worker retries.
     #[error("{0}")]
     CreateContainer(String),
+    /// The image is not there and cannot be fetched: `reason` is the kubelet's
+    /// (`ErrImagePull`, `ErrImageNeverPull`); the worker backs off before trying again.
+    #[error("{message}")]
+    ImagePull { reason: &'static str, message: String },
     #[error("container {0} not found")]
     NotFound(String),
+    /// The runtime itself failed or cannot be reached.
+    #[error("{0}")]
+    Runtime(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -106,11 +165,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// and the prefix of container ids.
     fn version(&self) -> String;
 
-    /// Prepares the pod's sandbox (directory, network) and returns its IP.
-    fn run_sandbox(&self, pod: &PodRef) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Tells the runtime the node's pod CIDR (the CRI runtime's network hands out pod
+    /// IPs from it).
+    fn set_pod_cidr(&self, _cidr: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
 
-    /// Creates and starts a container; returns its id.
-    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Prepares the pod's sandbox (directory, network) and returns its IP. A sandbox
+    /// that already exists (a restarted agent) is reused.
+    fn run_sandbox(&self, sandbox: &SandboxSpec) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Creates and starts a container in its pod's sandbox.
+    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
 
     fn state(&self, id: &str) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
 

@@ -8,7 +8,9 @@
 //! `pods/UID/logs/NAME/ATTEMPT.log`. Container ids are `process://UID/NAME/ATTEMPT`.
 
 use super::shim::{self, EXIT_FILE, PID_FILE};
-use super::{ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, PodRef, Runtime, RuntimeError};
+use super::{
+    ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec, Started,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -107,7 +109,8 @@ impl Runtime for ProcessRuntime {
         format!("process://{}", env!("CARGO_PKG_VERSION"))
     }
 
-    async fn run_sandbox(&self, pod: &PodRef) -> Result<String, RuntimeError> {
+    async fn run_sandbox(&self, sandbox: &SandboxSpec) -> Result<String, RuntimeError> {
+        let pod = &sandbox.pod;
         let dir = self.pod_dir(&pod.uid);
         std::fs::create_dir_all(dir.join("logs")).map_err(RuntimeError::io(format!("creating {}", dir.display())))?;
         let record = serde_json::json!({"namespace": pod.namespace, "name": pod.name, "uid": pod.uid});
@@ -116,8 +119,9 @@ impl Runtime for ProcessRuntime {
         Ok(self.host_ip.clone())
     }
 
-    async fn start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        if spec.argv.is_empty() {
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let argv = spec.argv();
+        if argv.is_empty() {
             return Err(RuntimeError::CreateContainer(format!(
                 "the process runtime runs a container's command and args, and container {:?} has no command \
                  (image {:?} is not used by this runtime)",
@@ -142,7 +146,7 @@ impl Runtime for ProcessRuntime {
             .arg("--log")
             .arg(&log)
             .arg("--")
-            .args(&spec.argv)
+            .args(&argv)
             .env_clear()
             .env("PATH", DEFAULT_PATH)
             .env("HOSTNAME", &spec.pod.name)
@@ -166,7 +170,8 @@ impl Runtime for ProcessRuntime {
         });
         for _ in 0..1000 {
             if dir.join(PID_FILE).exists() || dir.join(EXIT_FILE).exists() {
-                return Ok(format!("{ID_SCHEME}{}/{}/{}", spec.pod.uid, spec.name, spec.attempt));
+                let id = format!("{ID_SCHEME}{}/{}/{}", spec.pod.uid, spec.name, spec.attempt);
+                return Ok(Started { id, image_id: String::new() });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -253,6 +258,7 @@ impl Runtime for ProcessRuntime {
                         name: name.clone(),
                         attempt: number,
                         id,
+                        image_id: String::new(),
                         state,
                     });
                 }

@@ -415,6 +415,7 @@ fn main() -> Result<()> {
                 host_ip: node_ip,
                 kubelet_port,
                 pod_cidr,
+                root_dir: root_dir.clone(),
                 renew_interval,
                 status_interval: std::time::Duration::from_secs(300),
             };

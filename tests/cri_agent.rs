@@ -4,7 +4,9 @@
 //! its exit code in its status and restarts by its policy; an HTTP server becomes Ready
 //! through its httpGet probe and answers on its own pod IP from the host; the image's
 //! default command serves its page; a failing liveness probe restarts its container; a
-//! missing image shows ErrImagePull, then ImagePullBackOff; a restarted agent takes its
+//! missing image shows ErrImagePull, then ImagePullBackOff; a container past its memory
+//! limit is OOMKilled; ConfigMap, Secret, downward API, emptyDir and hostPath volumes are
+//! mounted with their contents; a restarted agent takes its
 //! running containers back; `kubectl delete pod` stops a container that ignores SIGTERM
 //! within the grace period and removes the sandbox; a stopped agent's Lease goes stale.
 //!
@@ -126,6 +128,28 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     let stubborn = "    command: [sh, -c, 'trap \"\" TERM; echo started; while true; do sleep 1; done']\n";
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("stubborn", &node, "Always", web1, stubborn));
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("missing", &node, "Always", "localhost/keelson/absent:1", ""));
+    // Past its memory limit the kernel kills it: OOMKilled.
+    let oom = "    command: [sh, -c, 'head -c 200m /dev/zero | tail']\n    resources: {limits: {memory: 32Mi}}\n";
+    kubectl.apply(&["apply", "-f", "-"], &pod_manifest("oom", &node, "Never", web1, oom));
+    // Volumes: a ConfigMap, a Secret, the downward API, an emptyDir and a host path.
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("marker"), "from the host\n").unwrap();
+    kubectl.ok(&["create", "configmap", "settings", "--from-literal=greeting=hi from a configmap"]);
+    kubectl.ok(&["create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
+    let volumes = format!(
+        "    command: [sh, -c, 'cat /cfg/greeting; echo; cat /sec/password; echo; cat /info/labels; \
+         echo scratch > /scratch/f && cat /scratch/f; cat /host/marker; sleep 600']\n    volumeMounts:\n    \
+         - {{name: cfg, mountPath: /cfg}}\n    - {{name: sec, mountPath: /sec, readOnly: true}}\n    \
+         - {{name: info, mountPath: /info}}\n    - {{name: scratch, mountPath: /scratch}}\n    \
+         - {{name: host, mountPath: /host}}\n  volumes:\n  - {{name: cfg, configMap: {{name: settings}}}}\n  \
+         - {{name: sec, secret: {{secretName: creds}}}}\n  \
+         - {{name: info, projected: {{sources: [{{downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}]}}}}\n  \
+         - {{name: scratch, emptyDir: {{}}}}\n  - {{name: host, hostPath: {{path: {}, type: Directory}}}}\n",
+        host_dir.path().display()
+    );
+    let manifest = pod_manifest("volumes", &node, "Always", web1, &volumes)
+        .replace("metadata: {name: volumes}", "metadata: {name: volumes, labels: {app: demo}}");
+    kubectl.apply(&["apply", "-f", "-"], &manifest);
 
     let reasons = watched_reasons(&kubectl, "missing", Duration::from_secs(12));
     assert!(reasons.contains("ErrImagePull") && reasons.contains("ImagePullBackOff"), "{reasons:?}");
@@ -143,6 +167,26 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     assert!(status["imageID"].as_str().unwrap().starts_with("sha256:"), "{status}");
     let logs = kubectl.ok(&["logs", "crash", "--previous"]);
     assert_eq!(logs.trim(), "hello");
+
+    let oom = eventually(&kubectl, &["get", "pod", "oom"], "oom killed", |pod| {
+        (pod["status"]["phase"] == "Failed").then(|| container_status(pod)["state"]["terminated"].clone())
+    });
+    assert_eq!(oom["reason"], "OOMKilled", "{oom}");
+    assert_eq!(oom["exitCode"], 137, "{oom}");
+
+    eventually(&kubectl, &["get", "pod", "volumes"], "volumes Running", |pod| {
+        (pod["status"]["phase"] == "Running").then_some(())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let expected = "hi from a configmap\ns3cret\napp=\"demo\"\nscratch\nfrom the host";
+    loop {
+        let logs = kubectl.ok(&["logs", "volumes"]);
+        if logs.trim() == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "volume contents: {logs:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     eventually(&kubectl, &["get", "pod", "web"], "web Ready", ready);
     let pod_ip = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);

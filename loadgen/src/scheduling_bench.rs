@@ -13,11 +13,19 @@
 //! to the server like a separate agent): they register, renew Leases and start the
 //! pods bound to them, and each measured pod's startup (created → Running) is measured
 //! too.
+//!
+//! With `--cri SOCKET` there is one real node: a node agent with the CRI runtime (run
+//! in this process) on the containerd at SOCKET, so each pod is a sandbox and a
+//! container of `--image` (`keelson test-images` provides `localhost/keelson/web:1`),
+//! and startup is created → Running on a real runtime. The pods are deleted (and their
+//! containers stopped) at the end.
 
 use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
 use crate::report::{self, LatencyMs, Machine};
 use anyhow::{bail, Context, Result};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
+use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
+use keelson::agents::node::runtime::cri::CriRuntime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -52,6 +60,13 @@ pub struct SchedulingArgs {
     /// Hollow node agents instead of bare Node objects; pods must also reach Running.
     #[arg(long)]
     pub hollow: bool,
+    /// One real node on the containerd at this socket (CRI) instead of `--nodes`; pods
+    /// must reach Running.
+    #[arg(long, conflicts_with = "hollow")]
+    pub cri: Option<String>,
+    /// `--cri`: the image every pod runs (its default command).
+    #[arg(long, default_value = "localhost/keelson/web:1")]
+    pub image: String,
     /// Offered load: measured pods created at this many per second (by default as fast
     /// as the clients go). Latency is only meaningful below saturation.
     #[arg(long)]
@@ -85,7 +100,7 @@ pub struct SchedulingResult {
     pub create_to_bound_ms: LatencyMs,
     /// Pods the watch saw bound (equals `pods` on success).
     pub bound: usize,
-    /// `--hollow`: pods seen Running, and their create → Running latency.
+    /// `--hollow` or `--cri`: pods seen Running, and their create → Running latency.
     pub running: Option<usize>,
     pub create_to_running_ms: Option<LatencyMs>,
     /// From the scheduler's metrics, when reachable.
@@ -125,6 +140,52 @@ fn pod(name: &str, sent_us: u128) -> Value {
             "ports": [{"containerPort": 80}],
             "resources": {"requests": {"cpu": "100m", "memory": "500Mi"},
                           "limits": {"cpu": "100m", "memory": "500Mi"}}}]}})
+}
+
+/// A pod for a real node: the image's own command, small requests so 100 fit a small
+/// host, and a short grace period so the clean-up is quick.
+fn real_pod(name: &str, image: &str, sent_us: u128) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"loadgen.keelson.dev/sent-us": sent_us.to_string()}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "web", "image": image,
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}})
+}
+
+/// One node whose pods run on containerd, in this process.
+async fn start_cri_node(kubeconfig: &Path, socket: &str, root: &Path) -> Result<NodeAgent> {
+    let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+    let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
+    let name = "cri-node-0";
+    let runtime = CriRuntime::connect(socket, root.to_path_buf(), name).await?;
+    let mut shape = keelson::agents::node::kubelet::host_shape(root);
+    shape.pods = 110;
+    let options = AgentOptions {
+        node_name: name.into(),
+        shape,
+        host_ip: "127.0.0.1".into(),
+        kubelet_port: 0,
+        pod_cidr: "10.244.0.0/24".into(),
+        root_dir: root.to_path_buf(),
+        renew_interval: Duration::from_secs(10),
+        status_interval: Duration::from_secs(300),
+    };
+    Ok(NodeAgent::start(client, options, Arc::new(runtime), &cluster_ca).await?)
+}
+
+/// Deletes every pod in `namespace` and waits (until `deadline`) for the node agent to
+/// stop their containers and let them go.
+async fn delete_pods(http: &reqwest::Client, server: &str, namespace: &str, deadline: Instant) -> Result<()> {
+    let url = format!("{server}/api/v1/namespaces/{namespace}/pods");
+    http.delete(&url).send().await?.error_for_status()?;
+    while Instant::now() < deadline {
+        let list: Value = http.get(&url).send().await?.json().await?;
+        if list["items"].as_array().is_none_or(|items| items.is_empty()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("pods in {namespace} were not all deleted in time")
 }
 
 /// Creates `count` objects named `prefix-N` at `clients` concurrency, object `i` not
@@ -358,7 +419,15 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
     let server = target.server.clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let begun = Instant::now();
-    let fleet = if args.hollow {
+    let until_running = args.hollow || args.cri.is_some();
+    let cri_root = tempfile::tempdir()?;
+    let cri_node = match &args.cri {
+        Some(socket) => Some(start_cri_node(kubeconfig, socket, cri_root.path()).await?),
+        None => None,
+    };
+    let fleet = if cri_node.is_some() {
+        None
+    } else if args.hollow {
         let agent_client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
         let mut options = HollowOptions::numbered("node-", args.nodes);
         options.concurrency = args.clients;
@@ -367,9 +436,21 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         create_all(&target, args.clients, None, format!("{server}/api/v1/nodes"), args.nodes, node, "node").await?;
         None
     };
-    let kind = if args.hollow { "hollow nodes registered" } else { "nodes created" };
-    eprintln!("{} {kind} in {:.1}s", args.nodes, begun.elapsed().as_secs_f64());
+    let (kind, nodes) = match (&cri_node, args.hollow) {
+        (Some(_), _) => ("CRI node registered", 1),
+        (None, true) => ("hollow nodes registered", args.nodes),
+        (None, false) => ("nodes created", args.nodes),
+    };
+    eprintln!("{nodes} {kind} in {:.1}s", begun.elapsed().as_secs_f64());
 
+    // Each pod carries its send time, for the startup latency.
+    let template: Arc<dyn Fn(&str) -> Value + Send + Sync> = match &args.cri {
+        Some(_) => {
+            let image = args.image.clone();
+            Arc::new(move |n: &str| real_pod(n, &image, crate::api_bench::now_us()))
+        }
+        None => Arc::new(|n: &str| pod(n, crate::api_bench::now_us())),
+    };
     ensure_namespace(&http, &server, "init").await?;
     ensure_namespace(&http, &server, "measure").await?;
     if args.init_pods > 0 {
@@ -380,12 +461,12 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
             "init",
             revision,
             args.init_pods,
-            args.hollow,
+            until_running,
             deadline,
         ));
         let url = format!("{server}/api/v1/namespaces/init/pods");
-        let init = |n: &str| pod(n, crate::api_bench::now_us());
-        create_all(&target, args.clients, None, url, args.init_pods, init, "init").await?;
+        let make = template.clone();
+        create_all(&target, args.clients, None, url, args.init_pods, move |n| make(n), "init").await?;
         let binds = watch.await??;
         if binds.at.len() < args.init_pods {
             bail!("only {} of {} initial pods were scheduled in time", binds.at.len(), args.init_pods);
@@ -394,24 +475,42 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
     }
 
     let revision = list_revision(&http, &server, "measure").await?;
-    let watch =
-        tokio::spawn(watch_binds(http.clone(), server.clone(), "measure", revision, args.pods, args.hollow, deadline));
+    let watch = tokio::spawn(watch_binds(
+        http.clone(),
+        server.clone(),
+        "measure",
+        revision,
+        args.pods,
+        until_running,
+        deadline,
+    ));
     let start = Instant::now();
     let url = format!("{server}/api/v1/namespaces/measure/pods");
+    let make = template.clone();
     let (create_latency, create_took) =
-        create_all(&target, args.clients, args.rate, url, args.pods, |n| pod(n, crate::api_bench::now_us()), "pod")
-            .await?;
+        create_all(&target, args.clients, args.rate, url, args.pods, move |n| make(n), "pod").await?;
     let binds = watch.await??;
     if let Some(fleet) = fleet {
         fleet.stop();
     }
+    if let Some(agent) = cri_node {
+        let cleanup = Instant::now() + Duration::from_secs(120);
+        let deleted = delete_pods(&http, &server, "measure", cleanup).await;
+        let deleted_init = delete_pods(&http, &server, "init", cleanup).await;
+        agent.stop();
+        deleted.and(deleted_init)?;
+    }
     let elapsed = binds.at.iter().max().map_or(Duration::ZERO, |last| last.duration_since(start));
     Ok(SchedulingResult {
-        workload: if args.hollow { "SchedulingBasic (hollow nodes)" } else { "SchedulingBasic" }.into(),
+        workload: match (&args.cri, args.hollow) {
+            (Some(_), _) => format!("pod startup on one CRI node ({})", args.image),
+            (None, true) => "SchedulingBasic (hollow nodes)".into(),
+            (None, false) => "SchedulingBasic".into(),
+        },
         target: label,
         machine: Machine::detect(),
         commit: report::commit(),
-        nodes: args.nodes,
+        nodes,
         init_pods: args.init_pods,
         pods: args.pods,
         clients: args.clients,
@@ -423,8 +522,8 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         throughput_samples: percentiles(per_second(start, &binds.at)),
         create_to_bound_ms: LatencyMs::from_micros(&binds.create_to_bound),
         bound: binds.at.len(),
-        running: args.hollow.then_some(binds.running),
-        create_to_running_ms: args.hollow.then(|| LatencyMs::from_micros(&binds.create_to_running)),
+        running: until_running.then_some(binds.running),
+        create_to_running_ms: until_running.then(|| LatencyMs::from_micros(&binds.create_to_running)),
         scheduler: scheduler_figures(&http, &server).await,
     })
 }

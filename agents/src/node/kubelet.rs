@@ -45,6 +45,8 @@ pub struct AgentOptions {
     pub kubelet_port: u16,
     /// The range pod IPs come from (published as the Node's `spec.podCIDR`).
     pub pod_cidr: String,
+    /// Where pods' volumes (and the runtime's logs) live.
+    pub root_dir: std::path::PathBuf,
     pub renew_interval: Duration,
     pub status_interval: Duration,
 }
@@ -135,6 +137,7 @@ impl NodeAgent {
         tasks.push(tokio::spawn(log_server));
         let context = Arc::new(NodeContext {
             node_name: options.node_name.clone(),
+            root: options.root_dir.clone(),
             host_ip: options.host_ip.clone(),
             allocatable: [
                 ("cpu", &options.shape.cpu),

@@ -51,7 +51,7 @@ pub struct Placement<'a> {
 }
 
 /// A `fieldRef` path's value for this pod.
-fn field_value(pod: &Pod, path: &str, placement: &Placement<'_>) -> Result<String, String> {
+pub(crate) fn field_value(pod: &Pod, path: &str, placement: &Placement<'_>) -> Result<String, String> {
     let meta = &pod.metadata;
     let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;

@@ -7,6 +7,7 @@ use super::backoff::Backoff;
 use super::env::{self, Placement};
 use super::probe::{self, Tally};
 use super::status::{self, ContainerView, Observed, PodView};
+use super::volumes;
 use crate::node::runtime::{
     ContainerRecord, ContainerSpec, ContainerState, Exit, PodRef, PortMapping, Resources, Runtime, RuntimeError,
     SandboxSpec,
@@ -27,10 +28,16 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The kubelet's image pull back-off: 10 s, doubling to 5 minutes.
 const PULL_BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const PULL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often a running pod's configMap/secret/downwardAPI volumes are refreshed (the
+/// kubelet's sync period), and how soon a volume that failed is tried again.
+const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+const VOLUME_RETRY: Duration = Duration::from_secs(2);
 
 /// What the node tells each worker.
 pub struct NodeContext {
     pub node_name: String,
+    /// The agent's root directory: each pod's volumes live in `ROOT/pods/UID/volumes`.
+    pub root: std::path::PathBuf,
     pub host_ip: String,
     pub allocatable: BTreeMap<String, String>,
 }
@@ -105,6 +112,9 @@ pub struct Worker<R: Runtime> {
     pod: Pod,
     slots: Vec<Slot>,
     pod_ip: Option<String>,
+    /// Each volume's path on the node, once prepared, and when to prepare them again.
+    volumes: Option<BTreeMap<String, std::path::PathBuf>>,
+    volumes_due: Instant,
     start_time: SystemTime,
     init_failed: bool,
     written: Option<PodStatus>,
@@ -152,7 +162,19 @@ impl<R: Runtime> Worker<R> {
             .and_then(|t| u64::try_from(t.0.as_second()).ok())
             .map_or_else(SystemTime::now, |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
         let written = pod.status.clone();
-        Worker { runtime, client, node, pod, slots, pod_ip: None, start_time, init_failed: false, written }
+        Worker {
+            runtime,
+            client,
+            node,
+            pod,
+            slots,
+            pod_ip: None,
+            volumes: None,
+            volumes_due: Instant::now(),
+            start_time,
+            init_failed: false,
+            written,
+        }
     }
 
     fn pod_ref(&self) -> PodRef {
@@ -161,6 +183,27 @@ impl<R: Runtime> Worker<R> {
             uid: meta.uid.clone().unwrap_or_default(),
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
             name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Sets up (or refreshes) the pod's volumes; until they are ready its containers
+    /// wait in `ContainerCreating`.
+    async fn prepare_volumes(&mut self) {
+        let pod_dir = self.node.root.join("pods").join(self.pod_ref().uid);
+        let ip = self.pod_ip.clone().unwrap_or_default();
+        let placement = Placement { node_name: &self.node.node_name, host_ip: &self.node.host_ip, pod_ip: &ip };
+        match volumes::prepare(&self.client, &self.pod, &pod_dir, &placement).await {
+            Ok(paths) => {
+                self.volumes = Some(paths);
+                self.volumes_due = Instant::now() + VOLUME_REFRESH;
+            }
+            Err(message) => {
+                // A pod already running keeps its volumes as they were.
+                if self.volumes.is_none() {
+                    tracing::warn!(pod = ?self.pod.metadata.name, %message, "setting up volumes");
+                }
+                self.volumes_due = Instant::now() + VOLUME_RETRY;
+            }
         }
     }
 
@@ -234,6 +277,13 @@ impl<R: Runtime> Worker<R> {
                     self.write_status().await;
                     return Err(error);
                 }
+            }
+        }
+        if Instant::now() >= self.volumes_due {
+            self.prepare_volumes().await;
+            if self.volumes.is_none() {
+                self.write_status().await;
+                return Ok(());
             }
         }
         self.observe().await;
@@ -337,6 +387,14 @@ impl<R: Runtime> Worker<R> {
                 return;
             }
         };
+        let mounts = match volumes::mounts(&slot.spec, self.volumes.as_ref().unwrap_or(&BTreeMap::new())) {
+            Ok(mounts) => mounts,
+            Err(message) => {
+                self.slots[index].state =
+                    Observed::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message) };
+                return;
+            }
+        };
         let (command, args) = env::command_and_args(&slot.spec, &env);
         let spec = ContainerSpec {
             pod: pod_ref,
@@ -349,6 +407,7 @@ impl<R: Runtime> Worker<R> {
             env,
             working_dir: slot.spec.working_dir.clone(),
             resources: resources(&slot.spec),
+            mounts,
         };
         let started = self.runtime.start(&spec).await;
         let slot = &mut self.slots[index];

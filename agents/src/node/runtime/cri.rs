@@ -258,6 +258,16 @@ impl CriRuntime {
                 .collect(),
             labels,
             log_path: format!("{}/{}.log", spec.name, spec.attempt),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.display().to_string(),
+                    readonly: m.read_only,
+                    ..Default::default()
+                })
+                .collect(),
             linux: Some(cri::LinuxContainerConfig { resources: Some(resources), ..Default::default() }),
             ..Default::default()
         }

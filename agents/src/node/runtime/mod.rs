@@ -32,6 +32,16 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub resources: Resources,
+    /// Volumes (prepared on the node by the pod worker) to mount into the container.
+    pub mounts: Vec<Mount>,
+}
+
+/// One mount of a node path into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
 }
 
 impl ContainerSpec {

@@ -1,7 +1,9 @@
 //! The `process` runtime, for hosts without a container runtime: each container's
 //! `command` + `args` run as a host process, under a [shim](super::shim) that keeps
 //! the process's log and exit status in the container's directory. The image is not
-//! used, so a container without `command` cannot run and says so.
+//! used, so a container without `command` cannot run and says so. There are no mount
+//! namespaces either: the pod's volumes are prepared on the node but not mounted, and
+//! a process sees the host's filesystem.
 //!
 //! Layout under the root directory:
 //! `pods/UID/pod.json`, `pods/UID/containers/NAME/ATTEMPT/{pid,exit.json}`,

@@ -67,6 +67,19 @@ enum Command {
         /// The in-process scheduler's `KubeSchedulerConfiguration` file.
         #[arg(long)]
         scheduler_config: Option<PathBuf>,
+        /// Also run a node agent for this host in this process (like a single-node
+        /// k3s): pods run on containerd where its socket exists, else as processes.
+        #[arg(long)]
+        kubelet: bool,
+        /// `--kubelet`: the CRI runtime's socket.
+        #[arg(long, default_value = "unix:///run/containerd/containerd.sock")]
+        container_runtime_endpoint: String,
+        /// `--kubelet`: the node's name (default: the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// `--kubelet`: the node agent's HTTPS port (container logs); 0 picks a free one.
+        #[arg(long, default_value_t = 10250)]
+        kubelet_port: u16,
     },
     /// Runs the scheduler alone against a server.
     Scheduler {
@@ -196,7 +209,56 @@ async fn termination() {
     }
 }
 
-fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind, scheduler: Option<SchedulerConfig>) -> Result<()> {
+/// `keelson server --kubelet ...`.
+struct KubeletFlags {
+    endpoint: String,
+    node_name: Option<String>,
+    port: u16,
+}
+
+/// `keelson server --kubelet`: this host's node agent, talking to the server in this
+/// process over HTTPS like any agent. Its data (logs, volumes, process state) is in
+/// `DATA/kubelet`.
+async fn in_process_kubelet(data_dir: &Path, kubelet: KubeletFlags) -> Result<NodeAgent> {
+    let KubeletFlags { endpoint, node_name, port } = kubelet;
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    let root_dir = data_dir.join("kubelet");
+    std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
+    let root_dir = root_dir.canonicalize()?;
+    let client = keelson::agents::client::from_kubeconfig(&kubeconfig).await?;
+    let cluster_ca = keelson::agents::client::cluster_ca(&kubeconfig).await?;
+    let options = AgentOptions {
+        node_name: match node_name {
+            Some(name) => name,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
+        },
+        shape: keelson::agents::node::kubelet::host_shape(&root_dir),
+        host_ip: "127.0.0.1".into(),
+        kubelet_port: port,
+        pod_cidr: "10.244.0.0/24".into(),
+        root_dir: root_dir.clone(),
+        renew_interval: std::time::Duration::from_secs(10),
+        status_interval: std::time::Duration::from_secs(300),
+    };
+    let agent = if Path::new(endpoint.trim_start_matches("unix://")).exists() {
+        let name = options.node_name.clone();
+        let containers = CriRuntime::connect(&endpoint, root_dir, &name).await?;
+        NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+    } else {
+        let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
+        let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
+        NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+    };
+    Ok(agent)
+}
+
+fn server(
+    data_dir: PathBuf,
+    config: ServerConfig,
+    store: StoreKind,
+    scheduler: Option<SchedulerConfig>,
+    kubelet: Option<KubeletFlags>,
+) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let store = match store {
         StoreKind::Rocksdb => open(&data_dir)?,
@@ -207,12 +269,26 @@ fn server(data_dir: PathBuf, config: ServerConfig, store: StoreKind, scheduler: 
         let server = Server::bind(config, store.clone()).await?;
         let scheduler = scheduler.map(|config| keelson::start_scheduler(&server, config));
         let kubeconfig = data_dir.join("admin.kubeconfig");
-        println!(
-            "keelson server ready on https://{} (kubectl --kubeconfig {})",
-            server.local_addr(),
-            kubeconfig.display()
-        );
-        server.serve(termination()).await;
+        let address = server.local_addr();
+        let serving = tokio::spawn(server.serve(termination()));
+        let agent = match kubelet {
+            Some(flags) => match in_process_kubelet(&data_dir, flags).await {
+                Ok(agent) => {
+                    println!("keelson node agent: this host's node registered ({})", agent.runtime_version);
+                    Some(agent)
+                }
+                Err(error) => {
+                    serving.abort();
+                    return Err(error.context("starting the in-process node agent"));
+                }
+            },
+            None => None,
+        };
+        println!("keelson server ready on https://{address} (kubectl --kubeconfig {})", kubeconfig.display());
+        let _ = serving.await;
+        if let Some(agent) = agent {
+            agent.stop();
+        }
         if let Some(scheduler) = scheduler {
             tokio::task::block_in_place(|| scheduler.stop());
         }
@@ -317,6 +393,10 @@ fn main() -> Result<()> {
             max_mutating_requests_inflight,
             no_scheduler,
             scheduler_config,
+            kubelet,
+            container_runtime_endpoint,
+            node_name,
+            kubelet_port,
         } => {
             // A bad scheduler configuration fails the start, before anything listens.
             let scheduler =
@@ -325,7 +405,9 @@ fn main() -> Result<()> {
             config.token_auth_file = token_auth_file;
             config.max_requests_inflight = max_requests_inflight;
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
-            server(data_dir, config, store, scheduler)?;
+            let kubelet =
+                kubelet.then_some(KubeletFlags { endpoint: container_runtime_endpoint, node_name, port: kubelet_port });
+            server(data_dir, config, store, scheduler, kubelet)?;
         }
         Command::Scheduler { kubeconfig, config, metrics_listen } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen)?

@@ -252,3 +252,32 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(renew(&kubectl), last, "the Lease went stale");
 }
+
+/// `keelson server --kubelet`: one process is the whole single-node cluster; a pod
+/// created without a node is scheduled to the in-process node and runs on containerd.
+#[test]
+fn server_with_kubelet_runs_pods_on_its_own_node() {
+    let Some(socket) = cri_socket() else { return };
+    let node = format!("single-{}", free_port());
+    let args = ["--kubelet", "--container-runtime-endpoint", &socket, "--node-name", &node, "--kubelet-port", "0"];
+    let server = TestServer::start_with(|_| args.iter().map(|a| a.to_string()).collect());
+    let kubectl = server.kubectl("");
+    let nodes = kubectl.ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.trim(), format!("node/{node}"));
+    kubectl.ok(&[
+        "run",
+        "hello",
+        "--image=localhost/keelson/web:1",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo from a single-node cluster",
+    ]);
+    let pod = eventually(&kubectl, &["get", "pod", "hello"], "hello Succeeded", |pod| {
+        (pod["status"]["phase"] == "Succeeded").then(|| pod.clone())
+    });
+    assert_eq!(pod["spec"]["nodeName"], node.as_str(), "scheduled to the in-process node");
+    assert_eq!(kubectl.ok(&["logs", "hello"]).trim(), "from a single-node cluster");
+    kubectl.ok(&["delete", "pod", "hello", "--wait=true"]);
+}

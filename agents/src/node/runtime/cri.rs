@@ -22,6 +22,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -39,6 +40,15 @@ const QUICK_CALL: Duration = Duration::from_secs(30);
 const SLOW_CALL: Duration = Duration::from_secs(300);
 /// The CFS period the CPU quota is expressed in (the kubelet's 100 ms).
 const CPU_PERIOD_MICROS: i64 = 100_000;
+/// How old the shared container listing may be before a state query lists again
+/// (the kubelet's PLEG relists every second; pod workers look every 250 ms).
+const RELIST_PERIOD: Duration = Duration::from_millis(250);
+
+/// One `ListContainers` of this node's containers: raw id → CRI state.
+struct Relist {
+    at: tokio::time::Instant,
+    states: HashMap<String, i32>,
+}
 
 #[derive(Clone, Debug)]
 struct Sandbox {
@@ -55,6 +65,12 @@ pub struct CriRuntime {
     /// Pod uid → its ready sandbox. Filled by `run_sandbox` and `list`; a cache of what
     /// containerd holds, so a lost entry is found again by listing.
     sandboxes: Mutex<HashMap<String, Sandbox>>,
+    /// The newest listing, shared by every pod worker: a running container's state is
+    /// answered from it, so N workers cost one `ListContainers` per period rather than
+    /// N `ContainerStatus` calls. The async lock makes concurrent refreshes one call.
+    relist: tokio::sync::Mutex<Option<Arc<Relist>>>,
+    /// When each container known to be running started (raw id → time).
+    running_since: Mutex<HashMap<String, SystemTime>>,
 }
 
 fn grpc_error(context: &str, status: tonic::Status) -> RuntimeError {
@@ -107,6 +123,8 @@ impl CriRuntime {
             node_name: node_name.to_owned(),
             root,
             sandboxes: Mutex::default(),
+            relist: tokio::sync::Mutex::new(None),
+            running_since: Mutex::default(),
         })
     }
 
@@ -177,6 +195,29 @@ impl CriRuntime {
                 message: format!("failed to pull image {image:?}: {}", status.message()),
             }),
         }
+    }
+
+    /// This node's containers and their states, listed at most once per period.
+    async fn relisted(&self) -> Result<Arc<Relist>, RuntimeError> {
+        let mut cached = self.relist.lock().await;
+        if let Some(relist) = cached.as_ref().filter(|r| r.at.elapsed() < RELIST_PERIOD) {
+            return Ok(Arc::clone(relist));
+        }
+        let filter = cri::ContainerFilter {
+            label_selector: HashMap::from([(NODE.to_owned(), self.node_name.clone())]),
+            ..Default::default()
+        };
+        let at = tokio::time::Instant::now();
+        let containers = self
+            .client()
+            .list_containers(request(cri::ListContainersRequest { filter: Some(filter) }, QUICK_CALL))
+            .await
+            .map_err(|s| grpc_error("listing containers", s))?
+            .into_inner()
+            .containers;
+        let relist = Arc::new(Relist { at, states: containers.into_iter().map(|c| (c.id, c.state)).collect() });
+        *cached = Some(Arc::clone(&relist));
+        Ok(relist)
     }
 
     async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, RuntimeError> {
@@ -456,7 +497,28 @@ impl Runtime for CriRuntime {
     }
 
     async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        Ok(state_of(&self.container_status(id).await?))
+        let raw = id.strip_prefix(ID_SCHEME).unwrap_or(id);
+        let known = self.running_since.lock().get(raw).copied();
+        if let Some(started_at) = known {
+            let running = cri::ContainerState::ContainerRunning as i32;
+            if self.relisted().await?.states.get(raw) == Some(&running) {
+                return Ok(ContainerState::Running { started_at });
+            }
+        }
+        // New to us, or no longer running: its full status (exit code, reason, times).
+        let status = match self.container_status(id).await {
+            Ok(status) => status,
+            Err(error) => {
+                self.running_since.lock().remove(raw);
+                return Err(error);
+            }
+        };
+        let state = state_of(&status);
+        match &state {
+            ContainerState::Running { started_at } => self.running_since.lock().insert(raw.to_owned(), *started_at),
+            ContainerState::Exited(_) => self.running_since.lock().remove(raw),
+        };
+        Ok(state)
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {

@@ -6,7 +6,8 @@
 //! default command serves its page; a failing liveness probe restarts its container; a
 //! missing image shows ErrImagePull, then ImagePullBackOff; a container past its memory
 //! limit is OOMKilled; ConfigMap, Secret, downward API, emptyDir and hostPath volumes are
-//! mounted with their contents; a restarted agent takes its
+//! mounted with their contents; a sidecar runs beside its pod's container and stops when
+//! it finishes; a restarted agent takes its
 //! running containers back; `kubectl delete pod` stops a container that ignores SIGTERM
 //! within the grace period and removes the sandbox; a stopped agent's Lease goes stale.
 //!
@@ -147,6 +148,11 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
          - {{name: scratch, emptyDir: {{}}}}\n  - {{name: host, hostPath: {{path: {}, type: Directory}}}}\n",
         host_dir.path().display()
     );
+    // A sidecar (an init container that always restarts) runs beside the main
+    // container and is stopped when it finishes, so the pod completes.
+    let sidecar = "    command: [sh, -c, 'sleep 2; echo main done']\n  initContainers:\n  - name: side\n    \
+                   image: localhost/keelson/web:1\n    restartPolicy: Always\n    command: [sleep, '600']\n";
+    kubectl.apply(&["apply", "-f", "-"], &pod_manifest("sidecar", &node, "Never", web1, sidecar));
     let manifest = pod_manifest("volumes", &node, "Always", web1, &volumes)
         .replace("metadata: {name: volumes}", "metadata: {name: volumes, labels: {app: demo}}");
     kubectl.apply(&["apply", "-f", "-"], &manifest);
@@ -173,6 +179,12 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     });
     assert_eq!(oom["reason"], "OOMKilled", "{oom}");
     assert_eq!(oom["exitCode"], 137, "{oom}");
+
+    let side = eventually(&kubectl, &["get", "pod", "sidecar"], "sidecar pod Succeeded", |pod| {
+        (pod["status"]["phase"] == "Succeeded").then(|| pod["status"]["initContainerStatuses"][0].clone())
+    });
+    assert!(side["state"]["terminated"].is_object(), "the sidecar was stopped: {side}");
+    assert_eq!(kubectl.ok(&["logs", "sidecar", "-c", "main"]).trim(), "main done");
 
     eventually(&kubectl, &["get", "pod", "volumes"], "volumes Running", |pod| {
         (pod["status"]["phase"] == "Running").then_some(())

@@ -559,7 +559,7 @@ pub fn run(args: &SchedulingArgs) -> Result<SchedulingResult> {
 }
 
 pub fn print_table(r: &SchedulingResult) {
-    println!("SchedulingBasic: {} nodes, {} initial pods, {} measured pods", r.nodes, r.init_pods, r.pods);
+    println!("{}: {} nodes, {} initial pods, {} measured pods", r.workload, r.nodes, r.init_pods, r.pods);
     println!("{:<28} {:>12}", "pods/s (create→last bind)", format!("{:.0}", r.pods_per_sec));
     println!("{:<28} {:>12}", "elapsed s", format!("{:.2}", r.elapsed_s));
     println!("{:<28} {:>12}", "creates/s", format!("{:.0}", r.creates_per_sec));

@@ -31,6 +31,19 @@ pub struct ContainerView {
     pub started: bool,
     /// Whether, once terminated, it will run again (restart policy).
     pub will_restart: bool,
+    /// An init container with `restartPolicy: Always`, running beside the others.
+    pub sidecar: bool,
+}
+
+impl ContainerView {
+    /// Done as an init container: a regular one succeeded, a sidecar has started (and
+    /// counts as done from then on, even while it restarts).
+    fn initialized(&self) -> bool {
+        if self.sidecar {
+            return self.started || self.restart_count > 0 || matches!(self.state, Observed::Terminated(_));
+        }
+        matches!(&self.state, Observed::Terminated(e) if e.exit_code == 0)
+    }
 }
 
 /// Everything the status is computed from.
@@ -102,7 +115,7 @@ pub fn phase(view: &PodView<'_>) -> &'static str {
     if view.init_failed {
         return "Failed";
     }
-    let init_done = view.init.iter().all(|c| matches!(&c.state, Observed::Terminated(e) if e.exit_code == 0));
+    let init_done = view.init.iter().all(ContainerView::initialized);
     if !init_done {
         return "Pending";
     }
@@ -114,7 +127,9 @@ pub fn phase(view: &PodView<'_>) -> &'static str {
         Observed::Running { .. } | Observed::Waiting { .. } => true,
         Observed::Terminated(_) => c.will_restart,
     };
-    if view.containers.iter().any(|c| active(&c)) {
+    // Sidecars still being stopped keep the pod Running until they are gone.
+    let sidecar_running = view.init.iter().any(|c| c.sidecar && matches!(c.state, Observed::Running { .. }));
+    if sidecar_running || view.containers.iter().any(|c| active(&c)) {
         return "Running";
     }
     let failed = view.containers.iter().any(|c| matches!(&c.state, Observed::Terminated(e) if e.exit_code != 0));
@@ -154,8 +169,10 @@ pub fn pod_status(view: &PodView<'_>, now: SystemTime) -> PodStatus {
     let now = time(now);
     let phase = phase(view);
     let previous = view.previous;
-    let incomplete = names_where(view.init, |c| !matches!(&c.state, Observed::Terminated(e) if e.exit_code == 0));
-    let unready = names_where(view.containers, |c| !c.ready);
+    let incomplete = names_where(view.init, |c| !c.initialized());
+    // Sidecars count toward readiness like the pod's own containers.
+    let mut unready = names_where(view.init, |c| c.sidecar && !c.ready);
+    unready.extend(names_where(view.containers, |c| !c.ready));
     let completed = matches!(phase, "Succeeded" | "Failed");
     let (ready_reason, ready_message) = match (completed, unready.is_empty()) {
         (true, _) => (Some("PodCompleted"), None),
@@ -213,6 +230,7 @@ mod tests {
             last: None,
             restart_count: 0,
             will_restart,
+            sidecar: false,
         }
     }
 
@@ -237,6 +255,44 @@ mod tests {
             init_failed: false,
             previous: None,
         }
+    }
+
+    #[test]
+    fn sidecars_initialize_once_started_and_do_not_decide_the_phase() {
+        let running = || Observed::Running { started_at: UNIX_EPOCH };
+        let sidecar = |state: Observed, started: bool| ContainerView {
+            started,
+            ready: started,
+            sidecar: true,
+            ..view("side", state, true)
+        };
+        let condition = |status: &PodStatus, type_: &str| {
+            status.conditions.iter().flatten().find(|c| c.type_ == type_).map(|c| c.status.clone()).unwrap()
+        };
+        let init = [sidecar(running(), false), view("setup", exit(0), false)];
+        let main = [view("main", Observed::Waiting { reason: "PodInitializing".into(), message: None }, true)];
+        let status = pod_status(&pod(&init, &main), UNIX_EPOCH);
+        assert_eq!(status.phase.as_deref(), Some("Pending"), "a sidecar that has not started holds the pod");
+        assert_eq!(condition(&status, "Initialized"), "False");
+
+        let init = [sidecar(running(), true), view("setup", exit(0), false)];
+        let main = [view("main", running(), true)];
+        let status = pod_status(&pod(&init, &main), UNIX_EPOCH);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&status, "Initialized"), "True");
+        assert_eq!(condition(&status, "Ready"), "True");
+        let unready = [sidecar(running(), false), view("setup", exit(0), false)];
+        let unready = [ContainerView { restart_count: 1, ..unready[0].clone() }, unready[1].clone()];
+        assert_eq!(condition(&pod_status(&pod(&unready, &main), UNIX_EPOCH), "Ready"), "False", "sidecars count");
+
+        // The main container finished for good: Running until the sidecar is stopped,
+        // then Succeeded.
+        let init = [sidecar(running(), true), view("setup", exit(0), false)];
+        let main = [view("main", exit(0), false)];
+        assert_eq!(pod_status(&pod(&init, &main), UNIX_EPOCH).phase.as_deref(), Some("Running"));
+        let init = [sidecar(exit(143), false), view("setup", exit(0), false)];
+        let main = [view("main", exit(0), false)];
+        assert_eq!(pod_status(&pod(&init, &main), UNIX_EPOCH).phase.as_deref(), Some("Succeeded"));
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct Slot {
     backoff: Backoff,
     /// After a failed image pull: when to try again, and the delay after that.
     pull_retry: Option<(Instant, Duration)>,
+    /// A sidecar stopped because the pod's containers finished: not restarted.
+    finished: bool,
     started_at: Option<Instant>,
     startup: Option<Tally>,
     liveness: Option<Tally>,
@@ -77,11 +79,17 @@ impl Slot {
             exited_at: None,
             backoff: Backoff::default(),
             pull_retry: None,
+            finished: false,
             started_at: None,
             startup: None,
             liveness: None,
             readiness: None,
         }
+    }
+
+    /// An init container with `restartPolicy: Always`: a sidecar.
+    fn sidecar(&self) -> bool {
+        self.init && self.spec.restart_policy.as_deref() == Some("Always")
     }
 
     fn succeeded(&self) -> bool {
@@ -293,6 +301,22 @@ impl<R: Runtime> Worker<R> {
             if !self.slots[index].init {
                 continue;
             }
+            if self.slots[index].finished {
+                continue;
+            }
+            if self.slots[index].sidecar() {
+                // A sidecar (restartPolicy Always) lets the next init container go once
+                // it has started, and keeps running beside the pod's containers.
+                match &self.slots[index].state {
+                    Observed::Running { .. } => self.probe(index).await,
+                    _ => self.start(index).await,
+                }
+                if self.slots[index].started() {
+                    continue;
+                }
+                init_done = false;
+                break;
+            }
             if self.slots[index].succeeded() {
                 continue;
             }
@@ -316,9 +340,37 @@ impl<R: Runtime> Worker<R> {
                     _ => self.start(index).await,
                 }
             }
+            self.stop_sidecars_when_done(&policy).await;
         }
         self.write_status().await;
         Ok(())
+    }
+
+    /// Once every regular container has finished for good, the sidecars are stopped
+    /// (they would otherwise keep the pod from completing), as the kubelet does.
+    async fn stop_sidecars_when_done(&mut self, policy: &str) {
+        let finished = self
+            .slots
+            .iter()
+            .filter(|s| !s.init)
+            .all(|s| matches!(&s.state, Observed::Terminated(exit) if !should_restart(policy, exit)));
+        if !finished {
+            return;
+        }
+        let grace = self.grace();
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if !slot.sidecar() {
+                continue;
+            }
+            slot.finished = true;
+            if let (Observed::Running { .. }, Some(id)) = (&slot.state, slot.id.clone()) {
+                if let Err(error) = self.runtime.stop(&id, grace).await {
+                    tracing::warn!(%error, container = self.slots[index].spec.name, "stopping a sidecar");
+                }
+            }
+        }
+        self.observe().await;
     }
 
     /// Refreshes every running container's state from the runtime.
@@ -521,9 +573,11 @@ impl<R: Runtime> Worker<R> {
                     ready: slot.ready(),
                     started: slot.started(),
                     will_restart: match &slot.state {
+                        Observed::Terminated(_) if slot.sidecar() => !slot.finished,
                         Observed::Terminated(exit) => !slot.init && should_restart(&policy, exit),
                         _ => true,
                     },
+                    sidecar: slot.sidecar(),
                 })
                 .collect()
         };

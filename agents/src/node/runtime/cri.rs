@@ -524,7 +524,10 @@ impl Runtime for CriRuntime {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let raw = id.strip_prefix(ID_SCHEME).unwrap_or(id);
         let stop = cri::StopContainerRequest { container_id: raw.to_owned(), timeout: grace.as_secs() as i64 };
-        match self.client().stop_container(request(stop, grace + QUICK_CALL)).await {
+        let stopped = self.client().stop_container(request(stop, grace + QUICK_CALL)).await;
+        // The shared listing may predate the stop: the next state query asks directly.
+        self.running_since.lock().remove(raw);
+        match stopped {
             Ok(_) => Ok(()),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
             Err(status) => Err(grpc_error(&format!("stopping container {id}"), status)),

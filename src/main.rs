@@ -221,35 +221,31 @@ struct KubeletFlags {
 /// `DATA/kubelet`.
 async fn in_process_kubelet(data_dir: &Path, kubelet: KubeletFlags) -> Result<NodeAgent> {
     let KubeletFlags { endpoint, node_name, port } = kubelet;
-    let kubeconfig = data_dir.join("admin.kubeconfig");
     let root_dir = data_dir.join("kubelet");
     std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
     let root_dir = root_dir.canonicalize()?;
-    let client = keelson::agents::client::from_kubeconfig(&kubeconfig).await?;
-    let cluster_ca = keelson::agents::client::cluster_ca(&kubeconfig).await?;
     let options = AgentOptions {
-        node_name: match node_name {
-            Some(name) => name,
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
-        },
+        node_name: node_name.map_or_else(host_name, Ok)?,
         shape: keelson::agents::node::kubelet::host_shape(&root_dir),
         host_ip: "127.0.0.1".into(),
         kubelet_port: port,
         pod_cidr: "10.244.0.0/24".into(),
-        root_dir: root_dir.clone(),
+        root_dir,
         renew_interval: std::time::Duration::from_secs(10),
         status_interval: std::time::Duration::from_secs(300),
     };
-    let agent = if Path::new(endpoint.trim_start_matches("unix://")).exists() {
-        let name = options.node_name.clone();
-        let containers = CriRuntime::connect(&endpoint, root_dir, &name).await?;
-        NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
-    } else {
-        let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
-        let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
-        NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
-    };
-    Ok(agent)
+    let backend = if cri_socket_exists(&endpoint) { Backend::Cri { endpoint } } else { Backend::Process };
+    start_node(&data_dir.join("admin.kubeconfig"), options, backend).await
+}
+
+/// The host's name, lower-cased: a node's default name.
+fn host_name() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase())
+}
+
+/// Whether the CRI endpoint (`unix://PATH` or a path) names an existing socket.
+fn cri_socket_exists(endpoint: &str) -> bool {
+    Path::new(endpoint.trim_start_matches("unix://")).exists()
 }
 
 fn server(
@@ -347,25 +343,31 @@ enum Backend {
     Cri { endpoint: String },
 }
 
-/// `keelson agent --runtime process|cri`: one node whose pods really run.
-fn node_agent(kubeconfig: &Path, options: AgentOptions, root_dir: PathBuf, backend: Backend) -> Result<()> {
+/// Registers one node whose pods really run on `backend`, and starts its agent.
+async fn start_node(kubeconfig: &Path, options: AgentOptions, backend: Backend) -> Result<NodeAgent> {
+    let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+    client.apiserver_version().await.context("reaching the API server")?;
+    let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
+    let root_dir = options.root_dir.clone();
+    Ok(match backend {
+        Backend::Process => {
+            let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
+            let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
+            NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+        }
+        Backend::Cri { endpoint } => {
+            let containers = CriRuntime::connect(&endpoint, root_dir, &options.node_name).await?;
+            NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
+        }
+    })
+}
+
+/// `keelson agent --runtime process|cri`: one node whose pods really run, until SIGTERM.
+fn node_agent(kubeconfig: &Path, options: AgentOptions, backend: Backend) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
-        client.apiserver_version().await.context("reaching the API server")?;
-        let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
         let name = options.node_name.clone();
-        let agent = match backend {
-            Backend::Process => {
-                let shim = std::env::current_exe().context("locating the keelson binary (the shim)")?;
-                let containers = ProcessRuntime::new(root_dir, shim, options.host_ip.clone())?;
-                NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
-            }
-            Backend::Cri { endpoint } => {
-                let containers = CriRuntime::connect(&endpoint, root_dir, &name).await?;
-                NodeAgent::start(client, options, std::sync::Arc::new(containers), &cluster_ca).await?
-            }
-        };
+        let agent = start_node(kubeconfig, options, backend).await?;
         println!("keelson agent ready: node {name} registered ({})", agent.runtime_version);
         termination().await;
         agent.stop();
@@ -455,8 +457,7 @@ fn main() -> Result<()> {
         } => {
             // Simulated fleets are hollow; one node runs containers where a CRI socket is.
             let runtime = runtime.unwrap_or_else(|| {
-                let socket = container_runtime_endpoint.trim_start_matches("unix://");
-                if nodes.is_none() && Path::new(socket).exists() {
+                if nodes.is_none() && cri_socket_exists(&container_runtime_endpoint) {
                     Runtime::Cri
                 } else {
                     Runtime::Hollow
@@ -487,17 +488,14 @@ fn main() -> Result<()> {
             shape.cpu = node_cpu.unwrap_or(shape.cpu);
             shape.memory = node_memory.unwrap_or(shape.memory);
             shape.pods = node_pods;
-            let node_name = match node_name {
-                Some(name) => name,
-                None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
-            };
+            let node_name = node_name.map_or_else(host_name, Ok)?;
             let options = AgentOptions {
                 node_name,
                 shape,
                 host_ip: node_ip,
                 kubelet_port,
                 pod_cidr,
-                root_dir: root_dir.clone(),
+                root_dir,
                 renew_interval,
                 status_interval: std::time::Duration::from_secs(300),
             };
@@ -505,7 +503,7 @@ fn main() -> Result<()> {
                 Runtime::Cri => Backend::Cri { endpoint: container_runtime_endpoint },
                 _ => Backend::Process,
             };
-            node_agent(&kubeconfig, options, root_dir, backend)?
+            node_agent(&kubeconfig, options, backend)?
         }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;

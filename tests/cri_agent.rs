@@ -230,14 +230,10 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     eventually(&kubectl, &["get", "pod", "stubborn"], "stubborn Running", |pod| {
         (pod["status"]["phase"] == "Running").then_some(())
     });
-    let id_before = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
-    agent.stop();
-    let agent = start_agent(&server, &socket, &node, root.path());
-    std::thread::sleep(Duration::from_secs(2));
-    let web_after = kubectl.json(&["get", "pod", "web", "-o", "json"]);
-    assert_eq!(container_status(&web_after)["containerID"], id_before.as_str(), "re-adopted, not started again");
-    assert_eq!(container_status(&web_after)["restartCount"], 0);
-    assert_eq!(container_status(&web_after)["ready"], true);
+    let agent = assert_readopts(&kubectl, "web", || {
+        agent.stop();
+        start_agent(&server, &socket, &node, root.path())
+    });
     assert!(http_get(&pod_ip, 8080).contains("keelson web 1"), "still serving after the agent restart");
 
     // Deletion: SIGTERM (ignored), then SIGKILL after the 2 s grace period; then the pod

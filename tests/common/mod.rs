@@ -248,3 +248,19 @@ impl Drop for AgentProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Restarts a node agent (`restart` stops the running one and starts another) and
+/// checks that `pod`'s running container was taken back, not started again: the same
+/// container id, no restart, still Ready. Returns the new agent.
+pub fn assert_readopts(kubectl: &Kubectl, pod: &str, restart: impl FnOnce() -> AgentProcess) -> AgentProcess {
+    let id = "jsonpath={.status.containerStatuses[0].containerID}";
+    let before = kubectl.ok(&["get", "pod", pod, "-o", id]);
+    let agent = restart();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = kubectl.json(&["get", "pod", pod, "-o", "json"]);
+    let status = &after["status"]["containerStatuses"][0];
+    assert_eq!(status["containerID"], before.as_str(), "re-adopted, not started again");
+    assert_eq!(status["restartCount"], 0);
+    assert_eq!(status["ready"], true);
+    agent
+}

@@ -66,11 +66,12 @@ async fn prepare_one(
     }
     let files = if let Some(source) = &volume.config_map {
         let optional = source.optional.unwrap_or(false);
-        config_map_files(client, namespace, &source.name, &source.items, source.default_mode, optional).await?
+        keyed_source_files::<ConfigMap>(client, namespace, &source.name, &source.items, source.default_mode, optional)
+            .await?
     } else if let Some(source) = &volume.secret {
         let name = source.secret_name.clone().unwrap_or_default();
         let optional = source.optional.unwrap_or(false);
-        secret_files(client, namespace, &name, &source.items, source.default_mode, optional).await?
+        keyed_source_files::<Secret>(client, namespace, &name, &source.items, source.default_mode, optional).await?
     } else if let Some(source) = &volume.downward_api {
         downward_files(pod, source.items.iter().flatten(), source.default_mode, placement)?
     } else if let Some(source) = &volume.projected {
@@ -142,26 +143,41 @@ fn keyed_files(
     }
 }
 
-async fn config_map_files(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    items: &Option<Vec<KeyToPath>>,
-    default_mode: Option<i32>,
-    optional: bool,
-) -> Result<Vec<File>, VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|e| format!("configmap {name:?}: {e}"))?;
-    let Some(config_map) = found else {
-        return if optional { Ok(Vec::new()) } else { Err(format!("configmap {name:?} not found")) };
-    };
-    let mut data: BTreeMap<String, Vec<u8>> =
-        config_map.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-    data.extend(config_map.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-    keyed_files(data, items, default_mode, &format!("configmap {name:?}"))
+/// A ConfigMap's or a Secret's keys and their bytes.
+trait KeyedData:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+{
+    /// How errors name the kind (`configmap`, `secret`).
+    const KIND: &'static str;
+    fn into_data(self) -> BTreeMap<String, Vec<u8>>;
 }
 
-async fn secret_files(
+impl KeyedData for ConfigMap {
+    const KIND: &'static str = "configmap";
+    fn into_data(self) -> BTreeMap<String, Vec<u8>> {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            self.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        data.extend(self.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        data
+    }
+}
+
+impl KeyedData for Secret {
+    const KIND: &'static str = "secret";
+    fn into_data(self) -> BTreeMap<String, Vec<u8>> {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            self.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        data.extend(self.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+        data
+    }
+}
+
+/// The files of a ConfigMap or Secret source (a missing object is no files when the
+/// source is optional).
+async fn keyed_source_files<K: KeyedData>(
     client: &Client,
     namespace: &str,
     name: &str,
@@ -169,15 +185,14 @@ async fn secret_files(
     default_mode: Option<i32>,
     optional: bool,
 ) -> Result<Vec<File>, VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|e| format!("secret {name:?}: {e}"))?;
-    let Some(secret) = found else {
-        return if optional { Ok(Vec::new()) } else { Err(format!("secret {name:?} not found")) };
-    };
-    let mut data: BTreeMap<String, Vec<u8>> =
-        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-    data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
-    keyed_files(data, items, default_mode, &format!("secret {name:?}"))
+    let what = format!("{} {name:?}", K::KIND);
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| format!("{what}: {e}"))?;
+    match found {
+        Some(object) => keyed_files(object.into_data(), items, default_mode, &what),
+        None if optional => Ok(Vec::new()),
+        None => Err(format!("{what} not found")),
+    }
 }
 
 /// Downward API files: pod fields (labels and annotations as `key="value"` lines).
@@ -218,11 +233,13 @@ async fn projection_files(
 ) -> Result<Vec<File>, VolumeError> {
     if let Some(source) = &projection.config_map {
         let optional = source.optional.unwrap_or(false);
-        return config_map_files(client, namespace, &source.name, &source.items, default_mode, optional).await;
+        return keyed_source_files::<ConfigMap>(client, namespace, &source.name, &source.items, default_mode, optional)
+            .await;
     }
     if let Some(source) = &projection.secret {
         let optional = source.optional.unwrap_or(false);
-        return secret_files(client, namespace, &source.name, &source.items, default_mode, optional).await;
+        return keyed_source_files::<Secret>(client, namespace, &source.name, &source.items, default_mode, optional)
+            .await;
     }
     if let Some(source) = &projection.downward_api {
         return downward_files(pod, source.items.iter().flatten(), default_mode, placement);

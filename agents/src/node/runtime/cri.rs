@@ -13,7 +13,8 @@
 //! this node's are listed, so several agents can share one containerd in tests).
 
 use super::{
-    ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec, Started,
+    remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, PodRef, Runtime, RuntimeError,
+    SandboxSpec, Started,
 };
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -54,6 +55,12 @@ struct Relist {
 struct Sandbox {
     id: String,
     ip: String,
+    /// The sandbox's attempt (one more for each dead sandbox replaced).
+    attempt: u32,
+}
+
+fn sandbox_metadata(pod: &PodRef, attempt: u32) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata { name: pod.name.clone(), uid: pod.uid.clone(), namespace: pod.namespace.clone(), attempt }
 }
 
 pub struct CriRuntime {
@@ -203,21 +210,36 @@ impl CriRuntime {
         if let Some(relist) = cached.as_ref().filter(|r| r.at.elapsed() < RELIST_PERIOD) {
             return Ok(Arc::clone(relist));
         }
+        let at = tokio::time::Instant::now();
+        let containers = self.list_node_containers().await?;
+        let relist = Arc::new(Relist { at, states: containers.into_iter().map(|c| (c.id, c.state)).collect() });
+        *cached = Some(Arc::clone(&relist));
+        Ok(relist)
+    }
+
+    /// Every container this node's agent created.
+    async fn list_node_containers(&self) -> Result<Vec<cri::Container>, RuntimeError> {
         let filter = cri::ContainerFilter {
             label_selector: HashMap::from([(NODE.to_owned(), self.node_name.clone())]),
             ..Default::default()
         };
-        let at = tokio::time::Instant::now();
-        let containers = self
+        Ok(self
             .client()
             .list_containers(request(cri::ListContainersRequest { filter: Some(filter) }, QUICK_CALL))
             .await
             .map_err(|s| grpc_error("listing containers", s))?
             .into_inner()
-            .containers;
-        let relist = Arc::new(Relist { at, states: containers.into_iter().map(|c| (c.id, c.state)).collect() });
-        *cached = Some(Arc::clone(&relist));
-        Ok(relist)
+            .containers)
+    }
+
+    /// The kubelet's pod labels, and this node's.
+    fn pod_labels(&self, pod: &PodRef) -> HashMap<String, String> {
+        HashMap::from([
+            (NODE.to_owned(), self.node_name.clone()),
+            (POD_UID.to_owned(), pod.uid.clone()),
+            (POD_NAME.to_owned(), pod.name.clone()),
+            (POD_NAMESPACE.to_owned(), pod.namespace.clone()),
+        ])
     }
 
     async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, RuntimeError> {
@@ -266,13 +288,8 @@ impl CriRuntime {
     }
 
     fn container_config(&self, spec: &ContainerSpec, image: &str) -> cri::ContainerConfig {
-        let labels = HashMap::from([
-            (NODE.to_owned(), self.node_name.clone()),
-            (POD_UID.to_owned(), spec.pod.uid.clone()),
-            (POD_NAME.to_owned(), spec.pod.name.clone()),
-            (POD_NAMESPACE.to_owned(), spec.pod.namespace.clone()),
-            (CONTAINER_NAME.to_owned(), spec.name.clone()),
-        ]);
+        let mut labels = self.pod_labels(&spec.pod);
+        labels.insert(CONTAINER_NAME.to_owned(), spec.name.clone());
         let limits = &spec.resources;
         let resources = cri::LinuxContainerResources {
             // Shares as the kubelet computes them: 1024 per CPU requested, at least 2.
@@ -382,7 +399,8 @@ impl Runtime for CriRuntime {
         for existing in self.list_sandboxes(Some(&pod.uid)).await? {
             if existing.state == cri::PodSandboxState::SandboxReady as i32 {
                 let ip = self.sandbox_ip(&existing.id).await?;
-                self.sandboxes.lock().insert(pod.uid.clone(), Sandbox { id: existing.id, ip: ip.clone() });
+                let attempt = existing.metadata.as_ref().map_or(0, |m| m.attempt);
+                self.sandboxes.lock().insert(pod.uid.clone(), Sandbox { id: existing.id, ip: ip.clone(), attempt });
                 return Ok(ip);
             }
             attempt = attempt.max(existing.metadata.as_ref().map_or(0, |m| m.attempt + 1));
@@ -394,19 +412,8 @@ impl Runtime for CriRuntime {
         }
         let log_dir = self.pod_dir(&pod.uid).join("logs");
         std::fs::create_dir_all(&log_dir).map_err(RuntimeError::io(format!("creating {}", log_dir.display())))?;
-        let labels = HashMap::from([
-            (NODE.to_owned(), self.node_name.clone()),
-            (POD_UID.to_owned(), pod.uid.clone()),
-            (POD_NAME.to_owned(), pod.name.clone()),
-            (POD_NAMESPACE.to_owned(), pod.namespace.clone()),
-        ]);
         let config = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: pod.name.clone(),
-                uid: pod.uid.clone(),
-                namespace: pod.namespace.clone(),
-                attempt,
-            }),
+            metadata: Some(sandbox_metadata(pod, attempt)),
             hostname: sandbox.hostname.clone(),
             log_directory: log_dir.display().to_string(),
             port_mappings: sandbox
@@ -419,7 +426,7 @@ impl Runtime for CriRuntime {
                     host_ip: p.host_ip.clone(),
                 })
                 .collect(),
-            labels,
+            labels: self.pod_labels(pod),
             linux: Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
@@ -445,7 +452,7 @@ impl Runtime for CriRuntime {
             .into_inner()
             .pod_sandbox_id;
         let ip = self.sandbox_ip(&id).await?;
-        self.sandboxes.lock().insert(pod.uid.clone(), Sandbox { id, ip: ip.clone() });
+        self.sandboxes.lock().insert(pod.uid.clone(), Sandbox { id, ip: ip.clone(), attempt });
         Ok(ip)
     }
 
@@ -457,12 +464,7 @@ impl Runtime for CriRuntime {
         let image_id = self.ensure_image(&spec.image, &spec.image_pull_policy).await?;
         self.collect_garbage(&sandbox.id, &spec.name, spec.attempt).await?;
         let sandbox_config = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: spec.pod.name.clone(),
-                uid: spec.pod.uid.clone(),
-                namespace: spec.pod.namespace.clone(),
-                attempt: 0,
-            }),
+            metadata: Some(sandbox_metadata(&spec.pod, sandbox.attempt)),
             log_directory: self.pod_dir(&spec.pod.uid).join("logs").display().to_string(),
             ..Default::default()
         };
@@ -568,13 +570,7 @@ impl Runtime for CriRuntime {
                 .await
                 .map_err(|s| grpc_error("removing the pod sandbox", s))?;
         }
-        let dir = self.pod_dir(pod_uid);
-        match std::fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(RuntimeError::Io { context: format!("removing {}", dir.display()), source: error })
-            }
-            _ => Ok(()),
-        }
+        remove_dir(&self.pod_dir(pod_uid))
     }
 
     async fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
@@ -582,20 +578,11 @@ impl Runtime for CriRuntime {
             let Some(uid) = sandbox.labels.get(POD_UID).cloned() else { continue };
             if sandbox.state == cri::PodSandboxState::SandboxReady as i32 {
                 let ip = self.sandbox_ip(&sandbox.id).await?;
-                self.sandboxes.lock().insert(uid, Sandbox { id: sandbox.id, ip });
+                let attempt = sandbox.metadata.as_ref().map_or(0, |m| m.attempt);
+                self.sandboxes.lock().insert(uid, Sandbox { id: sandbox.id, ip, attempt });
             }
         }
-        let filter = cri::ContainerFilter {
-            label_selector: HashMap::from([(NODE.to_owned(), self.node_name.clone())]),
-            ..Default::default()
-        };
-        let containers = self
-            .client()
-            .list_containers(request(cri::ListContainersRequest { filter: Some(filter) }, QUICK_CALL))
-            .await
-            .map_err(|s| grpc_error("listing containers", s))?
-            .into_inner()
-            .containers;
+        let containers = self.list_node_containers().await?;
         let mut records = Vec::with_capacity(containers.len());
         for container in containers {
             let (Some(uid), Some(meta)) = (container.labels.get(POD_UID), &container.metadata) else { continue };

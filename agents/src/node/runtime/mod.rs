@@ -169,6 +169,16 @@ impl RuntimeError {
     }
 }
 
+/// Removes a pod's directory and everything in it; one already gone is fine.
+pub(crate) fn remove_dir(dir: &std::path::Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::Io { context: format!("removing {}", dir.display()), source: error })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What a node agent needs from a container runtime.
 pub trait Runtime: Send + Sync + 'static {
     /// `process://0.1`, `containerd://1.7.24`: the node's `containerRuntimeVersion`

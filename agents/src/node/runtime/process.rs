@@ -11,7 +11,8 @@
 
 use super::shim::{self, EXIT_FILE, PID_FILE};
 use super::{
-    ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec, Started,
+    remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec,
+    Started,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -236,13 +237,7 @@ impl Runtime for ProcessRuntime {
                 self.stop(&record.id, Duration::ZERO).await?;
             }
         }
-        let dir = self.pod_dir(pod_uid);
-        match std::fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(RuntimeError::Io { context: format!("removing {}", dir.display()), source: error })
-            }
-            _ => Ok(()),
-        }
+        remove_dir(&self.pod_dir(pod_uid))
     }
 
     async fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {

@@ -11,6 +11,10 @@ pub use keelson_engine as engine;
 pub use keelson_scheduler as scheduler;
 pub use keelson_store as store;
 
+use agents::controllers::runtime::metrics::ControllerMetrics;
+use agents::controllers::{ControllerManager, ManagerOptions};
+use agents::leader::{Elected, ElectionConfig};
+use agents::scheduling::metrics::SchedulerMetrics;
 use agents::scheduling::{RunnerOptions, SchedulerRunner};
 use scheduler::config::SchedulerConfig;
 use std::path::Path;
@@ -44,4 +48,75 @@ pub fn start_scheduler(server: &api::Server, config: SchedulerConfig) -> Schedul
     let metrics = runner.metrics();
     server.register_component("scheduler", Arc::new(move |out: &mut String| metrics.render(out)));
     runner
+}
+
+/// The scheduler under leader election (Lease `kube-system/kube-scheduler`), so a
+/// `keelson scheduler` run beside it never schedules at the same time. `client`
+/// reaches the server; `metrics` outlive each term as leader.
+pub fn elected_scheduler(
+    client: agents::kube::Client,
+    config: SchedulerConfig,
+    identity: String,
+    metrics: Arc<SchedulerMetrics>,
+) -> Elected {
+    let election = ElectionConfig::new("kube-scheduler", identity);
+    let run_client = client.clone();
+    Elected::spawn(
+        client,
+        election,
+        move || {
+            SchedulerRunner::start_with_metrics(
+                run_client.clone(),
+                config.clone(),
+                RunnerOptions::default(),
+                Arc::clone(&metrics),
+            )
+        },
+        // Joining the scheduling thread blocks; the runtime's other workers go on.
+        |runner| tokio::task::block_in_place(|| runner.stop()),
+    )
+}
+
+/// The controllers under leader election (Lease `kube-system/kube-controller-manager`).
+pub fn elected_controllers(
+    client: agents::kube::Client,
+    options: ManagerOptions,
+    identity: String,
+    metrics: Arc<ControllerMetrics>,
+) -> Elected {
+    let election = ElectionConfig::new("kube-controller-manager", identity);
+    let run_client = client.clone();
+    Elected::spawn(
+        client,
+        election,
+        move || ControllerManager::start(run_client.clone(), &options, &metrics),
+        ControllerManager::stop,
+    )
+}
+
+/// The scheduler and the controllers beside `server`, each under leader election as
+/// `identity` (their metrics join the server's `/metrics`). Must be called inside the
+/// tokio runtime that serves.
+pub fn start_components(
+    server: &api::Server,
+    scheduler: Option<SchedulerConfig>,
+    controllers: Option<ManagerOptions>,
+    identity: &str,
+) -> Vec<Elected> {
+    let mut running = Vec::new();
+    if let Some(config) = scheduler {
+        let metrics = Arc::new(SchedulerMetrics::default());
+        let render = Arc::clone(&metrics);
+        server.register_component("scheduler", Arc::new(move |out: &mut String| render.render(out)));
+        let client = in_process_client(server, "system:kube-scheduler");
+        running.push(elected_scheduler(client, config, identity.to_string(), metrics));
+    }
+    if let Some(options) = controllers {
+        let metrics = Arc::new(ControllerMetrics::default());
+        let render = Arc::clone(&metrics);
+        server.register_component("controller-manager", Arc::new(move |out: &mut String| render.render(out)));
+        let client = in_process_client(server, "system:kube-controller-manager");
+        running.push(elected_controllers(client, options, identity.to_string(), metrics));
+    }
+    running
 }

@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use keelson::agents::controllers::{ControllerManager, ManagerOptions};
+use keelson::agents::leader::unique_identity;
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
 use keelson::agents::node::objects;
@@ -64,6 +66,9 @@ enum Command {
         /// Do not run the scheduler in this process.
         #[arg(long)]
         no_scheduler: bool,
+        /// Do not run the controllers in this process.
+        #[arg(long)]
+        no_controllers: bool,
         /// The in-process scheduler's `KubeSchedulerConfiguration` file.
         #[arg(long)]
         scheduler_config: Option<PathBuf>,
@@ -91,6 +96,23 @@ enum Command {
         /// Serve `/metrics` and `/healthz` over HTTP here (e.g. 127.0.0.1:10251).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Schedule only while holding the `kube-system/kube-scheduler` Lease.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+    },
+    /// Runs the controllers alone against a server.
+    ControllerManager {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Workers per controller, `name=N,...` (e.g. `replicaset=10`).
+        #[arg(long, default_value = "")]
+        concurrent_syncs: String,
+        /// Serve `/metrics` and `/healthz` over HTTP here (e.g. 127.0.0.1:10257).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Act only while holding the `kube-system/kube-controller-manager` Lease.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
     },
     /// Runs a node agent. `--runtime hollow`: `--nodes N` simulated nodes (named
     /// PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running without
@@ -253,6 +275,7 @@ fn server(
     config: ServerConfig,
     store: StoreKind,
     scheduler: Option<SchedulerConfig>,
+    controllers: Option<ManagerOptions>,
     kubelet: Option<KubeletFlags>,
 ) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
@@ -263,7 +286,10 @@ fn server(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let server = Server::bind(config, store.clone()).await?;
-        let scheduler = scheduler.map(|config| keelson::start_scheduler(&server, config));
+        // The in-process components campaign as this host and data dir: after a crash,
+        // the restarted server is the same candidate and takes its Leases back at once.
+        let identity = format!("{}_{}", host_name().unwrap_or_default(), data_dir.canonicalize()?.display());
+        let components = keelson::start_components(&server, scheduler, controllers, &identity);
         let kubeconfig = data_dir.join("admin.kubeconfig");
         let address = server.local_addr();
         let serving = tokio::spawn(server.serve(termination()));
@@ -285,8 +311,8 @@ fn server(
         if let Some(agent) = agent {
             agent.stop();
         }
-        if let Some(scheduler) = scheduler {
-            tokio::task::block_in_place(|| scheduler.stop());
+        for component in components {
+            component.stop().await;
         }
         anyhow::Ok(())
     });
@@ -295,29 +321,97 @@ fn server(
     result
 }
 
+/// Serves `/metrics` for a component run alone, if asked to.
+async fn serve_metrics(
+    listen: Option<SocketAddr>,
+    render: std::sync::Arc<dyn Fn(&mut String) + Send + Sync>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = listen else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    Ok(Some(tokio::spawn(keelson::agents::metrics::serve(listener, render))))
+}
+
 /// `keelson scheduler`: the runner alone, over HTTPS, until SIGTERM.
-fn scheduler(kubeconfig: &Path, config: Option<&Path>, metrics_listen: Option<SocketAddr>) -> Result<()> {
+fn scheduler(
+    kubeconfig: &Path,
+    config: Option<&Path>,
+    metrics_listen: Option<SocketAddr>,
+    leader_elect: bool,
+) -> Result<()> {
+    use keelson::agents::scheduling::metrics::SchedulerMetrics;
     let config = keelson::scheduler_config(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
         // Fail fast on a wrong address or credentials rather than retrying quietly.
         let version = client.apiserver_version().await.context("reaching the API server")?;
-        let runner = SchedulerRunner::start(client, config, RunnerOptions::default());
-        let mut metrics_server = None;
-        if let Some(addr) = metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-            let metrics = runner.metrics();
-            let render = std::sync::Arc::new(move |out: &mut String| metrics.render(out));
-            println!("metrics on http://{}/metrics", listener.local_addr()?);
-            metrics_server = Some(tokio::spawn(keelson::agents::metrics::serve(listener, render)));
-        }
+        let metrics = std::sync::Arc::new(SchedulerMetrics::default());
+        let render = std::sync::Arc::clone(&metrics);
+        let metrics_server =
+            serve_metrics(metrics_listen, std::sync::Arc::new(move |out: &mut String| render.render(out))).await?;
         println!("keelson scheduler ready (server {})", version.git_version);
-        termination().await;
+        if leader_elect {
+            let elected = keelson::elected_scheduler(client, config, unique_identity(), metrics);
+            termination().await;
+            elected.stop().await;
+        } else {
+            let runner = SchedulerRunner::start_with_metrics(client, config, RunnerOptions::default(), metrics);
+            termination().await;
+            tokio::task::block_in_place(|| runner.stop());
+        }
         if let Some(task) = metrics_server {
             task.abort();
         }
-        tokio::task::block_in_place(|| runner.stop());
+        anyhow::Ok(())
+    })
+}
+
+/// `--concurrent-syncs name=N,...`.
+fn parse_concurrent_syncs(text: &str) -> Result<ManagerOptions> {
+    let mut options = ManagerOptions::default();
+    for item in text.split(',').filter(|i| !i.is_empty()) {
+        let (name, count) = item.split_once('=').with_context(|| format!("{item:?}: expected name=N"))?;
+        anyhow::ensure!(
+            keelson::agents::controllers::CONTROLLERS.contains(&name),
+            "{name:?}: not a controller (one of {:?})",
+            keelson::agents::controllers::CONTROLLERS
+        );
+        let count: usize = count.parse().with_context(|| format!("{item:?}: N must be a number"))?;
+        options.workers.insert(name.to_string(), count.max(1));
+    }
+    Ok(options)
+}
+
+/// `keelson controller-manager`: the controllers alone, over HTTPS, until SIGTERM.
+fn controller_manager(
+    kubeconfig: &Path,
+    options: ManagerOptions,
+    metrics_listen: Option<SocketAddr>,
+    leader_elect: bool,
+) -> Result<()> {
+    use keelson::agents::controllers::runtime::metrics::ControllerMetrics;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        let version = client.apiserver_version().await.context("reaching the API server")?;
+        let metrics = std::sync::Arc::new(ControllerMetrics::default());
+        let render = std::sync::Arc::clone(&metrics);
+        let metrics_server =
+            serve_metrics(metrics_listen, std::sync::Arc::new(move |out: &mut String| render.render(out))).await?;
+        println!("keelson controller-manager ready (server {})", version.git_version);
+        if leader_elect {
+            let elected = keelson::elected_controllers(client, options, unique_identity(), metrics);
+            termination().await;
+            elected.stop().await;
+        } else {
+            let manager = ControllerManager::start(client, &options, &metrics);
+            termination().await;
+            manager.stop();
+        }
+        if let Some(task) = metrics_server {
+            task.abort();
+        }
         anyhow::Ok(())
     })
 }
@@ -394,6 +488,7 @@ fn main() -> Result<()> {
             max_requests_inflight,
             max_mutating_requests_inflight,
             no_scheduler,
+            no_controllers,
             scheduler_config,
             kubelet,
             container_runtime_endpoint,
@@ -409,10 +504,14 @@ fn main() -> Result<()> {
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
             let kubelet =
                 kubelet.then_some(KubeletFlags { endpoint: container_runtime_endpoint, node_name, port: kubelet_port });
-            server(data_dir, config, store, scheduler, kubelet)?;
+            let controllers = (!no_controllers).then(ManagerOptions::default);
+            server(data_dir, config, store, scheduler, controllers, kubelet)?;
         }
-        Command::Scheduler { kubeconfig, config, metrics_listen } => {
-            scheduler(&kubeconfig, config.as_deref(), metrics_listen)?
+        Command::Scheduler { kubeconfig, config, metrics_listen, leader_elect } => {
+            scheduler(&kubeconfig, config.as_deref(), metrics_listen, leader_elect)?
+        }
+        Command::ControllerManager { kubeconfig, concurrent_syncs, metrics_listen, leader_elect } => {
+            controller_manager(&kubeconfig, parse_concurrent_syncs(&concurrent_syncs)?, metrics_listen, leader_elect)?
         }
         Command::TestImages { containerd_socket, busybox, out } => {
             use keelson::agents::node::test_images;

@@ -7,6 +7,9 @@
 //!   reports and preempts through the API.
 //! - [`node`]: the node agent (registration, Lease, node status, pods); for now its
 //!   hollow runtime, many simulated nodes in one process.
+//! - [`controllers`]: the controller manager (ReplicaSet, ...) on a shared
+//!   informer/work-queue runtime.
+//! - [`leader`]: leader election on a Lease, so two replicas never act at once.
 //! - [`metrics`]: Prometheus counters, gauges and histograms the agents expose.
 //!
 //! Architecture invariant: agents never reach into the store or the server; they are
@@ -15,6 +18,8 @@
 pub use kube;
 
 pub mod client;
+pub mod controllers;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod scheduling;

@@ -201,7 +201,7 @@ struct BalancedArgs {
 }
 
 /// A validated configuration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     pub profiles: Vec<Profile>,
     pub parallelism: usize,

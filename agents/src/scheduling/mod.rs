@@ -100,7 +100,17 @@ impl SchedulerRunner {
     /// Starts the watches, the scheduling thread and the actors. Must be called inside
     /// a tokio runtime.
     pub fn start(client: kube::Client, config: SchedulerConfig, options: RunnerOptions) -> SchedulerRunner {
-        let metrics = Arc::new(SchedulerMetrics::default());
+        Self::start_with_metrics(client, config, options, Arc::new(SchedulerMetrics::default()))
+    }
+
+    /// As [`SchedulerRunner::start`], counting into `metrics` (kept across runs, e.g.
+    /// from one term as leader to the next).
+    pub fn start_with_metrics(
+        client: kube::Client,
+        config: SchedulerConfig,
+        options: RunnerOptions,
+        metrics: Arc<SchedulerMetrics>,
+    ) -> SchedulerRunner {
         let stop = Arc::new(AtomicBool::new(false));
         let (updates_tx, updates_rx) = flume::bounded(options.update_capacity);
         let pod_resync = Arc::new(Notify::new());

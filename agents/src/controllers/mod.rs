@@ -1,0 +1,95 @@
+//! The controller manager: the control loops that drive the cluster toward what its
+//! objects ask for, each a [`runtime::Reconciler`] fed by shared informers.
+//!
+//! Every controller reads from the informers' caches and writes through the API,
+//! so it runs the same in the server's process or alone (`keelson
+//! controller-manager`). Only the leader of the `kube-controller-manager` Lease runs
+//! them; see [`crate::leader`].
+
+pub mod ownership;
+pub mod pods;
+pub mod replicaset;
+pub mod runtime;
+
+use runtime::metrics::ControllerMetrics;
+use runtime::queue::WorkQueue;
+use runtime::{Informers, Reconciler};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The controllers, by the names `--controllers` and the metrics use.
+pub const CONTROLLERS: &[&str] = &["replicaset"];
+
+/// Tunables of the manager.
+#[derive(Clone, Debug, Default)]
+pub struct ManagerOptions {
+    /// Workers per controller; a controller not named gets its default.
+    pub workers: HashMap<String, usize>,
+}
+
+impl ManagerOptions {
+    fn workers(&self, name: &str, default: usize) -> usize {
+        self.workers.get(name).copied().unwrap_or(default)
+    }
+}
+
+/// Running controllers: their informers, queues and workers.
+pub struct ControllerManager {
+    queues: Vec<Arc<WorkQueue>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControllerManager {
+    /// Starts every controller's informers, then (once the caches are loaded) its
+    /// workers. Must be called inside a tokio runtime.
+    pub fn start(client: kube::Client, options: &ManagerOptions, metrics: &Arc<ControllerMetrics>) -> Self {
+        let informers = Arc::new(Informers::new(client));
+        let mut queues = Vec::new();
+        let mut launches: Vec<Box<dyn FnOnce() -> Vec<JoinHandle<()>> + Send>> = Vec::new();
+        let mut add = |name: &'static str, default_workers: usize, register: Register| {
+            let queue_metrics = metrics.queue(name);
+            let queue = WorkQueue::new(Arc::clone(&queue_metrics));
+            let launch = register(&informers, &queue);
+            let workers = options.workers(name, default_workers);
+            queues.push(Arc::clone(&queue));
+            launches.push(Box::new(move || launch(queue, queue_metrics, workers)));
+        };
+        add("replicaset", 5, |i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
+        let mut tasks = informers.start();
+        tasks.push(tokio::spawn(async move {
+            informers.wait_synced().await;
+            let mut workers = Vec::new();
+            for launch in launches {
+                workers.extend(launch());
+            }
+            // Workers end when their queues shut down; this task holds the informers.
+            for worker in workers {
+                let _ = worker.await;
+            }
+            drop(informers);
+        }));
+        ControllerManager { queues, tasks }
+    }
+
+    /// Stops the informers and workers (a reconcile in progress is abandoned; its key
+    /// is reconciled again by the next leader).
+    pub fn stop(self) {
+        for queue in &self.queues {
+            queue.shut_down();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Creates a controller on the informers and its queue; returns its launcher.
+type Register = fn(&Informers, &Arc<WorkQueue>) -> Launch;
+
+type Launch = Box<dyn FnOnce(Arc<WorkQueue>, Arc<runtime::metrics::QueueMetrics>, usize) -> Vec<JoinHandle<()>> + Send>;
+
+/// Defers a registered controller's workers until the caches are loaded.
+fn launcher<R: Reconciler>(name: &'static str, reconciler: Arc<R>) -> Launch {
+    Box::new(move |queue, metrics, workers| runtime::run_workers(name, reconciler, queue, metrics, workers))
+}

@@ -1,0 +1,71 @@
+//! Claiming (kube's ControllerRefManager): a controller owns the objects that name it
+//! as their controller and match its selector. It adopts matching orphans and
+//! releases children that no longer match, each with one strategic-merge patch of
+//! `ownerReferences` (merged by uid, so other owners are kept).
+
+use super::pods::{controller_of, controller_reference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use keelson_engine::Selector;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+pub struct Claimer<'a> {
+    pub owner: &'a ObjectMeta,
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub selector: &'a Selector,
+}
+
+impl Claimer<'_> {
+    /// The candidates this controller owns once claimed, in the input order.
+    pub async fn claim<K>(&self, api: &Api<K>, candidates: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, kube::Error>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        let owner_uid = self.owner.uid.as_deref().unwrap_or_default();
+        let owner_deleting = self.owner.deletion_timestamp.is_some();
+        let mut owned = Vec::new();
+        for candidate in candidates {
+            let meta = candidate.meta();
+            let empty = Default::default();
+            let matches = self.selector.matches(meta.labels.as_ref().unwrap_or(&empty));
+            let name = meta.name.clone().unwrap_or_default();
+            let uid = meta.uid.clone().unwrap_or_default();
+            match controller_of(meta) {
+                Some(r) if r.uid == owner_uid => {
+                    if matches || owner_deleting {
+                        owned.push(candidate);
+                    } else {
+                        let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}], "uid": uid}});
+                        ignore_gone(api.patch(&name, &PatchParams::default(), &Patch::Strategic(patch)).await)?;
+                    }
+                }
+                Some(_) => {}
+                None if matches && !owner_deleting && meta.deletion_timestamp.is_none() => {
+                    let reference = controller_reference(self.api_version, self.kind, self.owner);
+                    let patch = json!({"metadata": {"ownerReferences": [reference], "uid": uid}});
+                    if let Some(adopted) =
+                        ignore_gone(api.patch(&name, &PatchParams::default(), &Patch::Strategic(patch)).await)?
+                    {
+                        owned.push(Arc::new(adopted));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(owned)
+    }
+}
+
+/// A child deleted or changed meanwhile is simply not claimed.
+fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(None),
+        Err(error) => Err(error),
+    }
+}

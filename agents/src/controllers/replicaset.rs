@@ -1,0 +1,370 @@
+//! The ReplicaSet controller: as many active pods as `spec.replicas`, and a status
+//! that says how many exist, are ready and are available.
+//!
+//! Pods are created in slow-start batches (1, 2, 4, ...), so a template the server
+//! rejects costs one failed write, not hundreds; at most [`BURST`] creates or deletes
+//! per reconcile. Surplus pods go in kube's order (unscheduled, pending, not ready,
+//! newest first). [`Expectations`] keep a reconcile from acting on a cache that has
+//! not yet seen the previous one's writes.
+
+use super::ownership::Claimer;
+use super::pods::{self, controller_of, controller_reference};
+use super::runtime::expectations::Expectations;
+use super::runtime::queue::WorkQueue;
+use super::runtime::{object_key, split_key, Action, Cache, Change, Informers, ReconcileError, Reconciler};
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use keelson_engine::Selector;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Creates or deletes one reconcile issues at most (kube's burstReplicas).
+pub const BURST: usize = 500;
+
+pub struct ReplicaSetController {
+    client: Client,
+    sets: Arc<Cache<ReplicaSet>>,
+    pods: Arc<Cache<Pod>>,
+    expectations: Arc<Expectations>,
+}
+
+/// The ReplicaSet that controls `pod`, if it exists in the cache.
+fn owning_set(sets: &Cache<ReplicaSet>, pod: &Pod) -> Option<String> {
+    let reference = controller_of(&pod.metadata)?;
+    if reference.kind != "ReplicaSet" {
+        return None;
+    }
+    let set = sets.get_in(pod.metadata.namespace.as_deref().unwrap_or_default(), &reference.name)?;
+    (set.metadata.uid.as_deref() == Some(reference.uid.as_str())).then(|| object_key(set.as_ref()))
+}
+
+fn selector_of(set: &ReplicaSet) -> Selector {
+    set.spec.as_ref().and_then(|s| Selector::from_label_selector(&s.selector).ok()).unwrap_or_else(Selector::nothing)
+}
+
+fn min_ready_seconds(set: &ReplicaSet) -> i32 {
+    set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+}
+
+/// Enqueues every ReplicaSet in the pod's namespace whose selector matches it (an
+/// orphan that one of them may adopt).
+fn enqueue_matching(sets: &Cache<ReplicaSet>, queue: &WorkQueue, pod: &Pod) {
+    let empty = Default::default();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    for set in sets.in_namespace(pod.metadata.namespace.as_deref().unwrap_or_default()) {
+        if selector_of(&set).matches(labels) {
+            queue.add(&object_key(set.as_ref()));
+        }
+    }
+}
+
+impl ReplicaSetController {
+    /// Creates the controller and registers its informer handlers.
+    pub fn register(informers: &Informers, queue: &Arc<WorkQueue>) -> Arc<Self> {
+        let set_informer = informers.get::<ReplicaSet>();
+        let pod_informer = informers.get::<Pod>();
+        let controller = Arc::new(ReplicaSetController {
+            client: informers.client().clone(),
+            sets: set_informer.cache(),
+            pods: pod_informer.cache(),
+            expectations: Arc::new(Expectations::default()),
+        });
+        let q = Arc::clone(queue);
+        let expectations = Arc::clone(&controller.expectations);
+        set_informer.on_change(move |change| {
+            let key = object_key(change.object().as_ref());
+            if let Change::Deleted(_) = change {
+                expectations.forget(&key);
+            }
+            q.add(&key);
+        });
+        let (q, sets, expectations) =
+            (Arc::clone(queue), controller.sets.clone(), Arc::clone(&controller.expectations));
+        pod_informer.on_change(move |change| match change {
+            Change::Added(pod) => match owning_set(&sets, pod) {
+                Some(key) => {
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        expectations.deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
+                    } else {
+                        expectations.creation_observed(&key);
+                    }
+                    q.add(&key);
+                }
+                None if controller_of(&pod.metadata).is_none() => enqueue_matching(&sets, &q, pod),
+                None => {}
+            },
+            Change::Updated { old, new } => {
+                let old_owner = owning_set(&sets, old);
+                let new_owner = owning_set(&sets, new);
+                if let Some(key) = &new_owner {
+                    if new.metadata.deletion_timestamp.is_some() && old.metadata.deletion_timestamp.is_none() {
+                        expectations.deletion_observed(key, new.metadata.uid.as_deref().unwrap_or_default());
+                    }
+                    q.add(key);
+                    // Once ready, it becomes available minReadySeconds later.
+                    if !pods::is_ready(old) && pods::is_ready(new) {
+                        if let Some(set) = sets.get(key) {
+                            let seconds = min_ready_seconds(&set);
+                            if seconds > 0 {
+                                q.add_after(key, Duration::from_secs(seconds as u64 + 1));
+                            }
+                        }
+                    }
+                }
+                if old_owner != new_owner {
+                    if let Some(key) = old_owner {
+                        q.add(&key);
+                    }
+                }
+                if controller_of(&new.metadata).is_none() && old.metadata.labels != new.metadata.labels {
+                    enqueue_matching(&sets, &q, new);
+                }
+            }
+            Change::Deleted(pod) => {
+                if let Some(key) = owning_set(&sets, pod) {
+                    expectations.deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
+                    q.add(&key);
+                }
+            }
+        });
+        controller
+    }
+
+    /// Creates or deletes pods toward `spec.replicas`.
+    async fn manage(&self, key: &str, set: &ReplicaSet, owned: &[Arc<Pod>]) -> Result<(), kube::Error> {
+        let (namespace, name) = split_key(key);
+        let spec = set.spec.as_ref().expect("checked by the caller");
+        let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        if owned.len() < wanted {
+            let count = (wanted - owned.len()).min(BURST);
+            let Some(template) = spec.template.as_ref() else { return Ok(()) };
+            let owner = controller_reference("apps/v1", "ReplicaSet", &set.metadata);
+            let pod = pods::pod_from_template(template, namespace, name, owner);
+            self.expectations.expect(key, count, []);
+            let created = slow_start(count, |_| async {
+                match api.create(&PostParams::default(), &pod).await {
+                    Ok(_) => Ok(()),
+                    // The namespace is going away: nothing to create, nothing wrong.
+                    Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => Ok(()),
+                    Err(error) => Err(error),
+                }
+            })
+            .await;
+            let (succeeded, error) = created;
+            for _ in succeeded..count {
+                self.expectations.creation_observed(key);
+            }
+            if let Some(error) = error {
+                return Err(error);
+            }
+        } else if owned.len() > wanted {
+            let count = (owned.len() - wanted).min(BURST);
+            let mut ranked: Vec<&Arc<Pod>> = owned.iter().collect();
+            ranked.sort_by(|a, b| pods::deletion_order(a, b));
+            let doomed = &ranked[..count];
+            let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+            self.expectations.expect(key, 0, doomed.iter().map(|p| uid(p)));
+            let results = join_all(doomed.iter().map(|pod| {
+                let api = &api;
+                async move {
+                    let name = pod.metadata.name.as_deref().unwrap_or_default();
+                    (pod, api.delete(name, &DeleteParams::default()).await)
+                }
+            }))
+            .await;
+            let mut first_error = None;
+            for (pod, result) in results {
+                match result {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => self.expectations.deletion_observed(key, &uid(pod)),
+                    Err(error) => {
+                        self.expectations.deletion_observed(key, &uid(pod));
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `count` calls of `call` in batches of 1, 2, 4, ...; stops after the first
+/// batch with a failure. Returns how many succeeded and the first error.
+pub async fn slow_start<F, Fut>(count: usize, call: F) -> (usize, Option<kube::Error>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    let mut done = 0;
+    let mut batch = 1;
+    while done < count {
+        let size = batch.min(count - done);
+        let results = join_all((done..done + size).map(&call)).await;
+        let mut error = None;
+        for result in results {
+            match result {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        if error.is_some() {
+            return (done, error);
+        }
+        batch *= 2;
+    }
+    (done, None)
+}
+
+/// The status `owned` gives `set`; `failure` is a create error to report.
+fn status(set: &ReplicaSet, owned: &[Arc<Pod>], failure: Option<&str>, now: Timestamp) -> ReplicaSetStatus {
+    let min_ready = min_ready_seconds(set);
+    let template_labels = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully_labeled = owned
+        .iter()
+        .filter(|p| {
+            let labels = p.metadata.labels.as_ref();
+            template_labels.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        })
+        .count();
+    let old = set.status.clone().unwrap_or_default();
+    let mut conditions: Vec<ReplicaSetCondition> =
+        old.conditions.unwrap_or_default().into_iter().filter(|c| c.type_ != "ReplicaFailure").collect();
+    if let Some(message) = failure {
+        let previous = set
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "ReplicaFailure"));
+        conditions.push(ReplicaSetCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some(message.into()),
+            last_transition_time: previous.and_then(|c| c.last_transition_time.clone()).or(Some(Time(now))),
+        });
+    }
+    ReplicaSetStatus {
+        replicas: owned.len() as i32,
+        fully_labeled_replicas: Some(fully_labeled as i32),
+        ready_replicas: Some(owned.iter().filter(|p| pods::is_ready(p)).count() as i32),
+        available_replicas: Some(owned.iter().filter(|p| pods::is_available(p, min_ready, now)).count() as i32),
+        observed_generation: set.metadata.generation,
+        conditions: (!conditions.is_empty()).then_some(conditions),
+        terminating_replicas: old.terminating_replicas,
+    }
+}
+
+/// Zero counts are left out, as the server would return them.
+fn normalized(mut status: ReplicaSetStatus) -> ReplicaSetStatus {
+    for field in [&mut status.fully_labeled_replicas, &mut status.ready_replicas, &mut status.available_replicas] {
+        if *field == Some(0) {
+            *field = None;
+        }
+    }
+    status
+}
+
+impl Reconciler for ReplicaSetController {
+    async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
+        let Some(set) = self.sets.get(key) else {
+            self.expectations.forget(key);
+            return Ok(Action::Done);
+        };
+        let Some(spec) = set.spec.as_ref() else { return Ok(Action::Done) };
+        let (namespace, _) = split_key(key);
+        let selector = match Selector::from_label_selector(&spec.selector) {
+            Ok(selector) => selector,
+            Err(error) => {
+                tracing::warn!(key, %error, "ReplicaSet selector does not parse");
+                return Ok(Action::Done);
+            }
+        };
+        let needs_sync = self.expectations.satisfied(key) && set.metadata.deletion_timestamp.is_none();
+        let uid = set.metadata.uid.as_deref().unwrap_or_default();
+        let mut candidates = self.pods.owned_by(uid);
+        candidates.extend(self.pods.orphans_in(namespace));
+        candidates.retain(|p| pods::is_active(p));
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let claimer = Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "ReplicaSet", selector: &selector };
+        let owned = claimer.claim(&api, candidates).await?;
+        let manage_error = if needs_sync { self.manage(key, &set, &owned).await.err() } else { None };
+        let now = Timestamp::now();
+        let failure = manage_error.as_ref().map(|e| e.to_string());
+        let new_status = status(&set, &owned, failure.as_deref(), now);
+        if normalized(new_status.clone()) != normalized(set.status.clone().unwrap_or_default()) {
+            let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+            let mut patch = json!({"status": new_status});
+            if new_status.conditions.is_none() {
+                patch["status"]["conditions"] = serde_json::Value::Null;
+            }
+            let name = set.metadata.name.as_deref().unwrap_or_default();
+            match sets.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if let Some(error) = manage_error {
+            return Err(error.into());
+        }
+        let min_ready = min_ready_seconds(&set);
+        let next_available = owned.iter().filter_map(|p| pods::seconds_to_available(p, min_ready, now)).min();
+        Ok(match next_available {
+            Some(seconds) => Action::RequeueAfter(Duration::from_secs(seconds as u64 + 1)),
+            None => Action::Done,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn slow_start_doubles_batches_and_stops_at_the_first_failing_batch() {
+        let calls = AtomicUsize::new(0);
+        let (done, error) = slow_start(10, |_| async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .await;
+        assert_eq!((done, error.is_none()), (10, true));
+        assert_eq!(calls.load(Ordering::Relaxed), 10);
+
+        let calls = AtomicUsize::new(0);
+        let (done, error) = slow_start(100, |i| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if i >= 4 {
+                    Err(kube::Error::LinesCodecMaxLineLengthExceeded)
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        // Batches 1, 2, 4: the third batch (calls 3..7) fails at call 4.
+        assert_eq!(done, 4);
+        assert!(error.is_some());
+        assert_eq!(calls.load(Ordering::Relaxed), 7, "no batch after the failing one");
+    }
+}

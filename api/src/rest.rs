@@ -699,13 +699,17 @@ impl Call<'_> {
     pub async fn update(&mut self, change: Change<'_>) -> Reply {
         let info = self.info();
         let subresource = self.route.subresource.clone();
+        // A PUT's resourceVersion is a precondition; so is one a merge patch sets, as
+        // in Kubernetes, where it makes the patch an optimistic-concurrency update.
         let precondition = match &change {
-            Change::Replace(input) => object::get_str(input, &["metadata", "resourceVersion"])
-                .filter(|rv| !rv.is_empty())
-                .map(|rv| {
-                    rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
-                })
-                .transpose()?,
+            Change::Replace(input) | Change::Patch(PatchType::Merge | PatchType::Strategic, input) => {
+                object::get_str(input, &["metadata", "resourceVersion"])
+                    .filter(|rv| !rv.is_empty())
+                    .map(|rv| {
+                        rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
+                    })
+                    .transpose()?
+            }
             _ => None,
         };
         if let Change::Replace(input) = &change {

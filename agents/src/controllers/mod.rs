@@ -6,6 +6,7 @@
 //! controller-manager`). Only the leader of the `kube-controller-manager` Lease runs
 //! them; see [`crate::leader`].
 
+pub mod deployment;
 pub mod ownership;
 pub mod pods;
 pub mod replicaset;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// The controllers, by the names `--controllers` and the metrics use.
-pub const CONTROLLERS: &[&str] = &["replicaset"];
+pub const CONTROLLERS: &[&str] = &["replicaset", "deployment"];
 
 /// Tunables of the manager.
 #[derive(Clone, Debug, Default)]
@@ -56,6 +57,7 @@ impl ControllerManager {
             launches.push(Box::new(move || launch(queue, queue_metrics, workers)));
         };
         add("replicaset", 5, |i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
+        add("deployment", 5, |i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
         let mut tasks = informers.start();
         tasks.push(tokio::spawn(async move {
             informers.wait_synced().await;

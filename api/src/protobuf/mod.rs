@@ -190,14 +190,46 @@ fn decode_message(message: &Message, bytes: &[u8], depth: usize) -> Result<Value
             }
             kind => {
                 let value = scalar(kind, wire, &mut reader, depth)?;
-                // Go writes unset strings as "": JSON omits them, and so do we.
-                if value.as_str() != Some("") {
+                // Go writes unset strings as "": JSON omits them, and so do we. It
+                // also writes its non-pointer numbers and booleans even when zero,
+                // which its JSON omits: those are dropped too, so an object reads
+                // the same however it was sent (and a template compares equal).
+                let zero = value.as_str() == Some("")
+                    || (matches!(value, Value::Bool(false)) || value.as_i64() == Some(0))
+                        && omitted_when_zero(message.name, field.json);
+                if !zero {
                     object.insert(field.json.to_string(), value);
                 }
             }
         }
     }
     Ok(Value::Object(object))
+}
+
+/// The non-pointer `omitempty` numbers and booleans of the served kinds (Go's JSON
+/// leaves them out when zero; pointer fields, where zero is a value, are not here).
+const OMITTED_WHEN_ZERO: &[(&str, &[&str])] = &[
+    ("io.k8s.api.apps.v1.DaemonSetSpec", &["minReadySeconds"]),
+    ("io.k8s.api.apps.v1.DeploymentSpec", &["minReadySeconds", "paused"]),
+    ("io.k8s.api.apps.v1.ReplicaSetSpec", &["minReadySeconds"]),
+    ("io.k8s.api.apps.v1.StatefulSetSpec", &["minReadySeconds"]),
+    ("io.k8s.api.core.v1.Container", &["stdin", "stdinOnce", "tty"]),
+    ("io.k8s.api.core.v1.ContainerPort", &["hostPort"]),
+    ("io.k8s.api.core.v1.NodeSpec", &["unschedulable"]),
+    ("io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource", &["readOnly"]),
+    ("io.k8s.api.core.v1.PodSpec", &["hostNetwork", "hostPID", "hostIPC"]),
+    (
+        "io.k8s.api.core.v1.Probe",
+        &["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"],
+    ),
+    ("io.k8s.api.core.v1.ServicePort", &["nodePort"]),
+    ("io.k8s.api.core.v1.ServiceSpec", &["publishNotReadyAddresses", "healthCheckNodePort"]),
+    ("io.k8s.api.core.v1.VolumeMount", &["readOnly"]),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", &["generation"]),
+];
+
+fn omitted_when_zero(message: &str, field: &str) -> bool {
+    OMITTED_WHEN_ZERO.iter().any(|(m, fields)| *m == message && fields.contains(&field))
 }
 
 fn map_entry(value_kind: &Kind, bytes: &[u8], depth: usize) -> Result<(String, Value), ProtobufError> {
@@ -239,6 +271,11 @@ fn fields_of(bytes: &[u8]) -> Result<Vec<(u64, Value)>, ProtobufError> {
 }
 
 fn timestamp(bytes: &[u8], micros: bool) -> Result<Value, ProtobufError> {
+    // Go marshals its zero time as an empty message; its JSON form is null (a pod
+    // template's `creationTimestamp`, not 1970).
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
     let fields = fields_of(bytes)?;
     let get = |tag| fields.iter().find(|(t, _)| *t == tag).and_then(|(_, v)| v.as_i64()).unwrap_or(0);
     let at = jiff::Timestamp::new(get(1), get(2) as i32).map_err(|_| ProtobufError::Malformed("time out of range"))?;
@@ -404,6 +441,26 @@ mod tests {
             nested("io.k8s.api.core.v1.Pod", b"", MAX_DEPTH + 1),
             Err(ProtobufError::Malformed("nested too deeply"))
         );
+    }
+
+    #[test]
+    fn go_zero_values_of_non_pointer_fields_are_left_out() {
+        // Container{name: "c", stdin: false, tty: true}: tags 1, 16 and 18.
+        let mut container = Vec::new();
+        bytes_field(1, b"c", &mut container);
+        // Keys are varints of tag << 3 (wire type 0): 128 and 144.
+        container.extend_from_slice(&[0x80, 0x01, 0x00, 0x90, 0x01, 0x01]);
+        let value = nested("io.k8s.api.core.v1.Container", &container, 0).unwrap();
+        assert_eq!(value, serde_json::json!({"name": "c", "tty": true}));
+    }
+
+    #[test]
+    fn go_zero_times_are_null_and_others_are_rfc3339() {
+        assert_eq!(timestamp(b"", false), Ok(Value::Null));
+        let mut seconds = Vec::new();
+        // Field 1 (seconds), varint 86400.
+        seconds.extend_from_slice(&[0x08, 0x80, 0xa3, 0x05]);
+        assert_eq!(timestamp(&seconds, false), Ok(Value::String("1970-01-02T00:00:00Z".into())));
     }
 
     #[test]

@@ -773,7 +773,7 @@ impl Call<'_> {
             }
             let key = self.key();
             // An object being deleted goes once its last finalizer is removed.
-            let result = if is_terminating(&out) && finalizers_empty(&out) && !self.waits_for_agent(&out) {
+            let result = if is_terminating(&out) && finalizers_empty(&out) && !self.deletion_waits(&out) {
                 self.state.store.delete(key, Some(old_revision)).await
             } else {
                 self.state.store.update(key, bytes.clone(), Some(old_revision)).await
@@ -835,7 +835,15 @@ impl Call<'_> {
     }
 
     /// A bound pod being deleted gracefully waits for its node agent to confirm.
-    fn waits_for_agent(&self, value: &Value) -> bool {
+    /// Whether a terminating object must stay: a bound pod until its node agent has
+    /// stopped it; a namespace until the namespace controller has emptied it and
+    /// cleared `spec.finalizers`.
+    fn deletion_waits(&self, value: &Value) -> bool {
+        if self.info().kind == "Namespace" && self.info().group.is_empty() {
+            return object::get(value, &["spec", "finalizers"])
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        }
         self.info().kind == "Pod"
             && self.info().group.is_empty()
             && object::get_str(value, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())

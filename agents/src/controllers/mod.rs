@@ -7,10 +7,13 @@
 //! them; see [`crate::leader`].
 
 pub mod deployment;
+pub mod gc;
+pub mod namespace;
 pub mod ownership;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod serviceaccount;
 
 use runtime::metrics::ControllerMetrics;
 use runtime::queue::WorkQueue;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// The controllers, by the names `--controllers` and the metrics use.
-pub const CONTROLLERS: &[&str] = &["replicaset", "deployment"];
+pub const CONTROLLERS: &[&str] = &["replicaset", "deployment", "garbagecollector", "namespace", "serviceaccount"];
 
 /// Tunables of the manager.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +61,11 @@ impl ControllerManager {
         };
         add("replicaset", 5, |i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
         add("deployment", 5, |i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
+        add("garbagecollector", 20, |i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
+        add("namespace", 10, |i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
+        add("serviceaccount", 5, |i, q| {
+            launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
+        });
         let mut tasks = informers.start();
         tasks.push(tokio::spawn(async move {
             informers.wait_synced().await;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub use cache::{object_key, split_key, Cache};
-pub use informer::{Change, Informer, Informers};
+pub use informer::{Change, Informer, Informers, Watched};
 
 /// What to do with a key after a successful reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -237,6 +237,11 @@ impl AgentProcess {
         AgentProcess { child: spawn_until_ready(&mut command, timeout) }
     }
 
+    /// Any keelson process a test started (stopped and killed the same way).
+    pub fn from_child(child: Child) -> AgentProcess {
+        AgentProcess { child }
+    }
+
     pub fn stop(mut self) {
         terminate(&mut self.child);
     }

@@ -8,6 +8,7 @@
 
 pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod ownership;
 pub mod pods;
@@ -62,6 +63,7 @@ impl ControllerManager {
         add("replicaset", 5, |i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
         add("deployment", 5, |i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
         add("garbagecollector", 20, |i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
+        add("job", 5, |i, q| launcher("job", job::JobController::register(i, q)));
         add("namespace", 10, |i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
         add("serviceaccount", 5, |i, q| {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))

@@ -11,7 +11,9 @@ use super::ownership::Claimer;
 use super::pods::{self, controller_of, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
-use super::runtime::{object_key, split_key, Action, Cache, Change, Informers, ReconcileError, Reconciler};
+use super::runtime::{
+    object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -20,7 +22,6 @@ use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -311,10 +312,7 @@ impl Reconciler for ReplicaSetController {
         let new_status = status(&set, &owned, failure.as_deref(), now);
         if normalized(new_status.clone()) != normalized(set.status.clone().unwrap_or_default()) {
             let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-            let mut patch = json!({"status": new_status});
-            if new_status.conditions.is_none() {
-                patch["status"]["conditions"] = serde_json::Value::Null;
-            }
+            let patch = status_patch(set.status.as_ref(), &new_status);
             let name = set.metadata.name.as_deref().unwrap_or_default();
             match sets.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
                 Ok(_) => {}

@@ -14,7 +14,7 @@
 
 pub use super::heartbeat::FleetError;
 use super::heartbeat::Heartbeat;
-use super::objects::{hollow_node, running_status, succeeded_status, NodeAddressing, NodeShape};
+use super::objects::{exited_status, hollow_node, running_status, NodeAddressing, NodeShape};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,6 +32,9 @@ use tokio::task::JoinHandle;
 
 /// A pod with this annotation (whole seconds) finishes that long after it started.
 pub const RUN_SECONDS_ANNOTATION: &str = "hollow.keelson.dev/run-seconds";
+/// The exit code a hollow pod's containers end with after their run time (default 0:
+/// Succeeded; anything else: Failed).
+pub const EXIT_CODE_ANNOTATION: &str = "hollow.keelson.dev/exit-code";
 
 #[derive(Clone, Debug)]
 pub struct HollowOptions {
@@ -160,18 +163,15 @@ fn spawn_write(writes: &Arc<Semaphore>, write: impl std::future::Future<Output =
     });
 }
 
-/// Bound → (delay) → Running → (run time, if asked) → Succeeded.
+/// Bound → (delay) → Running → (run time, if asked) → Succeeded (or Failed, if asked).
 async fn start_pod(client: Client, writes: Arc<Semaphore>, pod: Pod, host_ip: String, pod_ip: String, delay: Duration) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let started = Time(Timestamp::now());
-    let run_seconds = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RUN_SECONDS_ANNOTATION))
-        .and_then(|v| v.parse::<u64>().ok());
+    let annotation = |key: &str| pod.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+    let run_seconds = annotation(RUN_SECONDS_ANNOTATION).and_then(|v| v.parse::<u64>().ok());
+    let exit_code = annotation(EXIT_CODE_ANNOTATION).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
     let running = running_status(&pod, &host_ip, &pod_ip, &started);
     if !write_status(&client, &writes, &pod, running).await {
         return;
@@ -179,7 +179,8 @@ async fn start_pod(client: Client, writes: Arc<Semaphore>, pod: Pod, host_ip: St
     let Some(seconds) = run_seconds else { return };
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let finished = Time(Timestamp::now());
-    write_status(&client, &writes, &pod, succeeded_status(&pod, &host_ip, &pod_ip, &started, &finished)).await;
+    let status = exited_status(&pod, &host_ip, &pod_ip, (&started, &finished), exit_code);
+    write_status(&client, &writes, &pod, status).await;
 }
 
 /// Patches `pods/status`; false if the pod is gone or the write failed.

@@ -285,12 +285,18 @@ pub fn running_status(pod: &Pod, host_ip: &str, pod_ip: &str, started: &Time) ->
     }
 }
 
-/// A pod whose containers all exited 0.
-pub fn succeeded_status(pod: &Pod, host_ip: &str, pod_ip: &str, started: &Time, finished: &Time) -> PodStatus {
+/// A pod whose containers all exited with `exit_code`: Succeeded for 0, else Failed.
+pub fn exited_status(
+    pod: &Pod,
+    host_ip: &str,
+    pod_ip: &str,
+    (started, finished): (&Time, &Time),
+    exit_code: i32,
+) -> PodStatus {
     let terminated = ContainerState {
         terminated: Some(ContainerStateTerminated {
-            exit_code: 0,
-            reason: Some("Completed".into()),
+            exit_code,
+            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
             started_at: Some(started.clone()),
             finished_at: Some(finished.clone()),
             container_id: None,
@@ -299,7 +305,7 @@ pub fn succeeded_status(pod: &Pod, host_ip: &str, pod_ip: &str, started: &Time, 
         ..Default::default()
     };
     let mut status = running_status(pod, host_ip, pod_ip, started);
-    status.phase = Some("Succeeded".into());
+    status.phase = Some(if exit_code == 0 { "Succeeded" } else { "Failed" }.into());
     status.container_statuses = Some(container_status(pod, terminated, false));
     let not_ready = |type_: &str| PodCondition {
         type_: type_.into(),
@@ -376,7 +382,7 @@ mod tests {
         assert_eq!(running.phase.as_deref(), Some("Running"));
         let statuses = running.container_statuses.as_ref().unwrap();
         assert!(statuses[0].ready && statuses[0].state.as_ref().unwrap().running.is_some());
-        let done = succeeded_status(&pod, "172.16.0.1", "10.0.0.2", &now, &now);
+        let done = exited_status(&pod, "172.16.0.1", "10.0.0.2", (&now, &now), 0);
         assert_eq!(done.phase.as_deref(), Some("Succeeded"));
         let terminated = done.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
         assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")));

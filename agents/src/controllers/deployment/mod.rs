@@ -16,7 +16,9 @@ pub mod status;
 use super::ownership::Claimer;
 use super::pods::{controller_of, controller_reference};
 use super::runtime::queue::WorkQueue;
-use super::runtime::{object_key, split_key, Action, Cache, Change, Informers, ReconcileError, Reconciler};
+use super::runtime::{
+    object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -481,10 +483,7 @@ impl Sync<'_> {
     /// would pass.
     async fn post_status(&mut self, status: DeploymentStatus) -> Result<Action, ReconcileError> {
         if Some(&status) != self.d.status.as_ref() {
-            let mut patch = json!({"status": status});
-            if status.conditions.is_none() {
-                patch["status"]["conditions"] = serde_json::Value::Null;
-            }
+            let patch = status_patch(self.d.status.as_ref(), &status);
             match self.deployments_api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),

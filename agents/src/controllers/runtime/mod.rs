@@ -114,3 +114,50 @@ pub fn run_workers<R: Reconciler>(
         })
         .collect()
 }
+
+/// A JSON merge patch that turns `old` into `new`: fields `new` leaves out are set to
+/// null (a merge patch otherwise keeps them), so a count that drops to zero and is
+/// omitted, or a condition list that empties, is really cleared.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                let value = match old.get(key) {
+                    Some(previous) => merge_patch(previous, value),
+                    None => value.clone(),
+                };
+                patch.insert(key.clone(), value);
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        (_, new) => new.clone(),
+    }
+}
+
+/// The merge patch that replaces an object's status with `new`.
+pub fn status_patch<S: serde::Serialize>(old: Option<&S>, new: &S) -> serde_json::Value {
+    let old = old.map(|o| serde_json::to_value(o).unwrap_or_default()).unwrap_or_else(|| serde_json::json!({}));
+    let new = serde_json::to_value(new).unwrap_or_default();
+    serde_json::json!({ "status": merge_patch(&old, &new) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patches_clear_what_the_new_value_leaves_out() {
+        let old = json!({"replicas": 3, "ready": 2, "nested": {"a": 1, "b": 2}, "list": [1]});
+        let new = json!({"replicas": 4, "nested": {"a": 1}, "list": []});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"replicas": 4, "ready": null, "nested": {"a": 1, "b": null}, "list": []})
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! End to end: the controllers in a real `keelson server` (and alone, as `keelson
+//! controller-manager`), with hollow nodes running the pods, driven by the real
+//! kubectl: Deployments scale, roll out, pause and roll back; deletion follows each
+//! propagation policy; a deleted namespace takes everything in it; Jobs complete
+//! (Indexed too) and expire; and of two controller managers only the Lease holder
+//! acts, the other taking over when it stops.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn hollow_nodes(server: &TestServer, nodes: usize) -> AgentProcess {
+    AgentProcess::start(
+        |command| {
+            command.args(["--runtime", "hollow", "--kubeconfig"]).arg(server.kubeconfig()).args([
+                "--nodes",
+                &nodes.to_string(),
+                "--node-name-prefix",
+                "cm-",
+            ]);
+        },
+        Duration::from_secs(120),
+    )
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .map(|items| items.iter().map(|i| i["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn count(kubectl: &Kubectl, args: &[&str]) -> usize {
+    names(&kubectl.json(&[args, &["-o", "json"]].concat())).len()
+}
+
+/// Polls until `check` holds (up to 60 s).
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn deployments_scale_roll_out_pause_and_roll_back() {
+    let server = TestServer::start();
+    let _nodes = hollow_nodes(&server, 10);
+    let kubectl = server.kubectl("");
+    kubectl.ok(&["create", "deployment", "web", "--image=localhost/keelson/web:1", "--replicas=3"]);
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=web"]), 3);
+    let sa = kubectl.ok(&["get", "serviceaccount", "default", "-o", "name"]);
+    assert_eq!(sa.trim(), "serviceaccount/default", "every namespace gets a default ServiceAccount");
+
+    kubectl.ok(&["scale", "deployment/web", "--replicas=6"]);
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    wait_until("6 pods", || count(&kubectl, &["get", "pods", "-l", "app=web"]) == 6);
+
+    kubectl.ok(&["set", "image", "deployment/web", "web=localhost/keelson/web:2"]);
+    let done = kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    let sets = kubectl.json(&["get", "rs", "-l", "app=web", "-o", "json"]);
+    let sizes: Vec<(i64, String)> = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["spec"]["replicas"].as_i64().unwrap(),
+                s["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        sizes.contains(&(6, "localhost/keelson/web:2".into()))
+            && sizes.contains(&(0, "localhost/keelson/web:1".into())),
+        "{sizes:?}"
+    );
+    let deployment = kubectl.json(&["get", "deployment", "web", "-o", "json"]);
+    assert_eq!(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(deployment["status"]["updatedReplicas"], 6);
+    assert_eq!(deployment["status"]["availableReplicas"], 6);
+    let available = deployment["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Available")
+        .unwrap()
+        .clone();
+    assert_eq!(available["status"], "True");
+
+    // Paused: a template change waits; resumed, it rolls.
+    kubectl.ok(&["rollout", "pause", "deployment/web"]);
+    kubectl.ok(&["set", "image", "deployment/web", "web=localhost/keelson/web:3"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&kubectl, &["get", "rs", "-l", "app=web"]), 2, "no rollout while paused");
+    let reason = kubectl.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
+    assert_eq!(reason, "DeploymentPaused");
+    kubectl.ok(&["rollout", "resume", "deployment/web"]);
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(count(&kubectl, &["get", "rs", "-l", "app=web"]), 3);
+
+    // Undo goes back to revision 2's template, reusing its ReplicaSet as revision 4.
+    kubectl.ok(&["rollout", "undo", "deployment/web"]);
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(count(&kubectl, &["get", "rs", "-l", "app=web"]), 3, "the old ReplicaSet is reused");
+    let history = kubectl.ok(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> =
+        history.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revisions, ["1", "3", "4"], "{history}");
+    wait_until("every pod on web:2", || {
+        let pods = kubectl.json(&["get", "pods", "-l", "app=web", "-o", "json"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 6
+            && items.iter().all(|p| {
+                p["spec"]["containers"][0]["image"] == "localhost/keelson/web:2"
+                    && p["metadata"]["deletionTimestamp"].is_null()
+            })
+    });
+}
+
+#[test]
+fn deletion_follows_each_propagation_policy_and_namespaces_empty_out() {
+    let server = TestServer::start();
+    let _nodes = hollow_nodes(&server, 5);
+    let kubectl = server.kubectl("");
+    for policy in ["background", "foreground", "orphan"] {
+        kubectl.ok(&["create", "deployment", &format!("d-{policy}"), "--image=x", "--replicas=2"]);
+    }
+    for policy in ["background", "foreground", "orphan"] {
+        kubectl.ok(&["rollout", "status", &format!("deployment/d-{policy}"), "--timeout=60s"]);
+    }
+    for policy in ["background", "foreground", "orphan"] {
+        kubectl.ok(&["delete", "deployment", &format!("d-{policy}"), &format!("--cascade={policy}")]);
+    }
+    for policy in ["background", "foreground"] {
+        let label = format!("app=d-{policy}");
+        wait_until(&format!("{policy} dependents gone"), || {
+            count(&kubectl, &["get", "rs", "-l", &label]) == 0 && count(&kubectl, &["get", "pods", "-l", &label]) == 0
+        });
+    }
+    // Orphaned: the ReplicaSet and its pods stay, without the owner reference.
+    std::thread::sleep(Duration::from_secs(1));
+    let orphans = kubectl.json(&["get", "rs", "-l", "app=d-orphan", "-o", "json"]);
+    let set = &orphans["items"][0];
+    assert!(set["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{set}");
+    assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=d-orphan"]), 2);
+
+    // A namespace being deleted is emptied of every kind, then goes.
+    kubectl.ok(&["create", "namespace", "team"]);
+    kubectl.ok(&["-n", "team", "create", "deployment", "web", "--image=x", "--replicas=2"]);
+    kubectl.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=b"]);
+    kubectl.ok(&["-n", "team", "create", "secret", "generic", "token", "--from-literal=t=x"]);
+    kubectl.ok(&["-n", "team", "create", "service", "clusterip", "web", "--tcp=80:80"]);
+    kubectl.ok(&["-n", "team", "rollout", "status", "deployment/web", "--timeout=60s"]);
+    kubectl.ok(&["delete", "namespace", "team", "--wait=false"]);
+    wait_until("namespace team gone", || !kubectl.run(&["get", "namespace", "team"]).ok);
+    for kind in ["deployments", "replicasets", "pods", "configmaps", "secrets", "services", "serviceaccounts"] {
+        assert_eq!(count(&kubectl, &["-n", "team", "get", kind]), 0, "{kind} left in a deleted namespace");
+    }
+}
+
+#[test]
+fn jobs_complete_by_count_and_by_index_then_expire() {
+    let server = TestServer::start();
+    let _nodes = hollow_nodes(&server, 5);
+    let kubectl = server.kubectl("");
+    let jobs = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: batch}\nspec:\n  completions: 4\n  parallelism: 2\n  \
+        ttlSecondsAfterFinished: 3\n  template:\n    metadata: {annotations: {hollow.keelson.dev/run-seconds: '1'}}\n    \
+        spec: {restartPolicy: Never, containers: [{name: c, image: x}]}\n---\n\
+        apiVersion: batch/v1\nkind: Job\nmetadata: {name: indexed}\nspec:\n  completions: 3\n  parallelism: 3\n  \
+        completionMode: Indexed\n  template:\n    metadata: {annotations: {hollow.keelson.dev/run-seconds: '1'}}\n    \
+        spec: {restartPolicy: Never, containers: [{name: c, image: x}]}\n";
+    kubectl.apply(&["apply", "-f", "-"], jobs);
+    kubectl.ok(&["wait", "--for=condition=complete", "job/batch", "job/indexed", "--timeout=60s"]);
+    let indexed = kubectl.json(&["get", "job", "indexed", "-o", "json"]);
+    assert_eq!(indexed["status"]["succeeded"], 3);
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2");
+    assert!(indexed["status"]["active"].is_null(), "{}", indexed["status"]);
+    let pods = kubectl.json(&["get", "pods", "-l", "job-name=indexed", "-o", "json"]);
+    let mut indexes: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap().to_string())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+    // Every pod counted and released.
+    wait_until("finalizers released", || {
+        let pods = kubectl.json(&["get", "pods", "-o", "json"]);
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty))
+    });
+    // The TTL deletes the finished Job and its pods.
+    wait_until("job batch expired", || !kubectl.run(&["get", "job", "batch"]).ok);
+    wait_until("its pods gone", || count(&kubectl, &["get", "pods", "-l", "job-name=batch"]) == 0);
+
+    // A Job that keeps failing stops at its backoff limit.
+    let failing =
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: failing}\nspec:\n  backoffLimit: 0\n  template:\n    \
+        metadata: {annotations: {hollow.keelson.dev/run-seconds: '1', hollow.keelson.dev/exit-code: '1'}}\n    \
+        spec: {restartPolicy: Never, containers: [{name: c, image: x}]}\n";
+    kubectl.apply(&["apply", "-f", "-"], failing);
+    kubectl.ok(&["wait", "--for=condition=failed", "job/failing", "--timeout=60s"]);
+    let reason =
+        kubectl.ok(&["get", "job", "failing", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    assert_eq!(reason, "BackoffLimitExceeded");
+}
+
+/// `keelson controller-manager` against a server without in-process controllers.
+fn controller_manager(server: &TestServer) -> AgentProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
+    command.arg("controller-manager").arg("--kubeconfig").arg(server.kubeconfig());
+    AgentProcess::from_child(spawn_until_ready(&mut command, Duration::from_secs(60)))
+}
+
+fn lease_holder(kubectl: &Kubectl) -> String {
+    kubectl
+        .run(&["-n", "kube-system", "get", "lease", "kube-controller-manager", "-o", "jsonpath={.spec.holderIdentity}"])
+        .stdout
+}
+
+#[test]
+fn of_two_controller_managers_only_the_leader_acts_and_the_other_takes_over() {
+    let server = TestServer::start_with(|_| vec!["--no-controllers".into()]);
+    let _nodes = hollow_nodes(&server, 5);
+    let kubectl = server.kubectl("");
+    kubectl.ok(&["create", "deployment", "before", "--image=x", "--replicas=2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&kubectl, &["get", "rs"]), 0, "no controllers run in the server");
+
+    let first = controller_manager(&server);
+    kubectl.ok(&["rollout", "status", "deployment/before", "--timeout=60s"]);
+    let leader = lease_holder(&kubectl);
+    assert!(!leader.is_empty());
+    let second = controller_manager(&server);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lease_holder(&kubectl), leader, "the second waits");
+
+    // The leader stops (and hands the Lease back): the second takes over at once.
+    first.stop();
+    wait_until("a new leader", || {
+        let holder = lease_holder(&kubectl);
+        !holder.is_empty() && holder != leader
+    });
+    kubectl.ok(&["create", "deployment", "after", "--image=x", "--replicas=2"]);
+    kubectl.ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
+    assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=after"]), 2);
+    second.stop();
+}

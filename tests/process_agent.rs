@@ -140,3 +140,38 @@ fn process_pods_run_restart_probe_log_and_stop() {
     assert_eq!(left, 0, "every sandbox removed (before the last deletion: {stubborn_left})");
     agent.stop();
 }
+
+/// The controllers' pods run on the process runtime too, and `kubectl logs` finds a
+/// Job's and a Deployment's pod by their owners.
+#[test]
+fn jobs_and_deployments_run_as_processes_and_kubectl_logs_finds_their_pods() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let root = tempfile::tempdir().unwrap();
+    let agent = start_agent(&server, root.path());
+    kubectl.ok(&["create", "job", "hello", "--image=localhost/keelson/web:1", "--", "sh", "-c", "echo job done"]);
+    kubectl.ok(&["wait", "--for=condition=complete", "job/hello", "--timeout=60s"]);
+    let logs = kubectl.ok(&["logs", "job/hello"]);
+    assert!(logs.contains("job done"), "kubectl logs job/hello: {logs:?}");
+
+    let serve = ["sh", "-c", "echo serving; exec sleep 3600"];
+    kubectl.ok(&[&["create", "deployment", "server", "--image=localhost/keelson/web:1", "--"][..], &serve].concat());
+    kubectl.ok(&["rollout", "status", "deployment/server", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = kubectl.run(&["logs", "deployment/server"]);
+        if logs.stdout.contains("serving") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kubectl logs deployment/server: {} {}", logs.stdout, logs.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kubectl.ok(&["delete", "deployment", "server", "--wait=true"]);
+    kubectl.ok(&["delete", "job", "hello", "--wait=true"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while std::fs::read_dir(root.path().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(Instant::now() < deadline, "pods left running after their owners were deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.stop();
+}

@@ -83,9 +83,11 @@ fn rule_matches(rule: &PodFailurePolicyRule, pod: &Pod) -> bool {
     }
     if let Some(patterns) = &rule.on_pod_conditions {
         let conditions = status.and_then(|s| s.conditions.as_ref());
-        return patterns
-            .iter()
-            .any(|p| conditions.into_iter().flatten().any(|c| c.type_ == p.type_ && c.status == p.status));
+        return patterns.iter().any(|p| {
+            // The server defaults a pattern's status to "True".
+            let status = if p.status.is_empty() { "True" } else { p.status.as_str() };
+            conditions.into_iter().flatten().any(|c| c.type_ == p.type_ && c.status == status)
+        });
     }
     false
 }

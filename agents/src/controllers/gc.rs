@@ -17,7 +17,7 @@
 //! once, and its dependents then have a missing owner.
 
 use super::runtime::queue::WorkQueue;
-use super::runtime::{Action, Change, Informers, ReconcileError, Reconciler, Watched};
+use super::runtime::{ignore_not_found, Action, Change, Informers, ReconcileError, Reconciler, Watched};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
@@ -140,9 +140,11 @@ fn watch_kind<K: Watched>(informers: &Informers, graph: &Arc<Mutex<Graph>>, queu
         if pending || check_owners {
             queue.add(&uid);
         }
+        // Owners it no longer names may be waiting for it in the foreground. (Only
+        // those: a pod's status update must not send its ReplicaSet through the GC.)
         if let Some(old) = old {
-            // Owners it no longer names may be waiting for it in the foreground.
-            for owner in old.owners {
+            let current = &graph.nodes[&uid].owners;
+            for owner in old.owners.iter().filter(|o| !current.iter().any(|c| c.uid == o.uid)) {
                 queue.add(&owner.uid);
             }
         }
@@ -203,11 +205,7 @@ impl GarbageCollector {
 
     async fn delete(&self, node: &Node, policy: PropagationPolicy) -> Result<(), kube::Error> {
         let params = DeleteParams { propagation_policy: Some(policy), ..Default::default() };
-        match self.api(node).delete(&node.name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(error) => Err(error),
-        }
+        ignore_not_found(self.api(node).delete(&node.name, &params).await).map(|_| ())
     }
 
     async fn remove_owner_refs(&self, uid: &str, node: &Node, owners: &[String]) -> Result<(), kube::Error> {
@@ -222,11 +220,8 @@ impl GarbageCollector {
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), kube::Error> {
         let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}});
-        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Strategic(patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(error) => Err(error),
-        }
+        ignore_not_found(self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Strategic(patch)).await)
+            .map(|_| ())
     }
 
     /// An owner being deleted with a policy: orphan its dependents, or delete them

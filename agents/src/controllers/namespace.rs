@@ -8,7 +8,7 @@
 //! subresource and the server deletes the namespace.
 
 use super::runtime::queue::WorkQueue;
-use super::runtime::{Action, Cache, Informers, ReconcileError, Reconciler};
+use super::runtime::{ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -136,10 +136,7 @@ impl Reconciler for NamespaceController {
         finalized.spec.get_or_insert_with(Default::default).finalizers =
             Some(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.replace_subresource("finalize", name, &PostParams::default(), &finalized).await {
-            Ok(_) => Ok(Action::Done),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Done),
-            Err(error) => Err(error.into()),
-        }
+        ignore_not_found(api.replace_subresource("finalize", name, &PostParams::default(), &finalized).await)?;
+        Ok(Action::Done)
     }
 }

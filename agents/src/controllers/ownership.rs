@@ -4,6 +4,8 @@
 //! `ownerReferences` (merged by uid, so other owners are kept).
 
 use super::pods::{controller_of, controller_reference};
+use super::runtime::queue::WorkQueue;
+use super::runtime::{object_key, Cache};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_engine::Selector;
 use kube::api::{Patch, PatchParams};
@@ -58,6 +60,31 @@ impl Claimer<'_> {
             }
         }
         Ok(owned)
+    }
+}
+
+/// The cache key of the `kind` object that controls `child`, if the cache has it (the
+/// same uid: a namesake created since does not count).
+pub fn controller_key<K: Resource>(owners: &Cache<K>, kind: &str, child: &ObjectMeta) -> Option<String> {
+    let reference = controller_of(child).filter(|r| r.kind == kind)?;
+    let owner = owners.get_in(child.namespace.as_deref().unwrap_or_default(), &reference.name)?;
+    (owner.meta().uid.as_deref() == Some(reference.uid.as_str())).then(|| object_key(owner.as_ref()))
+}
+
+/// Enqueues every owner in `child`'s namespace whose selector selects it: an orphan
+/// one of them may adopt. An empty selector (everything) adopts nothing.
+pub fn enqueue_selecting<K: Resource>(
+    owners: &Cache<K>,
+    queue: &WorkQueue,
+    child: &ObjectMeta,
+    selector_of: impl Fn(&K) -> Option<Selector>,
+) {
+    let empty = Default::default();
+    let labels = child.labels.as_ref().unwrap_or(&empty);
+    for owner in owners.in_namespace(child.namespace.as_deref().unwrap_or_default()) {
+        if selector_of(&owner).is_some_and(|s| !s.is_everything() && s.matches(labels)) {
+            queue.add(&object_key(owner.as_ref()));
+        }
     }
 }
 

@@ -7,12 +7,12 @@
 //! newest first). [`Expectations`] keep a reconcile from acting on a cache that has
 //! not yet seen the previous one's writes.
 
-use super::ownership::Claimer;
+use super::ownership::{controller_key, enqueue_selecting, Claimer};
 use super::pods::{self, controller_of, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
@@ -37,32 +37,15 @@ pub struct ReplicaSetController {
 
 /// The ReplicaSet that controls `pod`, if it exists in the cache.
 fn owning_set(sets: &Cache<ReplicaSet>, pod: &Pod) -> Option<String> {
-    let reference = controller_of(&pod.metadata)?;
-    if reference.kind != "ReplicaSet" {
-        return None;
-    }
-    let set = sets.get_in(pod.metadata.namespace.as_deref().unwrap_or_default(), &reference.name)?;
-    (set.metadata.uid.as_deref() == Some(reference.uid.as_str())).then(|| object_key(set.as_ref()))
+    controller_key(sets, "ReplicaSet", &pod.metadata)
 }
 
-fn selector_of(set: &ReplicaSet) -> Selector {
-    set.spec.as_ref().and_then(|s| Selector::from_label_selector(&s.selector).ok()).unwrap_or_else(Selector::nothing)
+fn selector_of(set: &ReplicaSet) -> Option<Selector> {
+    set.spec.as_ref().and_then(|s| Selector::from_label_selector(&s.selector).ok())
 }
 
 fn min_ready_seconds(set: &ReplicaSet) -> i32 {
     set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-}
-
-/// Enqueues every ReplicaSet in the pod's namespace whose selector matches it (an
-/// orphan that one of them may adopt).
-fn enqueue_matching(sets: &Cache<ReplicaSet>, queue: &WorkQueue, pod: &Pod) {
-    let empty = Default::default();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    for set in sets.in_namespace(pod.metadata.namespace.as_deref().unwrap_or_default()) {
-        if selector_of(&set).matches(labels) {
-            queue.add(&object_key(set.as_ref()));
-        }
-    }
 }
 
 impl ReplicaSetController {
@@ -97,7 +80,9 @@ impl ReplicaSetController {
                     }
                     q.add(&key);
                 }
-                None if controller_of(&pod.metadata).is_none() => enqueue_matching(&sets, &q, pod),
+                None if controller_of(&pod.metadata).is_none() => {
+                    enqueue_selecting(&sets, &q, &pod.metadata, selector_of)
+                }
                 None => {}
             },
             Change::Updated { old, new } => {
@@ -124,7 +109,7 @@ impl ReplicaSetController {
                     }
                 }
                 if controller_of(&new.metadata).is_none() && old.metadata.labels != new.metadata.labels {
-                    enqueue_matching(&sets, &q, new);
+                    enqueue_selecting(&sets, &q, &new.metadata, selector_of);
                 }
             }
             Change::Deleted(pod) => {
@@ -314,10 +299,9 @@ impl Reconciler for ReplicaSetController {
             let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
             let patch = status_patch(set.status.as_ref(), &new_status);
             let name = set.metadata.name.as_deref().unwrap_or_default();
-            match sets.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),
-                Err(error) => return Err(error.into()),
+            if ignore_not_found(sets.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await)?.is_none()
+            {
+                return Ok(Action::Done);
             }
         }
         if let Some(error) = manage_error {

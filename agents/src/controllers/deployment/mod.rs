@@ -13,11 +13,11 @@ pub mod revision;
 pub mod rollout;
 pub mod status;
 
-use super::ownership::Claimer;
+use super::ownership::{controller_key, enqueue_selecting, Claimer};
 use super::pods::{controller_of, controller_reference};
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
@@ -46,22 +46,7 @@ fn selector_of(d: &Deployment) -> Option<Selector> {
 
 /// The Deployment that controls `set`, if it exists in the cache.
 fn owning_deployment(deployments: &Cache<Deployment>, set: &ReplicaSet) -> Option<String> {
-    let reference = controller_of(&set.metadata)?;
-    if reference.kind != "Deployment" {
-        return None;
-    }
-    let d = deployments.get_in(set.metadata.namespace.as_deref().unwrap_or_default(), &reference.name)?;
-    (d.metadata.uid.as_deref() == Some(reference.uid.as_str())).then(|| object_key(d.as_ref()))
-}
-
-fn enqueue_matching(deployments: &Cache<Deployment>, queue: &WorkQueue, set: &ReplicaSet) {
-    let empty = Default::default();
-    let labels = set.metadata.labels.as_ref().unwrap_or(&empty);
-    for d in deployments.in_namespace(set.metadata.namespace.as_deref().unwrap_or_default()) {
-        if selector_of(&d).is_some_and(|s| !s.is_everything() && s.matches(labels)) {
-            queue.add(&object_key(d.as_ref()));
-        }
-    }
+    controller_key(deployments, "Deployment", &set.metadata)
 }
 
 fn is_recreate(d: &Deployment) -> bool {
@@ -102,7 +87,7 @@ impl DeploymentController {
             Change::Added(set) | Change::Deleted(set) => match owning_deployment(&deployments, set) {
                 Some(key) => q.add(&key),
                 None if controller_of(&set.metadata).is_none() && matches!(change, Change::Added(_)) => {
-                    enqueue_matching(&deployments, &q, set)
+                    enqueue_selecting(&deployments, &q, &set.metadata, selector_of)
                 }
                 None => {}
             },
@@ -118,7 +103,7 @@ impl DeploymentController {
                     }
                 }
                 if controller_of(&new.metadata).is_none() && old.metadata.labels != new.metadata.labels {
-                    enqueue_matching(&deployments, &q, new);
+                    enqueue_selecting(&deployments, &q, &new.metadata, selector_of);
                 }
             }
         });
@@ -484,10 +469,12 @@ impl Sync<'_> {
     async fn post_status(&mut self, status: DeploymentStatus) -> Result<Action, ReconcileError> {
         if Some(&status) != self.d.status.as_ref() {
             let patch = status_patch(self.d.status.as_ref(), &status);
-            match self.deployments_api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),
-                Err(error) => return Err(error.into()),
+            if ignore_not_found(
+                self.deployments_api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch)).await,
+            )?
+            .is_none()
+            {
+                return Ok(Action::Done);
             }
         }
         Ok(match status::seconds_to_deadline(&self.d, &status, self.now) {
@@ -512,11 +499,7 @@ impl Sync<'_> {
                 continue;
             }
             let name = set.metadata.name.as_deref().unwrap_or_default();
-            match self.sets_api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(error) => return Err(error.into()),
-            }
+            ignore_not_found(self.sets_api.delete(name, &DeleteParams::default()).await)?;
         }
         Ok(())
     }

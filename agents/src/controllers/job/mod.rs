@@ -14,13 +14,13 @@
 
 pub mod policy;
 
-use super::ownership::Claimer;
-use super::pods::{self, controller_of, controller_reference};
+use super::ownership::{controller_key, Claimer};
+use super::pods::{self, controller_reference};
 use super::replicaset::slow_start;
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
@@ -49,9 +49,7 @@ pub struct JobController {
 }
 
 fn owning_job(jobs: &Cache<Job>, pod: &Pod) -> Option<String> {
-    let reference = controller_of(&pod.metadata).filter(|r| r.kind == "Job")?;
-    let job = jobs.get_in(pod.metadata.namespace.as_deref().unwrap_or_default(), &reference.name)?;
-    (job.metadata.uid.as_deref() == Some(reference.uid.as_str())).then(|| object_key(job.as_ref()))
+    controller_key(jobs, "Job", &pod.metadata)
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -145,11 +143,7 @@ impl JobController {
         }))
         .await;
         for result in results {
-            match result {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(error) => return Err(error),
-            }
+            ignore_not_found(result)?;
         }
         Ok(())
     }
@@ -242,10 +236,9 @@ impl JobController {
         if uncounted.is_some_and(|u| u.succeeded.iter().chain(u.failed.iter()).any(|l| !l.is_empty())) {
             let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
             let patch = json!({"status": {"uncountedTerminatedPods": {"succeeded": null, "failed": null}}});
-            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),
-                Err(error) => return Err(error.into()),
+            if ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await)?.is_none()
+            {
+                return Ok(Action::Done);
             }
         }
         let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else { return Ok(Action::Done) };
@@ -266,11 +259,8 @@ impl JobController {
         }
         let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
         let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
-        match api.delete(name, &params).await {
-            Ok(_) => Ok(Action::Done),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Done),
-            Err(error) => Err(error.into()),
-        }
+        ignore_not_found(api.delete(name, &params).await)?;
+        Ok(Action::Done)
     }
 }
 
@@ -462,10 +452,9 @@ impl Reconciler for JobController {
             let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
             let name = job.metadata.name.as_deref().unwrap_or_default();
             let patch = status_patch(job.status.as_ref(), &status);
-            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::Done),
-                Err(error) => return Err(error.into()),
+            if ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await)?.is_none()
+            {
+                return Ok(Action::Done);
             }
         }
         // Counted (durably) above: now the pods may go.

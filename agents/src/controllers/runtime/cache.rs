@@ -49,6 +49,11 @@ struct Inner<K> {
 }
 
 impl<K: Resource> Inner<K> {
+    /// The objects an index entry lists.
+    fn objects_at<'a>(&self, keys: impl Iterator<Item = &'a String>) -> Vec<Arc<K>> {
+        keys.filter_map(|k| self.objects.get(k).cloned()).collect()
+    }
+
     fn unindex(&mut self, key: &str, object: &K) {
         let namespace = object.meta().namespace.clone().unwrap_or_default();
         if let Some(keys) = self.by_namespace.get_mut(&namespace) {
@@ -116,21 +121,13 @@ impl<K: Resource> Cache<K> {
     /// Every object in `namespace`, in name order.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let inner = self.inner.read();
-        inner
-            .by_namespace
-            .get(namespace)
-            .map(|keys| keys.iter().filter_map(|k| inner.objects.get(k).cloned()).collect())
-            .unwrap_or_default()
+        inner.objects_at(inner.by_namespace.get(namespace).into_iter().flatten())
     }
 
     /// Every object naming `uid` among its owners.
     pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
         let inner = self.inner.read();
-        inner
-            .by_owner
-            .get(uid)
-            .map(|keys| keys.iter().filter_map(|k| inner.objects.get(k).cloned()).collect())
-            .unwrap_or_default()
+        inner.objects_at(inner.by_owner.get(uid).into_iter().flatten())
     }
 
     /// Every object in `namespace` without a controller (candidates for adoption).
@@ -175,19 +172,17 @@ impl<K: Resource> Cache<K> {
         Some(old)
     }
 
-    /// Replaces everything with a fresh list, as one swap; returns the objects that
-    /// vanished (their deletions were missed while the watch was down).
-    pub(super) fn replace(&self, objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    /// Replaces everything with a fresh list, as one swap; returns what was stored
+    /// before, by key (the informer tells from it what changed while it re-listed).
+    pub(super) fn replace(&self, objects: &[Arc<K>]) -> HashMap<String, Arc<K>> {
         let mut fresh: Inner<K> =
             Inner { objects: HashMap::new(), by_namespace: HashMap::new(), by_owner: HashMap::new() };
         for object in objects {
             let key = object_key(object.as_ref());
             fresh.index(&key, object.as_ref());
-            fresh.objects.insert(key, object);
+            fresh.objects.insert(key, Arc::clone(object));
         }
-        let old = std::mem::replace(&mut *self.inner.write(), fresh);
-        let inner = self.inner.read();
-        old.objects.into_iter().filter(|(k, _)| !inner.objects.contains_key(k)).map(|(_, v)| v).collect()
+        std::mem::replace(&mut *self.inner.write(), fresh).objects
     }
 }
 
@@ -224,8 +219,8 @@ mod tests {
         assert!(cache.remove("a/p1").is_some());
         assert!(cache.owned_by("u1").is_empty());
         assert_eq!(cache.get_in("b", "p1").map(|p| p.metadata.name.clone().unwrap()), Some("p1".into()));
-        let vanished = cache.replace(vec![pod("b", "p1", None)]);
-        assert_eq!(vanished.len(), 1, "a/p2 vanished");
+        let before = cache.replace(&[pod("b", "p1", None)]);
+        assert_eq!(before.len(), 2, "a/p2 and b/p1 were stored");
         assert!(cache.in_namespace("a").is_empty());
         assert_eq!(cache.len(), 1);
     }

@@ -82,20 +82,19 @@ impl<K: Watched> Informer<K> {
                 Ok(Event::InitApply(object)) => listing.push(Arc::new(object)),
                 Ok(Event::InitDone) => {
                     let fresh = std::mem::take(&mut listing);
-                    let before: HashMap<String, Arc<K>> =
-                        self.cache.list().into_iter().map(|o| (object_key(o.as_ref()), o)).collect();
-                    let vanished = self.cache.replace(fresh.clone());
+                    let mut before = self.cache.replace(&fresh);
                     self.cache.mark_synced();
                     for object in &fresh {
-                        match before.get(&object_key(object.as_ref())) {
+                        match before.remove(&object_key(object.as_ref())) {
                             None => self.dispatch(Change::Added(object)),
                             Some(old) if old.meta().resource_version != object.meta().resource_version => {
-                                self.dispatch(Change::Updated { old, new: object })
+                                self.dispatch(Change::Updated { old: &old, new: object })
                             }
                             Some(_) => {}
                         }
                     }
-                    for object in &vanished {
+                    // What is left was deleted while the watch was down.
+                    for object in before.values() {
                         self.dispatch(Change::Deleted(object));
                     }
                 }

@@ -27,31 +27,54 @@ impl ControllerMetrics {
         metrics
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<QueueMetrics>> {
-        self.queues.lock().iter().find(|(n, _)| *n == name).map(|(_, m)| Arc::clone(m))
-    }
-
     pub fn render(&self, out: &mut String) {
         let queues = self.queues.lock().clone();
-        header(out, "workqueue_depth", "gauge", "Keys waiting in a controller's work queue.");
-        for (name, m) in &queues {
-            let _ = writeln!(out, "workqueue_depth{{name=\"{name}\"}} {}", m.depth.get());
-        }
-        header(out, "workqueue_adds_total", "counter", "Keys added to a controller's work queue.");
-        for (name, m) in &queues {
-            let _ = writeln!(out, "workqueue_adds_total{{name=\"{name}\"}} {}", m.adds.get());
-        }
-        header(out, "workqueue_retries_total", "counter", "Keys re-queued after a failed reconcile.");
-        for (name, m) in &queues {
-            let _ = writeln!(out, "workqueue_retries_total{{name=\"{name}\"}} {}", m.retries.get());
-        }
-        header(out, "controller_reconcile_errors_total", "counter", "Reconciles that failed.");
-        for (name, m) in &queues {
-            let _ = writeln!(out, "controller_reconcile_errors_total{{controller=\"{name}\"}} {}", m.errors.get());
+        type Read = fn(&QueueMetrics) -> i64;
+        let series: [(&str, &str, &str, &str, Read); 4] = [
+            ("workqueue_depth", "gauge", "name", "Keys waiting in a controller's work queue.", |m| m.depth.get()),
+            ("workqueue_adds_total", "counter", "name", "Keys added to a controller's work queue.", |m| {
+                m.adds.get() as i64
+            }),
+            ("workqueue_retries_total", "counter", "name", "Keys re-queued after a failed reconcile.", |m| {
+                m.retries.get() as i64
+            }),
+            ("controller_reconcile_errors_total", "counter", "controller", "Reconciles that failed.", |m| {
+                m.errors.get() as i64
+            }),
+        ];
+        for (family, kind, label, help, read) in series {
+            header(out, family, kind, help);
+            for (name, m) in &queues {
+                let _ = writeln!(out, "{family}{{{label}=\"{name}\"}} {}", read(m));
+            }
         }
         header(out, "workqueue_work_duration_seconds", "histogram", "Time one reconcile took.");
         for (name, m) in &queues {
             m.work_duration.render(out, "workqueue_work_duration_seconds", &format!("name=\"{name}\""));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_renders_under_its_controller_name() {
+        let metrics = ControllerMetrics::default();
+        let rs = metrics.queue("replicaset");
+        rs.depth.set(3);
+        rs.adds.add(7);
+        rs.errors.inc();
+        rs.work_duration.observe(std::time::Duration::from_millis(2));
+        metrics.queue("job");
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(out.contains("workqueue_depth{name=\"replicaset\"} 3\n"), "{out}");
+        assert!(out.contains("workqueue_adds_total{name=\"replicaset\"} 7\n"), "{out}");
+        assert!(out.contains("workqueue_retries_total{name=\"job\"} 0\n"), "{out}");
+        assert!(out.contains("controller_reconcile_errors_total{controller=\"replicaset\"} 1\n"), "{out}");
+        assert!(out.contains("workqueue_work_duration_seconds_count{name=\"replicaset\"} 1\n"), "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 5);
     }
 }

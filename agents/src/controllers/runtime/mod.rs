@@ -46,8 +46,8 @@ impl ReconcileError {
     /// The HTTP status the server answered, if it answered.
     pub fn code(&self) -> Option<u16> {
         match self {
-            ReconcileError::Api(kube::Error::Api(status)) => Some(status.code),
-            _ => None,
+            ReconcileError::Api(error) => api_code(error),
+            ReconcileError::Other(_) => None,
         }
     }
 }

@@ -175,3 +175,81 @@ fn jobs_and_deployments_run_as_processes_and_kubectl_logs_finds_their_pods() {
     }
     agent.stop();
 }
+
+/// The addresses of a Service's Endpoints (`addresses` or `notReadyAddresses`) and
+/// the ready flags of its EndpointSlices' endpoints, as kubectl shows them.
+fn endpoint_view(kubectl: &Kubectl) -> (usize, usize, Vec<bool>, Vec<i64>) {
+    let endpoints = kubectl.json(&["get", "endpoints", "web", "-o", "json"]);
+    let count = |field: &str| {
+        endpoints["subsets"].as_array().into_iter().flatten().map(|s| s[field].as_array().map_or(0, Vec::len)).sum()
+    };
+    let slices = kubectl.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"]);
+    let items = slices["items"].as_array().cloned().unwrap_or_default();
+    let ready = items
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["conditions"]["ready"] == true)
+        .collect();
+    let ports = items
+        .iter()
+        .flat_map(|s| s["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    (count("addresses"), count("notReadyAddresses"), ready, ports)
+}
+
+/// A Service's Endpoints and EndpointSlices follow its pod's readiness probe: not
+/// ready until the probe passes, ready while it does, not ready again when it fails,
+/// and empty once the pod is gone. The named target port resolves to the container's.
+#[test]
+fn service_endpoints_track_pod_readiness() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let root = tempfile::tempdir().unwrap();
+    let agent = start_agent(&server, root.path());
+    let flag = root.path().join("ready-flag");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-0, labels: {{app: web}}}}\nspec:\n  \
+         terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: localhost/keelson/web:1\n    \
+         command: [sleep, '3600']\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe:\n      \
+         exec: {{command: [test, -f, {flag}]}}\n      periodSeconds: 1\n      failureThreshold: 1\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  \
+         ports: [{{name: web, port: 80, targetPort: http}}]\n",
+        flag = flag.display()
+    );
+    kubectl.apply(&["apply", "-f", "-"], &manifest);
+    let wait_for = |what: &str, wanted: (usize, usize, Vec<bool>, Vec<i64>)| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let seen = endpoint_view(&kubectl);
+            if seen == wanted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: endpoints {seen:?}, wanted {wanted:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("a running pod failing its probe", (0, 1, vec![false], vec![8080]));
+    std::fs::write(&flag, "").unwrap();
+    wait_for("the probe passing", (1, 0, vec![true], vec![8080]));
+    let address = kubectl.json(&["get", "endpoints", "web", "-o", "json"])["subsets"][0]["addresses"][0].clone();
+    assert_eq!(address["targetRef"]["name"], "web-0");
+    assert_eq!(address["nodeName"], "proc-1");
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("the probe failing again", (0, 1, vec![false], vec![8080]));
+    kubectl.ok(&["delete", "pod", "web-0", "--wait=true"]);
+    // No endpoints: an empty Endpoints object and one placeholder slice without ports.
+    wait_for("the pod gone", (0, 0, vec![], vec![]));
+    kubectl.ok(&["delete", "service", "web", "--wait=true"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kubectl.run(&["get", "endpoints", "web"]).ok || !endpoint_slices_gone(&kubectl) {
+        assert!(Instant::now() < deadline, "the Service's endpoints outlived it");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.stop();
+}
+
+fn endpoint_slices_gone(kubectl: &Kubectl) -> bool {
+    let slices = kubectl.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"]);
+    slices["items"].as_array().is_some_and(Vec::is_empty)
+}

@@ -7,6 +7,7 @@
 //! them; see [`crate::leader`].
 
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod namespace;
@@ -24,7 +25,16 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// The controllers, by the names `--controllers` and the metrics use.
-pub const CONTROLLERS: &[&str] = &["replicaset", "deployment", "garbagecollector", "namespace", "serviceaccount"];
+pub const CONTROLLERS: &[&str] = &[
+    "replicaset",
+    "deployment",
+    "job",
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "endpoint",
+    "endpointslice",
+];
 
 /// Tunables of the manager.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +75,10 @@ impl ControllerManager {
         add("garbagecollector", 20, |i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
         add("job", 5, |i, q| launcher("job", job::JobController::register(i, q)));
         add("namespace", 10, |i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
+        add("endpoint", 5, |i, q| launcher("endpoint", endpoints::subsets::EndpointsController::register(i, q)));
+        add("endpointslice", 5, |i, q| {
+            launcher("endpointslice", endpoints::slices::EndpointSliceController::register(i, q))
+        });
         add("serviceaccount", 5, |i, q| {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
         });

@@ -12,7 +12,8 @@ use super::pods::{self, controller_of, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+    ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
+    ReconcileError, Reconciler,
 };
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
@@ -138,7 +139,7 @@ impl ReplicaSetController {
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(_) => Ok(()),
                     // The namespace is going away: nothing to create, nothing wrong.
-                    Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => Ok(()),
+                    Err(error) if namespace_terminating(&error) => Ok(()),
                     Err(error) => Err(error),
                 }
             })

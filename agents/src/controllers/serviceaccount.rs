@@ -2,7 +2,7 @@
 //! ServiceAccount, recreated if deleted.
 
 use super::runtime::queue::WorkQueue;
-use super::runtime::{Action, Cache, Change, Informers, ReconcileError, Reconciler};
+use super::runtime::{namespace_terminating, Action, Cache, Change, Informers, ReconcileError, Reconciler};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
@@ -60,7 +60,8 @@ impl Reconciler for ServiceAccountController {
         match api.create(&PostParams::default(), &account).await {
             Ok(_) => Ok(Action::Done),
             // Already there (the cache lagged), or the namespace started terminating.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => Ok(Action::Done),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::Done),
+            Err(error) if namespace_terminating(&error) => Ok(Action::Done),
             Err(error) => Err(error.into()),
         }
     }

@@ -20,7 +20,8 @@ use super::replicaset::slow_start;
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
+    ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
+    ReconcileError, Reconciler,
 };
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
@@ -213,7 +214,7 @@ impl JobController {
             async move {
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => Ok(()),
+                    Err(error) if namespace_terminating(&error) => Ok(()),
                     Err(error) => Err(error),
                 }
             }

@@ -69,6 +69,12 @@ pub fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, 
     }
 }
 
+/// Whether the server refused a create because the namespace is terminating: there
+/// is nothing to make in it any more.
+pub fn namespace_terminating(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
+}
+
 /// A controller's reconcile function. It reads from caches and writes through the
 /// API; a 409 Conflict is an error like any other and the key is retried (from the
 /// fresh state the watch brings).

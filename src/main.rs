@@ -15,6 +15,7 @@ use keelson::scheduler::config::SchedulerConfig;
 use keelson::store::{Store, StoreConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,6 +43,67 @@ enum Runtime {
     Process,
     /// Containers run through a CRI runtime (containerd).
     Cri,
+}
+
+/// The controllers' tunables (kube-controller-manager's flags of the same names).
+#[derive(clap::Args)]
+struct ControllerFlags {
+    /// Workers per controller, `name=N,...` (e.g. `replicaset=10`).
+    #[arg(long, default_value = "")]
+    concurrent_syncs: String,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// How long a node's agent may stay silent before the node is Unknown.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// Nodes per second tainted for eviction in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// Nodes per second in a partially disrupted large zone.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Zones larger than this use the secondary rate when partially disrupted.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
+    /// The share of not-ready nodes (and more than two) that makes a zone unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Terminated pods kept before PodGC deletes the oldest (0: keep all).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+}
+
+impl ControllerFlags {
+    fn options(&self) -> Result<ManagerOptions> {
+        use keelson::agents::controllers::nodelifecycle::zones::EvictionPolicy;
+        let mut options = parse_concurrent_syncs(&self.concurrent_syncs)?;
+        options.node_lifecycle.monitor_period = self.node_monitor_period;
+        options.node_lifecycle.grace_period = self.node_monitor_grace_period;
+        options.node_lifecycle.eviction = EvictionPolicy {
+            node_eviction_rate: self.node_eviction_rate,
+            secondary_node_eviction_rate: self.secondary_node_eviction_rate,
+            large_cluster_size_threshold: self.large_cluster_size_threshold,
+            unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+        };
+        options.pod_gc.terminated_threshold = self.terminated_pod_gc_threshold;
+        Ok(options)
+    }
+}
+
+/// A duration as kube's flags write it: `500ms`, `40s`, `5m`, `1h` (bare: seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?}: expected a duration like 40s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Subcommand)]
@@ -85,6 +147,8 @@ enum Command {
         /// `--kubelet`: the node agent's HTTPS port (container logs); 0 picks a free one.
         #[arg(long, default_value_t = 10250)]
         kubelet_port: u16,
+        #[command(flatten)]
+        controllers: ControllerFlags,
     },
     /// Runs the scheduler alone against a server.
     Scheduler {
@@ -104,9 +168,8 @@ enum Command {
     ControllerManager {
         #[arg(long)]
         kubeconfig: PathBuf,
-        /// Workers per controller, `name=N,...` (e.g. `replicaset=10`).
-        #[arg(long, default_value = "")]
-        concurrent_syncs: String,
+        #[command(flatten)]
+        controllers: ControllerFlags,
         /// Serve `/metrics` and `/healthz` over HTTP here (e.g. 127.0.0.1:10257).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -494,6 +557,7 @@ fn main() -> Result<()> {
             container_runtime_endpoint,
             node_name,
             kubelet_port,
+            controllers,
         } => {
             // A bad scheduler configuration fails the start, before anything listens.
             let scheduler =
@@ -504,14 +568,14 @@ fn main() -> Result<()> {
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
             let kubelet =
                 kubelet.then_some(KubeletFlags { endpoint: container_runtime_endpoint, node_name, port: kubelet_port });
-            let controllers = (!no_controllers).then(ManagerOptions::default);
+            let controllers = if no_controllers { None } else { Some(controllers.options()?) };
             server(data_dir, config, store, scheduler, controllers, kubelet)?;
         }
         Command::Scheduler { kubeconfig, config, metrics_listen, leader_elect } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen, leader_elect)?
         }
-        Command::ControllerManager { kubeconfig, concurrent_syncs, metrics_listen, leader_elect } => {
-            controller_manager(&kubeconfig, parse_concurrent_syncs(&concurrent_syncs)?, metrics_listen, leader_elect)?
+        Command::ControllerManager { kubeconfig, controllers, metrics_listen, leader_elect } => {
+            controller_manager(&kubeconfig, controllers.options()?, metrics_listen, leader_elect)?
         }
         Command::TestImages { containerd_socket, busybox, out } => {
             use keelson::agents::node::test_images;

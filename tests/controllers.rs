@@ -3,7 +3,8 @@
 //! kubectl: Deployments scale, roll out, pause and roll back; deletion follows each
 //! propagation policy; a deleted namespace takes everything in it; Jobs complete
 //! (Indexed too) and expire; and of two controller managers only the Lease holder
-//! acts, the other taking over when it stops.
+//! acts, the other taking over when it stops; and the pods of a node agent that
+//! dies are evicted and recreated on the nodes left.
 
 mod common;
 
@@ -13,13 +14,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn hollow_nodes(server: &TestServer, nodes: usize) -> AgentProcess {
+    hollow_nodes_named(server, nodes, "cm-")
+}
+
+/// `nodes` hollow nodes named `PREFIX0...`, renewing their Leases every second.
+fn hollow_nodes_named(server: &TestServer, nodes: usize, prefix: &str) -> AgentProcess {
     AgentProcess::start(
         |command| {
             command.args(["--runtime", "hollow", "--kubeconfig"]).arg(server.kubeconfig()).args([
                 "--nodes",
                 &nodes.to_string(),
                 "--node-name-prefix",
-                "cm-",
+                prefix,
+                "--lease-renew-seconds",
+                "1",
             ]);
         },
         Duration::from_secs(120),
@@ -264,4 +272,83 @@ fn of_two_controller_managers_only_the_leader_acts_and_the_other_takes_over() {
     kubectl.ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
     assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=after"]), 2);
     second.stop();
+}
+
+/// A node agent that dies: its nodes go Unknown and get the `unreachable` taints, its
+/// pods are evicted once their toleration runs out, and their ReplicaSet recreates
+/// them on the nodes that are left. When the agent returns, the taints go.
+#[test]
+fn pods_of_a_dead_node_agent_are_evicted_and_recreated_elsewhere() {
+    let server = TestServer::start_with(|_| {
+        ["--node-monitor-grace-period", "3s", "--node-monitor-period", "500ms", "--node-eviction-rate", "100"]
+            .map(String::from)
+            .to_vec()
+    });
+    let kubectl = server.kubectl("");
+    let doomed = hollow_nodes_named(&server, 2, "doomed-");
+    let _survivors = hollow_nodes_named(&server, 2, "survivor-");
+    wait_until("four nodes", || count(&kubectl, &["get", "nodes"]) == 4);
+    kubectl.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 8\n  \
+         selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      \
+         tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}]\n      \
+         containers: [{name: main, image: web:1}]\n",
+    );
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let on_doomed = |kubectl: &Kubectl| {
+        let pods = kubectl.json(&["get", "pods", "-l", "app=web", "-o", "json"]);
+        pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| n.starts_with("doomed-")))
+            .count()
+    };
+    assert!(on_doomed(&kubectl) > 0, "the scheduler spreads pods over all four nodes");
+
+    drop(doomed); // killed: no goodbye, the Leases just stop
+    let node_state = |kubectl: &Kubectl, name: &str| {
+        let node = kubectl.json(&["get", "node", name, "-o", "json"]);
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            .unwrap_or_default();
+        let taints: Vec<String> = node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{}:{}", t["key"].as_str().unwrap_or_default(), t["effect"].as_str().unwrap_or_default()))
+            .collect();
+        (ready["status"].as_str().unwrap_or_default().to_string(), taints)
+    };
+    wait_until("the dead agent's nodes Unknown and tainted", || {
+        (0..2).all(|i| {
+            let (ready, taints) = node_state(&kubectl, &format!("doomed-{i}"));
+            ready == "Unknown"
+                && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string())
+                && taints.contains(&"node.kubernetes.io/unreachable:NoSchedule".to_string())
+        })
+    });
+    assert_eq!(node_state(&kubectl, "survivor-0").0, "True");
+    wait_until("every pod evicted from the dead nodes", || on_doomed(&kubectl) == 0);
+    kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let available = kubectl.json(&["get", "deployment", "web", "-o", "json"])["status"]["availableReplicas"].clone();
+    assert_eq!(available, 8, "the evicted pods were recreated on the surviving nodes");
+    let evicted = kubectl.json(&["get", "pods", "-l", "app=web", "-o", "json"]);
+    let reason = evicted["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| !p["metadata"]["deletionTimestamp"].is_null())
+        .flat_map(|p| p["status"]["conditions"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["type"] == "DisruptionTarget");
+    assert_eq!(reason.map(|c| c["reason"].clone()), Some(Value::from("DeletionByTaintManager")));
+
+    // The agent comes back: the nodes are Ready again and untainted.
+    let _back = hollow_nodes_named(&server, 2, "doomed-");
+    wait_until("the returned nodes Ready and untainted", || {
+        (0..2).all(|i| node_state(&kubectl, &format!("doomed-{i}")) == ("True".to_string(), vec![]))
+    });
 }

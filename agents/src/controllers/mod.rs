@@ -11,11 +11,14 @@ pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod ownership;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod taints;
 
 use runtime::metrics::ControllerMetrics;
 use runtime::queue::WorkQueue;
@@ -34,6 +37,9 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "endpoint",
     "endpointslice",
+    "nodelifecycle",
+    "taint-eviction-controller",
+    "podgc",
 ];
 
 /// Tunables of the manager.
@@ -41,6 +47,8 @@ pub const CONTROLLERS: &[&str] = &[
 pub struct ManagerOptions {
     /// Workers per controller; a controller not named gets its default.
     pub workers: HashMap<String, usize>,
+    pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
+    pub pod_gc: podgc::PodGcOptions,
 }
 
 impl ManagerOptions {
@@ -70,16 +78,25 @@ impl ControllerManager {
             queues.push(Arc::clone(&queue));
             launches.push(Box::new(move || launch(queue, queue_metrics, workers)));
         };
-        add("replicaset", 5, |i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
-        add("deployment", 5, |i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
-        add("garbagecollector", 20, |i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
-        add("job", 5, |i, q| launcher("job", job::JobController::register(i, q)));
-        add("namespace", 10, |i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
-        add("endpoint", 5, |i, q| launcher("endpoint", endpoints::subsets::EndpointsController::register(i, q)));
-        add("endpointslice", 5, |i, q| {
+        add("replicaset", 5, &|i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
+        add("deployment", 5, &|i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
+        add("garbagecollector", 20, &|i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
+        add("job", 5, &|i, q| launcher("job", job::JobController::register(i, q)));
+        add("namespace", 10, &|i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
+        add("endpoint", 5, &|i, q| launcher("endpoint", endpoints::subsets::EndpointsController::register(i, q)));
+        add("endpointslice", 5, &|i, q| {
             launcher("endpointslice", endpoints::slices::EndpointSliceController::register(i, q))
         });
-        add("serviceaccount", 5, |i, q| {
+        let lifecycle = options.node_lifecycle;
+        add("nodelifecycle", 1, &|i, q| {
+            launcher("nodelifecycle", nodelifecycle::NodeLifecycleController::register(i, q, lifecycle))
+        });
+        add("taint-eviction-controller", 5, &|i, q| {
+            launcher("taint-eviction-controller", nodelifecycle::eviction::TaintEvictionController::register(i, q))
+        });
+        let pod_gc = options.pod_gc;
+        add("podgc", 1, &|i, q| launcher("podgc", podgc::PodGcController::register(i, q, pod_gc)));
+        add("serviceaccount", 5, &|i, q| {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
         });
         let mut tasks = informers.start();
@@ -111,7 +128,7 @@ impl ControllerManager {
 }
 
 /// Creates a controller on the informers and its queue; returns its launcher.
-type Register = fn(&Informers, &Arc<WorkQueue>) -> Launch;
+type Register<'a> = &'a dyn Fn(&Informers, &Arc<WorkQueue>) -> Launch;
 
 type Launch = Box<dyn FnOnce(Arc<WorkQueue>, Arc<runtime::metrics::QueueMetrics>, usize) -> Vec<JoinHandle<()>> + Send>;
 

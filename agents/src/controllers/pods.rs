@@ -109,7 +109,7 @@ pub fn pod_from_template(template: &PodTemplateSpec, namespace: &str, prefix: &s
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

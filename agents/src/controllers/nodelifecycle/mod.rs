@@ -1,0 +1,226 @@
+//! Node lifecycle: notices nodes whose agent went silent and moves their work away.
+//!
+//! - The monitor ([`NodeLifecycleController`], one key, every `monitor_period`)
+//!   watches each node's Lease and Ready heartbeat. A node neither has renewed for
+//!   `grace_period` (judged on this controller's clock, from when it last saw either
+//!   change, so clock skew between machines does not matter) gets its conditions set
+//!   Unknown and its pods marked not ready. It then taints nodes by condition:
+//!   NoSchedule taints for the scheduler, and the `not-ready`/`unreachable`
+//!   NoExecute taint, added at a rate limited per zone ([`zones`]).
+//! - The taint eviction controller ([`eviction`]) deletes the pods on a NoExecute
+//!   tainted node once their tolerations run out.
+
+pub mod conditions;
+pub mod eviction;
+pub mod zones;
+
+use super::runtime::queue::WorkQueue;
+use super::runtime::{ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
+use conditions::{current_no_execute, desired_taints, no_execute_key, ready_status, same_taints, unknown_conditions};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zones::{EvictionPolicy, TokenBucket, ZoneState};
+
+/// The monitor's only work-queue key.
+const MONITOR_KEY: &str = "monitor";
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// kube-controller-manager's node lifecycle flags.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeLifecycleOptions {
+    /// How often node health is checked (`--node-monitor-period`).
+    pub monitor_period: Duration,
+    /// How long a node may stay silent before it is Unknown
+    /// (`--node-monitor-grace-period`).
+    pub grace_period: Duration,
+    pub eviction: EvictionPolicy,
+}
+
+impl Default for NodeLifecycleOptions {
+    fn default() -> Self {
+        NodeLifecycleOptions {
+            monitor_period: Duration::from_secs(5),
+            grace_period: Duration::from_secs(40),
+            eviction: EvictionPolicy::default(),
+        }
+    }
+}
+
+/// What the monitor last saw of a node's signs of life, and when (its own clock).
+struct Observed {
+    heartbeat: Option<Time>,
+    renewed: Option<String>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct MonitorState {
+    nodes: HashMap<String, Observed>,
+    zones: HashMap<String, TokenBucket>,
+}
+
+pub struct NodeLifecycleController {
+    client: Client,
+    nodes: Arc<Cache<Node>>,
+    leases: Arc<Cache<Lease>>,
+    pods: Arc<Cache<Pod>>,
+    options: NodeLifecycleOptions,
+    /// Touched only by the monitor key's reconcile, which never runs twice at once.
+    state: Mutex<MonitorState>,
+}
+
+fn zone_of(node: &Node) -> String {
+    let labels = node.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str).unwrap_or_default();
+    format!("{}/{}", label(REGION_LABEL), label(ZONE_LABEL))
+}
+
+impl NodeLifecycleController {
+    pub fn register(informers: &Informers, queue: &Arc<WorkQueue>, options: NodeLifecycleOptions) -> Arc<Self> {
+        queue.add(MONITOR_KEY);
+        Arc::new(NodeLifecycleController {
+            client: informers.client().clone(),
+            nodes: informers.get::<Node>().cache(),
+            leases: informers.get::<Lease>().cache(),
+            pods: informers.get::<Pod>().cache(),
+            options,
+            state: Mutex::new(MonitorState::default()),
+        })
+    }
+
+    /// The nodes silent for longer than the grace period.
+    fn silent_nodes(&self, nodes: &[Arc<Node>], now: Instant) -> Vec<Arc<Node>> {
+        let mut state = self.state.lock();
+        state.nodes.retain(|name, _| nodes.iter().any(|n| n.metadata.name.as_ref() == Some(name)));
+        let mut silent = Vec::new();
+        for node in nodes {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let heartbeat = conditions::heartbeat(node).cloned();
+            let renewed = self
+                .leases
+                .get_in(LEASE_NAMESPACE, &name)
+                .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| format!("{:?}", t.0)));
+            let observed = state.nodes.entry(name).or_insert(Observed { heartbeat: None, renewed: None, at: now });
+            if observed.heartbeat != heartbeat || observed.renewed != renewed {
+                *observed = Observed { heartbeat, renewed, at: now };
+            }
+            if now.saturating_duration_since(observed.at) > self.options.grace_period && ready_status(node) != "Unknown"
+            {
+                silent.push(Arc::clone(node));
+            }
+        }
+        silent
+    }
+
+    /// Sets a silent node's conditions Unknown and its pods not ready; returns the
+    /// node as written.
+    async fn mark_unknown(&self, node: &Node, now: &Time) -> Result<Option<Node>, kube::Error> {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        tracing::info!(node = name, "node stopped posting status; marking it Unknown");
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "status": {"conditions": unknown_conditions(node, now)},
+        });
+        let api: Api<Node> = Api::all(self.client.clone());
+        let written = ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+        for pod in
+            self.pods.list().iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+        {
+            mark_pod_not_ready(&self.client, pod, now).await?;
+        }
+        Ok(written)
+    }
+
+    /// Per zone: its state and size, from the nodes' Ready statuses.
+    fn zone_states(&self, nodes: &[Arc<Node>]) -> HashMap<String, (ZoneState, usize)> {
+        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+        for node in nodes {
+            let entry = counts.entry(zone_of(node)).or_default();
+            if ready_status(node) == "True" {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(zone, (ready, not_ready))| {
+                (zone, (self.options.eviction.state(ready, not_ready), ready + not_ready))
+            })
+            .collect()
+    }
+}
+
+/// Sets a pod's Ready condition False (its node is gone silent; kube's
+/// MarkPodsNotReady), so Services stop sending it traffic.
+async fn mark_pod_not_ready(client: &Client, pod: &Pod, now: &Time) -> Result<(), kube::Error> {
+    let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready" && c.status != "False") else { return Ok(()) };
+    ready.status = "False".into();
+    ready.last_transition_time = Some(now.clone());
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await).map(|_| ())
+}
+
+impl Reconciler for NodeLifecycleController {
+    async fn reconcile(&self, _key: &str) -> Result<Action, ReconcileError> {
+        let instant = Instant::now();
+        let now = Time(Timestamp::now());
+        let mut nodes = self.nodes.list();
+        nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for silent in self.silent_nodes(&nodes, instant) {
+            if let Some(written) = self.mark_unknown(&silent, &now).await? {
+                let at = nodes.iter().position(|n| n.metadata.name == written.metadata.name).expect("listed");
+                nodes[at] = Arc::new(written);
+            }
+        }
+        let zones = self.zone_states(&nodes);
+        // Every zone down: the fault is most likely ours; evict nothing.
+        let everything_down = !zones.is_empty() && zones.values().all(|(s, _)| *s == ZoneState::FullDisruption);
+        let api: Api<Node> = Api::all(self.client.clone());
+        for node in &nodes {
+            let mut no_execute = if everything_down { None } else { no_execute_key(ready_status(node)) };
+            // A new NoExecute taint waits for its zone's turn; swapping one for the
+            // other does not.
+            if no_execute.is_some() && current_no_execute(node).is_none() {
+                let zone = zone_of(node);
+                let (state, size) = zones[&zone];
+                let rate = self.options.eviction.rate(state, size);
+                let mut monitor = self.state.lock();
+                let bucket = monitor.zones.entry(zone).or_insert_with(|| TokenBucket::new(instant));
+                if !bucket.try_take(rate, instant) {
+                    no_execute = None;
+                }
+            }
+            let taints = desired_taints(node, no_execute, &now);
+            if same_taints(&taints, conditions::taints(node)) {
+                continue;
+            }
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            tracing::info!(node = name, ready = ready_status(node), ?no_execute, "updating node taints");
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "spec": {"taints": taints},
+            });
+            // A conflict means the node changed; the next pass sees it.
+            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(Action::RequeueAfter(self.options.monitor_period))
+    }
+}

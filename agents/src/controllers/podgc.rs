@@ -1,0 +1,153 @@
+//! PodGC: deletes pods nobody else will. Every `period`:
+//! - pods bound to a node that no longer exists (confirmed with the server, since the
+//!   node cache may lag a node just created), marked Failed first;
+//! - terminating pods never scheduled (no agent will ever finish their deletion);
+//! - terminated (Succeeded/Failed) pods beyond `terminated_threshold`, oldest first.
+
+use super::runtime::queue::WorkQueue;
+use super::runtime::{api_code, ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+use std::sync::Arc;
+use std::time::Duration;
+
+const GC_KEY: &str = "podgc";
+
+#[derive(Clone, Copy, Debug)]
+pub struct PodGcOptions {
+    /// How often pods are collected (kube's gcCheckPeriod).
+    pub period: Duration,
+    /// Terminated pods kept before the oldest go (`--terminated-pod-gc-threshold`;
+    /// 0 keeps them all).
+    pub terminated_threshold: usize,
+}
+
+impl Default for PodGcOptions {
+    fn default() -> Self {
+        PodGcOptions { period: Duration::from_secs(20), terminated_threshold: 12_500 }
+    }
+}
+
+pub struct PodGcController {
+    client: Client,
+    pods: Arc<Cache<Pod>>,
+    nodes: Arc<Cache<Node>>,
+    options: PodGcOptions,
+}
+
+fn is_terminated(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// The terminated pods to delete so at most `threshold` remain: the oldest.
+fn excess_terminated(pods: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>> {
+    let mut terminated: Vec<&Arc<Pod>> =
+        pods.iter().filter(|p| is_terminated(p) && p.metadata.deletion_timestamp.is_none()).collect();
+    if threshold == 0 || terminated.len() <= threshold {
+        return Vec::new();
+    }
+    terminated.sort_by(|a, b| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a).cmp(&created(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let excess = terminated.len() - threshold;
+    terminated.into_iter().take(excess).cloned().collect()
+}
+
+impl PodGcController {
+    pub fn register(informers: &Informers, queue: &Arc<WorkQueue>, options: PodGcOptions) -> Arc<Self> {
+        queue.add(GC_KEY);
+        Arc::new(PodGcController {
+            client: informers.client().clone(),
+            pods: informers.get::<Pod>().cache(),
+            nodes: informers.get::<Node>().cache(),
+            options,
+        })
+    }
+
+    fn api(&self, pod: &Pod) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default())
+    }
+
+    /// Deletes a pod at once (its agent, if any, will not).
+    async fn force_delete(&self, pod: &Pod) -> Result<(), kube::Error> {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        ignore_not_found(self.api(pod).delete(name, &params).await).map(|_| ())
+    }
+
+    /// A pod whose node is gone: Failed, with the reason, then deleted.
+    async fn collect_orphan(&self, pod: &Pod) -> Result<(), kube::Error> {
+        let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        conditions.retain(|c| c.type_ != "DisruptionTarget");
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("DeletionByPodGC".into()),
+            message: Some("PodGC: node no longer exists".into()),
+            last_transition_time: Some(Time(Timestamp::now())),
+            ..Default::default()
+        });
+        let mut status = serde_json::json!({"conditions": conditions});
+        if !is_terminated(pod) {
+            status["phase"] = "Failed".into();
+        }
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = serde_json::json!({ "status": status });
+        ignore_not_found(self.api(pod).patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+        self.force_delete(pod).await
+    }
+}
+
+impl Reconciler for PodGcController {
+    async fn reconcile(&self, _key: &str) -> Result<Action, ReconcileError> {
+        let pods = self.pods.list();
+        for pod in excess_terminated(&pods, self.options.terminated_threshold) {
+            self.force_delete(&pod).await?;
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        for pod in &pods {
+            match node_of(pod) {
+                None if pod.metadata.deletion_timestamp.is_some() => self.force_delete(pod).await?,
+                None => {}
+                Some(node) if self.nodes.get(node).is_none() => {
+                    // The cache may not have a node created a moment ago: ask.
+                    match nodes.get(node).await {
+                        Err(error) if api_code(&error) == Some(404) => self.collect_orphan(pod).await?,
+                        Err(error) => return Err(error.into()),
+                        Ok(_) => {}
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Action::RequeueAfter(self.options.period))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::pods::tests::pod;
+
+    #[test]
+    fn the_oldest_terminated_pods_beyond_the_threshold_go() {
+        let mut pods: Vec<Arc<Pod>> = Vec::new();
+        for (i, phase) in ["Succeeded", "Running", "Failed", "Succeeded", "Failed"].iter().enumerate() {
+            let mut p = pod(&format!("p{i}"), Some("n1"), phase, None);
+            p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(100 - i as i64).unwrap()));
+            pods.push(Arc::new(p));
+        }
+        let names = |ps: Vec<Arc<Pod>>| ps.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>();
+        assert_eq!(names(excess_terminated(&pods, 2)), ["p4", "p3"], "four terminated, the two oldest go");
+        assert!(excess_terminated(&pods, 4).is_empty());
+        assert!(excess_terminated(&pods, 0).is_empty(), "zero keeps every pod");
+    }
+}

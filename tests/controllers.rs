@@ -352,3 +352,76 @@ fn pods_of_a_dead_node_agent_are_evicted_and_recreated_elsewhere() {
         (0..2).all(|i| node_state(&kubectl, &format!("doomed-{i}")) == ("True".to_string(), vec![]))
     });
 }
+
+/// A CronJob fires on its schedule: at the next minute a Job named after that
+/// minute, owned by the CronJob and annotated with its scheduled time; status
+/// records the last schedule and success; finished Jobs beyond the history limit go
+/// (Jobs made by `kubectl create job --from=cronjob/...` count, as they are owned);
+/// an unparseable schedule is refused with its field path.
+#[test]
+fn cronjobs_fire_on_schedule_and_keep_their_history_short() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let _nodes = hollow_nodes(&server, 3);
+    kubectl.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * *'\n  \
+         successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        \
+         metadata: {annotations: {hollow.keelson.dev/run-seconds: '1'}}\n        spec:\n          restartPolicy: Never\n          \
+         containers: [{name: main, image: web:1}]\n",
+    );
+    for manual in ["manual-1", "manual-2", "manual-3"] {
+        kubectl.ok(&["create", "job", manual, "--from=cronjob/tick"]);
+    }
+    let complete = |kubectl: &Kubectl| {
+        let jobs = kubectl.json(&["get", "jobs", "-o", "json"]);
+        jobs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Complete")))
+            .map(|j| j["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_until("the manual Jobs done and all but one deleted", || {
+        let jobs = names(&kubectl.json(&["get", "jobs", "-o", "json"]));
+        let manual: Vec<_> = jobs.iter().filter(|j| j.starts_with("manual-")).collect();
+        manual.len() == 1 && complete(&kubectl).contains(manual[0])
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(80);
+    let scheduled = loop {
+        let jobs = kubectl.json(&["get", "jobs", "-o", "json"]);
+        let fired = jobs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("tick-")));
+        if let Some(job) = fired {
+            break job.clone();
+        }
+        assert!(Instant::now() < deadline, "no Job within a minute of a '* * * * *' CronJob");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let name = scheduled["metadata"]["name"].as_str().unwrap().to_string();
+    let minutes: i64 = name.strip_prefix("tick-").and_then(|m| m.parse().ok()).expect("named tick-MINUTES");
+    let at = scheduled["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].clone();
+    let at: keelson::engine::k8s_openapi::jiff::Timestamp = at.as_str().expect("the scheduled time").parse().unwrap();
+    assert_eq!(at.as_second() / 60, minutes, "named after its minute");
+    assert_eq!(at.as_second() % 60, 0, "on the minute");
+    assert_eq!(scheduled["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    wait_until("the scheduled Job's success recorded", || {
+        let status = &kubectl.json(&["get", "cronjob", "tick", "-o", "json"])["status"];
+        status["lastScheduleTime"]
+            .as_str()
+            .and_then(|t| t.parse::<keelson::engine::k8s_openapi::jiff::Timestamp>().ok())
+            == Some(at)
+            && status["lastSuccessfulTime"].is_string()
+            && status["active"].is_null()
+    });
+    wait_until("only the newest success kept", || complete(&kubectl) == [name.clone()]);
+
+    let refused = kubectl.run(&["create", "cronjob", "bad", "--image=web:1", "--schedule=61 * * * *"]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("spec.schedule"), "{}", refused.stderr);
+}

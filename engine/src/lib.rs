@@ -5,6 +5,7 @@
 //! quantities, selectors, name rules, watch event types, and the Kubernetes object
 //! types themselves (re-exported from `k8s-openapi`).
 
+pub mod cron;
 pub mod quantity;
 pub mod revision;
 pub mod selector;

@@ -6,6 +6,7 @@
 //! controller-manager`). Only the leader of the `kube-controller-manager` Lease runs
 //! them; see [`crate::leader`].
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -32,6 +33,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
     "job",
+    "cronjob",
     "garbagecollector",
     "namespace",
     "serviceaccount",
@@ -82,6 +84,7 @@ impl ControllerManager {
         add("deployment", 5, &|i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
         add("garbagecollector", 20, &|i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
         add("job", 5, &|i, q| launcher("job", job::JobController::register(i, q)));
+        add("cronjob", 5, &|i, q| launcher("cronjob", cronjob::CronJobController::register(i, q)));
         add("namespace", 10, &|i, q| launcher("namespace", namespace::NamespaceController::register(i, q)));
         add("endpoint", 5, &|i, q| launcher("endpoint", endpoints::subsets::EndpointsController::register(i, q)));
         add("endpointslice", 5, &|i, q| {

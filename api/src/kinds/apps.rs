@@ -303,16 +303,19 @@ impl Kind for CronJob {
         let Some(spec) = &self.spec else { return errors.push(FieldError::required("spec", "")) };
         if spec.schedule.trim().is_empty() {
             errors.push(FieldError::required("spec.schedule", ""));
-        } else if spec.schedule.split_whitespace().count() != 5 && !spec.schedule.starts_with('@') {
+        } else if spec.schedule.contains("TZ") {
             errors.push(FieldError::invalid(
                 "spec.schedule",
                 &spec.schedule,
-                format!(
-                    "expected exactly 5 fields, found {}: {}",
-                    spec.schedule.split_whitespace().count(),
-                    spec.schedule
-                ),
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
             ));
+        } else if let Err(error) = keelson_engine::cron::Schedule::parse(&spec.schedule) {
+            errors.push(FieldError::invalid("spec.schedule", &spec.schedule, error.to_string()));
+        }
+        if let Some(zone) = spec.time_zone.as_deref() {
+            if jiff::tz::TimeZone::get(zone).is_err() {
+                errors.push(FieldError::invalid("spec.timeZone", zone, format!("unknown time zone {zone}")));
+            }
         }
         check_enum(
             spec.concurrency_policy.as_deref(),

@@ -425,3 +425,66 @@ fn cronjobs_fire_on_schedule_and_keep_their_history_short() {
     assert!(!refused.ok);
     assert!(refused.stderr.contains("spec.schedule"), "{}", refused.stderr);
 }
+
+/// A DaemonSet runs one pod per eligible node, pinned by node affinity and bound by
+/// the scheduler; follows node labels; rolls out a new image node by node (`kubectl
+/// rollout status`), records revisions (`kubectl rollout history`) and rolls back
+/// (`kubectl rollout undo`).
+#[test]
+fn daemonsets_cover_their_nodes_roll_out_and_roll_back() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let _nodes = hollow_nodes(&server, 4);
+    wait_until("four nodes", || count(&kubectl, &["get", "nodes"]) == 4);
+    kubectl.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  \
+         template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: main, image: web:1}]}\n---\n\
+         apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: edge}\nspec:\n  selector: {matchLabels: {app: edge}}\n  \
+         template:\n    metadata: {labels: {app: edge}}\n    spec:\n      nodeSelector: {role: edge}\n      \
+         containers: [{name: main, image: web:1}]\n",
+    );
+    kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let pod_nodes = |selector: &str| {
+        let pods = kubectl.json(&["get", "pods", "-l", selector, "-o", "json"]);
+        let mut nodes: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("-").to_string())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert_eq!(pod_nodes("app=agent"), ["cm-0", "cm-1", "cm-2", "cm-3"]);
+    let status = kubectl.json(&["get", "daemonset", "agent", "-o", "json"])["status"].clone();
+    assert_eq!((status["desiredNumberScheduled"].as_i64(), status["numberReady"].as_i64()), (Some(4), Some(4)));
+
+    assert!(pod_nodes("app=edge").is_empty());
+    kubectl.ok(&["label", "node", "cm-1", "cm-3", "role=edge"]);
+    wait_until("edge daemons on the labelled nodes", || pod_nodes("app=edge") == ["cm-1", "cm-3"]);
+    kubectl.ok(&["label", "node", "cm-1", "role-"]);
+    wait_until("the unlabelled node's daemon gone", || pod_nodes("app=edge") == ["cm-3"]);
+
+    kubectl.ok(&["set", "image", "daemonset/agent", "main=web:2"]);
+    kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let images = |kubectl: &Kubectl| {
+        let pods = kubectl.json(&["get", "pods", "-l", "app=agent", "-o", "json"]);
+        let mut images: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string())
+            .collect();
+        images.sort();
+        images
+    };
+    wait_until("every daemon on web:2", || images(&kubectl) == ["web:2"; 4]);
+    let history = kubectl.ok(&["rollout", "history", "daemonset/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "two revisions: {history}");
+    kubectl.ok(&["rollout", "undo", "daemonset/agent"]);
+    kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    wait_until("every daemon back on web:1", || images(&kubectl) == ["web:1"; 4]);
+}

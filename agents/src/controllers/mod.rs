@@ -7,6 +7,7 @@
 //! them; see [`crate::leader`].
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
+    "daemonset",
     "job",
     "cronjob",
     "garbagecollector",
@@ -82,6 +84,7 @@ impl ControllerManager {
         };
         add("replicaset", 5, &|i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
         add("deployment", 5, &|i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
+        add("daemonset", 2, &|i, q| launcher("daemonset", daemonset::DaemonSetController::register(i, q)));
         add("garbagecollector", 20, &|i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
         add("job", 5, &|i, q| launcher("job", job::JobController::register(i, q)));
         add("cronjob", 5, &|i, q| launcher("cronjob", cronjob::CronJobController::register(i, q)));

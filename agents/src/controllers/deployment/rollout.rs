@@ -9,35 +9,31 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// of surge round up and of unavailability round down; both zero would deadlock, so
 /// unavailability becomes 1.
 pub fn fenceposts(max_surge: Option<&IntOrString>, max_unavailable: Option<&IntOrString>, desired: i32) -> (i32, i32) {
-    let resolve = |value: Option<&IntOrString>, round_up: bool| -> i32 {
-        match value {
-            None => {
-                // 25% is the default of both.
-                let scaled = f64::from(desired) * 0.25;
-                if round_up {
-                    scaled.ceil() as i32
-                } else {
-                    scaled.floor() as i32
-                }
-            }
-            Some(IntOrString::Int(n)) => *n,
-            Some(IntOrString::String(s)) => {
-                let percent: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
-                let scaled = f64::from(desired) * percent / 100.0;
-                if round_up {
-                    scaled.ceil() as i32
-                } else {
-                    scaled.floor() as i32
-                }
-            }
-        }
-    };
-    let surge = resolve(max_surge, true).max(0);
-    let unavailable = resolve(max_unavailable, false).max(0);
+    // 25% is the default of both.
+    let quarter = IntOrString::String("25%".into());
+    let surge = scaled_value(max_surge.unwrap_or(&quarter), desired, true).max(0);
+    let unavailable = scaled_value(max_unavailable.unwrap_or(&quarter), desired, false).max(0);
     if surge == 0 && unavailable == 0 {
         (0, 1)
     } else {
         (surge, unavailable)
+    }
+}
+
+/// A count or a percentage of `total`, rounded up or down (kube's
+/// GetScaledValueFromIntOrPercent).
+pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> i32 {
+    match value {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(s) => {
+            let percent: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
+            let scaled = f64::from(total) * percent / 100.0;
+            if round_up {
+                scaled.ceil() as i32
+            } else {
+                scaled.floor() as i32
+            }
+        }
     }
 }
 

@@ -488,3 +488,91 @@ fn daemonsets_cover_their_nodes_roll_out_and_roll_back() {
     kubectl.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
     wait_until("every daemon back on web:1", || images(&kubectl) == ["web:1"; 4]);
 }
+
+/// A StatefulSet's pods have stable names and hostnames and their own claims; it
+/// scales down from the top (claims stay), rolls out a new image honouring the
+/// partition, and `kubectl rollout status|history` follow it.
+#[test]
+fn statefulsets_keep_names_and_claims_and_roll_out_by_partition() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let _nodes = hollow_nodes(&server, 3);
+    kubectl.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}\n---\n\
+         apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 3\n  \
+         selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    \
+         spec: {containers: [{name: main, image: web:1}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    \
+         spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    kubectl.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    let live = |kubectl: &Kubectl| {
+        let pods = kubectl.json(&["get", "pods", "-l", "app=db", "-o", "json"]);
+        let mut pods: Vec<(String, String)> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                (name, p["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        pods.sort();
+        pods
+    };
+    let pod_names = |pods: Vec<(String, String)>| pods.into_iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(pod_names(live(&kubectl)), ["db-0", "db-1", "db-2"]);
+    let pod = kubectl.json(&["get", "pod", "db-1", "-o", "json"]);
+    assert_eq!(pod["spec"]["hostname"], "db-1");
+    assert_eq!(pod["spec"]["subdomain"], "db");
+    assert_eq!(pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], "db-1");
+    assert_eq!(pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "data-db-1");
+    let claims = |kubectl: &Kubectl| names(&kubectl.json(&["get", "pvc", "-o", "json"]));
+    assert_eq!(claims(&kubectl), ["data-db-0", "data-db-1", "data-db-2"]);
+    // The headless Service lists each pod under its hostname.
+    wait_until("endpoints with hostnames", || {
+        let endpoints = kubectl.json(&["get", "endpoints", "db", "-o", "json"]);
+        let mut hostnames: Vec<String> = endpoints["subsets"][0]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["hostname"].as_str().map(String::from))
+            .collect();
+        hostnames.sort();
+        hostnames == ["db-0", "db-1", "db-2"]
+    });
+
+    kubectl.ok(&["scale", "statefulset", "db", "--replicas=1"]);
+    wait_until("scaled down to db-0", || pod_names(live(&kubectl)) == ["db-0"]);
+    assert_eq!(claims(&kubectl).len(), 3, "claims outlive their pods");
+    kubectl.ok(&["scale", "statefulset", "db", "--replicas=3"]);
+    kubectl.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+
+    // Partition 2: only db-2 takes the new image.
+    kubectl.ok(&[
+        "patch",
+        "statefulset",
+        "db",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#,
+    ]);
+    kubectl.ok(&["set", "image", "statefulset/db", "main=web:2"]);
+    wait_until("db-2 on web:2, the rest on web:1", || {
+        live(&kubectl)
+            == [("db-0".into(), "web:1".into()), ("db-1".into(), "web:1".into()), ("db-2".into(), "web:2".into())]
+    });
+    kubectl.ok(&[
+        "patch",
+        "statefulset",
+        "db",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ]);
+    kubectl.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    wait_until("every pod on web:2", || live(&kubectl).iter().all(|p| p.1 == "web:2") && live(&kubectl).len() == 3);
+    let status = kubectl.json(&["get", "statefulset", "db", "-o", "json"])["status"].clone();
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+    let history = kubectl.ok(&["rollout", "history", "statefulset/db"]);
+    assert!(history.contains('1') && history.contains('2'), "two revisions: {history}");
+}

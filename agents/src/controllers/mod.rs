@@ -11,6 +11,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -20,6 +21,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod taints;
 
 use runtime::metrics::ControllerMetrics;
@@ -34,6 +36,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "deployment",
     "daemonset",
+    "statefulset",
     "job",
     "cronjob",
     "garbagecollector",
@@ -85,6 +88,7 @@ impl ControllerManager {
         add("replicaset", 5, &|i, q| launcher("replicaset", replicaset::ReplicaSetController::register(i, q)));
         add("deployment", 5, &|i, q| launcher("deployment", deployment::DeploymentController::register(i, q)));
         add("daemonset", 2, &|i, q| launcher("daemonset", daemonset::DaemonSetController::register(i, q)));
+        add("statefulset", 5, &|i, q| launcher("statefulset", statefulset::StatefulSetController::register(i, q)));
         add("garbagecollector", 20, &|i, q| launcher("garbagecollector", gc::GarbageCollector::register(i, q)));
         add("job", 5, &|i, q| launcher("job", job::JobController::register(i, q)));
         add("cronjob", 5, &|i, q| launcher("cronjob", cronjob::CronJobController::register(i, q)));

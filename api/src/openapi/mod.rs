@@ -164,7 +164,16 @@ impl OpenApi {
         let mut definitions = Map::new();
         for value in &values {
             if let Some(schemas) = value["components"]["schemas"].as_object() {
-                definitions.extend(schemas.iter().map(|(k, v)| (k.clone(), v.clone())));
+                for (name, schema) in schemas {
+                    // A kind's definition also appears in other groups' documents (a
+                    // StatefulSet embeds PersistentVolumeClaims) without its GVK;
+                    // keep the copy that says which kind it is.
+                    let kinded = |s: &Value| s.get("x-kubernetes-group-version-kind").is_some();
+                    if definitions.get(name).is_some_and(|known| kinded(known) && !kinded(schema)) {
+                        continue;
+                    }
+                    definitions.insert(name.clone(), schema.clone());
+                }
             }
         }
         let types = crate::apply::types::Types::from_definitions(&definitions);
@@ -193,6 +202,14 @@ impl OpenApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_served_kind_has_a_schema_for_field_ownership() {
+        let openapi = OpenApi::build();
+        for info in resources::RESOURCES.iter() {
+            assert!(openapi.types.kind(info.group, info.kind).is_some(), "{}/{}", info.group, info.kind);
+        }
+    }
 
     #[test]
     fn patch_operations_carry_the_gvk_and_field_validation() {

@@ -15,6 +15,7 @@ pub mod placement;
 
 use super::deployment::revision::template_hash;
 use super::deployment::rollout::scaled_value;
+use super::history::History;
 use super::ownership::{controller_key, enqueue_selecting, Claimer};
 use super::pods::{self, controller_reference};
 use super::replicaset::{slow_start, BURST};
@@ -26,8 +27,6 @@ use super::runtime::{
 };
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -37,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
+pub use super::history::REVISION_HASH_LABEL;
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
 
 pub struct DaemonSetController {
@@ -125,63 +124,6 @@ impl DaemonSetController {
             }
         });
         controller
-    }
-
-    /// Makes sure the current template is recorded as the newest ControllerRevision,
-    /// and drops old ones beyond `revisionHistoryLimit` that no pod uses.
-    async fn record_revision(&self, set: &DaemonSet, hash: &str, pods: &[Arc<Pod>]) -> Result<(), kube::Error> {
-        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
-        let name = set.metadata.name.as_deref().unwrap_or_default();
-        let uid = set.metadata.uid.as_deref().unwrap_or_default();
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), namespace);
-        let mut owned = self.revisions.owned_by(uid);
-        owned.sort_by_key(|r| r.revision);
-        let newest = owned.last().map_or(0, |r| r.revision);
-        let revision_name = format!("{name}-{hash}");
-        match owned.iter().find(|r| r.metadata.name.as_deref() == Some(revision_name.as_str())) {
-            Some(current) if current.revision == newest => {}
-            Some(_) => {
-                // Rolled back to an older template: it becomes the newest revision.
-                let patch = serde_json::json!({"revision": newest + 1});
-                ignore_not_found(api.patch(&revision_name, &PatchParams::default(), &Patch::Merge(&patch)).await)?;
-            }
-            None => {
-                let template = set.spec.as_ref().map(|s| &s.template);
-                let mut labels = template.and_then(|t| t.metadata.as_ref()?.labels.clone()).unwrap_or_default();
-                labels.insert(REVISION_HASH_LABEL.into(), hash.into());
-                let mut template_json = serde_json::to_value(template).unwrap_or_default();
-                template_json["$patch"] = "replace".into();
-                let revision = ControllerRevision {
-                    metadata: ObjectMeta {
-                        name: Some(revision_name),
-                        namespace: Some(namespace.into()),
-                        labels: Some(labels),
-                        annotations: set.metadata.annotations.clone(),
-                        owner_references: Some(vec![controller_reference("apps/v1", "DaemonSet", &set.metadata)]),
-                        ..Default::default()
-                    },
-                    data: Some(RawExtension(serde_json::json!({"spec": {"template": template_json}}))),
-                    revision: newest + 1,
-                };
-                match api.create(&PostParams::default(), &revision).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(error) if namespace_terminating(&error) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        let limit = set.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
-        let in_use = |r: &ControllerRevision| {
-            let revision_hash = r.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL));
-            revision_hash.is_some_and(|h| h == hash || pods.iter().any(|p| pod_hash(p) == Some(h.as_str())))
-        };
-        let old: Vec<_> = owned.iter().filter(|r| !in_use(r)).collect();
-        for revision in old.iter().take(old.len().saturating_sub(limit)) {
-            let name = revision.metadata.name.as_deref().unwrap_or_default();
-            ignore_not_found(api.delete(name, &DeleteParams::default()).await)?;
-        }
-        Ok(())
     }
 }
 
@@ -286,7 +228,15 @@ impl Reconciler for DaemonSetController {
         let claimer = Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "DaemonSet", selector: &selector };
         let owned = claimer.claim(&api, candidates).await?;
         let hash = template_hash(&spec.template, set.status.as_ref().and_then(|s| s.collision_count));
-        self.record_revision(&set, &hash, &owned).await?;
+        let history = History {
+            client: &self.client,
+            revisions: &self.revisions,
+            owner: &set.metadata,
+            kind: "DaemonSet",
+            limit: spec.revision_history_limit.unwrap_or(10).max(0) as usize,
+        };
+        let live: Vec<&str> = owned.iter().filter_map(|p| pod_hash(p)).collect();
+        history.record(&spec.template, &hash, &live).await?;
 
         let now = Timestamp::now();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);

@@ -404,25 +404,65 @@ fn scheduler(
 ) -> Result<()> {
     use keelson::agents::scheduling::metrics::SchedulerMetrics;
     let config = keelson::scheduler_config(config)?;
+    let metrics = std::sync::Arc::new(SchedulerMetrics::default());
+    let render = std::sync::Arc::clone(&metrics);
+    run_component(
+        kubeconfig,
+        "scheduler",
+        metrics_listen,
+        std::sync::Arc::new(move |out: &mut String| render.render(out)),
+        |client| {
+            if leader_elect {
+                Running::Elected(keelson::elected_scheduler(client, config, unique_identity(), metrics))
+            } else {
+                Running::Scheduler(SchedulerRunner::start_with_metrics(
+                    client,
+                    config,
+                    RunnerOptions::default(),
+                    metrics,
+                ))
+            }
+        },
+    )
+}
+
+/// A component run against a server until SIGTERM: under leader election, or not.
+enum Running {
+    Elected(keelson::agents::leader::Elected),
+    Scheduler(SchedulerRunner),
+    Controllers(ControllerManager),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Running::Elected(elected) => elected.stop().await,
+            Running::Scheduler(runner) => tokio::task::block_in_place(|| runner.stop()),
+            Running::Controllers(manager) => manager.stop(),
+        }
+    }
+}
+
+/// `keelson scheduler` and `keelson controller-manager`: connects with `kubeconfig`
+/// (failing fast on a wrong address or credentials rather than retrying quietly),
+/// serves `render` at `metrics_listen`, prints the ready line, runs what `start`
+/// starts until SIGTERM, then stops it.
+fn run_component(
+    kubeconfig: &Path,
+    name: &str,
+    metrics_listen: Option<SocketAddr>,
+    render: std::sync::Arc<dyn Fn(&mut String) + Send + Sync>,
+    start: impl FnOnce(keelson::agents::kube::Client) -> Running,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
-        // Fail fast on a wrong address or credentials rather than retrying quietly.
         let version = client.apiserver_version().await.context("reaching the API server")?;
-        let metrics = std::sync::Arc::new(SchedulerMetrics::default());
-        let render = std::sync::Arc::clone(&metrics);
-        let metrics_server =
-            serve_metrics(metrics_listen, std::sync::Arc::new(move |out: &mut String| render.render(out))).await?;
-        println!("keelson scheduler ready (server {})", version.git_version);
-        if leader_elect {
-            let elected = keelson::elected_scheduler(client, config, unique_identity(), metrics);
-            termination().await;
-            elected.stop().await;
-        } else {
-            let runner = SchedulerRunner::start_with_metrics(client, config, RunnerOptions::default(), metrics);
-            termination().await;
-            tokio::task::block_in_place(|| runner.stop());
-        }
+        let metrics_server = serve_metrics(metrics_listen, render).await?;
+        println!("keelson {name} ready (server {})", version.git_version);
+        let running = start(client);
+        termination().await;
+        running.stop().await;
         if let Some(task) = metrics_server {
             task.abort();
         }
@@ -454,28 +494,15 @@ fn controller_manager(
     leader_elect: bool,
 ) -> Result<()> {
     use keelson::agents::controllers::runtime::metrics::ControllerMetrics;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
-        let version = client.apiserver_version().await.context("reaching the API server")?;
-        let metrics = std::sync::Arc::new(ControllerMetrics::default());
-        let render = std::sync::Arc::clone(&metrics);
-        let metrics_server =
-            serve_metrics(metrics_listen, std::sync::Arc::new(move |out: &mut String| render.render(out))).await?;
-        println!("keelson controller-manager ready (server {})", version.git_version);
+    let metrics = std::sync::Arc::new(ControllerMetrics::default());
+    let render = std::sync::Arc::clone(&metrics);
+    let render = std::sync::Arc::new(move |out: &mut String| render.render(out));
+    run_component(kubeconfig, "controller-manager", metrics_listen, render, |client| {
         if leader_elect {
-            let elected = keelson::elected_controllers(client, options, unique_identity(), metrics);
-            termination().await;
-            elected.stop().await;
+            Running::Elected(keelson::elected_controllers(client, options, unique_identity(), metrics))
         } else {
-            let manager = ControllerManager::start(client, &options, &metrics);
-            termination().await;
-            manager.stop();
+            Running::Controllers(ControllerManager::start(client, &options, &metrics))
         }
-        if let Some(task) = metrics_server {
-            task.abort();
-        }
-        anyhow::Ok(())
     })
 }
 

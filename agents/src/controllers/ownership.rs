@@ -23,6 +23,14 @@ pub struct Claimer<'a> {
 }
 
 impl Claimer<'_> {
+    /// What the owner may own in `cache`: the objects naming it among their owners,
+    /// and the orphans of its namespace (some of which it may adopt).
+    pub fn candidates<K: Resource>(&self, cache: &Cache<K>) -> Vec<Arc<K>> {
+        let mut candidates = cache.owned_by(self.owner.uid.as_deref().unwrap_or_default());
+        candidates.extend(cache.orphans_in(self.owner.namespace.as_deref().unwrap_or_default()));
+        candidates
+    }
+
     /// The candidates this controller owns once claimed, in the input order.
     pub async fn claim<K>(&self, api: &Api<K>, candidates: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, kube::Error>
     where

@@ -4,10 +4,10 @@
 //! - terminating pods never scheduled (no agent will ever finish their deletion);
 //! - terminated (Succeeded/Failed) pods beyond `terminated_threshold`, oldest first.
 
+use super::pods::{is_finished, node_name, with_disruption_target};
 use super::runtime::queue::WorkQueue;
 use super::runtime::{api_code, ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -38,18 +38,10 @@ pub struct PodGcController {
     options: PodGcOptions,
 }
 
-fn is_terminated(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-}
-
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
-}
-
 /// The terminated pods to delete so at most `threshold` remain: the oldest.
 fn excess_terminated(pods: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>> {
     let mut terminated: Vec<&Arc<Pod>> =
-        pods.iter().filter(|p| is_terminated(p) && p.metadata.deletion_timestamp.is_none()).collect();
+        pods.iter().filter(|p| is_finished(p) && p.metadata.deletion_timestamp.is_none()).collect();
     if threshold == 0 || terminated.len() <= threshold {
         return Vec::new();
     }
@@ -85,18 +77,10 @@ impl PodGcController {
 
     /// A pod whose node is gone: Failed, with the reason, then deleted.
     async fn collect_orphan(&self, pod: &Pod) -> Result<(), kube::Error> {
-        let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-        conditions.retain(|c| c.type_ != "DisruptionTarget");
-        conditions.push(PodCondition {
-            type_: "DisruptionTarget".into(),
-            status: "True".into(),
-            reason: Some("DeletionByPodGC".into()),
-            message: Some("PodGC: node no longer exists".into()),
-            last_transition_time: Some(Time(Timestamp::now())),
-            ..Default::default()
-        });
+        let conditions =
+            with_disruption_target(pod, "DeletionByPodGC", "PodGC: node no longer exists", Timestamp::now());
         let mut status = serde_json::json!({"conditions": conditions});
-        if !is_terminated(pod) {
+        if !is_finished(pod) {
             status["phase"] = "Failed".into();
         }
         let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -114,7 +98,7 @@ impl Reconciler for PodGcController {
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
         for pod in &pods {
-            match node_of(pod) {
+            match node_name(pod) {
                 None if pod.metadata.deletion_timestamp.is_some() => self.force_delete(pod).await?,
                 None => {}
                 Some(node) if self.nodes.get(node).is_none() => {
@@ -136,6 +120,7 @@ impl Reconciler for PodGcController {
 mod tests {
     use super::*;
     use crate::controllers::pods::tests::pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn the_oldest_terminated_pods_beyond_the_threshold_go() {

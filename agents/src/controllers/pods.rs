@@ -1,8 +1,8 @@
 //! What controllers ask of pods: active, ready, available; which to delete first;
 //! and a new pod from a template.
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use std::cmp::Ordering;
 
@@ -23,13 +23,39 @@ pub fn controller_reference(api_version: &str, kind: &str, owner: &ObjectMeta) -
     }
 }
 
-fn phase(pod: &Pod) -> &str {
+pub fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// Succeeded or Failed: the pod will not run again.
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+/// The node the pod is bound to.
+pub fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// The pod's conditions with `DisruptionTarget` set True for `reason`: what a
+/// controller records before it deletes a pod it did not create (kube's wording).
+pub fn with_disruption_target(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> Vec<PodCondition> {
+    let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    conditions.retain(|c| c.type_ != "DisruptionTarget");
+    conditions.push(PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(now)),
+        ..Default::default()
+    });
+    conditions
 }
 
 /// Neither finished nor being deleted: a pod that counts toward replicas.
 pub fn is_active(pod: &Pod) -> bool {
-    !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
+    !is_finished(pod) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Since when the pod has been Ready, if it is.
@@ -111,8 +137,7 @@ pub fn pod_from_template(template: &PodTemplateSpec, namespace: &str, prefix: &s
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 
     pub fn pod(name: &str, node: Option<&str>, phase: &str, ready_at: Option<i64>) -> Pod {
         Pod {

@@ -285,12 +285,10 @@ impl Reconciler for ReplicaSetController {
             }
         };
         let needs_sync = self.expectations.satisfied(key) && set.metadata.deletion_timestamp.is_none();
-        let uid = set.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.pods.owned_by(uid);
-        candidates.extend(self.pods.orphans_in(namespace));
-        candidates.retain(|p| pods::is_active(p));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let claimer = Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "ReplicaSet", selector: &selector };
+        let mut candidates = claimer.candidates(&self.pods);
+        candidates.retain(|p| pods::is_active(p));
         let owned = claimer.claim(&api, candidates).await?;
         let manage_error = if needs_sync { self.manage(key, &set, &owned).await.err() } else { None };
         let now = Timestamp::now();

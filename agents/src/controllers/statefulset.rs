@@ -61,13 +61,11 @@ fn revision_of(pod: &Pod) -> Option<&str> {
     pod.metadata.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str)
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
-}
-
 /// Running, Ready (for `min_ready` seconds) and not on its way out.
 fn healthy(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
-    phase(pod) == "Running" && pod.metadata.deletion_timestamp.is_none() && pods::is_available(pod, min_ready, now)
+    pods::phase(pod) == "Running"
+        && pod.metadata.deletion_timestamp.is_none()
+        && pods::is_available(pod, min_ready, now)
 }
 
 /// The claim a pod of the set gets from a template: `TEMPLATE-POD`.
@@ -288,12 +286,9 @@ impl Reconciler for StatefulSetController {
         let Some(selector) = selector_of(&set) else { return Ok(Action::Done) };
         let (namespace, name) = split_key(key);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let uid = set.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.pods.owned_by(uid);
-        candidates.extend(self.pods.orphans_in(namespace));
         let claimer =
             Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "StatefulSet", selector: &selector };
-        let owned = claimer.claim(&api, candidates).await?;
+        let owned = claimer.claim(&api, claimer.candidates(&self.pods)).await?;
 
         let old_status = set.status.clone().unwrap_or_default();
         let update_hash = template_hash(&spec.template, old_status.collision_count);
@@ -329,7 +324,7 @@ impl Reconciler for StatefulSetController {
                     ordinal: ordinal_of(name, pod)?,
                     name: pod.metadata.name.clone()?,
                     healthy: healthy(pod, min_ready, now),
-                    failed: phase(pod) == "Failed",
+                    failed: pods::phase(pod) == "Failed",
                     terminating: pod.metadata.deletion_timestamp.is_some(),
                     updated: revision_of(pod) == Some(update_hash.as_str()),
                 })

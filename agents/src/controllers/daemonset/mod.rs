@@ -31,7 +31,7 @@ use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use placement::{pin_to_node, placement, target_node};
+use placement::{daemon_tolerations, pin_to_node, placement, target_node};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +54,6 @@ fn selector_of(set: &DaemonSet) -> Option<Selector> {
 
 fn pod_hash(pod: &Pod) -> Option<&str> {
     pod.metadata.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str)
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
 }
 
 impl DaemonSetController {
@@ -145,6 +141,7 @@ struct NodePlan {
 fn plan_nodes(set: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], hash: &str, now: Timestamp) -> NodePlan {
     let spec = set.spec.as_ref().expect("checked by the caller");
     let template = spec.template.spec.clone().unwrap_or_default();
+    let tolerations = daemon_tolerations(&template);
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let mut by_node: HashMap<&str, Vec<&Arc<Pod>>> = HashMap::new();
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
@@ -156,14 +153,14 @@ fn plan_nodes(set: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], hash: &st
     for node in nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let here = by_node.remove(name).unwrap_or_default();
-        let placement = placement(&template, node);
+        let placement = placement(&template, &tolerations, node);
         if placement.should_run {
             plan.desired += 1;
         }
         if placement.should_run || (placement.may_continue && !here.is_empty()) {
             // Failed pods go (and come back); of several, the oldest stays.
             let (failed, mut running): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) =
-                here.into_iter().partition(|p| phase(p) == "Failed");
+                here.into_iter().partition(|p| pods::phase(p) == "Failed");
             plan.delete.extend(failed.into_iter().cloned());
             running.sort_by_key(|p| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.metadata.name.clone()));
             if running.len() > 1 {
@@ -222,11 +219,8 @@ impl Reconciler for DaemonSetController {
         let Some(selector) = selector_of(&set) else { return Ok(Action::Done) };
         let (namespace, name) = split_key(key);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let uid = set.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.pods.owned_by(uid);
-        candidates.extend(self.pods.orphans_in(namespace));
         let claimer = Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "DaemonSet", selector: &selector };
-        let owned = claimer.claim(&api, candidates).await?;
+        let owned = claimer.claim(&api, claimer.candidates(&self.pods)).await?;
         let hash = template_hash(&spec.template, set.status.as_ref().and_then(|s| s.collision_count));
         let history = History {
             client: &self.client,

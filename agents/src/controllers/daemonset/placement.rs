@@ -85,12 +85,12 @@ pub fn node_selected(spec: &PodSpec, node: &Node) -> bool {
     selector_ok && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
-/// Where a DaemonSet with pod template `spec` stands on `node`.
-pub fn placement(spec: &PodSpec, node: &Node) -> Placement {
+/// Where a DaemonSet with pod template `spec` stands on `node`; `tolerations` are
+/// the template's [`daemon_tolerations`] (worked out once, not per node).
+pub fn placement(spec: &PodSpec, tolerations: &[Toleration], node: &Node) -> Placement {
     if !node_selected(spec, node) {
         return Placement { should_run: false, may_continue: false };
     }
-    let tolerations = daemon_tolerations(spec);
     let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
     let untolerated = |effect: &str| {
         taints.iter().filter(|t| t.effect == effect).any(|t| !tolerations.iter().any(|o| tolerates(o, t)))
@@ -161,27 +161,36 @@ mod tests {
     fn selectors_affinity_and_taints_decide_placement() {
         let plain = spec(serde_json::json!({"containers": []}));
         let ssd = node("a", serde_json::json!({"disk": "ssd", "cores": "8"}), serde_json::json!([]));
-        assert_eq!(placement(&plain, &ssd), Placement { should_run: true, may_continue: true });
+        assert_eq!(
+            placement(&plain, &daemon_tolerations(&plain), &ssd),
+            Placement { should_run: true, may_continue: true }
+        );
 
         let selecting = spec(serde_json::json!({"containers": [], "nodeSelector": {"disk": "hdd"}}));
-        assert!(!placement(&selecting, &ssd).should_run);
+        assert!(!placement(&selecting, &daemon_tolerations(&selecting), &ssd).should_run);
         let big = spec(serde_json::json!({"containers": [], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]}]}}}}));
-        assert!(placement(&big, &ssd).should_run);
+        assert!(placement(&big, &daemon_tolerations(&big), &ssd).should_run);
 
         let dedicated =
             node("b", serde_json::json!({}), serde_json::json!([{"key": "dedicated", "effect": "NoSchedule"}]));
-        assert_eq!(placement(&plain, &dedicated), Placement { should_run: false, may_continue: true });
+        assert_eq!(
+            placement(&plain, &daemon_tolerations(&plain), &dedicated),
+            Placement { should_run: false, may_continue: true }
+        );
         let evicting = node("c", serde_json::json!({}), serde_json::json!([{"key": "gone", "effect": "NoExecute"}]));
-        assert_eq!(placement(&plain, &evicting), Placement { should_run: false, may_continue: false });
+        assert_eq!(
+            placement(&plain, &daemon_tolerations(&plain), &evicting),
+            Placement { should_run: false, may_continue: false }
+        );
         // Node trouble is tolerated: daemons stay on not-ready and unschedulable nodes.
         let troubled = node(
             "d",
             serde_json::json!({}),
             serde_json::json!([{"key": UNREACHABLE, "effect": "NoExecute"}, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
         );
-        assert!(placement(&plain, &troubled).should_run);
+        assert!(placement(&plain, &daemon_tolerations(&plain), &troubled).should_run);
     }
 
     #[test]

@@ -553,12 +553,10 @@ impl Reconciler for DeploymentController {
             tracing::warn!(key, "Deployment selector is empty or does not parse; nothing to do");
             return Ok(Action::Done);
         };
-        let uid = d.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.sets.owned_by(uid);
-        candidates.extend(self.sets.orphans_in(namespace));
         let sets_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
         let claimer = Claimer { owner: &d.metadata, api_version: "apps/v1", kind: "Deployment", selector: &selector };
-        let sets: Vec<ReplicaSet> = claimer.claim(&sets_api, candidates).await?.iter().map(|s| (**s).clone()).collect();
+        let sets: Vec<ReplicaSet> =
+            claimer.claim(&sets_api, claimer.candidates(&self.sets)).await?.iter().map(|s| (**s).clone()).collect();
         let mut sync = Sync {
             pods: &self.pods,
             d: (*d).clone(),

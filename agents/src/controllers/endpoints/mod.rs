@@ -52,8 +52,7 @@ pub fn is_headless(service: &Service) -> bool {
 pub fn is_endpoint(pod: &Pod, include_terminating: bool) -> bool {
     let status = pod.status.as_ref();
     let has_ip = status.and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty());
-    let finished = matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-    has_ip && !finished && (include_terminating || pod.metadata.deletion_timestamp.is_none())
+    has_ip && !pods::is_finished(pod) && (include_terminating || pod.metadata.deletion_timestamp.is_none())
 }
 
 /// The port a Service port reaches on `pod`: its number, or the pod's container port

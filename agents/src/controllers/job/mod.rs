@@ -53,10 +53,6 @@ fn owning_job(jobs: &Cache<Job>, pod: &Pod) -> Option<String> {
     controller_key(jobs, "Job", &pod.metadata)
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
-}
-
 fn tracked(pod: &Pod) -> bool {
     pod.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER)
 }
@@ -282,11 +278,8 @@ impl Reconciler for JobController {
         let Some(selector) = spec.selector.as_ref().and_then(|s| Selector::from_label_selector(s).ok()) else {
             return Ok(Action::Done);
         };
-        let uid = job.metadata.uid.as_deref().unwrap_or_default();
-        let mut candidates = self.pods.owned_by(uid);
-        candidates.extend(self.pods.orphans_in(namespace));
         let claimer = Claimer { owner: &job.metadata, api_version: "batch/v1", kind: "Job", selector: &selector };
-        let owned = claimer.claim(&self.pod_api(namespace), candidates).await?;
+        let owned = claimer.claim(&self.pod_api(namespace), claimer.candidates(&self.pods)).await?;
 
         let mut status = old_status.clone();
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
@@ -301,7 +294,7 @@ impl Reconciler for JobController {
         let mut new_failures = 0;
         for pod in &owned {
             let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
-            let finished = matches!(phase(pod), "Succeeded" | "Failed");
+            let finished = pods::is_finished(pod);
             // A pod deleted before it finished counts as failed (its node may be gone).
             let gone = pod.metadata.deletion_timestamp.is_some();
             if !tracked(pod) || !(finished || gone) {
@@ -311,7 +304,7 @@ impl Reconciler for JobController {
             if counted.contains(&pod_uid) {
                 continue;
             }
-            if phase(pod) == "Succeeded" {
+            if pods::phase(pod) == "Succeeded" {
                 if indexed {
                     match policy::index_of(pod) {
                         Some(i) if !completed.contains(&i) => {

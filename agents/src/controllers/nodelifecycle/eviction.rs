@@ -6,13 +6,13 @@
 //! Keys are pods. A node's taints changing enqueues the pods on it, found through an
 //! index by node this controller keeps from the pod watch.
 
+use crate::controllers::pods::{is_finished, node_name, with_disruption_target};
 use crate::controllers::runtime::queue::WorkQueue;
 use crate::controllers::runtime::{
     ignore_not_found, object_key, split_key, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
 use crate::controllers::taints::{eviction, Eviction, NO_EXECUTE};
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -25,10 +25,6 @@ pub struct TaintEvictionController {
     client: Client,
     pods: Arc<Cache<Pod>>,
     nodes: Arc<Cache<Node>>,
-}
-
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref()
 }
 
 fn no_execute_taints(node: &Node) -> Vec<&Taint> {
@@ -47,7 +43,7 @@ struct PodsByNode(Mutex<HashMap<String, HashSet<String>>>);
 
 impl PodsByNode {
     fn set(&self, pod: &Pod, present: bool) {
-        let Some(node) = node_of(pod) else { return };
+        let Some(node) = node_name(pod) else { return };
         let key = object_key(pod);
         let mut index = self.0.lock();
         if present {
@@ -79,7 +75,7 @@ impl TaintEvictionController {
             let present = !matches!(change, Change::Deleted(_));
             index.set(pod, present);
             let tainted =
-                node_of(pod).and_then(|n| node_cache.get(n)).is_some_and(|n| !no_execute_taints(&n).is_empty());
+                node_name(pod).and_then(|n| node_cache.get(n)).is_some_and(|n| !no_execute_taints(&n).is_empty());
             if present && tainted {
                 q.add(&object_key(pod.as_ref()));
             }
@@ -108,11 +104,10 @@ impl TaintEvictionController {
 impl Reconciler for TaintEvictionController {
     async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
         let Some(pod) = self.pods.get(key) else { return Ok(Action::Done) };
-        let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-        if pod.metadata.deletion_timestamp.is_some() || finished {
+        if pod.metadata.deletion_timestamp.is_some() || is_finished(&pod) {
             return Ok(Action::Done);
         }
-        let Some(node) = node_of(&pod).and_then(|n| self.nodes.get(n)) else { return Ok(Action::Done) };
+        let Some(node) = node_name(&pod).and_then(|n| self.nodes.get(n)) else { return Ok(Action::Done) };
         let taints: Vec<Taint> = no_execute_taints(&node).into_iter().cloned().collect();
         let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
         let now = Timestamp::now();
@@ -124,19 +119,15 @@ impl Reconciler for TaintEvictionController {
             }
             Eviction::Now => {
                 let (namespace, name) = split_key(key);
-                tracing::info!(pod = key, node = node_of(&pod), "evicting pod from a NoExecute-tainted node");
+                tracing::info!(pod = key, node = node_name(&pod), "evicting pod from a NoExecute-tainted node");
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
                 // Say why before it goes (the DisruptionTarget condition kube sets).
-                let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-                conditions.retain(|c| c.type_ != "DisruptionTarget");
-                conditions.push(PodCondition {
-                    type_: "DisruptionTarget".into(),
-                    status: "True".into(),
-                    reason: Some("DeletionByTaintManager".into()),
-                    message: Some("Taint manager: deleting due to NoExecute taint".into()),
-                    last_transition_time: Some(Time(now)),
-                    ..Default::default()
-                });
+                let conditions = with_disruption_target(
+                    &pod,
+                    "DeletionByTaintManager",
+                    "Taint manager: deleting due to NoExecute taint",
+                    now,
+                );
                 let patch = serde_json::json!({"status": {"conditions": conditions}});
                 if ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?
                     .is_none()

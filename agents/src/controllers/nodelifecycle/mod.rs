@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod eviction;
 pub mod zones;
 
+use super::pods::node_name;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
 use conditions::{current_no_execute, desired_taints, no_execute_key, ready_status, same_taints, unknown_conditions};
@@ -122,9 +123,9 @@ impl NodeLifecycleController {
         silent
     }
 
-    /// Sets a silent node's conditions Unknown and its pods not ready; returns the
-    /// node as written.
-    async fn mark_unknown(&self, node: &Node, now: &Time) -> Result<Option<Node>, kube::Error> {
+    /// Sets a silent node's conditions Unknown and its pods (`on_node`) not ready;
+    /// returns the node as written.
+    async fn mark_unknown(&self, node: &Node, on_node: &[Arc<Pod>], now: &Time) -> Result<Option<Node>, kube::Error> {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         tracing::info!(node = name, "node stopped posting status; marking it Unknown");
         let patch = serde_json::json!({
@@ -133,9 +134,7 @@ impl NodeLifecycleController {
         });
         let api: Api<Node> = Api::all(self.client.clone());
         let written = ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?;
-        for pod in
-            self.pods.list().iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
-        {
+        for pod in on_node {
             mark_pod_not_ready(&self.client, pod, now).await?;
         }
         Ok(written)
@@ -180,8 +179,20 @@ impl Reconciler for NodeLifecycleController {
         let now = Time(Timestamp::now());
         let mut nodes = self.nodes.list();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        for silent in self.silent_nodes(&nodes, instant) {
-            if let Some(written) = self.mark_unknown(&silent, &now).await? {
+        let silent = self.silent_nodes(&nodes, instant);
+        // The pods of the silent nodes, found in one pass over the cache.
+        let mut on_silent: HashMap<String, Vec<Arc<Pod>>> =
+            silent.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), Vec::new())).collect();
+        if !on_silent.is_empty() {
+            for pod in self.pods.list() {
+                if let Some(pods) = node_name(&pod).and_then(|n| on_silent.get_mut(n)) {
+                    pods.push(pod);
+                }
+            }
+        }
+        for node in &silent {
+            let on_node = &on_silent[node.metadata.name.as_deref().unwrap_or_default()];
+            if let Some(written) = self.mark_unknown(node, on_node, &now).await? {
                 let at = nodes.iter().position(|n| n.metadata.name == written.metadata.name).expect("listed");
                 nodes[at] = Arc::new(written);
             }

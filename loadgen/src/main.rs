@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod api_bench;
+mod controllers_bench;
 mod report;
 mod scheduling_bench;
 mod store_bench;
@@ -26,6 +27,9 @@ enum Command {
     Api(api_bench::ApiArgs),
     /// SchedulingBasic end to end: nodes and pods created through the API, binds watched.
     Scheduling(scheduling_bench::SchedulingArgs),
+    /// A large Deployment through the controllers onto hollow nodes: scale-up to all
+    /// available, then a rolling update; times and the API writes per pod.
+    Controllers(controllers_bench::ControllersArgs),
 }
 
 /// Writes the result to `out` (if given) and prints it as the last line: one JSON
@@ -64,6 +68,14 @@ fn main() -> Result<()> {
             emit(&result, args.out.as_deref())?;
             if result.bound < result.pods {
                 anyhow::bail!("only {} of {} pods were scheduled in time", result.bound, result.pods);
+            }
+        }
+        Command::Controllers(args) => {
+            let result = controllers_bench::run(&args)?;
+            controllers_bench::print_table(&result);
+            emit(&result, args.out.as_deref())?;
+            if !(result.scale_up.completed && result.rolling_update.completed) {
+                anyhow::bail!("the Deployment did not finish both phases in time");
             }
         }
     }

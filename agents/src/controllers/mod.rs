@@ -6,6 +6,7 @@
 //! controller-manager`). Only the leader of the `kube-controller-manager` Lease runs
 //! them; see [`crate::leader`].
 
+pub mod batch;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

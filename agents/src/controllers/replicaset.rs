@@ -3,10 +3,11 @@
 //!
 //! Pods are created in slow-start batches (1, 2, 4, ...), so a template the server
 //! rejects costs one failed write, not hundreds; at most [`BURST`] creates or deletes
-//! per reconcile. Surplus pods go in kube's order (unscheduled, pending, not ready,
+//! per reconcile, a bounded number in flight (see [`super::batch`]). Surplus pods go in kube's order (unscheduled, pending, not ready,
 //! newest first). [`Expectations`] keep a reconcile from acting on a cache that has
 //! not yet seen the previous one's writes.
 
+use super::batch::{bounded, slow_start, BURST};
 use super::ownership::{controller_key, enqueue_selecting, Claimer};
 use super::pods::{self, controller_of, controller_reference};
 use super::runtime::expectations::Expectations;
@@ -15,7 +16,6 @@ use super::runtime::{
     ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
     ReconcileError, Reconciler,
 };
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,9 +25,6 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Creates or deletes one reconcile issues at most (kube's burstReplicas).
-pub const BURST: usize = 500;
 
 pub struct ReplicaSetController {
     client: Client,
@@ -158,7 +155,7 @@ impl ReplicaSetController {
             let doomed = &ranked[..count];
             let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
             self.expectations.expect(key, 0, doomed.iter().map(|p| uid(p)));
-            let results = join_all(doomed.iter().map(|pod| {
+            let results = bounded(doomed.iter().map(|pod| {
                 let api = &api;
                 async move {
                     let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -183,35 +180,6 @@ impl ReplicaSetController {
         }
         Ok(())
     }
-}
-
-/// Runs `count` calls of `call` in batches of 1, 2, 4, ...; stops after the first
-/// batch with a failure. Returns how many succeeded and the first error.
-pub async fn slow_start<F, Fut>(count: usize, call: F) -> (usize, Option<kube::Error>)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
-{
-    let mut done = 0;
-    let mut batch = 1;
-    while done < count {
-        let size = batch.min(count - done);
-        let results = join_all((done..done + size).map(&call)).await;
-        let mut error = None;
-        for result in results {
-            match result {
-                Ok(()) => done += 1,
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
-        }
-        if error.is_some() {
-            return (done, error);
-        }
-        batch *= 2;
-    }
-    (done, None)
 }
 
 /// The status `owned` gives `set`; `failure` is a create error to report.
@@ -312,40 +280,5 @@ impl Reconciler for ReplicaSetController {
             Some(seconds) => Action::RequeueAfter(Duration::from_secs(seconds as u64 + 1)),
             None => Action::Done,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn slow_start_doubles_batches_and_stops_at_the_first_failing_batch() {
-        let calls = AtomicUsize::new(0);
-        let (done, error) = slow_start(10, |_| async {
-            calls.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })
-        .await;
-        assert_eq!((done, error.is_none()), (10, true));
-        assert_eq!(calls.load(Ordering::Relaxed), 10);
-
-        let calls = AtomicUsize::new(0);
-        let (done, error) = slow_start(100, |i| {
-            calls.fetch_add(1, Ordering::Relaxed);
-            async move {
-                if i >= 4 {
-                    Err(kube::Error::LinesCodecMaxLineLengthExceeded)
-                } else {
-                    Ok(())
-                }
-            }
-        })
-        .await;
-        // Batches 1, 2, 4: the third batch (calls 3..7) fails at call 4.
-        assert_eq!(done, 4);
-        assert!(error.is_some());
-        assert_eq!(calls.load(Ordering::Relaxed), 7, "no batch after the failing one");
     }
 }

@@ -13,12 +13,12 @@
 
 pub mod placement;
 
+use super::batch::{slow_start, BURST};
 use super::deployment::revision::template_hash;
 use super::deployment::rollout::scaled_value;
 use super::history::History;
 use super::ownership::{controller_key, enqueue_selecting, Claimer};
 use super::pods::{self, controller_reference};
-use super::replicaset::{slow_start, BURST};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{

@@ -14,16 +14,15 @@
 
 pub mod policy;
 
+use super::batch::{bounded, slow_start};
 use super::ownership::{controller_key, Claimer};
 use super::pods::{self, controller_reference};
-use super::replicaset::slow_start;
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
     ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
     ReconcileError, Reconciler,
 };
-use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -131,7 +130,7 @@ impl JobController {
     async fn release(&self, namespace: &str, pods: &[Arc<Pod>]) -> Result<(), kube::Error> {
         let api = self.pod_api(namespace);
         let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER]}});
-        let results = join_all(pods.iter().map(|pod| {
+        let results = bounded(pods.iter().map(|pod| {
             let (api, patch) = (&api, &patch);
             async move {
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -152,7 +151,7 @@ impl JobController {
         let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
         self.expectations.expect(key, 0, doomed.iter().map(|p| uid(p)));
         let api = self.pod_api(namespace);
-        let results = join_all(doomed.iter().map(|pod| {
+        let results = bounded(doomed.iter().map(|pod| {
             let api = &api;
             async move {
                 (pod, api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await)

@@ -4,7 +4,8 @@
 //! propagation policy; a deleted namespace takes everything in it; Jobs complete
 //! (Indexed too) and expire; and of two controller managers only the Lease holder
 //! acts, the other taking over when it stops; and the pods of a node agent that
-//! dies are evicted and recreated on the nodes left.
+//! dies are evicted and recreated on the nodes left; ResourceQuotas report what their
+//! namespace uses.
 
 mod common;
 
@@ -575,4 +576,45 @@ fn statefulsets_keep_names_and_claims_and_roll_out_by_partition() {
     assert_eq!(status["currentRevision"], status["updateRevision"]);
     let history = kubectl.ok(&["rollout", "history", "statefulset/db"]);
     assert!(history.contains('1') && history.contains('2'), "two revisions: {history}");
+}
+
+#[test]
+fn resource_quotas_report_what_their_namespace_uses() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    kubectl.ok(&[
+        "create",
+        "quota",
+        "everything",
+        "--hard=pods=10,requests.cpu=2,limits.memory=4Gi,configmaps=5,count/deployments.apps=3,services=4",
+    ]);
+    kubectl.ok(&["create", "quota", "best-effort", "--hard=pods=10", "--scopes=BestEffort"]);
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: x{resources}}}]\n"
+        )
+    };
+    let sized = ", resources: {requests: {cpu: 250m}, limits: {memory: 1Gi}}";
+    kubectl.apply(&["apply", "-f", "-"], &pod("a", sized));
+    kubectl.apply(&["apply", "-f", "-"], &pod("b", sized));
+    kubectl.apply(&["apply", "-f", "-"], &pod("plain", ""));
+    kubectl.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    kubectl.ok(&["create", "deployment", "web", "--image=x", "--replicas=0"]);
+    kubectl.ok(&["create", "service", "clusterip", "web", "--tcp=80:80"]);
+    // The default namespace also holds the `kubernetes` Service, and may hold ConfigMaps.
+    let configmaps = count(&kubectl, &["get", "configmaps"]).to_string();
+    let services = count(&kubectl, &["get", "services"]).to_string();
+    let used = |quota: &str| kubectl.json(&["get", "quota", quota, "-o", "json"])["status"]["used"].clone();
+    let expected = serde_json::json!({"pods": "3", "requests.cpu": "500m", "limits.memory": "2Gi",
+        "configmaps": configmaps, "count/deployments.apps": "1", "services": services});
+    wait_until("the quota's usage", || used("everything") == expected);
+    wait_until("the scoped quota's usage", || used("best-effort") == serde_json::json!({"pods": "1"}));
+    let hard = kubectl.json(&["get", "quota", "everything", "-o", "json"])["status"]["hard"].clone();
+    assert_eq!(hard["requests.cpu"], "2", "{hard}");
+    let described = kubectl.ok(&["describe", "quota", "everything"]);
+    assert!(described.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "500m", "2"]));
+
+    // A pod going away gives its share back.
+    kubectl.ok(&["delete", "pod", "a", "--wait=false"]);
+    wait_until("the deleted pod's share returned", || used("everything")["requests.cpu"] == "250m");
 }

@@ -82,6 +82,22 @@ impl Quantity {
     pub fn is_zero(self) -> bool {
         self.nanos == 0
     }
+
+    /// The sum, in the first operand's format unless it is zero (kube's `Add`, where a
+    /// zero quantity takes the other's format). Saturates at the accepted maximum.
+    pub fn plus(self, other: Quantity) -> Quantity {
+        let format = if self.nanos == 0 { other.format } else { self.format };
+        Quantity { nanos: (self.nanos + other.nanos).clamp(-NANOS_MAX, NANOS_MAX), format }
+    }
+
+    /// The larger of the two (the first on a tie).
+    pub fn larger(self, other: Quantity) -> Quantity {
+        if other.nanos > self.nanos {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 fn ceil_div(n: i128, d: i128) -> i128 {
@@ -289,6 +305,17 @@ mod tests {
 
     fn q(text: &str) -> Quantity {
         text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    #[test]
+    fn sums_keep_the_first_non_zero_format() {
+        assert_eq!(q("500Mi").plus(q("500Mi")).to_string(), "1000Mi");
+        assert_eq!(q("100m").plus(q("1900m")).to_string(), "2");
+        assert_eq!(Quantity::ZERO.plus(q("1Gi")).to_string(), "1Gi");
+        // 2^30 + 10^9 bytes is not a whole number of KiB: shown in decimal.
+        assert_eq!(q("1Gi").plus(q("1G")).to_string(), "2073741824");
+        assert_eq!(q("1").larger(q("900m")), q("1"));
+        assert_eq!(q("1").larger(q("1500m")), q("1500m"));
     }
 
     #[test]

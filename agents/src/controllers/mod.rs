@@ -20,6 +20,7 @@ pub mod ownership;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -42,6 +43,7 @@ pub const CONTROLLERS: &[&str] = &[
     "cronjob",
     "garbagecollector",
     "namespace",
+    "resourcequota",
     "serviceaccount",
     "endpoint",
     "endpointslice",
@@ -107,6 +109,9 @@ impl ControllerManager {
         });
         let pod_gc = options.pod_gc;
         add("podgc", 1, &|i, q| launcher("podgc", podgc::PodGcController::register(i, q, pod_gc)));
+        add("resourcequota", 5, &|i, q| {
+            launcher("resourcequota", resourcequota::ResourceQuotaController::register(i, q))
+        });
         add("serviceaccount", 5, &|i, q| {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
         });

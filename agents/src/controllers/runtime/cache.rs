@@ -124,6 +124,11 @@ impl<K: Resource> Cache<K> {
         inner.objects_at(inner.by_namespace.get(namespace).into_iter().flatten())
     }
 
+    /// How many objects `namespace` holds.
+    pub fn count_in(&self, namespace: &str) -> usize {
+        self.inner.read().by_namespace.get(namespace).map_or(0, BTreeSet::len)
+    }
+
     /// Every object naming `uid` among its owners.
     pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
         let inner = self.inner.read();

@@ -67,6 +67,22 @@ fn deployments_scale_roll_out_pause_and_roll_back() {
     assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=web"]), 3);
     let sa = kubectl.ok(&["get", "serviceaccount", "default", "-o", "name"]);
     assert_eq!(sa.trim(), "serviceaccount/default", "every namespace gets a default ServiceAccount");
+    // What the controllers did, as events on the objects they acted for.
+    wait_until("the Deployment's scaling event", || {
+        let described = kubectl.ok(&["describe", "deployment", "web"]);
+        described.lines().any(|l| l.contains("ScalingReplicaSet") && l.contains("deployment-controller"))
+    });
+    wait_until("the ReplicaSet's pod creation events", || {
+        let events =
+            kubectl.json(&["get", "events", "--field-selector", "involvedObject.kind=ReplicaSet", "-o", "json"]);
+        let created = events["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|e| e["reason"] == "SuccessfulCreate" && e["source"]["component"] == "replicaset-controller")
+                .count()
+        });
+        created == 3
+    });
 
     kubectl.ok(&["scale", "deployment/web", "--replicas=6"]);
     kubectl.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -198,6 +214,17 @@ fn jobs_complete_by_count_and_by_index_then_expire() {
     let indexed = kubectl.json(&["get", "job", "indexed", "-o", "json"]);
     assert_eq!(indexed["status"]["succeeded"], 3);
     assert_eq!(indexed["status"]["completedIndexes"], "0-2");
+    wait_until("the Job's Completed event", || {
+        let reasons = kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Job,involvedObject.name=indexed",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        reasons.contains("Completed") && reasons.contains("SuccessfulCreate")
+    });
     assert!(indexed["status"]["active"].is_null(), "{}", indexed["status"]);
     let pods = kubectl.json(&["get", "pods", "-l", "job-name=indexed", "-o", "json"]);
     let mut indexes: Vec<String> = pods["items"]

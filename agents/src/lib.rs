@@ -9,6 +9,8 @@
 //!   hollow runtime, many simulated nodes in one process.
 //! - [`controllers`]: the controller manager (ReplicaSet, ...) on a shared
 //!   informer/work-queue runtime.
+//! - [`events`]: Events about the objects agents act on, correlated and rate-limited
+//!   like kube's, written in the background.
 //! - [`leader`]: leader election on a Lease, so two replicas never act at once.
 //! - [`metrics`]: Prometheus counters, gauges and histograms the agents expose.
 //!
@@ -19,6 +21,7 @@ pub use kube;
 
 pub mod client;
 pub mod controllers;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod node;

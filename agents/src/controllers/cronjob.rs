@@ -18,6 +18,7 @@ use super::runtime::{
     ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Informers,
     ReconcileError, Reconciler,
 };
+use crate::events::{failure, Recorder};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -25,7 +26,7 @@ use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 use keelson_engine::cron::Schedule;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub struct CronJobController {
     client: Client,
     cronjobs: Arc<Cache<CronJob>>,
     jobs: Arc<Cache<Job>>,
+    events: Recorder,
 }
 
 impl CronJobController {
@@ -55,6 +57,7 @@ impl CronJobController {
             client: informers.client().clone(),
             cronjobs: cronjobs.cache(),
             jobs: jobs.cache(),
+            events: informers.recorder("cronjob-controller"),
         })
     }
 }
@@ -139,10 +142,13 @@ fn job_for(cronjob: &CronJob, scheduled: &Zoned) -> Job {
 }
 
 impl CronJobController {
-    async fn delete_job(&self, job: &Job) -> Result<(), kube::Error> {
+    async fn delete_job(&self, cronjob: &CronJob, job: &Job) -> Result<(), kube::Error> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), job.metadata.namespace.as_deref().unwrap_or_default());
         let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        ignore_not_found(api.delete(job.metadata.name.as_deref().unwrap_or_default(), &params).await).map(|_| ())
+        if ignore_not_found(api.delete(&job.name_any(), &params).await)?.is_some() {
+            self.events.normal(cronjob, "SuccessfulDelete", format!("Deleted job {}", job.name_any()));
+        }
+        Ok(())
     }
 
     /// Deletes the oldest finished Jobs beyond the history limits.
@@ -159,7 +165,7 @@ impl CronJobController {
             done.sort_by_key(|j| j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0));
             let excess = done.len().saturating_sub(limit.max(0) as usize);
             for job in &done[..excess] {
-                self.delete_job(job).await?;
+                self.delete_job(cronjob, job).await?;
             }
         }
         Ok(())
@@ -190,6 +196,16 @@ impl Reconciler for CronJobController {
             .filter(|j| finished(j).is_none() && j.metadata.deletion_timestamp.is_none())
             .map(|j| reference(j))
             .collect();
+        // A Job this CronJob listed as active that has now finished.
+        let was_active =
+            |job: &Job| old_status.active.iter().flatten().any(|r| r.uid.is_some() && r.uid == job.metadata.uid);
+        for job in owned.iter().filter(|j| was_active(j)) {
+            if let Some(complete) = finished(job) {
+                let outcome = if complete { "Complete" } else { "Failed" };
+                let message = format!("Saw completed job: {}, status: {outcome}", job.name_any());
+                self.events.normal(&*cronjob, "SawCompletedJob", message);
+            }
+        }
         for job in owned.iter().filter(|j| finished(j) == Some(true)) {
             let completed = job.status.as_ref().and_then(|s| s.completion_time.clone());
             if completed.is_some()
@@ -239,7 +255,7 @@ impl Reconciler for CronJobController {
                 if !too_late && !forbidden {
                     if policy == "Replace" {
                         for job in owned.iter().filter(|j| finished(j).is_none()) {
-                            self.delete_job(job).await?;
+                            self.delete_job(&cronjob, job).await?;
                         }
                         active.clear();
                     }
@@ -247,7 +263,10 @@ impl Reconciler for CronJobController {
                     let job = job_for(&cronjob, &due);
                     let name = job.metadata.name.clone().unwrap_or_default();
                     match api.create(&PostParams::default(), &job).await {
-                        Ok(created) => active.push(reference(&created)),
+                        Ok(created) => {
+                            self.events.normal(&*cronjob, "SuccessfulCreate", format!("Created job {name}"));
+                            active.push(reference(&created))
+                        }
                         // Made by an earlier reconcile the cache has not shown yet.
                         Err(kube::Error::Api(s)) if s.code == 409 => {
                             if let Some(existing) = self.jobs.get_in(namespace, &name) {
@@ -257,12 +276,24 @@ impl Reconciler for CronJobController {
                             }
                         }
                         Err(error) if namespace_terminating(&error) => return Ok(Action::Done),
-                        Err(error) => return Err(error.into()),
+                        Err(error) => {
+                            let message = format!("Error creating job: {}", failure(&error));
+                            self.events.warning(&*cronjob, "FailedCreate", message);
+                            return Err(error.into());
+                        }
                     }
                     status.last_schedule_time = Some(Time(due.timestamp()));
                 } else if forbidden {
                     // Skipped, not postponed: the next run is the next time.
+                    if status.last_schedule_time.as_ref().map(|t| t.0) != Some(due.timestamp()) {
+                        let message =
+                            "Not starting job because prior execution is running and concurrency policy is Forbid";
+                        self.events.normal(&*cronjob, "JobAlreadyActive", message.into());
+                    }
                     status.last_schedule_time = Some(Time(due.timestamp()));
+                } else if status.last_schedule_time.as_ref().map(|t| t.0) != Some(due.timestamp()) {
+                    let message = format!("Missed scheduled time to start a job: {}", due.timestamp());
+                    self.events.warning(&*cronjob, "MissSchedule", message);
                 }
             }
         }

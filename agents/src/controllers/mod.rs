@@ -77,7 +77,8 @@ impl ControllerManager {
     /// Starts every controller's informers, then (once the caches are loaded) its
     /// workers. Must be called inside a tokio runtime.
     pub fn start(client: kube::Client, options: &ManagerOptions, metrics: &Arc<ControllerMetrics>) -> Self {
-        let informers = Arc::new(Informers::new(client));
+        let (events, event_writer) = crate::events::EventSink::start(client.clone());
+        let informers = Arc::new(Informers::with_events(client, events));
         let mut queues = Vec::new();
         let mut launches: Vec<Box<dyn FnOnce() -> Vec<JoinHandle<()>> + Send>> = Vec::new();
         let mut add = |name: &'static str, default_workers: usize, register: Register| {
@@ -116,6 +117,7 @@ impl ControllerManager {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
         });
         let mut tasks = informers.start();
+        tasks.push(event_writer);
         tasks.push(tokio::spawn(async move {
             informers.wait_synced().await;
             let mut workers = Vec::new();

@@ -1,10 +1,57 @@
 //! What controllers ask of pods: active, ready, available; which to delete first;
-//! and a new pod from a template.
+//! a new pod from a template; and creating and deleting pods for an owner, with
+//! kube's pod-control events on the owner.
 
+use crate::events::{failure, Recorder};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
 use std::cmp::Ordering;
+
+/// Creates `pod` for `owner`, recording `SuccessfulCreate` or `FailedCreate` on the
+/// owner. A namespace going away is not a failure: there is nothing to create.
+pub async fn create_for<K: Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    pod: &Pod,
+    owner: &K,
+    events: &Recorder,
+) -> Result<(), kube::Error> {
+    match api.create(&PostParams::default(), pod).await {
+        Ok(created) => {
+            events.normal(owner, "SuccessfulCreate", format!("Created pod: {}", created.name_any()));
+            Ok(())
+        }
+        Err(error) if crate::controllers::runtime::namespace_terminating(&error) => Ok(()),
+        Err(error) => {
+            events.warning(owner, "FailedCreate", format!("Error creating: {}", failure(&error)));
+            Err(error)
+        }
+    }
+}
+
+/// Deletes `pod` of `owner`, recording `SuccessfulDelete` or `FailedDelete` (a pod
+/// already gone is reported to the caller as the 404 it is, without an event).
+pub async fn delete_for<K: Resource<DynamicType = ()>>(
+    api: &Api<Pod>,
+    pod: &Pod,
+    owner: &K,
+    events: &Recorder,
+) -> Result<(), kube::Error> {
+    match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+        Ok(_) => {
+            events.normal(owner, "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any()));
+            Ok(())
+        }
+        Err(error) => {
+            if crate::controllers::runtime::api_code(&error) != Some(404) {
+                events.warning(owner, "FailedDelete", format!("Error deleting: {}", failure(&error)));
+            }
+            Err(error)
+        }
+    }
+}
 
 /// The owner reference that marks its holder as the controller of an object.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {

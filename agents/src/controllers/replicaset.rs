@@ -13,15 +13,15 @@ use super::pods::{self, controller_of, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
-    ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
+use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ pub struct ReplicaSetController {
     sets: Arc<Cache<ReplicaSet>>,
     pods: Arc<Cache<Pod>>,
     expectations: Arc<Expectations>,
+    events: Recorder,
 }
 
 /// The ReplicaSet that controls `pod`, if it exists in the cache.
@@ -56,6 +57,7 @@ impl ReplicaSetController {
             sets: set_informer.cache(),
             pods: pod_informer.cache(),
             expectations: Arc::new(Expectations::default()),
+            events: informers.recorder("replicaset-controller"),
         });
         let q = Arc::clone(queue);
         let expectations = Arc::clone(&controller.expectations);
@@ -132,15 +134,7 @@ impl ReplicaSetController {
             let owner = controller_reference("apps/v1", "ReplicaSet", &set.metadata);
             let pod = pods::pod_from_template(template, namespace, name, owner);
             self.expectations.expect(key, count, []);
-            let created = slow_start(count, |_| async {
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(()),
-                    // The namespace is going away: nothing to create, nothing wrong.
-                    Err(error) if namespace_terminating(&error) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            })
-            .await;
+            let created = slow_start(count, |_| pods::create_for(&api, &pod, set, &self.events)).await;
             let (succeeded, error) = created;
             for _ in succeeded..count {
                 self.expectations.creation_observed(key);
@@ -157,16 +151,13 @@ impl ReplicaSetController {
             self.expectations.expect(key, 0, doomed.iter().map(|p| uid(p)));
             let results = bounded(doomed.iter().map(|pod| {
                 let api = &api;
-                async move {
-                    let name = pod.metadata.name.as_deref().unwrap_or_default();
-                    (pod, api.delete(name, &DeleteParams::default()).await)
-                }
+                async move { (pod, pods::delete_for(api, pod, set, &self.events).await) }
             }))
             .await;
             let mut first_error = None;
             for (pod, result) in results {
                 match result {
-                    Ok(_) => {}
+                    Ok(()) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => self.expectations.deletion_observed(key, &uid(pod)),
                     Err(error) => {
                         self.expectations.deletion_observed(key, &uid(pod));

@@ -23,6 +23,7 @@ use super::runtime::{
     ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Informers,
     ReconcileError, Reconciler,
 };
+use crate::events::{failure, Recorder};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -31,7 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub struct StatefulSetController {
     pods: Arc<Cache<Pod>>,
     claims: Arc<Cache<PersistentVolumeClaim>>,
     revisions: Arc<Cache<ControllerRevision>>,
+    events: Recorder,
 }
 
 fn selector_of(set: &StatefulSet) -> Option<Selector> {
@@ -96,6 +98,7 @@ impl StatefulSetController {
             pods: pods.cache(),
             claims: informers.get::<PersistentVolumeClaim>().cache(),
             revisions: informers.get::<ControllerRevision>().cache(),
+            events: informers.recorder("statefulset-controller"),
         })
     }
 
@@ -159,10 +162,21 @@ impl StatefulSetController {
                 spec: template.spec.clone(),
                 status: None,
             };
+            let (claim_name, set_name) = (claim.name_any(), set.name_any());
             match api.create(&PostParams::default(), &claim).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    let message = format!("create Claim {claim_name} Pod {pod_name} in StatefulSet {set_name} success");
+                    self.events.normal(set, "SuccessfulCreate", message);
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(error) => return Err(error),
+                Err(error) => {
+                    let message = format!(
+                        "create Claim {claim_name} for Pod {pod_name} in StatefulSet {set_name} failed error: {}",
+                        failure(&error)
+                    );
+                    self.events.warning(set, "FailedCreate", message);
+                    return Err(error);
+                }
             }
         }
         Ok(())
@@ -171,20 +185,37 @@ impl StatefulSetController {
     async fn create_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), kube::Error> {
         self.ensure_claims(set, pod.metadata.name.as_deref().unwrap_or_default()).await?;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
+        let what = format!("Pod {} in StatefulSet {}", pod.name_any(), set.name_any());
         match api.create(&PostParams::default(), pod).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.events.normal(set, "SuccessfulCreate", format!("create {what} successful"));
+                Ok(())
+            }
             // The previous pod of this name is still terminating; its deletion
             // brings us back.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(error) if namespace_terminating(&error) => Ok(()),
-            Err(error) => Err(error),
+            Err(error) => {
+                self.events.warning(set, "FailedCreate", format!("create {what} failed error: {}", failure(&error)));
+                Err(error)
+            }
         }
     }
 
-    async fn delete_pod(&self, pod: &Pod) -> Result<(), kube::Error> {
+    async fn delete_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), kube::Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        ignore_not_found(api.delete(name, &DeleteParams::default()).await).map(|_| ())
+        let what = format!("Pod {} in StatefulSet {}", pod.name_any(), set.name_any());
+        match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                self.events.normal(set, "SuccessfulDelete", format!("delete {what} successful"));
+                Ok(())
+            }
+            Err(error) if super::runtime::api_code(&error) == Some(404) => Ok(()),
+            Err(error) => {
+                self.events.warning(set, "FailedDelete", format!("delete {what} failed error: {}", failure(&error)));
+                Err(error)
+            }
+        }
     }
 }
 
@@ -350,7 +381,7 @@ impl Reconciler for StatefulSetController {
         }
         for doomed in &steps.delete {
             if let Some(pod) = owned.iter().find(|p| p.metadata.name.as_deref() == Some(doomed.as_str())) {
-                self.delete_pod(pod).await?;
+                self.delete_pod(&set, pod).await?;
             }
         }
 

@@ -22,14 +22,14 @@ use super::pods::{self, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
-    ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
+use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use placement::{daemon_tolerations, pin_to_node, placement, target_node};
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +46,7 @@ pub struct DaemonSetController {
     nodes: Arc<Cache<Node>>,
     revisions: Arc<Cache<ControllerRevision>>,
     expectations: Arc<Expectations>,
+    events: Recorder,
 }
 
 fn selector_of(set: &DaemonSet) -> Option<Selector> {
@@ -68,6 +69,7 @@ impl DaemonSetController {
             nodes: nodes.cache(),
             revisions: informers.get::<ControllerRevision>().cache(),
             expectations: Arc::new(Expectations::default()),
+            events: informers.recorder("daemonset-controller"),
         });
         let (q, expectations) = (Arc::clone(queue), Arc::clone(&controller.expectations));
         sets.on_change(move |change| {
@@ -248,7 +250,7 @@ impl Reconciler for DaemonSetController {
                 delete.extend(rolling_replacements(&plan, max_unavailable, min_ready, now));
             }
             self.create_pods(key, &set, &hash, &plan.create_on).await?;
-            self.delete_pods(key, &api, &delete).await?;
+            self.delete_pods(key, &set, &api, &delete).await?;
         }
         let generation = set.metadata.generation;
         let status = DaemonSetStatus {
@@ -297,13 +299,7 @@ impl DaemonSetController {
             let mut pod = base.clone();
             pin_to_node(pod.spec.get_or_insert_with(Default::default), &nodes[i]);
             let api = &api;
-            async move {
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(()),
-                    Err(error) if namespace_terminating(&error) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
+            async move { pods::create_for(api, &pod, set, &self.events).await }
         })
         .await;
         for _ in created..nodes.len() {
@@ -312,7 +308,13 @@ impl DaemonSetController {
         error.map_or(Ok(()), Err)
     }
 
-    async fn delete_pods(&self, key: &str, api: &Api<Pod>, doomed: &[Arc<Pod>]) -> Result<(), kube::Error> {
+    async fn delete_pods(
+        &self,
+        key: &str,
+        set: &DaemonSet,
+        api: &Api<Pod>,
+        doomed: &[Arc<Pod>],
+    ) -> Result<(), kube::Error> {
         let doomed = &doomed[..doomed.len().min(BURST)];
         if doomed.is_empty() {
             return Ok(());
@@ -321,14 +323,10 @@ impl DaemonSetController {
         self.expectations.expect(key, 0, doomed.iter().map(|p| uid(p)));
         let mut first_error = None;
         for pod in doomed {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(error) => {
-                    self.expectations.deletion_observed(key, &uid(pod));
-                    if super::runtime::api_code(&error) != Some(404) {
-                        first_error.get_or_insert(error);
-                    }
+            if let Err(error) = pods::delete_for(api, pod, set, &self.events).await {
+                self.expectations.deletion_observed(key, &uid(pod));
+                if super::runtime::api_code(&error) != Some(404) {
+                    first_error.get_or_insert(error);
                 }
             }
         }

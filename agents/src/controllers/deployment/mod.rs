@@ -19,13 +19,14 @@ use super::runtime::queue::WorkQueue;
 use super::runtime::{
     ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
+use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use revision::{equal_ignoring_hash, revision_of, set_annotations, template_hash, HASH_LABEL, REVISION};
 use rollout::SetCounts;
 use serde_json::json;
@@ -38,6 +39,7 @@ pub struct DeploymentController {
     deployments: Arc<Cache<Deployment>>,
     sets: Arc<Cache<ReplicaSet>>,
     pods: Arc<Cache<Pod>>,
+    events: Recorder,
 }
 
 fn selector_of(d: &Deployment) -> Option<Selector> {
@@ -79,6 +81,7 @@ impl DeploymentController {
             deployments: d_informer.cache(),
             sets: set_informer.cache(),
             pods: pod_informer.cache(),
+            events: informers.recorder("deployment-controller"),
         });
         let q = Arc::clone(queue);
         d_informer.on_change(move |change| q.add(&object_key(change.object().as_ref())));
@@ -132,6 +135,7 @@ struct Sync<'a> {
     name: String,
     sets_api: Api<ReplicaSet>,
     deployments_api: Api<Deployment>,
+    events: &'a Recorder,
     now: Timestamp,
 }
 
@@ -246,6 +250,10 @@ impl Sync<'_> {
         set_annotations(&self.d, &mut set, revision, self.surge());
         match self.sets_api.create(&PostParams::default(), &set).await {
             Ok(created) => {
+                if replicas > 0 {
+                    let message = format!("Scaled up replica set {} to {replicas}", created.name_any());
+                    self.events.normal(&self.d, "ScalingReplicaSet", message);
+                }
                 let message =
                     format!("Created new replica set \"{}\"", created.metadata.name.as_deref().unwrap_or_default());
                 if status::progress_deadline(&self.d).is_some() {
@@ -305,6 +313,11 @@ impl Sync<'_> {
         }
         set.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
         *set = self.write_set(set).await?;
+        if before != replicas {
+            let direction = if replicas > before { "up" } else { "down" };
+            let message = format!("Scaled {direction} replica set {} to {replicas} from {before}", set.name_any());
+            self.events.normal(&self.d, "ScalingReplicaSet", message);
+        }
         Ok(before != replicas)
     }
 
@@ -563,6 +576,7 @@ impl Reconciler for DeploymentController {
             name: name.to_string(),
             sets_api,
             deployments_api: Api::namespaced(self.client.clone(), namespace),
+            events: &self.events,
             now: Timestamp::now(),
         };
         if d.metadata.deletion_timestamp.is_some() {

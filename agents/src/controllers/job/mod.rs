@@ -20,15 +20,15 @@ use super::pods::{self, controller_reference};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{
-    ignore_not_found, namespace_terminating, object_key, split_key, status_patch, Action, Cache, Change, Informers,
-    ReconcileError, Reconciler,
+    ignore_not_found, object_key, split_key, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
+use crate::events::Recorder;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use keelson_engine::Selector;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client};
 use parking_lot::Mutex;
 use policy::{FailureVerdict, INDEX_ANNOTATION};
@@ -46,6 +46,7 @@ pub struct JobController {
     expectations: Arc<Expectations>,
     /// When each Job may create pods again after failures.
     backoff_until: Mutex<HashMap<String, Instant>>,
+    events: Recorder,
 }
 
 fn owning_job(jobs: &Cache<Job>, pod: &Pod) -> Option<String> {
@@ -92,6 +93,7 @@ impl JobController {
             pods: pod_informer.cache(),
             expectations: Arc::new(Expectations::default()),
             backoff_until: Mutex::new(HashMap::new()),
+            events: informers.recorder("job-controller"),
         });
         let (q, expectations) = (Arc::clone(queue), Arc::clone(&controller.expectations));
         job_informer.on_change(move |change| {
@@ -144,7 +146,8 @@ impl JobController {
         Ok(())
     }
 
-    async fn delete_pods(&self, key: &str, namespace: &str, doomed: &[&Arc<Pod>]) -> Result<(), kube::Error> {
+    async fn delete_pods(&self, key: &str, job: &Job, doomed: &[&Arc<Pod>]) -> Result<(), kube::Error> {
+        let namespace = split_key(key).0;
         if doomed.is_empty() {
             return Ok(());
         }
@@ -153,9 +156,7 @@ impl JobController {
         let api = self.pod_api(namespace);
         let results = bounded(doomed.iter().map(|pod| {
             let api = &api;
-            async move {
-                (pod, api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await)
-            }
+            async move { (pod, pods::delete_for(api, pod, job, &self.events).await) }
         }))
         .await;
         let mut first_error = None;
@@ -206,19 +207,37 @@ impl JobController {
                 }
             }
             let api = &api;
-            async move {
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(()),
-                    Err(error) if namespace_terminating(&error) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
+            async move { pods::create_for(api, &pod, job, &self.events).await }
         })
         .await;
         for _ in created..total {
             self.expectations.creation_observed(key);
         }
         error.map_or(Ok(()), Err)
+    }
+
+    /// Events for the conditions a status write just turned on.
+    fn record_transitions(&self, job: &Job, old: &JobStatus, new: &JobStatus) {
+        let turned_on = |kind: &str| condition_true(new, kind) && !condition_true(old, kind);
+        if turned_on("Complete") {
+            self.events.normal(job, "Completed", "Job completed".into());
+        }
+        if turned_on("Failed") {
+            let failed = new.conditions.iter().flatten().find(|c| c.type_ == "Failed");
+            let reason = match failed.and_then(|c| c.reason.as_deref()) {
+                Some("BackoffLimitExceeded") => "BackoffLimitExceeded",
+                Some("DeadlineExceeded") => "DeadlineExceeded",
+                Some("PodFailurePolicy") => "PodFailurePolicy",
+                _ => "Failed",
+            };
+            let message = failed.and_then(|c| c.message.clone()).unwrap_or_default();
+            self.events.warning(job, reason, message);
+        }
+        if turned_on("Suspended") {
+            self.events.normal(job, "Suspended", "Job suspended".into());
+        } else if condition_true(old, "Suspended") && !condition_true(new, "Suspended") {
+            self.events.normal(job, "Resumed", "Job resumed".into());
+        }
     }
 
     /// A finished Job: release leftover pods, and delete the Job once its TTL passed.
@@ -370,7 +389,7 @@ impl Reconciler for JobController {
         let mut manage_error = None;
         let mut requeue = None;
         if fail_job.is_some() || complete || suspended {
-            if let Err(e) = self.delete_pods(key, namespace, &active).await {
+            if let Err(e) = self.delete_pods(key, &job, &active).await {
                 manage_error = Some(e);
             }
         } else if self.expectations.satisfied(key) && job.metadata.deletion_timestamp.is_none() {
@@ -399,7 +418,7 @@ impl Reconciler for JobController {
                     if active.len() > want {
                         let mut ranked = active.clone();
                         ranked.sort_by(|a, b| pods::deletion_order(a, b));
-                        manage_error = self.delete_pods(key, namespace, &ranked[..active.len() - want]).await.err();
+                        manage_error = self.delete_pods(key, &job, &ranked[..active.len() - want]).await.err();
                     } else if active.len() < want {
                         manage_error = self.create_pods(key, &job, want - active.len(), &[]).await.err();
                     }
@@ -449,6 +468,7 @@ impl Reconciler for JobController {
             {
                 return Ok(Action::Done);
             }
+            self.record_transitions(&job, &old_status, &status);
         }
         // Counted (durably) above: now the pods may go.
         self.release(namespace, &to_release).await?;

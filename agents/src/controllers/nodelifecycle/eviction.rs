@@ -12,6 +12,7 @@ use crate::controllers::runtime::{
     ignore_not_found, object_key, split_key, Action, Cache, Change, Informers, ReconcileError, Reconciler,
 };
 use crate::controllers::taints::{eviction, Eviction, NO_EXECUTE};
+use crate::events::Recorder;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -25,6 +26,7 @@ pub struct TaintEvictionController {
     client: Client,
     pods: Arc<Cache<Pod>>,
     nodes: Arc<Cache<Node>>,
+    events: Recorder,
 }
 
 fn no_execute_taints(node: &Node) -> Vec<&Taint> {
@@ -97,6 +99,7 @@ impl TaintEvictionController {
             client: informers.client().clone(),
             pods: pods.cache(),
             nodes: nodes.cache(),
+            events: informers.recorder("taint-eviction-controller"),
         })
     }
 }
@@ -134,6 +137,7 @@ impl Reconciler for TaintEvictionController {
                 {
                     return Ok(Action::Done);
                 }
+                self.events.normal(&*pod, "TaintManagerEviction", format!("Marking for deletion Pod {key}"));
                 ignore_not_found(api.delete(name, &DeleteParams::default()).await)?;
                 Ok(Action::Done)
             }

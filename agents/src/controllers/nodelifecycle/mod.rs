@@ -17,6 +17,7 @@ pub mod zones;
 use super::pods::node_name;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{ignore_not_found, Action, Cache, Informers, ReconcileError, Reconciler};
+use crate::events::Recorder;
 use conditions::{current_no_execute, desired_taints, no_execute_key, ready_status, same_taints, unknown_conditions};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -78,6 +79,7 @@ pub struct NodeLifecycleController {
     options: NodeLifecycleOptions,
     /// Touched only by the monitor key's reconcile, which never runs twice at once.
     state: Mutex<MonitorState>,
+    events: Recorder,
 }
 
 fn zone_of(node: &Node) -> String {
@@ -96,6 +98,7 @@ impl NodeLifecycleController {
             pods: informers.get::<Pod>().cache(),
             options,
             state: Mutex::new(MonitorState::default()),
+            events: informers.recorder("node-controller"),
         })
     }
 
@@ -134,8 +137,13 @@ impl NodeLifecycleController {
         });
         let api: Api<Node> = Api::all(self.client.clone());
         let written = ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+        if written.is_some() {
+            self.events.normal(node, "NodeNotReady", format!("Node {name} status is now: NodeNotReady"));
+        }
         for pod in on_node {
-            mark_pod_not_ready(&self.client, pod, now).await?;
+            if mark_pod_not_ready(&self.client, pod, now).await? {
+                self.events.warning(&**pod, "NodeNotReady", "Node is not ready".into());
+            }
         }
         Ok(written)
     }
@@ -161,16 +169,18 @@ impl NodeLifecycleController {
 }
 
 /// Sets a pod's Ready condition False (its node is gone silent; kube's
-/// MarkPodsNotReady), so Services stop sending it traffic.
-async fn mark_pod_not_ready(client: &Client, pod: &Pod, now: &Time) -> Result<(), kube::Error> {
+/// MarkPodsNotReady), so Services stop sending it traffic; returns whether it did.
+async fn mark_pod_not_ready(client: &Client, pod: &Pod, now: &Time) -> Result<bool, kube::Error> {
     let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready" && c.status != "False") else { return Ok(()) };
+    let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready" && c.status != "False") else {
+        return Ok(false);
+    };
     ready.status = "False".into();
     ready.last_transition_time = Some(now.clone());
     let patch = serde_json::json!({"status": {"conditions": conditions}});
     let api: Api<Pod> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await).map(|_| ())
+    Ok(ignore_not_found(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await)?.is_some())
 }
 
 impl Reconciler for NodeLifecycleController {

@@ -8,6 +8,7 @@
 //! on an object the server no longer has.
 
 use super::cache::{object_key, Cache};
+use crate::events::{EventSink, Recorder};
 use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -121,18 +122,31 @@ type Starter = Box<dyn FnOnce() -> JoinHandle<()> + Send>;
 /// Whether one informer has loaded its first list.
 type SyncCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
-/// The informers of one controller manager, one per kind, created on first use.
+/// The informers of one controller manager, one per kind, created on first use; and
+/// what else every controller registers with: the client and the event writer.
 pub struct Informers {
     client: Client,
+    events: Option<EventSink>,
     informers: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     starters: Mutex<Vec<Starter>>,
     synced: Mutex<Vec<SyncCheck>>,
 }
 
 impl Informers {
+    /// Informers whose controllers' events are discarded (tests).
     pub fn new(client: Client) -> Self {
+        Self::build(client, None)
+    }
+
+    /// Informers whose controllers record events through `events`.
+    pub fn with_events(client: Client, events: EventSink) -> Self {
+        Self::build(client, Some(events))
+    }
+
+    fn build(client: Client, events: Option<EventSink>) -> Self {
         Informers {
             client,
+            events,
             informers: Mutex::new(HashMap::new()),
             starters: Mutex::new(Vec::new()),
             synced: Mutex::new(Vec::new()),
@@ -141,6 +155,14 @@ impl Informers {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// A recorder of events as `component` (`replicaset-controller`).
+    pub fn recorder(&self, component: &'static str) -> Recorder {
+        match &self.events {
+            Some(events) => events.recorder(component),
+            None => Recorder::discarding(component),
+        }
     }
 
     /// The informer of kind `K` (across all namespaces).

@@ -11,6 +11,8 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+#[cfg(test)]
+pub mod fake;
 pub mod gc;
 pub mod history;
 pub mod job;

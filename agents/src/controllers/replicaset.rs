@@ -273,3 +273,91 @@ impl Reconciler for ReplicaSetController {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use serde_json::json;
+
+    fn replica_set(replicas: i32) -> ReplicaSet {
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}))
+        .expect("a ReplicaSet")
+    }
+
+    fn rig() -> (Rig, Arc<ReplicaSetController>) {
+        let rig = Rig::new();
+        let controller = ReplicaSetController::register(&rig.informers, &rig.queue);
+        (rig, controller)
+    }
+
+    /// One worker pass: the informers catch up with the fake, then a reconcile.
+    async fn pass(rig: &Rig, controller: &ReplicaSetController) {
+        rig.sync::<ReplicaSet>();
+        rig.sync::<Pod>();
+        controller.reconcile("default/web").await.expect("reconciled");
+    }
+
+    fn count_of(writes: &[String], prefix: &str) -> usize {
+        writes.iter().filter(|w| w.starts_with(prefix)).count()
+    }
+
+    #[tokio::test]
+    async fn creates_the_missing_pods_then_reports_them() {
+        let (rig, controller) = rig();
+        rig.fake.insert(&replica_set(5));
+        pass(&rig, &controller).await;
+        let writes = rig.writes();
+        assert_eq!(count_of(&writes, "create pods"), 5, "{writes:?}");
+        assert_eq!(count_of(&writes, "patch replicasets/status web"), 1, "{writes:?}");
+        let pods = rig.fake.list::<Pod>();
+        assert!(pods.iter().all(|p| controller_of(&p.metadata).is_some_and(|r| r.kind == "ReplicaSet")));
+
+        // Until the cache shows them, the expectations hold back a second round.
+        controller.reconcile("default/web").await.expect("reconciled");
+        assert_eq!(count_of(&rig.writes(), "create pods"), 0);
+        // Once seen, nothing more to create; the status says 5.
+        pass(&rig, &controller).await;
+        assert_eq!(count_of(&rig.writes(), "create pods"), 0);
+        let status = rig.fake.get::<ReplicaSet>("default", "web").and_then(|s| s.status).expect("a status");
+        assert_eq!((status.replicas, status.observed_generation), (5, Some(1)));
+    }
+
+    #[tokio::test]
+    async fn a_rejected_template_costs_one_create_per_pass() {
+        let (rig, controller) = rig();
+        rig.fake.insert(&replica_set(100));
+        rig.fake.fail("create", "pods", 500, 1);
+        rig.sync::<ReplicaSet>();
+        rig.sync::<Pod>();
+        assert!(controller.reconcile("default/web").await.is_err(), "the failure is retried");
+        let writes = rig.writes();
+        assert_eq!(writes.iter().filter(|w| w.starts_with("create pods")).collect::<Vec<_>>(), ["create pods  -> 500"]);
+        // The status reports the failure.
+        let status = rig.fake.get::<ReplicaSet>("default", "web").and_then(|s| s.status).expect("a status");
+        let failure = status.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure").expect("a condition");
+        assert_eq!(failure.reason.as_deref(), Some("FailedCreate"));
+    }
+
+    #[tokio::test]
+    async fn adopts_matching_orphans_and_deletes_the_unscheduled_surplus_first() {
+        let (rig, controller) = rig();
+        rig.fake.insert(&replica_set(2));
+        for (name, node) in [("a", Some("n1")), ("b", None), ("c", Some("n2"))] {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default",
+                "labels": {"app": "web"}}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}}))
+            .expect("a pod");
+            rig.fake.insert(&pod);
+        }
+        pass(&rig, &controller).await;
+        let writes = rig.writes();
+        assert_eq!(count_of(&writes, "patch pods"), 3, "three orphans adopted: {writes:?}");
+        assert_eq!(count_of(&writes, "delete pods"), 1, "{writes:?}");
+        assert!(writes.contains(&"delete pods b".to_string()), "the unscheduled pod goes first: {writes:?}");
+        let owned = rig.fake.list::<Pod>();
+        assert_eq!(owned.len(), 2);
+        assert!(owned.iter().all(|p| controller_of(&p.metadata).is_some()));
+    }
+}

@@ -466,4 +466,38 @@ mod tests {
         let on_delete = Shape { rolling: false, ..shape(3, true) };
         assert!(plan(&on_delete, &old).delete.is_empty());
     }
+
+    #[tokio::test]
+    async fn reconcile_creates_claims_then_pods_in_order() {
+        use crate::controllers::fake::Rig;
+        use serde_json::json;
+        let rig = Rig::new();
+        let controller = StatefulSetController::register(&rig.informers, &rig.queue);
+        let set: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "db", "namespace": "default"},
+            "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}))
+        .expect("a StatefulSet");
+        rig.fake.insert(&set);
+        let pass = || async {
+            rig.sync::<StatefulSet>();
+            rig.sync::<Pod>();
+            rig.sync::<PersistentVolumeClaim>();
+            rig.sync::<ControllerRevision>();
+            controller.reconcile("default/db").await.expect("reconciled");
+            rig.writes()
+        };
+        let writes = pass().await;
+        let creates: Vec<&String> = writes.iter().filter(|w| w.starts_with("create p")).collect();
+        assert_eq!(creates, ["create persistentvolumeclaims data-db-0", "create pods db-0"]);
+        assert!(pass().await.iter().all(|w| !w.starts_with("create pods")), "db-1 waits for db-0");
+        rig.fake.modify::<Pod>("default", "db-0", |pod| {
+            pod["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        });
+        let writes = pass().await;
+        assert!(writes.contains(&"create pods db-1".to_string()), "{writes:?}");
+        let pod = rig.fake.get::<Pod>("default", "db-1").expect("created");
+        assert_eq!(pod.spec.as_ref().and_then(|s| s.hostname.as_deref()), Some("db-1"));
+    }
 }

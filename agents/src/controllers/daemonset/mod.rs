@@ -410,4 +410,30 @@ mod tests {
         assert_eq!(replaced, ["p3", "p1"]);
         assert_eq!(rolling_replacements(&plan, 1, 0, Timestamp::now()).len(), 1, "only the unavailable one");
     }
+
+    #[tokio::test]
+    async fn reconcile_places_one_pinned_pod_per_eligible_node() {
+        use crate::controllers::fake::Rig;
+        let rig = Rig::new();
+        let controller = DaemonSetController::register(&rig.informers, &rig.queue);
+        let mut daemon = set();
+        daemon.metadata.uid = None;
+        rig.fake.insert(&daemon);
+        for (name, taint) in [("n1", None), ("n2", Some("NoSchedule")), ("n3", None)] {
+            rig.fake.insert(&*node(name, taint));
+        }
+        rig.sync::<DaemonSet>();
+        rig.sync::<Node>();
+        rig.sync::<Pod>();
+        rig.sync::<ControllerRevision>();
+        controller.reconcile("kube-system/agent").await.expect("reconciled");
+        let writes = rig.writes();
+        assert!(writes.iter().any(|w| w.starts_with("create controllerrevisions agent-")), "{writes:?}");
+        let mut pinned: Vec<String> =
+            rig.fake.list::<Pod>().iter().filter_map(|p| target_node(p).map(str::to_string)).collect();
+        pinned.sort();
+        assert_eq!(pinned, ["n1", "n3"], "the NoSchedule-tainted node is not eligible");
+        let status = rig.fake.get::<DaemonSet>("kube-system", "agent").and_then(|d| d.status).expect("a status");
+        assert_eq!(status.desired_number_scheduled, 2);
+    }
 }

@@ -596,3 +596,108 @@ impl Reconciler for DeploymentController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use serde_json::json;
+
+    fn deployment(replicas: i32, strategy: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "strategy": strategy,
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}}}))
+        .expect("a Deployment")
+    }
+
+    async fn pass(rig: &Rig, controller: &DeploymentController) -> Vec<String> {
+        rig.sync::<Deployment>();
+        rig.sync::<ReplicaSet>();
+        rig.sync::<Pod>();
+        controller.reconcile("default/web").await.expect("reconciled");
+        rig.writes()
+    }
+
+    /// What the ReplicaSet controller and node agents would report: every set has
+    /// its replicas, all available.
+    fn sets_settle(rig: &Rig) {
+        for set in rig.fake.list::<ReplicaSet>() {
+            let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            rig.fake.modify::<ReplicaSet>("default", &set.name_any(), |object| {
+                object["status"] = json!({"replicas": replicas, "readyReplicas": replicas,
+                    "availableReplicas": replicas, "observedGeneration": object["metadata"]["generation"]});
+            });
+        }
+    }
+
+    fn sizes(rig: &Rig) -> Vec<(String, i32)> {
+        let mut sizes: Vec<(String, i32)> = rig
+            .fake
+            .list::<ReplicaSet>()
+            .iter()
+            .map(|s| {
+                let image = s.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref());
+                let image = image.and_then(|p| p.containers[0].image.clone()).unwrap_or_default();
+                (image, spec_replicas(s))
+            })
+            .collect();
+        sizes.sort();
+        sizes
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_surges_then_shrinks_the_old_set() {
+        let rig = Rig::new();
+        let controller = DeploymentController::register(&rig.informers, &rig.queue);
+        let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+        rig.fake.insert(&deployment(4, strategy));
+        let writes = pass(&rig, &controller).await;
+        assert!(writes.iter().any(|w| w.starts_with("create replicasets web-")), "{writes:?}");
+        assert_eq!(sizes(&rig), [("v1".to_string(), 4)]);
+        sets_settle(&rig);
+        pass(&rig, &controller).await;
+        let d = rig.fake.get::<Deployment>("default", "web").expect("stored");
+        assert_eq!(d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).map(String::as_str), Some("1"));
+        assert_eq!(d.status.as_ref().and_then(|s| s.available_replicas), Some(4));
+
+        // A new template: one pod of surge, nothing unavailable.
+        rig.fake.modify::<Deployment>("default", "web", |object| {
+            object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("v2");
+            object["metadata"]["generation"] = json!(2);
+        });
+        pass(&rig, &controller).await;
+        assert_eq!(sizes(&rig), [("v1".to_string(), 4), ("v2".to_string(), 1)]);
+        // Once the new pod is available, the old set may shrink by one.
+        sets_settle(&rig);
+        pass(&rig, &controller).await;
+        assert_eq!(sizes(&rig), [("v1".to_string(), 3), ("v2".to_string(), 1)]);
+        // And so on, until the old set is empty.
+        for _ in 0..10 {
+            sets_settle(&rig);
+            pass(&rig, &controller).await;
+        }
+        assert_eq!(sizes(&rig), [("v1".to_string(), 0), ("v2".to_string(), 4)]);
+        let d = rig.fake.get::<Deployment>("default", "web").expect("stored");
+        let status = d.status.expect("a status");
+        assert_eq!((status.updated_replicas, status.observed_generation), (Some(4), Some(2)));
+    }
+
+    #[tokio::test]
+    async fn recreate_empties_the_old_set_before_the_new_one_grows() {
+        let rig = Rig::new();
+        let controller = DeploymentController::register(&rig.informers, &rig.queue);
+        rig.fake.insert(&deployment(3, json!({"type": "Recreate"})));
+        pass(&rig, &controller).await;
+        sets_settle(&rig);
+        pass(&rig, &controller).await;
+        rig.fake.modify::<Deployment>("default", "web", |object| {
+            object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("v2");
+            object["metadata"]["generation"] = json!(2);
+        });
+        pass(&rig, &controller).await;
+        assert_eq!(sizes(&rig), [("v1".to_string(), 0)], "scaled down first, no new set yet");
+        sets_settle(&rig);
+        pass(&rig, &controller).await;
+        assert_eq!(sizes(&rig), [("v1".to_string(), 0), ("v2".to_string(), 3)]);
+    }
+}

@@ -482,3 +482,84 @@ impl Reconciler for JobController {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use kube::ResourceExt;
+    use serde_json::json;
+
+    /// A Job as the API server stores it: with the selector and labels it defaults.
+    fn job(spec: serde_json::Value) -> Job {
+        let mut spec = spec;
+        spec["selector"] = json!({"matchLabels": {"job-name": "batch"}});
+        spec["template"] = json!({"metadata": {"labels": {"job-name": "batch"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}});
+        serde_json::from_value(json!({"metadata": {"name": "batch", "namespace": "default"}, "spec": spec}))
+            .expect("a Job")
+    }
+
+    async fn pass(rig: &Rig, controller: &JobController) -> Vec<String> {
+        rig.sync::<Job>();
+        rig.sync::<Pod>();
+        controller.reconcile("default/batch").await.expect("reconciled");
+        rig.writes()
+    }
+
+    /// The node agent: the named pods ran and exited with `phase`.
+    fn finish(rig: &Rig, pods: &[Pod], phase: &str) {
+        for pod in pods {
+            rig.fake.modify::<Pod>("default", &pod.name_any(), |object| {
+                object["status"] = json!({"phase": phase});
+            });
+        }
+    }
+
+    fn active(rig: &Rig) -> Vec<Pod> {
+        rig.fake.list::<Pod>().into_iter().filter(|p| !pods::is_finished(p)).collect()
+    }
+
+    #[tokio::test]
+    async fn runs_pods_in_parallel_until_the_completions_succeed() {
+        let rig = Rig::new();
+        let controller = JobController::register(&rig.informers, &rig.queue);
+        rig.fake.insert(&job(json!({"completions": 3, "parallelism": 2})));
+        let writes = pass(&rig, &controller).await;
+        assert_eq!(writes.iter().filter(|w| w.starts_with("create pods")).count(), 2, "{writes:?}");
+        let running = active(&rig);
+        assert!(running.iter().all(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER)));
+
+        finish(&rig, &running[..1], "Succeeded");
+        let writes = pass(&rig, &controller).await;
+        // Counted in the status first, then the finalizer released, then one more pod.
+        let status_at = writes.iter().position(|w| w.starts_with("patch jobs/status")).expect("a status write");
+        let release_at = writes.iter().position(|w| w.starts_with("patch pods")).expect("a release");
+        assert!(status_at < release_at, "{writes:?}");
+        assert_eq!(writes.iter().filter(|w| w.starts_with("create pods")).count(), 1, "{writes:?}");
+        assert_eq!(rig.fake.get::<Job>("default", "batch").and_then(|j| j.status).and_then(|s| s.succeeded), Some(1));
+
+        for _ in 0..3 {
+            finish(&rig, &active(&rig), "Succeeded");
+            pass(&rig, &controller).await;
+        }
+        let status = rig.fake.get::<Job>("default", "batch").and_then(|j| j.status).expect("a status");
+        assert_eq!(status.succeeded, Some(3));
+        assert!(condition_true(&status, "Complete"), "{status:?}");
+        assert!(rig.fake.list::<Pod>().iter().all(|p| p.finalizers().is_empty()), "every pod released");
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_backoff_limit() {
+        let rig = Rig::new();
+        let controller = JobController::register(&rig.informers, &rig.queue);
+        rig.fake.insert(&job(json!({"backoffLimit": 0})));
+        pass(&rig, &controller).await;
+        finish(&rig, &active(&rig), "Failed");
+        pass(&rig, &controller).await;
+        let status = rig.fake.get::<Job>("default", "batch").and_then(|j| j.status).expect("a status");
+        let failed = status.conditions.iter().flatten().find(|c| c.type_ == "Failed").expect("failed");
+        assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+        assert!(active(&rig).is_empty(), "no pod after the limit");
+    }
+}

@@ -180,3 +180,38 @@ impl Reconciler for ResourceQuotaController {
         Ok(Action::RequeueAfter(RESYNC))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn writes_the_status_when_usage_changes_and_only_then() {
+        let rig = Rig::new();
+        let controller = ResourceQuotaController::register(&rig.informers, &rig.queue);
+        let quota: ResourceQuota = serde_json::from_value(json!({"metadata": {"name": "q", "namespace": "team"},
+            "spec": {"hard": {"pods": "5", "requests.memory": "1Gi", "count/deployments.apps": "2"}}}))
+        .expect("a quota");
+        rig.fake.insert(&quota);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "team"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"memory": "256Mi"}}}]}}))
+        .expect("a pod");
+        rig.fake.insert(&pod);
+        let pass = || async {
+            for sync in [Rig::sync::<ResourceQuota>, Rig::sync::<Pod>, Rig::sync::<Deployment>] {
+                sync(&rig);
+            }
+            controller.reconcile("team/q").await.expect("reconciled");
+            rig.writes()
+        };
+        assert_eq!(pass().await, ["patch resourcequotas/status q"]);
+        let status = rig.fake.get::<ResourceQuota>("team", "q").and_then(|q| q.status).expect("a status");
+        let used: BTreeMap<String, String> =
+            status.used.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let expected = [("count/deployments.apps", "0"), ("pods", "1"), ("requests.memory", "256Mi")];
+        assert_eq!(used, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        assert!(pass().await.is_empty(), "nothing changed, nothing written");
+    }
+}

@@ -72,6 +72,33 @@ impl<K: Watched> Informer<K> {
         }
     }
 
+    /// A fresh list replaces the cache in one step; the handlers hear what changed
+    /// since the last one, deletions included.
+    fn relisted(&self, fresh: Vec<Arc<K>>) {
+        let mut before = self.cache.replace(&fresh);
+        self.cache.mark_synced();
+        for object in &fresh {
+            match before.remove(&object_key(object.as_ref())) {
+                None => self.dispatch(Change::Added(object)),
+                Some(old) if old.meta().resource_version != object.meta().resource_version => {
+                    self.dispatch(Change::Updated { old: &old, new: object })
+                }
+                Some(_) => {}
+            }
+        }
+        // What is left was deleted while the watch was down.
+        for object in before.values() {
+            self.dispatch(Change::Deleted(object));
+        }
+    }
+
+    /// Loads `objects` as if listed from the server (tests drive informers with the
+    /// fake API's state this way, without a watch).
+    #[cfg(test)]
+    pub(crate) fn load(&self, objects: Vec<K>) {
+        self.relisted(objects.into_iter().map(Arc::new).collect());
+    }
+
     /// Runs the watch until aborted.
     async fn run(self: Arc<Self>, api: Api<K>) {
         let config = watcher::Config::default().page_size(500);
@@ -81,24 +108,7 @@ impl<K: Watched> Informer<K> {
             match event {
                 Ok(Event::Init) => listing.clear(),
                 Ok(Event::InitApply(object)) => listing.push(Arc::new(object)),
-                Ok(Event::InitDone) => {
-                    let fresh = std::mem::take(&mut listing);
-                    let mut before = self.cache.replace(&fresh);
-                    self.cache.mark_synced();
-                    for object in &fresh {
-                        match before.remove(&object_key(object.as_ref())) {
-                            None => self.dispatch(Change::Added(object)),
-                            Some(old) if old.meta().resource_version != object.meta().resource_version => {
-                                self.dispatch(Change::Updated { old: &old, new: object })
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    // What is left was deleted while the watch was down.
-                    for object in before.values() {
-                        self.dispatch(Change::Deleted(object));
-                    }
-                }
+                Ok(Event::InitDone) => self.relisted(std::mem::take(&mut listing)),
                 Ok(Event::Apply(object)) => {
                     let object = Arc::new(object);
                     match self.cache.apply(Arc::clone(&object)) {

@@ -362,4 +362,43 @@ mod tests {
         assert_eq!(job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP_ANNOTATION], "2026-01-01T00:01:00Z");
         assert_eq!(job.metadata.owner_references.unwrap()[0].kind, "CronJob");
     }
+
+    #[tokio::test]
+    async fn a_due_schedule_creates_its_job_and_forbid_skips_the_next_while_it_runs() {
+        use crate::controllers::fake::Rig;
+        use serde_json::json;
+        let rig = Rig::new();
+        let controller = CronJobController::register(&rig.informers, &rig.queue);
+        let cronjob: CronJob = serde_json::from_value(json!({"metadata": {"name": "tick", "namespace": "default"},
+            "spec": {"schedule": "* * * * *", "timeZone": "UTC", "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}}}}}))
+        .expect("a CronJob");
+        rig.fake.insert(&cronjob);
+        // Created three minutes ago: a start time has come.
+        let created = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(180);
+        rig.fake.modify::<CronJob>("default", "tick", |object| {
+            object["metadata"]["creationTimestamp"] = json!(created.to_string());
+        });
+        let pass = || async {
+            rig.sync::<CronJob>();
+            rig.sync::<Job>();
+            controller.reconcile("default/tick").await.expect("reconciled")
+        };
+        let action = pass().await;
+        assert!(matches!(action, Action::RequeueAfter(_)), "wakes for the next minute: {action:?}");
+        let writes = rig.writes();
+        assert!(writes.iter().any(|w| w.starts_with("create jobs tick-")), "{writes:?}");
+        let status = rig.fake.get::<CronJob>("default", "tick").and_then(|c| c.status).expect("a status");
+        assert_eq!(status.active.map(|a| a.len()), Some(1));
+
+        // A minute later the Job still runs: Forbid skips this start.
+        rig.fake.modify::<CronJob>("default", "tick", |object| {
+            let earlier = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(61);
+            object["status"]["lastScheduleTime"] = json!(earlier.to_string());
+        });
+        pass().await;
+        let writes = rig.writes();
+        assert!(!writes.iter().any(|w| w.starts_with("create jobs")), "{writes:?}");
+        assert_eq!(rig.fake.list::<Job>().len(), 1);
+    }
 }

@@ -56,6 +56,7 @@ struct State {
 }
 
 /// What a request path names.
+#[derive(Clone)]
 struct Target {
     group: String,
     version: String,
@@ -139,12 +140,13 @@ impl FakeApi {
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let content_type =
             parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let (code, value) = match Target::parse(parts.uri.path()) {
-            Some(target) => {
+        let (code, value) = match (discovery(parts.uri.path()), Target::parse(parts.uri.path())) {
+            (Some(document), _) => (200, document),
+            (None, Some(target)) => {
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 self.handle(&parts.method, &target, &content_type, body)
             }
-            None => status(404, "NotFound", format!("no such path {}", parts.uri.path())),
+            (None, None) => status(404, "NotFound", format!("no such path {}", parts.uri.path())),
         };
         let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
         *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -177,6 +179,7 @@ impl FakeApi {
             (&Method::PUT, Some(_)) => "update",
             (&Method::PATCH, Some(_)) => "patch",
             (&Method::DELETE, Some(_)) => "delete",
+            (&Method::DELETE, None) => "deletecollection",
             _ => return status(405, "MethodNotAllowed", format!("{method} is not supported here")),
         };
         let resource = target.resource();
@@ -190,6 +193,7 @@ impl FakeApi {
                 "create" => create(&mut state, target, body.clone()),
                 "update" => update(&mut state, target, body.clone()),
                 "patch" => patch(&mut state, target, content_type, &body),
+                "deletecollection" => delete_collection(&mut state, target),
                 _ => delete(&mut state, target),
             },
         };
@@ -230,6 +234,12 @@ impl FakeApi {
         change(&mut object);
         next_revision(&mut state, &mut object);
         state.objects.insert(key, object);
+    }
+
+    /// Removes a stored object as another actor would (not recorded as a write).
+    pub fn remove<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
+        let key = target_of::<K>(namespace, None).key(name);
+        self.state.lock().objects.remove(&key);
     }
 
     /// The writes since the last call.
@@ -338,13 +348,18 @@ fn store(state: &mut State, target: &Target, old: &Value, mut new: Value) -> (u1
     }
     next_revision(state, &mut new);
     // A deleting object whose last finalizer went is gone.
-    let finalizers_left = new["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
-    if new["metadata"].get("deletionTimestamp").is_some() && !finalizers_left {
+    if new["metadata"].get("deletionTimestamp").is_some() && !held(&new) {
         state.objects.remove(&key);
     } else {
         state.objects.insert(key, new.clone());
     }
     (200, new)
+}
+
+/// Whether finalizers hold the object: its own, or a Namespace's `spec.finalizers`.
+fn held(object: &Value) -> bool {
+    let any = |list: &Value| list.as_array().is_some_and(|f| !f.is_empty());
+    any(&object["metadata"]["finalizers"]) || any(&object["spec"]["finalizers"])
 }
 
 fn update(state: &mut State, target: &Target, body: Value) -> (u16, Value) {
@@ -378,8 +393,7 @@ fn delete(state: &mut State, target: &Target) -> (u16, Value) {
     let Some(mut object) = state.objects.get(&key).cloned() else {
         return status(404, "NotFound", format!("{} not found", target.plural));
     };
-    let finalizers = object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
-    if finalizers {
+    if held(&object) {
         if object["metadata"].get("deletionTimestamp").is_none() {
             object["metadata"]["deletionTimestamp"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
             next_revision(state, &mut object);
@@ -389,6 +403,35 @@ fn delete(state: &mut State, target: &Target) -> (u16, Value) {
         state.objects.remove(&key);
     }
     (200, object)
+}
+
+/// Deletes every object of the collection (finalizers hold theirs, marked deleting).
+fn delete_collection(state: &mut State, target: &Target) -> (u16, Value) {
+    let prefix = target.collection_prefix();
+    let keys: Vec<String> =
+        state.objects.range(prefix.clone()..).map(|(k, _)| k.clone()).take_while(|k| k.starts_with(&prefix)).collect();
+    for key in keys {
+        let name = key.rsplit('/').next().unwrap_or_default().to_string();
+        let one = Target { name: Some(name), subresource: None, ..target.clone() };
+        delete(state, &one);
+    }
+    (200, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+}
+
+/// The discovery documents: core/v1 with pods, configmaps and namespaces; no groups.
+fn discovery(path: &str) -> Option<Value> {
+    let resource = |name: &str, kind: &str, namespaced: bool| {
+        json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]})
+    };
+    match path.trim_end_matches('/') {
+        "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        "/apis" => Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
+        "/api/v1" => Some(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            resource("pods", "Pod", true), resource("configmaps", "ConfigMap", true),
+            resource("namespaces", "Namespace", false)]})),
+        _ => None,
+    }
 }
 
 /// The key a strategic merge matches list items of `field` by.

@@ -288,3 +288,61 @@ impl Reconciler for GarbageCollector {
         Ok(Action::Done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use kube::ResourceExt;
+
+    fn owned_pod(name: &str, owner: &ReplicaSet, block: bool) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner.name_any(), "uid": owner.uid(),
+            "controller": true, "blockOwnerDeletion": block}]}, "spec": {"containers": []}}))
+        .expect("a pod")
+    }
+
+    fn sync(rig: &Rig) {
+        rig.sync::<ReplicaSet>();
+        rig.sync::<Pod>();
+    }
+
+    #[tokio::test]
+    async fn dependents_of_a_missing_owner_go_and_a_foreground_owner_waits_for_them() {
+        let rig = Rig::new();
+        let gc = GarbageCollector::register(&rig.informers, &rig.queue);
+        let set: ReplicaSet =
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"}})).expect("a set");
+        let set = rig.fake.insert(&set);
+        let pods: Vec<Pod> = ["a", "b"].iter().map(|n| rig.fake.insert(&owned_pod(n, &set, true))).collect();
+        sync(&rig);
+        for pod in &pods {
+            gc.reconcile(&pod.uid().expect("a uid")).await.expect("reconciled");
+        }
+        assert!(rig.writes().is_empty(), "the owner stands: nothing to do");
+
+        // Foreground deletion: the owner waits with its finalizer while its blocking
+        // dependents are deleted, then lets go.
+        rig.fake.modify::<ReplicaSet>("default", "web", |object| {
+            object["metadata"]["deletionTimestamp"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+            object["metadata"]["finalizers"] = json!([FOREGROUND]);
+        });
+        sync(&rig);
+        let set_uid = set.uid().expect("a uid");
+        gc.reconcile(&set_uid).await.expect("reconciled");
+        let mut writes = rig.writes();
+        writes.sort();
+        assert_eq!(writes, ["delete pods a", "delete pods b"]);
+        assert!(rig.fake.get::<ReplicaSet>("default", "web").is_some(), "held while dependents remain");
+        sync(&rig);
+        gc.reconcile(&set_uid).await.expect("reconciled");
+        assert_eq!(rig.writes(), ["patch replicasets web"], "the finalizer removed");
+        assert!(rig.fake.get::<ReplicaSet>("default", "web").is_none(), "gone with its finalizer");
+
+        // Background: a pod whose owner is gone (looked up, 404) is deleted.
+        let orphaned = rig.fake.insert(&owned_pod("c", &set, false));
+        sync(&rig);
+        gc.reconcile(&orphaned.uid().expect("a uid")).await.expect("reconciled");
+        assert_eq!(rig.writes(), ["delete pods c"]);
+    }
+}

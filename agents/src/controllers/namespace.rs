@@ -75,7 +75,13 @@ impl NamespaceController {
         Ok(list)
     }
 
-    async fn set_condition(&self, ns: &Namespace, condition: Option<NamespaceCondition>) -> Result<(), kube::Error> {
+    /// Sets (or with `None` clears) the content-remaining condition; returns the
+    /// namespace as written, if it was.
+    async fn set_condition(
+        &self,
+        ns: &Namespace,
+        condition: Option<NamespaceCondition>,
+    ) -> Result<Option<Namespace>, kube::Error> {
         let name = ns.metadata.name.as_deref().unwrap_or_default();
         let current = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let mut conditions: Vec<NamespaceCondition> =
@@ -85,15 +91,15 @@ impl NamespaceController {
                 .iter()
                 .any(|c| c.type_ == condition.type_ && c.status == condition.status && c.message == condition.message);
             if same {
-                return Ok(());
+                return Ok(None);
             }
             conditions.push(condition);
         } else if conditions.len() == current.len() {
-            return Ok(());
+            return Ok(None);
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
         let patch = json!({"status": {"conditions": conditions}});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await.map(Some)
     }
 }
 
@@ -131,12 +137,61 @@ impl Reconciler for NamespaceController {
             self.set_condition(&ns, Some(condition)).await?;
             return Ok(Action::RequeueAfter(RECHECK));
         }
-        self.set_condition(&ns, None).await?;
-        let mut finalized = (*ns).clone();
+        // Finalize the version just written: the cached one is stale after a write.
+        let written = self.set_condition(&ns, None).await?;
+        let mut finalized = written.unwrap_or_else(|| (*ns).clone());
         finalized.spec.get_or_insert_with(Default::default).finalizers =
             Some(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
         let api: Api<Namespace> = Api::all(self.client.clone());
         ignore_not_found(api.replace_subresource("finalize", name, &PostParams::default(), &finalized).await)?;
         Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_deleted_namespace_is_emptied_then_finalized() {
+        let rig = Rig::new();
+        let controller = NamespaceController::register(&rig.informers, &rig.queue);
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "team"}, "spec": {"finalizers": [FINALIZER]}}))
+                .expect("a namespace");
+        rig.fake.insert(&namespace);
+        rig.fake.modify::<Namespace>("", "team", |object| {
+            object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        });
+        let mut held: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "team",
+            "finalizers": ["example.com/hold"]}, "spec": {"containers": []}}))
+        .expect("a pod");
+        rig.fake.insert(&held);
+        let config: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "c", "namespace": "team"}})).expect("a ConfigMap");
+        rig.fake.insert(&config);
+
+        rig.sync::<Namespace>();
+        let action = controller.reconcile("team").await.expect("reconciled");
+        assert!(matches!(action, Action::RequeueAfter(_)), "the held pod remains");
+        assert!(rig.fake.get::<ConfigMap>("team", "c").is_none());
+        let ns = rig.fake.get::<Namespace>("", "team").expect("still there");
+        let condition = ns.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert_eq!(condition[0].message.as_deref(), Some("Some resources are remaining: pods"));
+
+        // Once the pod's finalizer goes, the namespace gives up its own.
+        held = rig.fake.get::<Pod>("team", "p").expect("held");
+        assert!(held.metadata.deletion_timestamp.is_some());
+        rig.fake.remove::<Pod>("team", "p");
+        rig.sync::<Namespace>();
+        rig.writes();
+        assert!(matches!(controller.reconcile("team").await.expect("reconciled"), Action::Done));
+        let writes = rig.writes();
+        assert!(writes.contains(&"update namespaces/finalize team".to_string()), "{writes:?}");
+        let ns = rig.fake.get::<Namespace>("", "team");
+        assert!(ns.is_none_or(|n| n.spec.and_then(|s| s.finalizers).unwrap_or_default().is_empty()));
     }
 }

@@ -135,4 +135,26 @@ mod tests {
         assert!(excess_terminated(&pods, 4).is_empty());
         assert!(excess_terminated(&pods, 0).is_empty(), "zero keeps every pod");
     }
+
+    #[tokio::test]
+    async fn pods_of_nodes_that_are_gone_are_failed_then_force_deleted() {
+        use crate::controllers::fake::Rig;
+        use serde_json::json;
+        let rig = Rig::new();
+        let options = PodGcOptions { period: Duration::from_secs(20), terminated_threshold: 0 };
+        let gc = PodGcController::register(&rig.informers, &rig.queue, options);
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "alive"}})).expect("a node");
+        rig.fake.insert(&node);
+        for (name, node) in [("stays", "alive"), ("stranded", "gone")] {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": []}, "status": {"phase": "Running"}}))
+            .expect("a pod");
+            rig.fake.insert(&pod);
+        }
+        rig.sync::<Node>();
+        rig.sync::<Pod>();
+        gc.reconcile(GC_KEY).await.expect("reconciled");
+        assert_eq!(rig.writes(), ["patch pods/status stranded", "delete pods stranded"]);
+        assert!(rig.fake.get::<Pod>("default", "stays").is_some());
+    }
 }

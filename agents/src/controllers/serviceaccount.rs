@@ -66,3 +66,37 @@ impl Reconciler for ServiceAccountController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+
+    #[tokio::test]
+    async fn active_namespaces_get_a_default_account_once() {
+        let rig = Rig::new();
+        let controller = ServiceAccountController::register(&rig.informers, &rig.queue);
+        for (name, terminating) in [("team", false), ("leaving", true)] {
+            let mut namespace = Namespace::default();
+            namespace.metadata.name = Some(name.into());
+            rig.fake.insert(&namespace);
+            if terminating {
+                rig.fake.modify::<Namespace>("", name, |object| {
+                    object["metadata"]["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
+                });
+            }
+        }
+        let pass = |namespace: &'static str| {
+            let (rig, controller) = (&rig, &controller);
+            async move {
+                rig.sync::<Namespace>();
+                rig.sync::<ServiceAccount>();
+                controller.reconcile(namespace).await.expect("reconciled");
+                rig.writes()
+            }
+        };
+        assert_eq!(pass("team").await, ["create serviceaccounts default"]);
+        assert!(pass("team").await.is_empty(), "already there");
+        assert!(pass("leaving").await.is_empty(), "a terminating namespace gets none");
+    }
+}

@@ -580,4 +580,29 @@ mod tests {
         pending.observe("ns/web", "web-old", None);
         assert!(pending.settled("ns/web"));
     }
+
+    #[tokio::test]
+    async fn reconcile_writes_a_slice_and_then_leaves_it_alone() {
+        use crate::controllers::fake::Rig;
+        let rig = Rig::new();
+        let controller = EndpointSliceController::register(&rig.informers, &rig.queue);
+        let service = rig.fake.insert(&web_service());
+        rig.fake.insert(&web_pod("a", "10.1.0.1", true));
+        let pass = || async {
+            rig.sync::<Service>();
+            rig.sync::<Pod>();
+            rig.sync::<Node>();
+            rig.sync::<EndpointSlice>();
+            controller.reconcile("default/web").await.expect("reconciled");
+            rig.writes()
+        };
+        let writes = pass().await;
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert!(writes[0].starts_with("create endpointslices web-"), "{writes:?}");
+        assert!(pass().await.is_empty(), "up to date");
+        let slices = rig.fake.list::<EndpointSlice>();
+        let owner = slices[0].metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owner[0].uid, service.metadata.uid.clone().unwrap_or_default());
+        assert_eq!(slices[0].endpoints[0].addresses, ["10.1.0.1"]);
+    }
 }

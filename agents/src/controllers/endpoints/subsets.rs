@@ -225,4 +225,27 @@ mod tests {
         assert_eq!(ready, many.iter().filter(|p| pods::is_ready(p)).count(), "every ready address fits first");
         assert_eq!(ready + not_ready, MAX_ADDRESSES);
     }
+
+    #[tokio::test]
+    async fn reconcile_writes_the_endpoints_then_deletes_them_with_the_service() {
+        use crate::controllers::fake::Rig;
+        let rig = Rig::new();
+        let controller = EndpointsController::register(&rig.informers, &rig.queue);
+        rig.fake.insert(&web_service());
+        rig.fake.insert(&web_pod("a", "10.1.0.1", true));
+        let pass = || async {
+            rig.sync::<Service>();
+            rig.sync::<Pod>();
+            rig.sync::<Endpoints>();
+            controller.reconcile("default/web").await.expect("reconciled");
+            rig.writes()
+        };
+        assert_eq!(pass().await, ["create endpoints web"]);
+        assert!(pass().await.is_empty(), "up to date");
+        let endpoints = rig.fake.get::<Endpoints>("default", "web").expect("stored");
+        let addresses = endpoints.subsets.unwrap_or_default()[0].addresses.clone().unwrap_or_default();
+        assert_eq!(addresses.iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(), ["10.1.0.1"]);
+        rig.fake.remove::<Service>("default", "web");
+        assert_eq!(pass().await, ["delete endpoints web"]);
+    }
 }

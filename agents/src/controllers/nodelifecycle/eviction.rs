@@ -144,3 +144,34 @@ impl Reconciler for TaintEvictionController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn pods_leave_a_no_execute_node_unless_they_tolerate_it() {
+        let rig = Rig::new();
+        let controller = TaintEvictionController::register(&rig.informers, &rig.queue);
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute",
+                "timeAdded": "2026-01-01T00:00:00Z"}]}}))
+        .expect("a node");
+        rig.fake.insert(&node);
+        let tolerating =
+            json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}]);
+        for (name, tolerations) in [("plain", json!([])), ("tolerant", tolerating)] {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": "n1", "tolerations": tolerations, "containers": []}, "status": {"phase": "Running"}}))
+            .expect("a pod");
+            rig.fake.insert(&pod);
+        }
+        rig.sync::<Node>();
+        rig.sync::<Pod>();
+        controller.reconcile("default/plain").await.expect("reconciled");
+        controller.reconcile("default/tolerant").await.expect("reconciled");
+        assert_eq!(rig.writes(), ["patch pods/status plain", "delete pods plain"]);
+    }
+}

@@ -245,3 +245,62 @@ impl Reconciler for NodeLifecycleController {
         Ok(Action::RequeueAfter(self.options.monitor_period))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake::Rig;
+    use crate::controllers::taints::UNREACHABLE;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_silent_node_turns_unknown_its_pods_not_ready_and_it_is_tainted() {
+        // n1 falls silent; n2 keeps posting, so the zone is not fully down (where
+        // nothing would be evicted).
+        let rig = Rig::new();
+        let options = NodeLifecycleOptions { grace_period: Duration::from_millis(1), ..Default::default() };
+        let controller = NodeLifecycleController::register(&rig.informers, &rig.queue, options);
+        for name in ["n1", "n2"] {
+            let node: Node = serde_json::from_value(json!({"metadata": {"name": name}, "status": {"conditions": [
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}))
+            .expect("a node");
+            rig.fake.insert(&node);
+        }
+        let beats = std::sync::atomic::AtomicU32::new(0);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .expect("a pod");
+        rig.fake.insert(&pod);
+        let pass = || async {
+            let beat = beats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rig.fake.modify::<Node>("", "n2", |object| {
+                let at = format!("2026-01-01T00:00:{:02}Z", beat + 1);
+                object["status"]["conditions"][0]["lastHeartbeatTime"] = json!(at);
+            });
+            rig.sync::<Node>();
+            rig.sync::<Lease>();
+            rig.sync::<Pod>();
+            controller.reconcile(MONITOR_KEY).await.expect("reconciled");
+            rig.writes()
+        };
+        // First sight: the node's signs of life are noted, nothing judged.
+        assert!(pass().await.iter().all(|w| !w.starts_with("patch nodes/status")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let writes = pass().await;
+        assert!(writes.contains(&"patch nodes/status n1".to_string()), "{writes:?}");
+        assert!(writes.contains(&"patch pods/status p".to_string()), "{writes:?}");
+        for _ in 0..3 {
+            pass().await;
+        }
+        let node = rig.fake.get::<Node>("", "n1").expect("stored");
+        let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+        assert_eq!(ready.map(|c| c.status), Some("Unknown".to_string()));
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        let effects: Vec<&str> = taints.iter().filter(|t| t.key == UNREACHABLE).map(|t| t.effect.as_str()).collect();
+        assert!(effects.contains(&"NoSchedule") && effects.contains(&"NoExecute"), "{taints:?}");
+        let pod = rig.fake.get::<Pod>("default", "p").expect("stored");
+        let ready = pod.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+        assert_eq!(ready.map(|c| c.status), Some("False".to_string()));
+    }
+}

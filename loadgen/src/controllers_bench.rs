@@ -378,11 +378,7 @@ async fn measure(
 /// This process's peak RSS (`VmHWM`) and CPU time (user + system).
 fn own_usage() -> (u64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let peak_kib = report::kib_field(&status, "VmHWM:");
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at ") ".
     let fields: Vec<&str> = stat.rsplit_once(") ").map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());

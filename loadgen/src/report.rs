@@ -15,11 +15,7 @@ pub struct Machine {
 impl Machine {
     pub fn detect() -> Machine {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_kib = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let memory_kib = kib_field(&meminfo, "MemTotal:");
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -33,6 +29,14 @@ impl Machine {
             cpu,
         }
     }
+}
+
+/// A `NAME:   1234 kB` line of a `/proc` file, in KiB (0 if absent).
+pub fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// The git commit of the working tree the run came from (`-dirty` if modified).

@@ -11,7 +11,7 @@
 //!   10,000-pod ReplicaSet costs 25 event writes, not 10,000.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
@@ -152,7 +152,7 @@ struct Correlator {
 }
 
 impl Correlator {
-    fn decide(&mut self, pending: &Pending, now: Instant, wall: Timestamp) -> Decision {
+    fn decide(&mut self, pending: &Pending, now: Instant) -> Decision {
         let object = object_key(&pending.object);
         let (tokens, last) = self.buckets.entry(object.clone()).or_insert((SPAM_BURST, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() / SPAM_REFILL.as_secs_f64()).min(SPAM_BURST);
@@ -169,11 +169,7 @@ impl Correlator {
                 return Decision::Repeat { name: name.clone(), count: *count };
             }
         }
-        let name = format!(
-            "{}.{:x}",
-            pending.object.name.as_deref().unwrap_or("unknown"),
-            wall.as_nanosecond().unsigned_abs()
-        );
+        let name = unique_name(pending.object.name.as_deref().unwrap_or("unknown"));
         if self.seen.insert(key.clone(), (name.clone(), 1, now)).is_none() {
             self.order.push_back(key);
         }
@@ -183,8 +179,11 @@ impl Correlator {
             }
         }
         if self.buckets.len() > REMEMBERED {
-            // Full buckets carry no information: forgetting them changes nothing.
-            self.buckets.retain(|_, (tokens, _)| *tokens < SPAM_BURST - 1.0);
+            // A bucket refilled by now carries no information: forgetting it changes
+            // nothing.
+            let refill = SPAM_REFILL.as_secs_f64();
+            self.buckets
+                .retain(|_, (tokens, last)| *tokens + now.duration_since(*last).as_secs_f64() / refill < SPAM_BURST);
         }
         Decision::Create(name)
     }
@@ -210,10 +209,18 @@ async fn write_events(client: Client, mut events: mpsc::Receiver<Pending>) {
     while let Some(pending) = events.recv().await {
         let wall = Timestamp::now();
         let api: Api<Event> = Api::namespaced(client.clone(), &event_namespace(&pending.object));
-        let result = match correlator.decide(&pending, Instant::now(), wall) {
+        let result = match correlator.decide(&pending, Instant::now()) {
             Decision::Drop => continue,
             Decision::Create(name) => {
-                api.create(&PostParams::default(), &new_event(name, pending, wall)).await.map(drop)
+                let details = EventDetails {
+                    kind: pending.kind,
+                    reason: pending.reason,
+                    action: None,
+                    message: pending.message,
+                    component: pending.component,
+                };
+                let event = new_event(name, pending.object, details, wall);
+                api.create(&PostParams::default(), &event).await.map(drop)
             }
             Decision::Repeat { name, count } => {
                 let patch = serde_json::json!({"count": count, "lastTimestamp": Time(wall)});
@@ -228,24 +235,40 @@ async fn write_events(client: Client, mut events: mpsc::Receiver<Pending>) {
     }
 }
 
-fn new_event(name: String, pending: Pending, wall: Timestamp) -> Event {
+/// A name for a new event about the object named `object_name`, as kube names them
+/// (`NAME.HEX`): the clock in nanoseconds plus a sequence, so unique in this process.
+pub fn unique_name(object_name: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = Timestamp::now().as_nanosecond() as u64;
+    format!("{object_name}.{:x}", nanos.wrapping_add(SEQUENCE.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// What a core/v1 Event says, apart from its name and time.
+pub struct EventDetails<'a> {
+    pub kind: EventType,
+    pub reason: &'a str,
+    /// What the component did or failed to do (`Binding`); optional in core/v1.
+    pub action: Option<&'a str>,
+    pub message: String,
+    pub component: &'a str,
+}
+
+/// A core/v1 Event named `name` about `object`, first seen `now`, in the object's
+/// namespace (`default` for cluster-scoped objects).
+pub fn new_event(name: String, object: ObjectReference, details: EventDetails<'_>, now: Timestamp) -> Event {
     Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(event_namespace(&pending.object)),
-            ..Default::default()
-        },
-        involved_object: pending.object,
-        reason: Some(pending.reason.into()),
-        message: Some(pending.message),
-        type_: Some(pending.kind.as_str().into()),
-        source: Some(EventSource { component: Some(pending.component.into()), host: None }),
-        first_timestamp: Some(Time(wall)),
-        last_timestamp: Some(Time(wall)),
+        metadata: ObjectMeta { name: Some(name), namespace: Some(event_namespace(&object)), ..Default::default() },
+        involved_object: object,
+        reason: Some(details.reason.into()),
+        message: Some(details.message),
+        type_: Some(details.kind.as_str().into()),
+        action: details.action.map(str::to_string),
+        source: Some(EventSource { component: Some(details.component.into()), host: None }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
         count: Some(1),
-        event_time: None::<MicroTime>,
-        reporting_component: Some(pending.component.into()),
-        reporting_instance: Some(pending.component.into()),
+        reporting_component: Some(details.component.into()),
+        reporting_instance: Some(details.component.into()),
         ..Default::default()
     }
 }
@@ -273,39 +296,35 @@ mod tests {
     #[test]
     fn repeats_bump_the_first_event_within_the_window() {
         let mut correlator = Correlator::default();
-        let (start, wall) = (Instant::now(), Timestamp::now());
-        let Decision::Create(name) = correlator.decide(&pending("web", "Failed", "boom"), start, wall) else {
+        let start = Instant::now();
+        let Decision::Create(name) = correlator.decide(&pending("web", "Failed", "boom"), start) else {
             panic!("the first event is created")
         };
         assert!(name.starts_with("web."), "{name}");
         assert_eq!(
-            correlator.decide(&pending("web", "Failed", "boom"), start + Duration::from_secs(1), wall),
+            correlator.decide(&pending("web", "Failed", "boom"), start + Duration::from_secs(1)),
             Decision::Repeat { name: name.clone(), count: 2 }
         );
         // Something else said about the same object is its own event.
-        assert!(matches!(correlator.decide(&pending("web", "Other", "boom"), start, wall), Decision::Create(_)));
+        assert!(matches!(correlator.decide(&pending("web", "Other", "boom"), start), Decision::Create(_)));
         // Past the window, a repeat starts afresh.
         let later = start + Duration::from_secs(1) + CORRELATION_WINDOW;
-        let later_wall = wall + k8s_openapi::jiff::SignedDuration::from_secs(700);
-        assert!(matches!(correlator.decide(&pending("web", "Failed", "boom"), later, later_wall), Decision::Create(_)));
+        assert!(matches!(correlator.decide(&pending("web", "Failed", "boom"), later), Decision::Create(_)));
     }
 
     #[test]
     fn an_object_gets_a_burst_of_events_then_one_per_refill() {
         let mut correlator = Correlator::default();
-        let (start, wall) = (Instant::now(), Timestamp::now());
+        let start = Instant::now();
         let decisions: Vec<Decision> = (0..30)
-            .map(|i| correlator.decide(&pending("web", "SuccessfulCreate", &format!("Created pod: p{i}")), start, wall))
+            .map(|i| correlator.decide(&pending("web", "SuccessfulCreate", &format!("Created pod: p{i}")), start))
             .collect();
         assert_eq!(decisions.iter().filter(|d| **d == Decision::Drop).count(), 5, "25 allowed, 5 dropped");
         // Another object has its own bucket.
-        assert!(matches!(correlator.decide(&pending("db", "SuccessfulCreate", "x"), start, wall), Decision::Create(_)));
+        assert!(matches!(correlator.decide(&pending("db", "SuccessfulCreate", "x"), start), Decision::Create(_)));
         // One refill period later, one more.
         let later = start + SPAM_REFILL;
-        assert!(matches!(
-            correlator.decide(&pending("web", "SuccessfulCreate", "y"), later, wall),
-            Decision::Create(_)
-        ));
-        assert_eq!(correlator.decide(&pending("web", "SuccessfulCreate", "z"), later, wall), Decision::Drop);
+        assert!(matches!(correlator.decide(&pending("web", "SuccessfulCreate", "y"), later), Decision::Create(_)));
+        assert_eq!(correlator.decide(&pending("web", "SuccessfulCreate", "z"), later), Decision::Drop);
     }
 }

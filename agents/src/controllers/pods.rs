@@ -2,6 +2,7 @@
 //! a new pod from a template; and creating and deleting pods for an owner, with
 //! kube's pod-control events on the owner.
 
+use crate::client::retry_throttled;
 use crate::events::{failure, Recorder};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -11,14 +12,16 @@ use kube::{Api, Resource, ResourceExt};
 use std::cmp::Ordering;
 
 /// Creates `pod` for `owner`, recording `SuccessfulCreate` or `FailedCreate` on the
-/// owner. A namespace going away is not a failure: there is nothing to create.
+/// owner. A namespace going away is not a failure: there is nothing to create. A busy
+/// server (429) is waited out, as the node agent and scheduler do, not reported.
 pub async fn create_for<K: Resource<DynamicType = ()>>(
     api: &Api<Pod>,
     pod: &Pod,
     owner: &K,
     events: &Recorder,
 ) -> Result<(), kube::Error> {
-    match api.create(&PostParams::default(), pod).await {
+    let params = PostParams::default();
+    match retry_throttled(|| api.create(&params, pod)).await {
         Ok(created) => {
             events.normal(owner, "SuccessfulCreate", format!("Created pod: {}", created.name_any()));
             Ok(())
@@ -32,14 +35,16 @@ pub async fn create_for<K: Resource<DynamicType = ()>>(
 }
 
 /// Deletes `pod` of `owner`, recording `SuccessfulDelete` or `FailedDelete` (a pod
-/// already gone is reported to the caller as the 404 it is, without an event).
+/// already gone is reported to the caller as the 404 it is, without an event; a 429
+/// is waited out).
 pub async fn delete_for<K: Resource<DynamicType = ()>>(
     api: &Api<Pod>,
     pod: &Pod,
     owner: &K,
     events: &Recorder,
 ) -> Result<(), kube::Error> {
-    match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+    let (name, params) = (pod.name_any(), DeleteParams::default());
+    match retry_throttled(|| api.delete(&name, &params)).await {
         Ok(_) => {
             events.normal(owner, "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any()));
             Ok(())

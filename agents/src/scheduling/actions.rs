@@ -10,13 +10,13 @@
 use super::metrics::SchedulerMetrics;
 use super::Update;
 use crate::client::retry_throttled;
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use crate::events::{self, EventDetails, EventType};
+use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use serde_json::json;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -160,39 +160,11 @@ fn namespace_and_name(pod: &Pod) -> (&str, &str) {
     (pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or(""))
 }
 
-/// A core/v1 Event about `pod`, named as kube names them (`POD.HEX`, unique here).
-pub fn event(pod: &Pod, kind: &str, reason: &str, action: &str, message: String) -> Event {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let now = Timestamp::now();
-    let unique = (now.as_nanosecond() as u64).wrapping_add(SEQUENCE.fetch_add(1, Ordering::Relaxed));
-    let (namespace, name) = namespace_and_name(pod);
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.{unique:x}")),
-            namespace: Some(namespace.to_string()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(kind.into()),
-        action: Some(action.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(COMPONENT.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
-    }
+/// A core/v1 Event about `pod` from the scheduler.
+pub fn event(pod: &Pod, kind: EventType, reason: &str, action: &str, message: String) -> Event {
+    let name = events::unique_name(pod.metadata.name.as_deref().unwrap_or_default());
+    let details = EventDetails { kind, reason, action: Some(action), message, component: COMPONENT };
+    events::new_event(name, pod.object_ref(&()), details, Timestamp::now())
 }
 
 /// Reports handled at once, at most: each is an API write or two, so they overlap
@@ -221,7 +193,7 @@ async fn scheduled(client: &Client, pod: &Pod, node: &str) {
     let (namespace, name) = namespace_and_name(pod);
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let event = event(pod, "Normal", "Scheduled", "Binding", message);
+    let event = event(pod, EventType::Normal, "Scheduled", "Binding", message);
     let params = PostParams::default();
     if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
         tracing::debug!(%error, pod = name, "writing a Scheduled event");
@@ -231,7 +203,7 @@ async fn scheduled(client: &Client, pod: &Pod, node: &str) {
 async fn unschedulable(client: &Client, pod: &Pod, message: String) {
     let (namespace, name) = namespace_and_name(pod);
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let event = event(pod, "Warning", "FailedScheduling", "Scheduling", message.clone());
+    let event = event(pod, EventType::Warning, "FailedScheduling", "Scheduling", message.clone());
     let params = PostParams::default();
     if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
         tracing::debug!(%error, pod = name, "writing a FailedScheduling event");
@@ -287,7 +259,7 @@ async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[String], met
             Ok(_) => {
                 metrics.preemption_victims.inc();
                 let message = format!("Preempted by pod {preemptor} on node {node}");
-                let event = event(&victim_pod, "Normal", "Preempted", "Preempting", message);
+                let event = event(&victim_pod, EventType::Normal, "Preempted", "Preempting", message);
                 let events: Api<Event> = Api::namespaced(client.clone(), victim_ns);
                 let _ = events.create(&PostParams::default(), &event).await;
             }

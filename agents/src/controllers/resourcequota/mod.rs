@@ -5,6 +5,7 @@
 
 pub mod usage;
 
+use super::pods;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{ignore_not_found, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -49,8 +50,7 @@ fn pod_change_counts(change: &Change<'_, Pod>) -> bool {
     match change {
         Change::Added(_) | Change::Deleted(_) => true,
         Change::Updated { old, new } => {
-            let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone());
-            phase(old) != phase(new) || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
+            pods::phase(old) != pods::phase(new) || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
         }
     }
 }

@@ -358,7 +358,7 @@ async fn measure(
         );
     }
     fleet.stop();
-    let (peak_rss_bytes, cpu_seconds) = own_usage();
+    let (peak_rss_bytes, cpu_seconds) = report::own_usage();
     Ok(ControllersResult {
         workload: "Deployment scale-up and rolling update (hollow nodes)".into(),
         target: label,
@@ -373,19 +373,6 @@ async fn measure(
         peak_rss_bytes,
         cpu_seconds,
     })
-}
-
-/// This process's peak RSS (`VmHWM`) and CPU time (user + system).
-fn own_usage() -> (u64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak_kib = report::kib_field(&status, "VmHWM:");
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let fields: Vec<&str> = stat.rsplit_once(") ").map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; 11 and 12 after the name.
-    let ticks_per_second = 100.0;
-    (peak_kib * 1024, (ticks(11) + ticks(12)) / ticks_per_second)
 }
 
 pub fn run(args: &ControllersArgs) -> Result<ControllersResult> {

@@ -5,9 +5,12 @@ use clap::{Parser, Subcommand};
 
 mod api_bench;
 mod controllers_bench;
+mod embedded;
 mod report;
 mod scheduling_bench;
+mod scrape;
 mod store_bench;
+mod workload;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,6 +33,13 @@ enum Command {
     /// A large Deployment through the controllers onto hollow nodes: scale-up to all
     /// available, then a rolling update; times and the API writes per pod.
     Controllers(controllers_bench::ControllersArgs),
+    /// Runs a workload file (loadgen/workloads/*.yaml): prints progress and a summary
+    /// table, writes the result JSON; exits non-zero unless every measured pod was
+    /// scheduled.
+    Run(workload::RunArgs),
+    /// Runs a workload once per value (or combination) of `--set key=v1,v2,...`, with
+    /// a table and a plot of throughput against placement quality.
+    Sweep(workload::SweepArgs),
 }
 
 /// Writes the result to `out` (if given) and prints it as the last line: one JSON
@@ -76,6 +86,22 @@ fn main() -> Result<()> {
             emit(&result, args.out.as_deref())?;
             if !(result.scale_up.completed && result.rolling_update.completed) {
                 anyhow::bail!("the Deployment did not finish both phases in time");
+            }
+        }
+        Command::Run(args) => {
+            let result = workload::run(&args)?;
+            result.print_table();
+            emit(&result, args.out.as_deref())?;
+            if let Some(why) = &result.shortfall {
+                anyhow::bail!("{}: {why}", result.workload);
+            }
+        }
+        Command::Sweep(args) => {
+            let result = workload::sweep(&args)?;
+            emit(&result, args.run.out.as_deref())?;
+            let incomplete = result.points.iter().filter(|p| !p.result.complete).count();
+            if incomplete > 0 {
+                anyhow::bail!("{incomplete} of the sweep's runs did not schedule every measured pod");
             }
         }
     }

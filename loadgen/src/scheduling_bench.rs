@@ -21,7 +21,9 @@
 //! containers stopped) at the end.
 
 use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
+use crate::embedded::Embedded;
 use crate::report::{self, LatencyMs, Machine};
+use crate::scrape;
 use anyhow::{bail, Context, Result};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
@@ -95,7 +97,7 @@ pub struct SchedulingResult {
     pub elapsed_s: f64,
     /// Binds observed per whole second of the measurement (scheduler_perf's
     /// SchedulingThroughput samples), as percentiles.
-    pub throughput_samples: Percentiles,
+    pub throughput_samples: report::Throughput,
     /// Create sent → bind observed by the watch, per pod.
     pub create_to_bound_ms: LatencyMs,
     /// Pods the watch saw bound (equals `pods` on success).
@@ -105,14 +107,6 @@ pub struct SchedulingResult {
     pub create_to_running_ms: Option<LatencyMs>,
     /// From the scheduler's metrics, when reachable.
     pub scheduler: Option<SchedulerFigures>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Percentiles {
-    pub average: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -364,53 +358,15 @@ async fn watch_binds(
     Ok(binds)
 }
 
-fn percentiles(mut samples: Vec<f64>) -> Percentiles {
-    if samples.is_empty() {
-        return Percentiles::default();
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
-    Percentiles {
-        average: samples.iter().sum::<f64>() / samples.len() as f64,
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-    }
-}
-
-/// Binds per whole second since `start` (a partial last second is left out, unless
-/// it is the only one).
-fn per_second(start: Instant, at: &[Instant]) -> Vec<f64> {
-    let Some(last) = at.iter().max() else { return Vec::new() };
-    let seconds = last.duration_since(start).as_secs_f64();
-    let whole = seconds.floor() as usize;
-    let mut counts = vec![0f64; whole.max(1)];
-    for t in at {
-        let s = t.duration_since(start).as_secs() as usize;
-        if s < counts.len() {
-            counts[s] += 1.0;
-        }
-    }
-    if whole == 0 {
-        counts[0] /= seconds.max(1e-3);
-    }
-    counts
-}
-
-/// Reads one unlabelled or labelled sample from the exposition text.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(f64::NAN)
-}
-
 async fn scheduler_figures(http: &reqwest::Client, server: &str) -> Option<SchedulerFigures> {
     let text = http.get(format!("{server}/metrics")).send().await.ok()?.text().await.ok()?;
     let attempts = "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=";
     Some(SchedulerFigures {
-        attempts_scheduled: metric(&text, &format!("{attempts}\"scheduled\"}}")),
-        attempts_unschedulable: metric(&text, &format!("{attempts}\"unschedulable\"}}")),
-        bind_errors: metric(&text, "scheduler_bind_errors_total"),
-        reports_dropped: metric(&text, "scheduler_reports_dropped_total"),
-        placement_quality: metric(&text, "scheduler_placement_quality_ratio"),
+        attempts_scheduled: scrape::sample(&text, &format!("{attempts}\"scheduled\"}}")),
+        attempts_unschedulable: scrape::sample(&text, &format!("{attempts}\"unschedulable\"}}")),
+        bind_errors: scrape::sample(&text, "scheduler_bind_errors_total"),
+        reports_dropped: scrape::sample(&text, "scheduler_reports_dropped_total"),
+        placement_quality: scrape::sample(&text, "scheduler_placement_quality_ratio"),
     })
 }
 
@@ -519,7 +475,7 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         create_latency_ms: LatencyMs::from_micros(&create_latency),
         pods_per_sec: binds.at.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         elapsed_s: elapsed.as_secs_f64(),
-        throughput_samples: percentiles(per_second(start, &binds.at)),
+        throughput_samples: report::Throughput::of(&report::per_second(start, &binds.at)),
         create_to_bound_ms: LatencyMs::from_micros(&binds.create_to_bound),
         bound: binds.at.len(),
         running: until_running.then_some(binds.running),
@@ -535,23 +491,12 @@ pub fn run(args: &SchedulingArgs) -> Result<SchedulingResult> {
             Some(path) => measure(read_kubeconfig(path)?, path, args, format!("kubeconfig {}", path.display())).await,
             None => {
                 let config = keelson::scheduler_config(args.scheduler_config.as_deref())?;
-                let dir = tempfile::tempdir()?;
-                let store = keelson::store::Store::open(&dir.path().join("store"), Default::default())?;
-                let server_config = keelson::api::ServerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
-                let server = keelson::api::Server::bind(server_config, store.clone()).await?;
-                let scheduler = keelson::start_scheduler(&server, config);
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let serving = tokio::spawn(server.serve(async {
-                    let _ = stop_rx.await;
-                }));
-                let kubeconfig = dir.path().join("admin.kubeconfig");
+                let embedded = Embedded::boot(config, false).await?;
+                let kubeconfig = embedded.kubeconfig();
                 let target = read_kubeconfig(&kubeconfig)?;
                 let label = "embedded keelson server (RocksDB, durable) + in-process scheduler".to_string();
                 let result = measure(target, &kubeconfig, args, label).await;
-                tokio::task::block_in_place(|| scheduler.stop());
-                let _ = stop_tx.send(());
-                let _ = serving.await;
-                store.close();
+                embedded.shutdown().await;
                 result
             }
         }
@@ -564,7 +509,7 @@ pub fn print_table(r: &SchedulingResult) {
     println!("{:<28} {:>12}", "elapsed s", format!("{:.2}", r.elapsed_s));
     println!("{:<28} {:>12}", "creates/s", format!("{:.0}", r.creates_per_sec));
     let t = &r.throughput_samples;
-    println!("{:<28} {:>12}", "binds/s per second p50/p90", format!("{:.0}/{:.0}", t.p50, t.p90));
+    println!("{:<28} {:>12}", "binds/s per second p50/p90", format!("{:.0}/{:.0}", t.perc50, t.perc90));
     let l = &r.create_to_bound_ms;
     println!("{:<28} {:>12}", "create→bound ms p50/p99", format!("{:.1}/{:.1}", l.p50, l.p99));
     println!("{:<28} {:>12}", "bound", r.bound);

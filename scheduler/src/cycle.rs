@@ -236,7 +236,18 @@ impl Scheduler {
     fn schedule_query(&mut self, query: &PodQuery, profile_ix: usize, now_ms: u64) -> Outcome {
         let profile = Arc::clone(&self.profiles[profile_ix]);
         let percentage = profile.percentage_of_nodes_to_score.unwrap_or(self.percentage_of_nodes_to_score);
-        let (node, evaluated, feasible) = match self.find_node(query, profile_ix, &profile, percentage) {
+        // A pod nominated after preempting tries its node first and takes it if it fits
+        // (kube's evaluateNominatedNode). Its own nomination is invisible to it alone, so
+        // the memo, shared with pods that do see it, is not used for it.
+        let nominated = self.snapshot.nomination(query.key());
+        let on_nominated = nominated.filter(|&node| {
+            self.snapshot.nodes.live[node as usize] && crate::preemption::fits(query, &profile, &self.snapshot, node)
+        });
+        let found = match on_nominated {
+            Some(node) => Ok((node, 1, 1)),
+            None => self.find_node(query, profile_ix, &profile, percentage, nominated.is_none()),
+        };
+        let (node, evaluated, feasible) = match found {
             Ok(found) => found,
             Err(failure) => {
                 self.stats.unschedulable += 1;
@@ -656,6 +667,7 @@ impl Scheduler {
         profile_ix: usize,
         profile: &Profile,
         percentage: u32,
+        memoise: bool,
     ) -> Result<(NodeIx, usize, usize), Failure> {
         let live = self.snapshot.nodes.live_count();
         if live == 0 {
@@ -667,7 +679,7 @@ impl Scheduler {
         }
         let rows = self.snapshot.nodes.rows();
         // Taken out for the cycle so the memo can be read while `self` is borrowed.
-        let mut memos = self.memos.as_mut().map(|m| std::mem::take(&mut m[profile_ix]));
+        let mut memos = self.memos.as_mut().filter(|_| memoise).map(|m| std::mem::take(&mut m[profile_ix]));
         let memo = memos.as_mut().map(|m| m.for_query(query, rows, memo_width(profile)));
         let found = self.filter_and_score(query, profile, percentage, live, memo);
         if let (Some(all), Some(memos)) = (self.memos.as_mut(), memos) {
@@ -760,8 +772,11 @@ impl Scheduler {
         let mut post_filter = String::new();
         if profile.preemption {
             let started = Instant::now();
-            match crate::preemption::find(query, profile, &mut self.snapshot, &diagnosis) {
+            // Candidates are tried from a random place, as kube's dry run does.
+            let offset = next_random(&mut self.rng) as usize;
+            match crate::preemption::find(query, profile, &mut self.snapshot, &diagnosis, offset) {
                 Ok(found) => {
+                    self.snapshot.nominate(&query.record, found.node);
                     nomination = Some(found);
                     self.last_points.record(Point::PostFilter, started, Code::Success);
                 }

@@ -18,7 +18,9 @@ use crate::profile::Profile;
 use crate::query::PodQuery;
 use crate::snapshot::{NodeIx, PodIx, PodRecord, Snapshot};
 
-fn fits(query: &PodQuery, profile: &Profile, snapshot: &Snapshot, node: NodeIx) -> bool {
+/// Whether the pod passes every filter on `node` (nominated pods of no lower priority
+/// held against it).
+pub(crate) fn fits(query: &PodQuery, profile: &Profile, snapshot: &Snapshot, node: NodeIx) -> bool {
     let mut states = Vec::with_capacity(profile.filters.len());
     for &plugin in &profile.filters {
         match profile.plugins[plugin].pre_filter(query, snapshot) {
@@ -93,21 +95,35 @@ fn victims_on(query: &PodQuery, profile: &Profile, snapshot: &mut Snapshot, node
     Some(Candidate { node, victims, violations })
 }
 
+/// kube's defaults for how many candidates the dry run looks for before choosing:
+/// 10% of the nodes, at least 100.
+const MIN_CANDIDATE_NODES_PERCENTAGE: usize = 10;
+const MIN_CANDIDATE_NODES_ABSOLUTE: usize = 100;
+
 /// Finds a node and victims, or explains (kube's wording) why preemption cannot help.
+/// The rejected nodes are tried from `offset` (mod their count) on, and the search stops
+/// once it has as many candidates as kube's dry run wants.
 pub fn find(
     query: &PodQuery,
     profile: &Profile,
     snapshot: &mut Snapshot,
     diagnosis: &Diagnosis,
+    offset: usize,
 ) -> Result<Nomination, String> {
     if query.never_preempts {
         return Err("preemption: not eligible due to preemptionPolicy=Never.".into());
     }
     let live = snapshot.nodes.live_count();
+    let wanted = (live * MIN_CANDIDATE_NODES_PERCENTAGE / 100).max(MIN_CANDIDATE_NODES_ABSOLUTE);
     let mut candidates = Vec::new();
     let mut not_helpful = 0;
     let mut no_victims = 0;
-    for &(node, _, rejection) in &diagnosis.rejections {
+    let rejections = &diagnosis.rejections;
+    let start = if rejections.is_empty() { 0 } else { offset % rejections.len() };
+    for &(node, _, rejection) in rejections[start..].iter().chain(&rejections[..start]) {
+        if candidates.len() >= wanted {
+            break;
+        }
         if rejection.code != Code::Unschedulable {
             not_helpful += 1;
             continue;

@@ -139,11 +139,13 @@ impl PodQuery {
     /// Whether two pods ask the same of a node's own row: the inputs node-local plugins
     /// (see [`crate::framework::Plugin::node_local`]) may read. Pods that agree here get
     /// the same node-local filter verdicts and raw scores on every node, so the cycle
-    /// memoises them per node. Labels, namespace, inter-pod affinity and spreading are
-    /// not compared: only plugins that look beyond the node read them.
+    /// memoises them per node. Priority counts because room held for nominated pods is
+    /// held against pods of no higher priority. Labels, namespace, inter-pod affinity
+    /// and spreading are not compared: only plugins that look beyond the node read them.
     pub fn same_node_inputs(&self, other: &PodQuery) -> bool {
         let (a, b) = (&self.record, &other.record);
         a.requests == b.requests
+            && a.priority == b.priority
             && a.non_zero == b.non_zero
             && a.ports == b.ports
             && self.scalar_requests == other.scalar_requests

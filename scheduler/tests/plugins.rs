@@ -429,6 +429,30 @@ fn preemption_avoids_breaking_disruption_budgets() {
 }
 
 #[test]
+fn a_nominated_preemptor_keeps_the_room_it_made() {
+    let mut s = scheduler(&[node("a", "2", "8Gi", json!({})), node("b", "2", "8Gi", json!({}))]);
+    let with_priority =
+        |name: &str, cpu: &str, priority: i32| pod_with(name, cpu, "1Mi", json!({}), json!({"priority": priority}));
+    s.snapshot.upsert_pod(&bound(with_priority("a-low", "2", 1), "a"));
+    s.snapshot.upsert_pod(&bound(with_priority("b-high", "2", 1000), "b"));
+    let urgent = with_priority("urgent", "2", 500);
+    let Outcome::Unschedulable(failure) = s.schedule(&urgent, 0) else { panic!("should not fit") };
+    assert_eq!(failure.nomination, Some(("a".to_string(), vec!["default/a-low".to_string()])));
+    let a = s.snapshot.nodes.find("a").unwrap();
+    assert_eq!(s.snapshot.nomination("default/urgent"), Some(a));
+    // The victim goes: the room is held for the preemptor against pods of no higher
+    // priority, while a more important pod may still take it.
+    s.snapshot.remove_pod("default/a-low");
+    let Outcome::Unschedulable(_) = s.schedule(&with_priority("peer", "2", 500), 0) else {
+        panic!("a pod of equal priority must not take the nominated room")
+    };
+    assert_eq!(s.snapshot.nomination("default/urgent"), Some(a), "a failed peer does not move the nomination");
+    let Outcome::Scheduled(decision) = s.schedule(&urgent, 0) else { panic!("the preemptor fits on its node") };
+    assert_eq!((decision.node.as_str(), decision.evaluated_nodes), ("a", 1), "its nominated node is tried first");
+    assert_eq!(s.snapshot.nomination("default/urgent"), None, "placed: the nomination is spent");
+}
+
+#[test]
 fn start_index_rotates_between_cycles() {
     // 1000 identical empty nodes: adaptive sampling looks at ~420 per cycle, and the
     // start moves on, so successive pods see different nodes.

@@ -181,6 +181,7 @@ impl State {
         match update {
             Update::Pod(pod) => self.apply_pod(scheduler, pod, now),
             Update::PodGone(key) => {
+                snapshot.clear_nomination(&key);
                 if snapshot.pods.find(&key).is_some() {
                     snapshot.remove_pod(&key);
                     self.cluster_changed = true;
@@ -271,6 +272,7 @@ impl State {
             return;
         }
         if leaving || !scheduler.serves(scheduler_name(&pod)) {
+            scheduler.snapshot.clear_nomination(&key);
             self.queue.delete(&key);
             return;
         }

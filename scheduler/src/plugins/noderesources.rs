@@ -129,10 +129,25 @@ impl NodeResourcesFit {
     fn fit(&self, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> u32 {
         let n = node as usize;
         let allocatable = &snapshot.nodes.allocatable[n];
-        let requested = &snapshot.nodes.requested[n];
+        let mut requested = &snapshot.nodes.requested[n];
+        let mut pod_count = i64::from(snapshot.nodes.pod_count[n]);
+        let held;
+        if !snapshot.nodes.nominated[n].is_empty() {
+            // Room a preemptor of no lower priority waits for is taken (kube adds
+            // nominated pods before filtering); the pod's own nomination is not.
+            let mut with_nominees = *requested;
+            for nominee in &snapshot.nodes.nominated[n] {
+                if nominee.priority >= pod.record.priority && nominee.key != pod.record.key {
+                    with_nominees.add(&nominee.requests);
+                    pod_count += 1;
+                }
+            }
+            held = with_nominees;
+            requested = &held;
+        }
         let want: &Resources = &pod.record.requests;
         let mut short = 0;
-        if i64::from(snapshot.nodes.pod_count[n]) + 1 > allocatable.pods {
+        if pod_count + 1 > allocatable.pods {
             short |= TOO_MANY_PODS;
         }
         if want.milli_cpu > 0 && want.milli_cpu > allocatable.milli_cpu - requested.milli_cpu {

@@ -59,6 +59,8 @@ pub struct NodeTable {
     /// `(image, size in bytes)` sorted by image.
     pub images: Vec<Box<[(StrId, i64)]>>,
     pub pods: Vec<Vec<PodIx>>,
+    /// Pods nominated for the row after a preemption there (usually none).
+    pub nominated: Vec<Vec<Nominee>>,
     pub columns: Columns,
     /// Per row, a version taken from `last_version` whenever anything a plugin reads of
     /// the row changes (the node itself, or a pod placed on or taken off it). Versions
@@ -108,6 +110,7 @@ impl NodeTable {
                 self.ports.push(Vec::new());
                 self.images.push(Box::new([]));
                 self.pods.push(Vec::new());
+                self.nominated.push(Vec::new());
                 self.versions.push(0);
                 self.columns.grow(rows);
                 ix
@@ -117,6 +120,16 @@ impl NodeTable {
         self.index.insert(name.into(), ix);
         ix
     }
+}
+
+/// A pod nominated for a node (`status.nominatedNodeName`) after preempting there: the
+/// room its victims leave is held for it against pods of no higher priority, as kube's
+/// scheduler adds nominated pods before filtering.
+#[derive(Clone, Debug)]
+pub struct Nominee {
+    pub key: Box<str>,
+    pub priority: i32,
+    pub requests: Resources,
 }
 
 /// The pods placed on nodes, one row each, indexed by `PodIx`.
@@ -188,6 +201,8 @@ pub struct Snapshot {
     workloads: HashMap<Box<str>, (StrId, Selector)>,
     /// PodDisruptionBudgets by `namespace/name`: namespace, selector, disruptions allowed.
     budgets: HashMap<Box<str>, (StrId, LabelMatcher, i32)>,
+    /// The node each nominated pod waits for.
+    nominations: HashMap<Box<str>, NodeIx>,
     /// Bumped on every change; lets the runner and the queue tell "something changed".
     pub generation: u64,
 }
@@ -274,6 +289,9 @@ impl Snapshot {
         }
         for pod in std::mem::take(&mut self.nodes.pods[row]) {
             self.release_pod_row(pod);
+        }
+        for nominee in std::mem::take(&mut self.nodes.nominated[row]) {
+            self.nominations.remove(&nominee.key);
         }
         self.nodes.live[row] = false;
         self.nodes.images[row] = Box::new([]);
@@ -395,6 +413,29 @@ impl Snapshot {
         self.place(record, node);
     }
 
+    /// Holds room on `node` for the pod (replacing any earlier nomination of it).
+    pub fn nominate(&mut self, record: &PodRecord, node: NodeIx) {
+        self.clear_nomination(&record.key);
+        let nominee = Nominee { key: record.key.clone(), priority: record.priority, requests: record.requests };
+        self.nodes.nominated[node as usize].push(nominee);
+        self.nominations.insert(record.key.clone(), node);
+        self.nodes.touch(node);
+        self.generation += 1;
+    }
+
+    /// The node the pod is nominated for, if any.
+    pub fn nomination(&self, key: &str) -> Option<NodeIx> {
+        self.nominations.get(key).copied()
+    }
+
+    /// Drops the pod's nomination (it was placed, deleted, or nominated elsewhere).
+    pub fn clear_nomination(&mut self, key: &str) {
+        let Some(node) = self.nominations.remove(key) else { return };
+        self.nodes.nominated[node as usize].retain(|n| &*n.key != key);
+        self.nodes.touch(node);
+        self.generation += 1;
+    }
+
     /// Records a PodDisruptionBudget: evicting a pod it selects while
     /// `disruptions_allowed <= 0` violates it.
     pub fn set_budget(
@@ -448,6 +489,7 @@ impl Snapshot {
     }
 
     fn place(&mut self, record: PodRecord, node: NodeIx) {
+        self.clear_nomination(&record.key);
         if let Some(ix) = self.pods.find(&record.key) {
             self.unplace(ix);
             self.release_pod_row(ix);

@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 mod api_bench;
 mod controllers_bench;
 mod embedded;
+mod index;
+mod plot;
 mod report;
 mod scheduling_bench;
 mod scrape;
@@ -40,6 +42,8 @@ enum Command {
     /// Runs a workload once per value (or combination) of `--set key=v1,v2,...`, with
     /// a table and a plot of throughput against placement quality.
     Sweep(workload::SweepArgs),
+    /// Regenerates results/README.md and the plots from the result files.
+    Report(index::ReportArgs),
 }
 
 /// Writes the result to `out` (if given) and prints it as the last line: one JSON
@@ -98,11 +102,21 @@ fn main() -> Result<()> {
         }
         Command::Sweep(args) => {
             let result = workload::sweep(&args)?;
+            workload::print_sweep(&result);
             emit(&result, args.run.out.as_deref())?;
+            let plot = args.plot.clone().or_else(|| args.run.out.as_ref().map(|o| o.with_extension("svg")));
+            if let Some(plot) = plot {
+                workload::plot_sweep(&result, &plot)?;
+                eprintln!("plot: {}", plot.display());
+            }
             let incomplete = result.points.iter().filter(|p| !p.result.complete).count();
             if incomplete > 0 {
                 anyhow::bail!("{incomplete} of the sweep's runs did not schedule every measured pod");
             }
+        }
+        Command::Report(args) => {
+            let readme = index::regenerate(&args)?;
+            println!("wrote {}", readme.display());
         }
     }
     Ok(())

@@ -132,6 +132,51 @@ pub fn sweep(args: &SweepArgs) -> Result<SweepResult> {
     })
 }
 
+/// The sweep as a table: one row per point.
+pub fn print_sweep(sweep: &SweepResult) {
+    println!("sweep of {} over {}", sweep.workload, sweep.keys.join(", "));
+    println!(
+        "{:<28} {:>14} {:>14} {:>16} {:>10}",
+        "setting", "pods/s avg", "score regret", "CPU alloc stddev", "complete"
+    );
+    for point in &sweep.points {
+        let r = &point.result;
+        println!(
+            "{:<28} {:>14.0} {:>14} {:>16} {:>10}",
+            point_label(sweep, point),
+            r.scheduling_throughput.average,
+            r.placement.score_regret.map_or("-".into(), |v| format!("{v:.4}")),
+            r.placement.cpu_allocation.map_or("-".into(), |b| format!("{:.4}", b.stddev)),
+            r.complete
+        );
+    }
+}
+
+/// `key=value` of the swept keys of a point.
+pub fn point_label(sweep: &SweepResult, point: &SweepPoint) -> String {
+    sweep
+        .keys
+        .iter()
+        .map(|k| format!("{k}={}", point.settings.get(k).unwrap_or(&Value::Null)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn plot_sweep(sweep: &SweepResult, path: &Path) -> Result<()> {
+    let points: Vec<crate::plot::SweepPoint> = sweep
+        .points
+        .iter()
+        .map(|p| crate::plot::SweepPoint {
+            label: point_label(sweep, p),
+            throughput: p.result.scheduling_throughput.average,
+            score_regret: p.result.placement.score_regret,
+            cpu_stddev: p.result.placement.cpu_allocation.map(|b| b.stddev),
+        })
+        .collect();
+    let title = format!("{}: throughput against placement quality", sweep.workload);
+    crate::plot::sweep(path, &title, &points)
+}
+
 /// Every combination of the axes' values, the first axis slowest.
 fn combinations(axes: &[(String, Vec<Value>)]) -> Vec<Vec<Setting>> {
     axes.iter().fold(vec![Vec::new()], |done, (key, values)| {

@@ -172,6 +172,13 @@ pub fn own_usage() -> (u64, f64) {
     (peak_kib * 1024, (ticks(11) + ticks(12)) / ticks_per_second)
 }
 
+/// Starts a new peak-RSS period (`VmHWM` falls back to the current RSS), so a run in a
+/// process that ran others before reports its own peak.
+pub fn reset_peak_rss() {
+    // "5" resets the peak resident set size (proc(5), /proc/pid/clear_refs).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
     let days =

@@ -230,6 +230,29 @@ impl NodeMatcher {
     pub fn matches(&self, columns: &Columns, node: NodeIx) -> bool {
         self.terms.iter().any(|t| t.matches(columns, node))
     }
+
+    /// The only nodes that can match, when every term names its nodes (`matchFields`
+    /// `metadata.name In`, as a DaemonSet's pods do): the union over terms of each
+    /// term's named nodes (their intersection, if a term names several sets). `None`
+    /// when some term could match nodes it does not name.
+    pub fn named_nodes(&self) -> Option<Vec<NodeIx>> {
+        let mut all = Vec::new();
+        for term in self.terms.iter() {
+            let mut named: Option<Vec<NodeIx>> = None;
+            for requirement in term.requirements.iter() {
+                if let NodeRequirement::NameIn(nodes) = requirement {
+                    named = Some(match named {
+                        None => nodes.to_vec(),
+                        Some(before) => before.into_iter().filter(|n| nodes.contains(n)).collect(),
+                    });
+                }
+            }
+            all.extend(named?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        Some(all)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

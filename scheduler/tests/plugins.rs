@@ -453,6 +453,33 @@ fn a_nominated_preemptor_keeps_the_room_it_made() {
 }
 
 #[test]
+fn node_affinity_naming_its_nodes_narrows_the_cycle() {
+    let nodes: Vec<_> = (0..500).map(|i| node(&format!("n{i:03}"), "4", "8Gi", json!({}))).collect();
+    let mut s = scheduler(&nodes);
+    let pinned = |name: &str, terms: serde_json::Value| {
+        pod_with(
+            name,
+            "1",
+            "1Mi",
+            json!({}),
+            json!({"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}),
+        )
+    };
+    let one = json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n123"]}]}]);
+    let Outcome::Scheduled(decision) = s.schedule(&pinned("daemon", one), 0) else { panic!() };
+    assert_eq!((decision.node.as_str(), decision.evaluated_nodes), ("n123", 1));
+    // A term without named nodes could match any node: no narrowing.
+    let open = json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n007"]}]},
+                      {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n009"]}]}]);
+    let Outcome::Scheduled(decision) = s.schedule(&pinned("either", open), 0) else { panic!() };
+    assert!(["n007", "n009"].contains(&decision.node.as_str()));
+    assert!(decision.evaluated_nodes > 2, "{}", decision.evaluated_nodes);
+    let missing = json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gone"]}]}]);
+    assert!(matches!(s.schedule(&pinned("nowhere", missing), 0), Outcome::Unschedulable(_)));
+}
+
+#[test]
 fn start_index_rotates_between_cycles() {
     // 1000 identical empty nodes: adaptive sampling looks at ~420 per cycle, and the
     // start moves on, so successive pods see different nodes.

@@ -194,6 +194,8 @@ fn combinations(axes: &[(String, Vec<Value>)]) -> Vec<Vec<Setting>> {
 
 fn run_workload(workload: &Workload, args: &RunArgs, audit_every: u64) -> Result<RunResult> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    report::reset_peak_rss();
+    let cpu_at_start = report::own_usage().1;
     runtime.block_on(async {
         let began = Instant::now();
         let (embedded, kubeconfig, target) = match &args.kubeconfig {
@@ -211,7 +213,7 @@ fn run_workload(workload: &Workload, args: &RunArgs, audit_every: u64) -> Result
                 (Some(embedded), kubeconfig, format!("embedded keelson (RocksDB, durable) + in-process {components}"))
             }
         };
-        let outcome = measure(workload, args, &kubeconfig, target, audit_every, began).await;
+        let outcome = measure(workload, args, &kubeconfig, target, (audit_every, cpu_at_start), began).await;
         if let Some(embedded) = embedded {
             embedded.shutdown().await;
         }
@@ -224,7 +226,7 @@ async fn measure(
     args: &RunArgs,
     kubeconfig: &Path,
     target: String,
-    audit_every: u64,
+    (audit_every, cpu_at_start): (u64, f64),
     began: Instant,
 ) -> Result<RunResult> {
     let cluster = Arc::new(Cluster::connect(kubeconfig, args.clients)?);
@@ -241,6 +243,7 @@ async fn measure(
         balance,
         audited: audit_every > 0,
         duration_s: began.elapsed().as_secs_f64(),
+        cpu_at_start,
     };
     Ok(RunResult::new(context, &executed))
 }

@@ -92,6 +92,8 @@ pub struct Context {
     pub balance: Option<Balance>,
     pub audited: bool,
     pub duration_s: f64,
+    /// This process's CPU time when the run began (a sweep runs several in one).
+    pub cpu_at_start: f64,
 }
 
 impl RunResult {
@@ -161,7 +163,7 @@ impl RunResult {
                 preemption_victims: delta(before, after, "scheduler_preemption_victims_total"),
             },
             peak_rss_bytes,
-            cpu_seconds,
+            cpu_seconds: cpu_seconds - context.cpu_at_start,
             duration_s: context.duration_s,
         }
     }

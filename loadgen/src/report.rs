@@ -39,7 +39,7 @@ pub fn kib_field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The git commit of the working tree the run came from (`-dirty` if modified).
+/// The git commit of the working tree the run came from (`-dirty` if code was modified).
 pub fn commit() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -51,7 +51,10 @@ pub fn commit() -> String {
     };
     match run(&["rev-parse", "--short=12", "HEAD"]) {
         Some(hash) => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            // Result files and their generated index change between runs; only code
+            // (anything outside results/) makes a run "dirty".
+            let status = ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"];
+            let dirty = run(&status).is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{hash}-dirty")
             } else {

@@ -261,9 +261,12 @@ impl Workload {
             let base = config.get_or_insert_with(|| {
                 serde_json::json!({"apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration"})
             });
-            set_path(base, &setting.key, setting.value.clone()).with_context(|| {
-                format!("--set {}: not a parameter of {}, nor a scheduler setting", setting.key, file.name)
-            })?;
+            let refused =
+                || format!("--set {}: not a parameter of {}, nor a scheduler setting", setting.key, file.name);
+            set_path(base, &setting.key, setting.value.clone()).with_context(refused)?;
+            // The scheduler's own validation says whether the path and the value are right.
+            let text = serde_yaml::to_string(base)?;
+            keelson::scheduler::config::SchedulerConfig::parse(&text).with_context(refused)?;
             params.insert(setting.key.clone(), setting.value.clone());
         }
         let ops = file
@@ -426,6 +429,9 @@ mod tests {
         .unwrap();
         let set = |k: &str, v: Value| Setting { key: k.into(), value: v };
         let workload = Workload::load(&path, &[set("pods", json!(7)), set("parallelism", json!(4))], None).unwrap();
+        let error = format!("{:#}", Workload::load(&path, &[set("parallelizm", json!(4))], None).unwrap_err());
+        assert!(error.contains("not a parameter of w, nor a scheduler setting"), "{error}");
+        assert!(Workload::load(&path, &[set("percentageOfNodesToScore", json!(101))], None).is_err());
         assert!(matches!(&workload.ops[0], Op::CreateNodes(n) if n.count == 10 && n.prefix == "node"));
         assert_eq!(workload.measured_pods(), 7);
         assert_eq!(workload.scheduler_config.as_ref().unwrap()["parallelism"], json!(4));

@@ -8,6 +8,7 @@ mod controllers_bench;
 mod embedded;
 mod index;
 mod plot;
+mod podlite;
 mod report;
 mod scheduling_bench;
 mod scrape;

@@ -22,15 +22,16 @@
 
 use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
 use crate::embedded::Embedded;
+use crate::podlite::WatchLine;
 use crate::report::{self, LatencyMs, Machine};
 use crate::scrape;
 use anyhow::{bail, Context, Result};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
 use keelson::agents::node::runtime::cri::CriRuntime;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -232,45 +233,6 @@ async fn create_all(
     Ok((latency, started.elapsed()))
 }
 
-#[derive(Deserialize)]
-struct WatchLine {
-    #[serde(rename = "type")]
-    kind: String,
-    object: PodLite,
-}
-
-#[derive(Deserialize)]
-struct PodLite {
-    #[serde(default)]
-    metadata: MetaLite,
-    #[serde(default)]
-    spec: SpecLite,
-    #[serde(default)]
-    status: StatusLite,
-}
-
-#[derive(Deserialize, Default)]
-struct StatusLite {
-    #[serde(default)]
-    phase: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct MetaLite {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-    #[serde(rename = "resourceVersion", default)]
-    resource_version: String,
-}
-
-#[derive(Deserialize, Default)]
-struct SpecLite {
-    #[serde(rename = "nodeName", default)]
-    node_name: Option<String>,
-}
-
 /// What the bind watcher saw.
 struct Binds {
     /// Instant of each bind, in order seen.
@@ -331,18 +293,18 @@ async fn watch_binds(
                 }
                 revision = event.object.metadata.resource_version.clone();
                 let since_sent = || {
-                    let sent = event.object.metadata.annotations.get("loadgen.keelson.dev/sent-us")?;
+                    let sent = event.object.annotation(crate::workload::tracker::SENT_US)?;
                     let sent: u128 = sent.parse().ok()?;
                     Some(crate::api_bench::now_us().saturating_sub(sent) as u64)
                 };
-                let bound = event.object.spec.node_name.is_some_and(|n| !n.is_empty());
+                let bound = event.object.bound();
                 if bound && event.kind != "DELETED" && seen.insert(event.object.metadata.name.clone()) {
                     binds.at.push(Instant::now());
                     if let Some(micros) = since_sent() {
                         binds.create_to_bound.saturating_record(micros);
                     }
                 }
-                let running = event.object.status.phase.as_deref() == Some("Running");
+                let running = event.object.running();
                 if until_running && running && started.insert(event.object.metadata.name.clone()) {
                     binds.running += 1;
                     if let Some(micros) = since_sent() {

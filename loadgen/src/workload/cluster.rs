@@ -170,6 +170,26 @@ impl Cluster {
         bail!("deleting {url}: still 429 after 200 tries")
     }
 
+    /// LISTs `path` 5,000 items a page, handing each page's body to `page`, which
+    /// returns the page's `continue` token (none or empty: the last page).
+    pub async fn list_paged(&self, path: &str, mut page: impl FnMut(&[u8]) -> Result<Option<String>>) -> Result<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}{path}?limit=5000", self.server);
+            if let Some(token) = &token {
+                url.push_str(&format!("&continue={token}"));
+            }
+            let response = self.http.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("listing {path}: HTTP {}", response.status());
+            }
+            match page(&response.bytes().await?)?.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// The server's metrics exposition text (empty if it is not reachable).
     pub async fn metrics(&self) -> String {
         let response = self.http.get(format!("{}/metrics", self.server)).send().await;

@@ -83,20 +83,14 @@ fn milli_cpu(text: Option<&String>) -> i64 {
 
 async fn list_all<T: for<'de> Deserialize<'de>>(cluster: &Cluster, path: &str) -> Result<Vec<T>> {
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut url = format!("{}{path}?limit=5000", cluster.server);
-        if let Some(token) = &token {
-            url.push_str(&format!("&continue={token}"));
-        }
-        let bytes = cluster.http.get(&url).send().await?.error_for_status()?.bytes().await?;
-        let list: List<T> = serde_json::from_slice(&bytes).with_context(|| format!("a list of {path}"))?;
-        out.extend(list.items);
-        match list.metadata.continue_token.filter(|t| !t.is_empty()) {
-            Some(next) => token = Some(next),
-            None => return Ok(out),
-        }
-    }
+    cluster
+        .list_paged(path, |body| {
+            let list: List<T> = serde_json::from_slice(body).with_context(|| format!("a list of {path}"))?;
+            out.extend(list.items);
+            Ok(list.metadata.continue_token)
+        })
+        .await?;
+    Ok(out)
 }
 
 pub async fn cpu_balance(cluster: &Cluster) -> Result<Option<Balance>> {

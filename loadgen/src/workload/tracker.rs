@@ -11,6 +11,7 @@
 //! second. On `410 Gone` or a broken stream the tracker re-lists and carries on.
 
 use super::cluster::Cluster;
+use crate::podlite::{MetaLite, PodLite, WatchLine};
 use crate::report;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -58,50 +59,6 @@ struct State {
 }
 
 #[derive(Deserialize)]
-struct WatchLine<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    object: PodLite,
-}
-
-#[derive(Deserialize, Default)]
-struct PodLite {
-    #[serde(default)]
-    metadata: MetaLite,
-    #[serde(default)]
-    spec: SpecLite,
-    #[serde(default)]
-    status: StatusLite,
-    /// An ERROR event's Status code.
-    #[serde(default)]
-    code: Option<u16>,
-}
-
-#[derive(Deserialize, Default)]
-struct MetaLite {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    annotations: Option<HashMap<String, String>>,
-    #[serde(rename = "resourceVersion", default)]
-    resource_version: String,
-}
-
-#[derive(Deserialize, Default)]
-struct SpecLite {
-    #[serde(rename = "nodeName", default)]
-    node_name: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct StatusLite {
-    #[serde(default)]
-    phase: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct PodList {
     metadata: ListMeta,
     items: Vec<PodLite>,
@@ -138,7 +95,7 @@ impl State {
             total.pods += 1;
             let is_measured = measuring.contains(&meta.namespace);
             measured.pods += is_measured as usize;
-            let sent = meta.annotations.as_ref().and_then(|a| a.get(SENT_US)).and_then(|s| s.parse().ok());
+            let sent = pod.annotation(SENT_US).and_then(|s| s.parse().ok());
             PodState {
                 created_us: sent.unwrap_or_else(|| crate::api_bench::now_us() as u64),
                 bound: false,
@@ -147,7 +104,7 @@ impl State {
             }
         });
         let since_created = || (crate::api_bench::now_us() as u64).saturating_sub(state.created_us);
-        if !state.bound && pod.spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        if !state.bound && pod.bound() {
             state.bound = true;
             counts.scheduled += 1;
             total.scheduled += 1;
@@ -156,7 +113,7 @@ impl State {
                 measured.create_to_bound.saturating_record(since_created());
             }
         }
-        if !state.running && pod.status.phase.as_deref() == Some("Running") {
+        if !state.running && pod.running() {
             state.running = true;
             counts.running += 1;
             total.running += 1;
@@ -248,38 +205,30 @@ impl Tracker {
 /// revision.
 async fn relist(cluster: &Cluster, state: &Mutex<State>) -> Result<String> {
     let mut seen = HashSet::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut url = format!("{}/api/v1/pods?limit=5000", cluster.server);
-        if let Some(token) = &token {
-            url.push_str(&format!("&continue={token}"));
-        }
-        let response = cluster.http.get(&url).send().await?;
-        if !response.status().is_success() {
-            bail!("listing pods: HTTP {}", response.status());
-        }
-        let list: PodList = serde_json::from_slice(&response.bytes().await?).context("a pod list")?;
-        let mut state = state.lock().expect("tracker state");
-        for pod in &list.items {
-            seen.insert(format!("{}/{}", pod.metadata.namespace, pod.metadata.name));
-            state.apply(pod, false);
-        }
-        match list.metadata.continue_token.filter(|t| !t.is_empty()) {
-            Some(next) => token = Some(next),
-            None => {
-                let gone: Vec<String> = state.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-                for key in gone {
-                    let (namespace, name) = key.split_once('/').expect("namespace/name");
-                    let pod = PodLite {
-                        metadata: MetaLite { name: name.into(), namespace: namespace.into(), ..Default::default() },
-                        ..Default::default()
-                    };
-                    state.apply(&pod, true);
-                }
-                return Ok(list.metadata.resource_version);
+    let mut revision = String::new();
+    cluster
+        .list_paged("/api/v1/pods", |body| {
+            let list: PodList = serde_json::from_slice(body).context("a pod list")?;
+            let mut state = state.lock().expect("tracker state");
+            for pod in &list.items {
+                seen.insert(format!("{}/{}", pod.metadata.namespace, pod.metadata.name));
+                state.apply(pod, false);
             }
-        }
+            revision = list.metadata.resource_version;
+            Ok(list.metadata.continue_token)
+        })
+        .await?;
+    let mut state = state.lock().expect("tracker state");
+    let gone: Vec<String> = state.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    for key in gone {
+        let (namespace, name) = key.split_once('/').expect("namespace/name");
+        let pod = PodLite {
+            metadata: MetaLite { name: name.into(), namespace: namespace.into(), ..Default::default() },
+            ..Default::default()
+        };
+        state.apply(&pod, true);
     }
+    Ok(revision)
 }
 
 /// Watches from `revision` until aborted; re-lists after a 410 and re-watches after a

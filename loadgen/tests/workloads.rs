@@ -15,6 +15,18 @@ fn loadgen(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// `loadgen COMMAND WORKLOAD --set S ... --quiet --out OUT EXTRA...`.
+fn small(command: &str, name: &str, sets: &[&str], out: &Path, extra: &[&str]) -> (bool, String) {
+    let path = workload(name);
+    let mut args = vec![command, path.to_str().unwrap()];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--quiet", "--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    loadgen(&args)
+}
+
 fn read(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -42,21 +54,8 @@ fn run_measures_a_small_scheduling_basic_and_report_indexes_it() {
     let results = tempfile::tempdir().unwrap();
     let out = results.path().join("workloads/scheduling-basic/run1.json");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let (ok, text) = loadgen(&[
-        "run",
-        workload("scheduling-basic").to_str().unwrap(),
-        "--set",
-        "initNodes=50",
-        "--set",
-        "initPods=20",
-        "--set",
-        "measurePods=200",
-        "--clients",
-        "8",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let sets = ["initNodes=50", "initPods=20", "measurePods=200"];
+    let (ok, text) = small("run", "scheduling-basic", &sets, &out, &["--clients", "8"]);
     assert!(ok, "{text}");
     assert!(text.contains("throughput average pods/s"), "a summary table: {text}");
     let r = read(&out);
@@ -89,21 +88,8 @@ fn a_run_that_cannot_schedule_its_pods_says_so_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     // 10 nodes cannot hold 30 pods that refuse to share a node.
-    let (ok, text) = loadgen(&[
-        "run",
-        workload("pod-anti-affinity").to_str().unwrap(),
-        "--set",
-        "initNodes=10",
-        "--set",
-        "initPods=0",
-        "--set",
-        "measurePods=30",
-        "--timeout",
-        "3",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let sets = ["initNodes=10", "initPods=0", "measurePods=30"];
+    let (ok, text) = small("run", "pod-anti-affinity", &sets, &out, &["--timeout", "3"]);
     assert!(!ok, "{text}");
     assert!(text.contains("only 10 of 30 pods"), "{text}");
     let r = read(&out);
@@ -114,23 +100,8 @@ fn a_run_that_cannot_schedule_its_pods_says_so_and_fails() {
 fn sweep_runs_each_value_with_the_audit_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep.json");
-    let (ok, text) = loadgen(&[
-        "sweep",
-        workload("scheduling-basic").to_str().unwrap(),
-        "--set",
-        "initNodes=120",
-        "--set",
-        "initPods=0",
-        "--set",
-        "measurePods=150",
-        "--set",
-        "percentageOfNodesToScore=10,100",
-        "--clients",
-        "8",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let sets = ["initNodes=120", "initPods=0", "measurePods=150", "percentageOfNodesToScore=10,100"];
+    let (ok, text) = small("sweep", "scheduling-basic", &sets, &out, &["--clients", "8"]);
     assert!(ok, "{text}");
     let sweep = read(&out);
     assert_eq!(sweep["keys"], serde_json::json!(["percentageOfNodesToScore"]));

@@ -167,13 +167,19 @@ pub fn plot_sweep(sweep: &SweepResult, path: &Path) -> Result<()> {
         .points
         .iter()
         .map(|p| crate::plot::SweepPoint {
-            label: point_label(sweep, p),
+            // The keys are in the title; each point says its values.
+            label: sweep
+                .keys
+                .iter()
+                .map(|k| p.settings.get(k).unwrap_or(&Value::Null).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             throughput: p.result.scheduling_throughput.average,
             score_regret: p.result.placement.score_regret,
             cpu_stddev: p.result.placement.cpu_allocation.map(|b| b.stddev),
         })
         .collect();
-    let title = format!("{}: throughput against placement quality", sweep.workload);
+    let title = format!("{}: throughput against placement quality, by {}", sweep.workload, sweep.keys.join(", "));
     crate::plot::sweep(path, &title, &points)
 }
 

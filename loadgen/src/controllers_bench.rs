@@ -20,10 +20,9 @@
 //! by the replicas the phase created.
 
 use crate::api_bench::{client, ensure_namespace, read_kubeconfig, Target};
+use crate::embedded::Embedded;
 use crate::report::{self, Machine};
 use anyhow::{bail, Context, Result};
-use keelson::agents::controllers::runtime::metrics::ControllerMetrics;
-use keelson::agents::controllers::{ControllerManager, ManagerOptions};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -384,37 +383,26 @@ pub fn run(args: &ControllersArgs) -> Result<ControllersResult> {
                 measure(read_kubeconfig(path)?, path, args, label, None).await
             }
             None => {
-                let dir = tempfile::tempdir()?;
-                let store = keelson::store::Store::open(&dir.path().join("store"), Default::default())?;
-                let server_config = keelson::api::ServerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
-                let server = keelson::api::Server::bind(server_config, store.clone()).await?;
-                let scheduler = keelson::start_scheduler(&server, keelson::scheduler_config(None)?);
                 let counter = Arc::new(WriteCounter::default());
-                let controllers = start_counted_controllers(&server, Arc::clone(&counter));
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let serving = tokio::spawn(server.serve(async {
-                    let _ = stop_rx.await;
-                }));
-                let kubeconfig = dir.path().join("admin.kubeconfig");
+                let counted = Arc::clone(&counter);
+                let client = move |server: &keelson::api::Server| counted_client(server, counted);
+                let embedded = Embedded::boot_with(keelson::scheduler_config(None)?, Some(client)).await?;
+                let kubeconfig = embedded.kubeconfig();
                 let target = read_kubeconfig(&kubeconfig).context("the embedded server's kubeconfig")?;
                 let label =
                     "embedded keelson server (RocksDB, durable) + in-process scheduler and controllers".to_string();
                 let result = measure(target, &kubeconfig, args, label, Some(counter)).await;
-                controllers.stop();
-                tokio::task::block_in_place(|| scheduler.stop());
-                let _ = stop_tx.send(());
-                let _ = serving.await;
-                store.close();
+                embedded.shutdown().await;
                 result
             }
         }
     })
 }
 
-/// The controller manager beside `server`, its client counting every write it sends.
-fn start_counted_controllers(server: &keelson::api::Server, counter: Arc<WriteCounter>) -> ControllerManager {
+/// The controller manager's client to `server`, counting every write it sends.
+fn counted_client(server: &keelson::api::Server, counter: Arc<WriteCounter>) -> keelson::agents::kube::Client {
     let transport = server.local_transport("system:kube-controller-manager", &[]);
-    let client = keelson::agents::client::in_process(move |request: http::Request<_>| {
+    keelson::agents::client::in_process(move |request: http::Request<_>| {
         let (transport, counter) = (transport.clone(), Arc::clone(&counter));
         counter.observe(request.method(), request.uri().path());
         let write = !matches!(*request.method(), http::Method::GET | http::Method::HEAD);
@@ -426,11 +414,7 @@ fn start_counted_controllers(server: &keelson::api::Server, counter: Arc<WriteCo
             }
             response
         }
-    });
-    let metrics = Arc::new(ControllerMetrics::default());
-    let render = Arc::clone(&metrics);
-    server.register_component("controller-manager", Arc::new(move |out: &mut String| render.render(out)));
-    ControllerManager::start(client, &ManagerOptions::default(), &metrics)
+    })
 }
 
 pub fn print_table(r: &ControllersResult) {

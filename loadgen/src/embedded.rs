@@ -7,6 +7,7 @@ use anyhow::Result;
 use keelson::agents::controllers::runtime::metrics::ControllerMetrics;
 use keelson::agents::controllers::{ControllerManager, ManagerOptions};
 use keelson::agents::scheduling::SchedulerRunner;
+use keelson::api::Server;
 use keelson::scheduler::config::SchedulerConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,13 +25,23 @@ pub struct Embedded {
 impl Embedded {
     /// Must be called inside a multi-threaded tokio runtime.
     pub async fn boot(scheduler: SchedulerConfig, controllers: bool) -> Result<Embedded> {
+        let plain = |server: &Server| keelson::in_process_client(server, "system:kube-controller-manager");
+        Embedded::boot_with(scheduler, controllers.then_some(plain)).await
+    }
+
+    /// As `boot`, with the controller manager on the client `controllers` makes (e.g.
+    /// one that counts its writes), if given.
+    pub async fn boot_with(
+        scheduler: SchedulerConfig,
+        controllers: Option<impl FnOnce(&Server) -> keelson::agents::kube::Client>,
+    ) -> Result<Embedded> {
         let dir = tempfile::tempdir()?;
         let store = keelson::store::Store::open(&dir.path().join("store"), Default::default())?;
         let config = keelson::api::ServerConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
-        let server = keelson::api::Server::bind(config, store.clone()).await?;
+        let server = Server::bind(config, store.clone()).await?;
         let scheduler = keelson::start_scheduler(&server, scheduler);
-        let controllers = controllers.then(|| {
-            let client = keelson::in_process_client(&server, "system:kube-controller-manager");
+        let controllers = controllers.map(|client| {
+            let client = client(&server);
             let metrics = Arc::new(ControllerMetrics::default());
             let render = Arc::clone(&metrics);
             server.register_component("controller-manager", Arc::new(move |out: &mut String| render.render(out)));

@@ -127,8 +127,7 @@ pub fn regenerate(args: &ReportArgs) -> Result<PathBuf> {
         );
         let _ = writeln!(out, "|{}---|---|---|---|---|", "---|".repeat(sweep.keys.len()));
         for p in &sweep.points {
-            let values: Vec<String> =
-                sweep.keys.iter().map(|k| p.settings.get(k).map_or("?".into(), |v| v.to_string())).collect();
+            let values = crate::workload::point_values(&sweep, p);
             let r = &p.result;
             let _ = writeln!(
                 out,

@@ -65,55 +65,40 @@ pub fn commit() -> String {
     }
 }
 
-/// p50/p99/max of a histogram recorded in microseconds, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct LatencyMs {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl LatencyMs {
-    pub fn from_micros(histogram: &Histogram<u64>) -> LatencyMs {
-        if histogram.is_empty() {
-            return LatencyMs::default();
-        }
-        let ms = |micros: u64| (micros as f64 / 1000.0 * 1000.0).round() / 1000.0;
-        LatencyMs {
-            p50: ms(histogram.value_at_quantile(0.50)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            max: ms(histogram.max()),
-        }
-    }
-}
-
-/// A histogram for latencies from 1 µs to 1 hour, 3 significant digits.
-pub fn micros_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
 /// p50/p90/p99/max of a histogram recorded in microseconds, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
-pub struct PercentilesMs {
+pub struct LatencyMs {
     pub p50: f64,
+    #[serde(default)]
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
 }
 
-impl PercentilesMs {
-    pub fn from_micros(histogram: &Histogram<u64>) -> Option<PercentilesMs> {
+impl LatencyMs {
+    /// All zeros for an empty histogram.
+    pub fn from_micros(histogram: &Histogram<u64>) -> LatencyMs {
+        LatencyMs::observed(histogram).unwrap_or_default()
+    }
+
+    /// `None` for an empty histogram.
+    pub fn observed(histogram: &Histogram<u64>) -> Option<LatencyMs> {
         if histogram.is_empty() {
             return None;
         }
         let ms = |micros: u64| micros as f64 / 1000.0;
-        Some(PercentilesMs {
+        Some(LatencyMs {
             p50: ms(histogram.value_at_quantile(0.50)),
             p90: ms(histogram.value_at_quantile(0.90)),
             p99: ms(histogram.value_at_quantile(0.99)),
             max: ms(histogram.max()),
         })
     }
+}
+
+/// A histogram for latencies from 1 µs to 1 hour, 3 significant digits.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// scheduler_perf's SchedulingThroughput: the average and percentiles of per-second

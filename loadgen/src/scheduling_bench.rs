@@ -25,6 +25,7 @@ use crate::embedded::Embedded;
 use crate::podlite::WatchLine;
 use crate::report::{self, LatencyMs, Machine};
 use crate::scrape;
+use crate::workload::cluster::Cluster;
 use anyhow::{bail, Context, Result};
 use keelson::agents::node::hollow::{HollowFleet, HollowOptions};
 use keelson::agents::node::kubelet::{AgentOptions, NodeAgent};
@@ -213,15 +214,8 @@ async fn create_all(
                 }
                 let body = make(&format!("{prefix}-{i:06}"));
                 let begun = Instant::now();
-                // 429s (overload) are retried: the phase must create every object.
-                for attempt in 0.. {
-                    let response = http.post(&url).json(&body).send().await?;
-                    match response.status().as_u16() {
-                        201 | 409 => break,
-                        429 if attempt < 100 => tokio::time::sleep(Duration::from_millis(10)).await,
-                        code => bail!("creating {prefix}-{i}: HTTP {code}: {}", response.text().await?),
-                    }
-                }
+                // 429s (overload) are waited out: the phase must create every object.
+                Cluster::create(&http, &url, &body, true).await?;
                 latency.saturating_record(begun.elapsed().as_micros() as u64);
             }
         }));

@@ -152,14 +152,15 @@ pub fn print_sweep(sweep: &SweepResult) {
     }
 }
 
+/// The point's value of each swept key, in key order.
+pub fn point_values(sweep: &SweepResult, point: &SweepPoint) -> Vec<String> {
+    sweep.keys.iter().map(|k| point.settings.get(k).unwrap_or(&Value::Null).to_string()).collect()
+}
+
 /// `key=value` of the swept keys of a point.
 pub fn point_label(sweep: &SweepResult, point: &SweepPoint) -> String {
-    sweep
-        .keys
-        .iter()
-        .map(|k| format!("{k}={}", point.settings.get(k).unwrap_or(&Value::Null)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let values = point_values(sweep, point);
+    sweep.keys.iter().zip(values).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 pub fn plot_sweep(sweep: &SweepResult, path: &Path) -> Result<()> {
@@ -168,12 +169,7 @@ pub fn plot_sweep(sweep: &SweepResult, path: &Path) -> Result<()> {
         .iter()
         .map(|p| crate::plot::SweepPoint {
             // The keys are in the title; each point says its values.
-            label: sweep
-                .keys
-                .iter()
-                .map(|k| p.settings.get(k).unwrap_or(&Value::Null).to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            label: point_values(sweep, p).join(", "),
             throughput: p.result.scheduling_throughput.average,
             score_regret: p.result.placement.score_regret,
             cpu_stddev: p.result.placement.cpu_allocation.map(|b| b.stddev),
@@ -219,7 +215,7 @@ fn run_workload(workload: &Workload, args: &RunArgs, audit_every: u64) -> Result
                 (Some(embedded), kubeconfig, format!("embedded keelson (RocksDB, durable) + in-process {components}"))
             }
         };
-        let outcome = measure(workload, args, &kubeconfig, target, (audit_every, cpu_at_start), began).await;
+        let outcome = measure(workload, args, &kubeconfig, target, audit_every, cpu_at_start, began).await;
         if let Some(embedded) = embedded {
             embedded.shutdown().await;
         }
@@ -232,7 +228,8 @@ async fn measure(
     args: &RunArgs,
     kubeconfig: &Path,
     target: String,
-    (audit_every, cpu_at_start): (u64, f64),
+    audit_every: u64,
+    cpu_at_start: f64,
     began: Instant,
 ) -> Result<RunResult> {
     let cluster = Arc::new(Cluster::connect(kubeconfig, args.clients)?);

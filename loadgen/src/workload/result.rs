@@ -3,7 +3,7 @@
 
 use super::exec::Executed;
 use super::placement::Balance;
-use crate::report::{self, Machine, PercentilesMs, Throughput};
+use crate::report::{self, LatencyMs, Machine, Throughput};
 use crate::scrape::{self, QuantilesMs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,12 +36,12 @@ pub struct RunResult {
     /// The per-second samples (for the throughput-over-time plot).
     pub throughput_series: Vec<f64>,
     /// Create sent → bind seen by the watch.
-    pub create_to_bound_ms: Option<PercentilesMs>,
+    pub create_to_bound_ms: Option<LatencyMs>,
     /// The scheduling cycle of each successful attempt during the measurement (the
     /// scheduler's histogram).
     pub attempt_latency_ms: Option<QuantilesMs>,
     /// Created → Running, where nodes run pods.
-    pub pod_startup_latency_ms: Option<PercentilesMs>,
+    pub pod_startup_latency_ms: Option<LatencyMs>,
     /// Every client's requests during the measurement, by verb (the server's histogram).
     pub api_latency_ms: BTreeMap<String, QuantilesMs>,
     pub placement: Placement,
@@ -142,13 +142,9 @@ impl RunResult {
             pods_per_sec: measured.bound_at.len() as f64 / measured_s.max(1e-9),
             measured_s,
             throughput_series: series,
-            create_to_bound_ms: PercentilesMs::from_micros(&measured.create_to_bound),
+            create_to_bound_ms: LatencyMs::observed(&measured.create_to_bound),
             attempt_latency_ms: attempts("scheduled"),
-            pod_startup_latency_ms: if run.pods_run {
-                PercentilesMs::from_micros(&measured.create_to_running)
-            } else {
-                None
-            },
+            pod_startup_latency_ms: if run.pods_run { LatencyMs::observed(&measured.create_to_running) } else { None },
             api_latency_ms,
             placement: Placement {
                 audit_quality,

@@ -11,7 +11,7 @@
 //! second. On `410 Gone` or a broken stream the tracker re-lists and carries on.
 
 use super::cluster::Cluster;
-use crate::podlite::{MetaLite, PodLite, WatchLine};
+use crate::podlite::{PodLite, WatchLine};
 use crate::report;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -73,20 +73,25 @@ struct ListMeta {
 }
 
 impl State {
+    /// A pod is gone: it leaves the counts (a measured pod's figures stay).
+    fn remove(&mut self, namespace: &str, key: &str) {
+        let Some(old) = self.pods.remove(key) else { return };
+        let counts = self.namespaces.entry(namespace.to_string()).or_default();
+        for c in [counts, &mut self.total] {
+            c.pods -= 1;
+            c.scheduled -= old.bound as usize;
+            c.running -= old.running as usize;
+        }
+    }
+
     fn apply(&mut self, pod: &PodLite, deleted: bool) {
         let meta = &pod.metadata;
         let key = format!("{}/{}", meta.namespace, meta.name);
-        let counts = self.namespaces.entry(meta.namespace.clone()).or_default();
         if deleted {
-            if let Some(old) = self.pods.remove(&key) {
-                for c in [&mut *counts, &mut self.total] {
-                    c.pods -= 1;
-                    c.scheduled -= old.bound as usize;
-                    c.running -= old.running as usize;
-                }
-            }
+            self.remove(&meta.namespace, &key);
             return;
         }
+        let counts = self.namespaces.entry(meta.namespace.clone()).or_default();
         let measuring = &self.measuring;
         let measured = &mut self.measured;
         let total = &mut self.total;
@@ -221,12 +226,8 @@ async fn relist(cluster: &Cluster, state: &Mutex<State>) -> Result<String> {
     let mut state = state.lock().expect("tracker state");
     let gone: Vec<String> = state.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
     for key in gone {
-        let (namespace, name) = key.split_once('/').expect("namespace/name");
-        let pod = PodLite {
-            metadata: MetaLite { name: name.into(), namespace: namespace.into(), ..Default::default() },
-            ..Default::default()
-        };
-        state.apply(&pod, true);
+        let (namespace, _) = key.split_once('/').expect("namespace/name");
+        state.remove(namespace, &key);
     }
     Ok(revision)
 }

@@ -430,6 +430,10 @@ impl Snapshot {
 
     /// Drops the pod's nomination (it was placed, deleted, or nominated elsewhere).
     pub fn clear_nomination(&mut self, key: &str) {
+        // Every placement asks; nominations are rare, so skip the lookup without any.
+        if self.nominations.is_empty() {
+            return;
+        }
         let Some(node) = self.nominations.remove(key) else { return };
         self.nodes.nominated[node as usize].retain(|n| &*n.key != key);
         self.nodes.touch(node);

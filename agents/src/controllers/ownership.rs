@@ -31,6 +31,15 @@ impl Claimer<'_> {
         candidates
     }
 
+    /// Everything in `cache` this controller owns once claimed (`candidates`, then
+    /// `claim`).
+    pub async fn claim_from<K>(&self, api: &Api<K>, cache: &Cache<K>) -> Result<Vec<Arc<K>>, kube::Error>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        self.claim(api, self.candidates(cache)).await
+    }
+
     /// The candidates this controller owns once claimed, in the input order.
     pub async fn claim<K>(&self, api: &Api<K>, candidates: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, kube::Error>
     where

@@ -319,7 +319,7 @@ impl Reconciler for StatefulSetController {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let claimer =
             Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "StatefulSet", selector: &selector };
-        let owned = claimer.claim(&api, claimer.candidates(&self.pods)).await?;
+        let owned = claimer.claim_from(&api, &self.pods).await?;
 
         let old_status = set.status.clone().unwrap_or_default();
         let update_hash = template_hash(&spec.template, old_status.collision_count);

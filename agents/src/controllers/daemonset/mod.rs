@@ -222,7 +222,7 @@ impl Reconciler for DaemonSetController {
         let (namespace, name) = split_key(key);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let claimer = Claimer { owner: &set.metadata, api_version: "apps/v1", kind: "DaemonSet", selector: &selector };
-        let owned = claimer.claim(&api, claimer.candidates(&self.pods)).await?;
+        let owned = claimer.claim_from(&api, &self.pods).await?;
         let hash = template_hash(&spec.template, set.status.as_ref().and_then(|s| s.collision_count));
         let history = History {
             client: &self.client,

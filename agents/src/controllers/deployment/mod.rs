@@ -569,7 +569,7 @@ impl Reconciler for DeploymentController {
         let sets_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
         let claimer = Claimer { owner: &d.metadata, api_version: "apps/v1", kind: "Deployment", selector: &selector };
         let sets: Vec<ReplicaSet> =
-            claimer.claim(&sets_api, claimer.candidates(&self.sets)).await?.iter().map(|s| (**s).clone()).collect();
+            claimer.claim_from(&sets_api, &self.sets).await?.iter().map(|s| (**s).clone()).collect();
         let mut sync = Sync {
             pods: &self.pods,
             d: (*d).clone(),

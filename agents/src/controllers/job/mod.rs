@@ -297,7 +297,7 @@ impl Reconciler for JobController {
             return Ok(Action::Done);
         };
         let claimer = Claimer { owner: &job.metadata, api_version: "batch/v1", kind: "Job", selector: &selector };
-        let owned = claimer.claim(&self.pod_api(namespace), claimer.candidates(&self.pods)).await?;
+        let owned = claimer.claim_from(&self.pod_api(namespace), &self.pods).await?;
 
         let mut status = old_status.clone();
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");

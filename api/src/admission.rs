@@ -6,10 +6,10 @@
 //! - Priority: `priorityClassName` resolves to `priority` (unknown classes are refused).
 //! - DefaultTolerationSeconds: pods tolerate not-ready/unreachable nodes for 300 s.
 
+use crate::cache::WatchCache;
 use crate::object;
 use crate::resources::ResourceInfo;
 use keelson_engine::{ApiError, StatusReason};
-use keelson_store::{ReadAt, Store};
 use serde_json::{json, Value};
 
 /// Namespaces that always exist and may not be deleted.
@@ -18,9 +18,8 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 /// How long pods tolerate a node that is not ready or unreachable.
 const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
-fn read(store: &Store, key: &str) -> Result<Option<Value>, ApiError> {
-    let record = store.get(key.as_bytes(), ReadAt::Latest).map_err(ApiError::internal)?;
-    match record.and_then(|r| r.value) {
+fn read(cache: &WatchCache, key: &str) -> Result<Option<Value>, ApiError> {
+    match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::internal),
         None => Ok(None),
     }
@@ -41,13 +40,12 @@ struct LifeMeta {
 }
 
 /// NamespaceLifecycle for a create of a namespaced object.
-pub fn check_namespace(store: &Store, info: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_namespace(cache: &WatchCache, info: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
     if !info.namespaced {
         return Ok(());
     }
     let key = keelson_store::object_key("namespaces", None, namespace);
-    let record = store.get(key.as_bytes(), ReadAt::Latest).map_err(ApiError::internal)?;
-    let namespace_life = match record.and_then(|r| r.value) {
+    let namespace_life = match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
         Some(bytes) => Some(serde_json::from_slice::<NamespaceLife>(&bytes).map_err(ApiError::internal)?),
         None => None,
     };
@@ -67,7 +65,7 @@ pub fn check_namespace(store: &Store, info: &ResourceInfo, namespace: &str, name
 }
 
 /// The pod admission plugins, on the raw object before it is decoded.
-pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
+pub fn admit_pod(cache: &WatchCache, pod: &mut Value) -> Result<(), ApiError> {
     let spec = object::entry(pod, &["spec"]);
     if spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").is_empty() {
         spec["serviceAccountName"] = json!("default");
@@ -79,7 +77,7 @@ pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
         }
     } else {
         let key = keelson_store::object_key("priorityclasses", None, &class);
-        let priority = match read(store, &key)? {
+        let priority = match read(cache, &key)? {
             Some(pc) => pc.get("value").cloned().unwrap_or(json!(0)),
             None if class == "system-cluster-critical" => json!(2_000_000_000),
             None if class == "system-node-critical" => json!(2_000_001_000),
@@ -138,18 +136,20 @@ mod tests {
 
     #[test]
     fn pods_get_a_service_account_priority_and_tolerations() {
-        let store = Store::in_memory(Default::default()).unwrap();
+        let store = keelson_store::Store::in_memory(Default::default()).unwrap();
+        let cache = WatchCache::start(store.clone());
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
-        admit_pod(&store, &mut pod).unwrap();
+        admit_pod(&cache, &mut pod).unwrap();
         assert_eq!(pod["spec"]["serviceAccountName"], "default");
         assert_eq!(pod["spec"]["priority"], 0);
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
         assert_eq!(pod["spec"]["tolerations"][0]["tolerationSeconds"], 300);
-        admit_pod(&store, &mut pod).unwrap();
+        admit_pod(&cache, &mut pod).unwrap();
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2, "idempotent");
 
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold"}});
-        assert_eq!(admit_pod(&store, &mut pod).unwrap_err().code(), 403);
+        assert_eq!(admit_pod(&cache, &mut pod).unwrap_err().code(), 403);
+        cache.stop();
         store.close();
     }
 }

@@ -33,6 +33,14 @@ const UPDATE_ATTEMPTS: usize = 16;
 /// Items fetched from the store per round when a list filters by selector.
 const LIST_CHUNK: usize = 500;
 
+/// Where the first page of a list reads.
+enum ListAt {
+    /// The state at exactly this revision (from the store's history).
+    Exact(Revision),
+    /// Any state at or after this revision (`None`: any state at all).
+    Recent(Option<Revision>),
+}
+
 /// `fieldValidation`: what to do with fields the kind does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldValidation {
@@ -195,16 +203,23 @@ impl<'a> Call<'a> {
         }
     }
 
-    fn current(&self) -> Result<Option<(Value, Bytes, Revision)>, ApiError> {
+    /// The object's stored bytes and revision, read from the store: the state a write
+    /// is computed from must be the latest.
+    fn stored(&self) -> Result<Option<(Bytes, Revision)>, ApiError> {
         let record = self.state.store.get(self.key().as_bytes(), ReadAt::Latest).map_err(|e| self.store_error(e))?;
         match record {
             Some(record) => {
                 let bytes = record.value.ok_or_else(|| ApiError::internal("live record without a value"))?;
-                let value = object::decode_stored(&bytes, record.mod_revision.get()).map_err(ApiError::internal)?;
-                Ok(Some((value, bytes, record.mod_revision)))
+                Ok(Some((bytes, record.mod_revision)))
             }
             None => Ok(None),
         }
+    }
+
+    fn current(&self) -> Result<Option<(Value, Bytes, Revision)>, ApiError> {
+        let Some((bytes, revision)) = self.stored()? else { return Ok(None) };
+        let value = object::decode_stored(&bytes, revision.get()).map_err(ApiError::internal)?;
+        Ok(Some((value, bytes, revision)))
     }
 }
 
@@ -414,41 +429,124 @@ impl Call<'_> {
         Ok(names)
     }
 
-    pub fn get(&mut self) -> Reply {
-        if let Some(rv) = self.query.int("resourceVersion")? {
-            let current = self.state.store.current_revision().get();
-            if rv as u64 > current {
-                return Err(self.store_error(StoreError::FutureRevision {
-                    requested: Revision(rv as u64),
-                    current: Revision(current),
-                }));
-            }
+    /// GET of one object (or its status or scale), from the watch cache: current unless
+    /// `resourceVersion` says an older state will do.
+    pub async fn get(&mut self) -> Reply {
+        let min = match self.query.int("resourceVersion")? {
+            Some(0) => None,
+            Some(rv) => Some(self.not_future(rv)?),
+            None => Some(self.state.store.current_revision()),
+        };
+        let key = self.key();
+        let found = match self.state.cache.ready_for(min).await {
+            true => self.state.cache.get(key.as_bytes()),
+            false => None,
+        };
+        let (stored, revision) = match found {
+            Some(cached) => cached.map(|c| (c.value, c.mod_revision)),
+            None => self.stored()?,
         }
-        let (value, stored, revision) = self.current()?.ok_or_else(|| self.not_found())?;
+        .ok_or_else(|| self.not_found())?;
         match self.route.subresource.as_deref() {
             Some("scale") => {
+                let value = object::decode_stored(&stored, revision.get()).map_err(ApiError::internal)?;
                 Ok(reply::json(StatusCode::OK, serde_json::to_vec(&scale_of(&value)).map_err(ApiError::internal)?))
             }
             _ => self.object_response(StatusCode::OK, &stored, revision.get()),
         }
     }
 
-    /// Lists a collection: consistent at one revision, filtered, paged.
-    pub fn list(&mut self) -> Reply {
+    /// `rv` as a revision the store has reached, or the "too large resource version" error.
+    fn not_future(&self, rv: i64) -> Result<Revision, ApiError> {
+        let current = self.state.store.current_revision();
+        if rv as u64 > current.get() {
+            return Err(self.store_error(StoreError::FutureRevision { requested: Revision(rv as u64), current }));
+        }
+        Ok(Revision(rv as u64))
+    }
+
+    /// Lists a collection: consistent at one revision, filtered, paged. The first page
+    /// comes from the watch cache; later pages (and exact-revision lists) read the
+    /// store at the revision the first page was.
+    pub async fn list(&mut self) -> Reply {
         let info = self.info();
         let filter = Filter::parse(self.query.get("labelSelector"), self.query.get("fieldSelector"), info)?;
         let limit = self.query.int("limit")?.filter(|l| *l > 0).map_or(0, |l| l as usize);
         let prefix = info.prefix(self.namespace());
-        let (at, mut after_key) = match self.query.get("continue").filter(|c| !c.is_empty()) {
+        let (at, after_key) = match self.query.get("continue").filter(|c| !c.is_empty()) {
             Some(token) => {
                 let (revision, key) = decode_continue(token, &prefix)?;
                 (ReadAt::Revision(revision), Some(key))
             }
-            None => (self.list_read_at()?, None),
+            None => match self.list_read_at()? {
+                ListAt::Exact(revision) => (ReadAt::Revision(revision), None),
+                ListAt::Recent(min) => {
+                    if let Some(listed) = self.list_cached(&filter, limit, &prefix, min).await? {
+                        return listed;
+                    }
+                    (ReadAt::Latest, None)
+                }
+            },
         };
+        self.list_stored(&filter, limit, &prefix, at, after_key)
+    }
+
+    /// The first page of a list from the watch cache; `None` if the cache cannot serve it.
+    async fn list_cached(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        prefix: &str,
+        min: Option<Revision>,
+    ) -> Result<Option<Reply>, ApiError> {
+        if !self.state.cache.ready_for(min).await {
+            return Ok(None);
+        }
+        // Without a selector, one entry past the page tells whether another page follows.
+        let want = if limit > 0 && filter.is_everything() { limit + 1 } else { 0 };
+        let Some((entries, revision)) = self.state.cache.list(prefix.as_bytes(), want) else { return Ok(None) };
+        let mut items = Vec::new();
+        let mut next_continue = None;
+        let mut last_key: &[u8] = b"";
+        for (key, cached) in &entries {
+            let Some(item) = self.list_item(filter, &cached.value, cached.mod_revision)? else { continue };
+            if limit > 0 && items.len() == limit {
+                next_continue = Some(encode_continue(revision, last_key, prefix));
+                break;
+            }
+            items.push(item);
+            last_key = key;
+        }
+        Ok(Some(Ok(self.list_response(items, revision, next_continue))))
+    }
+
+    /// One stored object as a list item (stamped bytes, and the parsed object when a
+    /// selector or Table output needs it); `None` if the selectors exclude it.
+    fn list_item(
+        &self,
+        filter: &Filter,
+        stored: &[u8],
+        revision: Revision,
+    ) -> Result<Option<(Vec<u8>, Value)>, ApiError> {
+        let bytes = stamped(stored, revision.get());
+        if filter.is_everything() && self.output == Output::Json {
+            return Ok(Some((bytes, Value::Null)));
+        }
+        let parsed: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        Ok(filter.matches(&parsed).then_some((bytes, parsed)))
+    }
+
+    /// A list read from the store at `at`, from `after_key` on.
+    fn list_stored(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        prefix: &str,
+        mut at: ReadAt,
+        mut after_key: Option<Bytes>,
+    ) -> Reply {
         let mut items: Vec<(Vec<u8>, Value)> = Vec::new();
         let mut next_continue = None;
-        let mut at = at;
         let revision = loop {
             let want = if limit == 0 {
                 0
@@ -468,16 +566,8 @@ impl Call<'_> {
             let mut stopped_at = None;
             for (key, record) in &page.items {
                 let Some(value) = &record.value else { continue };
-                let bytes = stamped(value, record.mod_revision.get());
-                let parsed = if filter.is_everything() && self.output == Output::Json {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&bytes).map_err(ApiError::internal)?
-                };
-                if !parsed.is_null() && !filter.matches(&parsed) {
-                    continue;
-                }
-                items.push((bytes, parsed));
+                let Some(item) = self.list_item(filter, value, record.mod_revision)? else { continue };
+                items.push(item);
                 if limit > 0 && items.len() == limit {
                     stopped_at = Some(key.clone());
                     break;
@@ -492,7 +582,7 @@ impl Call<'_> {
                         .list(prefix.as_bytes(), &ListOptions { at, limit: 1, after_key: Some(key.clone()) })
                         .map_err(|e| self.store_error(e))?;
                     if !more.items.is_empty() {
-                        next_continue = Some(encode_continue(page.revision, &key, &prefix));
+                        next_continue = Some(encode_continue(page.revision, &key, prefix));
                     }
                     break page.revision;
                 }
@@ -500,15 +590,26 @@ impl Call<'_> {
                 (None, None) => break page.revision,
             }
         };
+        Ok(self.list_response(items, revision, next_continue))
+    }
+
+    /// The list body: a `<Kind>List` built from the items' bytes, or a Table.
+    fn list_response(
+        &self,
+        items: Vec<(Vec<u8>, Value)>,
+        revision: Revision,
+        next_continue: Option<String>,
+    ) -> Response<Body> {
+        let info = self.info();
         let rv = revision.get().to_string();
         match self.output {
             Output::Table => {
                 let values: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-                Ok(reply::respond(
+                reply::respond(
                     StatusCode::OK,
                     reply::TABLE_JSON,
                     table::render(info, &values, &rv, next_continue.as_deref()),
-                ))
+                )
             }
             Output::Json => {
                 let mut body = Vec::with_capacity(items.iter().map(|(b, _)| b.len() + 1).sum::<usize>() + 256);
@@ -532,30 +633,22 @@ impl Call<'_> {
                     body.extend_from_slice(bytes);
                 }
                 body.extend_from_slice(b"]}");
-                Ok(reply::json(StatusCode::OK, body))
+                reply::json(StatusCode::OK, body)
             }
         }
     }
 
-    /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
-    fn list_read_at(&self) -> Result<ReadAt, ApiError> {
+    /// Where a first list page reads, from `resourceVersion` and `resourceVersionMatch`.
+    fn list_read_at(&self) -> Result<ListAt, ApiError> {
         let rv = self.query.int("resourceVersion")?;
         match (self.query.get("resourceVersionMatch").unwrap_or(""), rv) {
-            ("", None | Some(0)) => Ok(ReadAt::Latest),
-            ("Exact", Some(rv)) if rv > 0 => Ok(ReadAt::Revision(Revision(rv as u64))),
+            ("", None) => Ok(ListAt::Recent(Some(self.state.store.current_revision()))),
+            ("", Some(0)) => Ok(ListAt::Recent(None)),
+            ("Exact", Some(rv)) if rv > 0 => Ok(ListAt::Exact(Revision(rv as u64))),
             ("Exact", _) => Err(ApiError::bad_request(
                 "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\" or unset",
             )),
-            ("NotOlderThan" | "", Some(rv)) => {
-                let current = self.state.store.current_revision().get();
-                if rv as u64 > current {
-                    return Err(self.store_error(StoreError::FutureRevision {
-                        requested: Revision(rv as u64),
-                        current: Revision(current),
-                    }));
-                }
-                Ok(ReadAt::Latest)
-            }
+            ("NotOlderThan" | "", Some(rv)) => Ok(ListAt::Recent(Some(self.not_future(rv)?))),
             ("NotOlderThan", None) => {
                 Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"))
             }
@@ -683,10 +776,10 @@ impl Call<'_> {
         initial_status(info, &mut candidate);
         let name = object::name(&candidate).to_string();
         if let Some(ns) = self.namespace() {
-            admission::check_namespace(&self.state.store, info, ns, &name)?;
+            admission::check_namespace(&self.state.cache, info, ns, &name)?;
         }
         if info.group.is_empty() && info.kind == "Pod" {
-            admission::admit_pod(&self.state.store, &mut candidate)?;
+            admission::admit_pod(&self.state.cache, &mut candidate)?;
         }
         let mut out = self.admit(&candidate, Write::Create)?;
         if !self.applying {

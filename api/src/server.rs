@@ -2,6 +2,7 @@
 //! HTTP/2, authentication, overload limits, routing, and graceful shutdown.
 
 use crate::auth::{self, Authenticator, User};
+use crate::cache::WatchCache;
 use crate::discovery::{self, Discovery, Format};
 use crate::metrics::{self, Metrics};
 use crate::object;
@@ -80,6 +81,8 @@ pub enum ServerError {
 /// Everything a request handler may touch.
 pub struct ApiState {
     pub store: Arc<Store>,
+    /// Serves GET and LIST; kept current by the store's watch.
+    pub cache: Arc<WatchCache>,
     pub discovery: Discovery,
     pub openapi: OpenApi,
     pub authenticator: Authenticator,
@@ -160,8 +163,10 @@ impl Server {
             None => Authenticator::default(),
         };
         let (shutdown, shutdown_rx) = signal::channel(false);
+        let cache = WatchCache::start(Arc::clone(&store));
         let state = Arc::new(ApiState {
             store,
+            cache,
             discovery: Discovery::build(),
             openapi: OpenApi::build(),
             authenticator,
@@ -234,6 +239,7 @@ impl Server {
         }
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+        self.state.cache.stop();
     }
 }
 
@@ -406,7 +412,7 @@ async fn dispatch<B: RequestBody>(
         return Err(ApiError::new(StatusReason::NotFound, "the server could not find the requested resource"));
     }
     if is_watch {
-        return watch::start(state.clone(), &route, &query, output);
+        return watch::start(state.clone(), &route, &query, output).await;
     }
     // Overload protection: bounded requests in flight, separately for writes.
     let semaphore = if matches!(*verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };
@@ -446,8 +452,8 @@ async fn resource_verb(
     match (method, has_name, sub.as_deref()) {
         (&Method::GET, false, None) if info.kind == "ComponentStatus" => component_statuses(call),
         (&Method::GET, true, None) if info.kind == "ComponentStatus" => component_statuses(call),
-        (&Method::GET, false, None) => call.list(),
-        (&Method::GET, true, None | Some("status" | "scale")) => call.get(),
+        (&Method::GET, false, None) => call.list().await,
+        (&Method::GET, true, None | Some("status" | "scale")) => call.get().await,
         (&Method::GET, true, Some("log")) => pod_log(call).await,
         (&Method::POST, false, None) => {
             let input = parse(&body)?;
@@ -657,8 +663,7 @@ async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     };
     let key = keelson_store::object_key("nodes", None, &node);
-    let record = call.state.store.get(key.as_bytes(), keelson_store::ReadAt::Latest).map_err(ApiError::internal)?;
-    let node_object: Value = match record.and_then(|r| r.value) {
+    let node_object: Value = match call.state.cache.find(key.as_bytes()).map_err(ApiError::internal)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(ApiError::internal)?,
         None => return Err(ApiError::new(StatusReason::NotFound, format!("nodes \"{node}\" not found"))),
     };
@@ -721,6 +726,7 @@ fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response
         Route::Health => text(StatusCode::OK, "ok"),
         Route::Metrics => {
             let mut text = state.metrics.render(&state.store.stats());
+            state.cache.render_metrics(&mut text);
             for component in state.components.read().unwrap_or_else(|e| e.into_inner()).iter() {
                 (component.metrics)(&mut text);
             }

@@ -156,7 +156,7 @@ impl Stream {
 }
 
 /// Starts a watch and returns the streaming response.
-pub fn start(
+pub async fn start(
     state: Arc<ApiState>,
     route: &ResourceRoute,
     query: &Query,
@@ -183,12 +183,7 @@ pub fn start(
     let stream = Stream { info, filter, output, bookmarks, tx };
     // Resolve the start point before answering, so a bad revision is a clean error.
     let (initial_items, start) = if initial {
-        let page = state
-            .store
-            .list(prefix.as_bytes(), &ListOptions { at: ReadAt::Latest, limit: 0, after_key: None })
-            .map_err(|e| reply::store_error(e, (info.group, info.plural), ""))?;
-        let revision = page.revision;
-        (page.items, revision)
+        current_state(&state, info, &prefix).await?
     } else {
         (Vec::new(), Revision(rv.unwrap_or(0) as u64))
     };
@@ -210,11 +205,31 @@ pub fn start(
     Ok(response)
 }
 
+/// The collection's current objects (stored bytes and revision) and the revision they
+/// are the state at: from the watch cache, or the store if the cache cannot serve.
+async fn current_state(
+    state: &ApiState,
+    info: &ResourceInfo,
+    prefix: &str,
+) -> Result<(Vec<(Bytes, Revision)>, Revision), ApiError> {
+    if state.cache.ready_for_current().await {
+        if let Some((entries, revision)) = state.cache.list(prefix.as_bytes(), 0) {
+            return Ok((entries.into_iter().map(|(_, c)| (c.value, c.mod_revision)).collect(), revision));
+        }
+    }
+    let page = state
+        .store
+        .list(prefix.as_bytes(), &ListOptions { at: ReadAt::Latest, limit: 0, after_key: None })
+        .map_err(|e| reply::store_error(e, (info.group, info.plural), ""))?;
+    let items = page.items.into_iter().filter_map(|(_, r)| Some((r.value?, r.mod_revision))).collect();
+    Ok((items, page.revision))
+}
+
 async fn pump(
     state: Arc<ApiState>,
     stream: Stream,
     watcher: Result<keelson_store::Watcher, StoreError>,
-    initial_items: Vec<(Bytes, keelson_store::Record)>,
+    initial_items: Vec<(Bytes, Revision)>,
     start: Revision,
     initial_events_end: bool,
     timeout: Duration,
@@ -226,9 +241,8 @@ async fn pump(
             return;
         }
     };
-    for (_, record) in &initial_items {
-        let Some(value) = &record.value else { continue };
-        if stream.matches(value) && !stream.send("ADDED", &stamped(value, record.mod_revision.get())).await {
+    for (value, revision) in &initial_items {
+        if stream.matches(value) && !stream.send("ADDED", &stamped(value, revision.get())).await {
             return;
         }
     }

@@ -346,3 +346,72 @@ async fn overload_answers_429_with_retry_after() {
     // Reads have their own bound.
     assert_eq!(h.get(CMS).await.0, 200);
 }
+
+/// The `items[].metadata.name`s of a list.
+fn names(list: &Value) -> Vec<String> {
+    list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+}
+
+async fn metric(h: &Harness, line_start: &str) -> u64 {
+    let text = h.http.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no {line_start} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn reads_from_the_watch_cache_are_consistent() {
+    let h = start(|_| {}).await;
+    // Every write is visible to the next read: the cache waits for the store's revision.
+    for i in 0..25 {
+        let mut cm = configmap(&format!("c{i:02}"));
+        cm["metadata"]["labels"]["parity"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+        assert_eq!(h.post(CMS, cm).await.0, 201);
+        let (code, got) = h.get(&format!("{CMS}/c{i:02}")).await;
+        assert_eq!(code, 200, "{got}");
+    }
+    let (_, all) = h.get(CMS).await;
+    assert_eq!(names(&all).len(), 25);
+    let rv = all["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    // Pages: the first from the cache, the rest from the store at the first's revision,
+    // even while the collection changes in between.
+    let (_, first) = h.get(&format!("{CMS}?limit=10")).await;
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    assert_eq!(h.post(CMS, configmap("a-late")).await.0, 201);
+    let (_, second) = h.get(&format!("{CMS}?limit=10&continue={token}")).await;
+    let token = second["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, third) = h.get(&format!("{CMS}?limit=10&continue={token}")).await;
+    assert!(third["metadata"].get("continue").is_none(), "{third}");
+    let paged: Vec<String> = [&first, &second, &third].iter().flat_map(|p| names(p)).collect();
+    assert_eq!(paged, names(&all), "pages are the state at the first page's revision");
+    assert_eq!(first["metadata"]["resourceVersion"], third["metadata"]["resourceVersion"]);
+
+    // A selector with a limit: a continue token only when another match follows.
+    let (_, odd) = h.get(&format!("{CMS}?labelSelector=parity%3Dodd&limit=12")).await;
+    assert_eq!(names(&odd).len(), 12);
+    assert!(odd["metadata"].get("continue").is_none(), "12 odd configmaps, no more: {odd}");
+    let (_, odd) = h.get(&format!("{CMS}?labelSelector=parity%3Dodd&limit=5")).await;
+    assert_eq!(names(&odd), ["c01", "c03", "c05", "c07", "c09"]);
+    assert!(odd["metadata"].get("continue").is_some());
+
+    // An update is seen at once; an exact old revision is still the old state.
+    let patch = h
+        .http
+        .patch(format!("{}{CMS}/c00", h.base))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"data":{"k":"changed"}}"#);
+    assert_eq!(h.send(patch).await.0, 200);
+    assert_eq!(h.get(&format!("{CMS}/c00")).await.1["data"]["k"], "changed");
+    let (_, old) = h.get(&format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact")).await;
+    assert_eq!(names(&old).len(), 25);
+    assert_eq!(old["items"][0]["data"]["k"], "v");
+    // resourceVersion=0: any state will do; here the cache is current anyway.
+    let (_, any) = h.get(&format!("{CMS}?resourceVersion=0")).await;
+    assert_eq!(names(&any).len(), 26);
+
+    // Deleted objects leave the cache with their commit.
+    let delete = h.http.delete(format!("{}{CMS}/c01", h.base));
+    assert_eq!(h.send(delete).await.0, 200);
+    assert_eq!(h.get(&format!("{CMS}/c01")).await.0, 404);
+    assert!(metric(&h, "keelson_watch_cache_reads_total{source=\"cache\"}").await > 30);
+}

@@ -199,6 +199,16 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
         assert!(Instant::now() < deadline, "volume contents: {logs:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // `kubectl exec` runs in the container through CRI ExecSync: its own filesystem,
+    // stdout and stderr apart, the exit code passed on.
+    let exec = kubectl.run(&["exec", "volumes", "--", "sh", "-c", "cat /sec/password; echo oops >&2; exit 4"]);
+    assert!(!exec.ok);
+    assert_eq!(exec.stdout, "s3cret");
+    assert!(
+        exec.stderr.starts_with("oops\n") && exec.stderr.contains("command terminated with exit code 4"),
+        "{}",
+        exec.stderr
+    );
 
     eventually(&kubectl, &["get", "pod", "web"], "web Ready", ready);
     let pod_ip = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);

@@ -3,7 +3,8 @@
 //! shows its exit code and restarts by its policy, `kubectl logs` shows what it printed,
 //! an HTTP server becomes Ready through its httpGet probe and answers on the pod IP, a
 //! failing liveness probe restarts its container, a container with no command says why
-//! it cannot run, a deleted pod's processes stop within the grace period, and a
+//! it cannot run, `kubectl exec` runs a command in a container and reports its exit
+//! code, a deleted pod's processes stop within the grace period, and a
 //! restarted agent takes its running containers back instead of starting them again.
 
 mod common;
@@ -115,6 +116,22 @@ fn process_pods_run_restart_probe_log_and_stop() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+
+    // `kubectl exec` (WebSocket, v5.channel.k8s.io) runs a command in the container:
+    // its stdout and stderr apart, and its exit code as kubectl's.
+    let both = kubectl.run(&["exec", "web", "--", "sh", "-c", "echo out $WHERE; echo err >&2"]);
+    assert!(both.ok, "{}", both.stderr);
+    assert_eq!(both.stdout, "out\n");
+    assert_eq!(both.stderr, "err\n");
+    let failed = kubectl.command(&["exec", "web", "-c", "main", "--", "sh", "-c", "exit 3"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(3), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("command terminated with exit code 3"));
+    let interactive = kubectl.stdin(&["exec", "-i", "web", "--", "cat"], "hello");
+    assert!(
+        !interactive.ok && interactive.stderr.contains("interactive exec (stdin, tty) is not supported"),
+        "{}",
+        interactive.stderr
+    );
 
     eventually(&kubectl, &["get", "pod", "live"], "live restarted by its liveness probe", |pod| {
         (container_status(pod)["restartCount"].as_i64()? >= 1).then_some(())

@@ -1,18 +1,24 @@
-//! The API server's client for node agents, and `pods/log` proxied through it.
+//! The API server's client for node agents, and the pod subresources proxied through
+//! it: `pods/log` (a plain GET relayed as text) and `pods/exec` (a WebSocket upgrade
+//! relayed byte for byte, as kube-apiserver's upgrade-aware proxy does; the agent
+//! speaks the channel protocol).
 //!
 //! The server presents its own client certificate (CN `kube-apiserver-kubelet-client`,
 //! signed by the cluster CA), which is what agents accept. Like kube-apiserver without
 //! `--kubelet-certificate-authority`, it does not verify the agent's serving
 //! certificate: agents sign their own.
 
+use crate::object;
 use crate::reply::Body;
+use crate::rest::Call;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use keelson_engine::{ApiError, StatusReason};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,8 +87,16 @@ impl KubeletClient {
         Ok(KubeletClient { connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
     }
 
-    /// `GET path_and_query` on the agent at `host:port`; the answer streams through.
-    pub async fn get(&self, host: &str, port: u16, path_and_query: &str) -> Result<Response<Body>, ApiError> {
+    /// `GET path_and_query` on the agent at `host:port`, with `headers`; the answer
+    /// streams through. The connection allows an upgrade (`hyper::upgrade::on` on the
+    /// response).
+    pub async fn get(
+        &self,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+        headers: HeaderMap,
+    ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             ApiError::new(StatusReason::ServiceUnavailable, format!("node agent {host}:{port}: {e}"))
         };
@@ -97,16 +111,169 @@ impl KubeletClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(&e))?;
-        tokio::spawn(connection);
-        let request = Request::get(path_and_query)
+        tokio::spawn(connection.with_upgrades());
+        let mut request = Request::get(path_and_query)
             .header(http::header::HOST, format!("{host}:{port}"))
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(ApiError::internal)?;
-        let response = sender.send_request(request).await.map_err(|e| unreachable(&e))?;
-        let (parts, body) = response.into_parts();
-        let body = body.map_err(std::io::Error::other).boxed();
-        Ok(Response::from_parts(parts, body))
+        request.headers_mut().extend(headers);
+        sender.send_request(request).await.map_err(|e| unreachable(&e))
     }
+}
+
+/// Where a pod's container runs: the container's name and its node agent's endpoint.
+struct AgentTarget {
+    namespace: String,
+    pod: String,
+    container: String,
+    host: String,
+    port: u16,
+}
+
+/// Resolves the container the request names (or the pod's only one) and the agent of
+/// the pod's node (its InternalIP and the port it publishes as
+/// `daemonEndpoints.kubeletEndpoint`).
+fn target(call: &Call<'_>) -> Result<AgentTarget, ApiError> {
+    let pod = call.current_value()?;
+    let name = object::name(&pod).to_string();
+    let namespace = object::get_str(&pod, &["metadata", "namespace"]).unwrap_or("default").to_string();
+    let containers: Vec<String> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| object::get(&pod, &["spec", list]).and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let regular = object::get(&pod, &["spec", "containers"]).and_then(Value::as_array).map_or(0, Vec::len);
+    let container = match call.query.get("container") {
+        Some(wanted) if containers.iter().any(|c| c == wanted) => wanted.to_owned(),
+        Some(wanted) => {
+            return Err(ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")));
+        }
+        None if regular == 1 => containers[containers.len() - 1].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    let Some(node) = object::get_str(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(str::to_owned) else {
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+    };
+    let key = keelson_store::object_key("nodes", None, &node);
+    let node_object: Value = match call.state.cache.find(key.as_bytes()).map_err(ApiError::internal)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(ApiError::internal)?,
+        None => return Err(ApiError::new(StatusReason::NotFound, format!("nodes \"{node}\" not found"))),
+    };
+    let host = object::get(&node_object, &["status", "addresses"])
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+        .and_then(|a| a["address"].as_str())
+        .map(str::to_owned);
+    let port = object::get(&node_object, &["status", "daemonEndpoints", "kubeletEndpoint", "Port"])
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0);
+    let (Some(host), Some(port)) = (host, port) else {
+        return Err(ApiError::new(
+            StatusReason::ServiceUnavailable,
+            format!("node \"{node}\" publishes no agent endpoint"),
+        ));
+    };
+    Ok(AgentTarget { namespace, pod: name, container, host, port })
+}
+
+/// `pods/log`, with the query kubectl sent.
+pub async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
+    let target = target(call)?;
+    let query = {
+        let mut forwarded = form_urlencoded::Serializer::new(String::new());
+        for key in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
+            if let Some(value) = call.query.get(key) {
+                forwarded.append_pair(key, value);
+            }
+        }
+        forwarded.finish()
+    };
+    let AgentTarget { namespace, pod, container, host, port } = target;
+    let path = format!("/containerLogs/{namespace}/{pod}/{container}?{query}");
+    let response = call.state.kubelet.get(&host, port, &path, HeaderMap::new()).await?;
+    relay(streaming(response)).await
+}
+
+/// The headers of a WebSocket handshake, which pass through the proxy both ways.
+const UPGRADE_HEADERS: &[http::header::HeaderName] = &[
+    http::header::UPGRADE,
+    http::header::CONNECTION,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::SEC_WEBSOCKET_PROTOCOL,
+    http::header::SEC_WEBSOCKET_ACCEPT,
+];
+
+fn upgrade_headers(from: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in UPGRADE_HEADERS {
+        for value in from.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// `pods/exec`: the client's WebSocket upgrade goes to the agent; once the agent
+/// switches protocols, the two upgraded connections are joined. kubectl 1.30+ asks
+/// for `v5.channel.k8s.io` over a WebSocket; older clients' SPDY upgrades get a 400.
+pub async fn pod_exec<B: Send + 'static>(call: &Call<'_>, mut request: Request<B>) -> Result<Response<Body>, ApiError> {
+    let query = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes());
+    if query.into_iter().any(|(key, value)| (key == "stdin" || key == "tty") && value == "true") {
+        // Refused before the upgrade, with the same answer to kubectl's WebSocket
+        // attempt and to its SPDY fallback.
+        return Err(ApiError::bad_request(
+            "interactive exec (stdin, tty) is not supported yet; run a command without -i/-t",
+        ));
+    }
+    let websocket = request
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return Err(ApiError::bad_request(
+            "pods/exec is served over WebSocket (v5.channel.k8s.io, kubectl 1.30 or newer); SPDY upgrades are not supported",
+        ));
+    }
+    let AgentTarget { namespace, pod, container, host, port } = target(call)?;
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+            if key != "container" {
+                query.append_pair(&key, &value);
+            }
+        }
+        query.finish()
+    };
+    let path = format!("/exec/{namespace}/{pod}/{container}?{query}");
+    let mut response = call.state.kubelet.get(&host, port, &path, upgrade_headers(request.headers())).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return relay(streaming(response)).await;
+    }
+    let agent = hyper::upgrade::on(&mut response);
+    let client = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(agent)) = tokio::join!(client, agent) else { return };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+    });
+    let mut switching = Response::new(crate::reply::full(Bytes::new()));
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *switching.headers_mut() = upgrade_headers(response.headers());
+    Ok(switching)
+}
+
+fn streaming(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
 }
 
 /// The agent's answer as the API's: success streams through as text; an error becomes

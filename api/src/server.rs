@@ -414,6 +414,13 @@ async fn dispatch<B: RequestBody>(
     if is_watch {
         return watch::start(state.clone(), &route, &query, output).await;
     }
+    // Exec sessions last as long as their command: like watches, they do not count
+    // toward the bound on requests in flight.
+    if route.subresource.as_deref() == Some("exec") {
+        *verb = "CONNECT";
+        let call = Call::new(state, &route, &query, output, &user_agent);
+        return crate::kubelet::pod_exec(&call, request).await;
+    }
     // Overload protection: bounded requests in flight, separately for writes.
     let semaphore = if matches!(*verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };
     let Ok(_permit) = semaphore.try_acquire() else {
@@ -454,7 +461,7 @@ async fn resource_verb(
         (&Method::GET, true, None) if info.kind == "ComponentStatus" => component_statuses(call),
         (&Method::GET, false, None) => call.list().await,
         (&Method::GET, true, None | Some("status" | "scale")) => call.get().await,
-        (&Method::GET, true, Some("log")) => pod_log(call).await,
+        (&Method::GET, true, Some("log")) => crate::kubelet::pod_log(call).await,
         (&Method::POST, false, None) => {
             let input = parse(&body)?;
             match info.kind {
@@ -632,67 +639,6 @@ fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
         .map_err(ApiError::internal)?,
     };
     Ok(reply::respond(StatusCode::OK, if call.output == Output::Table { reply::TABLE_JSON } else { reply::JSON }, body))
-}
-
-/// `pods/log`: proxied to the agent of the pod's node (its InternalIP and the port it
-/// publishes as `daemonEndpoints.kubeletEndpoint`), with the query kubectl sent.
-async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
-    let pod = call.current_value()?;
-    let name = object::name(&pod).to_string();
-    let namespace = object::get_str(&pod, &["metadata", "namespace"]).unwrap_or("default").to_string();
-    let containers: Vec<String> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|list| object::get(&pod, &["spec", list]).and_then(Value::as_array).cloned().unwrap_or_default())
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-        .collect();
-    let regular = object::get(&pod, &["spec", "containers"]).and_then(Value::as_array).map_or(0, Vec::len);
-    let container = match call.query.get("container") {
-        Some(wanted) if containers.iter().any(|c| c == wanted) => wanted.to_owned(),
-        Some(wanted) => {
-            return Err(ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")));
-        }
-        None if regular == 1 => containers[containers.len() - 1].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )))
-        }
-    };
-    let Some(node) = object::get_str(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(str::to_owned) else {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
-    };
-    let key = keelson_store::object_key("nodes", None, &node);
-    let node_object: Value = match call.state.cache.find(key.as_bytes()).map_err(ApiError::internal)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(ApiError::internal)?,
-        None => return Err(ApiError::new(StatusReason::NotFound, format!("nodes \"{node}\" not found"))),
-    };
-    let address = object::get(&node_object, &["status", "addresses"])
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
-        .and_then(|a| a["address"].as_str())
-        .map(str::to_owned);
-    let port = object::get(&node_object, &["status", "daemonEndpoints", "kubeletEndpoint", "Port"])
-        .and_then(Value::as_u64)
-        .filter(|p| *p > 0 && *p <= u16::MAX as u64);
-    let (Some(address), Some(port)) = (address, port) else {
-        return Err(ApiError::new(
-            StatusReason::ServiceUnavailable,
-            format!("node \"{node}\" publishes no agent endpoint to read logs from"),
-        ));
-    };
-    let query = {
-        let mut forwarded = form_urlencoded::Serializer::new(String::new());
-        for key in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
-            if let Some(value) = call.query.get(key) {
-                forwarded.append_pair(key, value);
-            }
-        }
-        forwarded.finish()
-    };
-    let path = format!("/containerLogs/{namespace}/{name}/{container}?{query}");
-    let response = call.state.kubelet.get(&address, port as u16, &path).await?;
-    crate::kubelet::relay(response).await
 }
 
 fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response<Body>, ApiError> {

@@ -1,6 +1,7 @@
 //! The agent's HTTPS endpoint for container logs, which the API server proxies
 //! `pods/log` to: `GET /containerLogs/NS/POD/CONTAINER?follow=&tailLines=&sinceSeconds=
-//! &sinceTime=&previous=&timestamps=&limitBytes=`.
+//! &sinceTime=&previous=&timestamps=&limitBytes=`; and for `pods/exec`
+//! (`GET /exec/NS/POD/CONTAINER?command=...`, a WebSocket: see [`super::exec`]).
 //!
 //! Only the API server may ask: a client certificate signed by the cluster CA with the
 //! common name [`APISERVER_CLIENT_CN`] is required. The serving certificate is
@@ -89,14 +90,17 @@ pub async fn bind<R: Runtime>(
                         if !allowed {
                             return Ok::<_, Infallible>(text(
                                 StatusCode::FORBIDDEN,
-                                "only the API server may read logs\n",
+                                "only the API server may use this endpoint\n",
                             ));
+                        }
+                        if request.uri().path().starts_with("/exec/") {
+                            return Ok(super::exec::serve(runtime, &pods, request).await);
                         }
                         Ok(container_logs(runtime, &pods, &request).await)
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades().await;
             });
         }
     }))

@@ -80,8 +80,11 @@ pub async fn run<R: Runtime>(
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
         return match runtime.exec(container_id, &command, timeout).await {
-            ExecResult::Exited { code: 0, output } => (true, output),
-            ExecResult::Exited { code, output } => (false, format!("command {command:?} exited with {code}: {output}")),
+            ExecResult::Exited { code: 0, stdout, stderr } => (true, ExecResult::output(&stdout, &stderr)),
+            ExecResult::Exited { code, stdout, stderr } => {
+                let output = ExecResult::output(&stdout, &stderr);
+                (false, format!("command {command:?} exited with {code}: {output}"))
+            }
             ExecResult::TimedOut => (false, format!("command {command:?} timed out after {timeout:?}")),
         };
     }

@@ -546,14 +546,12 @@ impl Runtime for CriRuntime {
         match self.client().exec_sync(request(exec, timeout + QUICK_CALL)).await {
             Ok(response) => {
                 let response = response.into_inner();
-                let mut output = String::from_utf8_lossy(&response.stdout).into_owned();
-                output.push_str(&String::from_utf8_lossy(&response.stderr));
-                ExecResult::Exited { code: response.exit_code, output }
+                ExecResult::Exited { code: response.exit_code, stdout: response.stdout, stderr: response.stderr }
             }
             Err(status) if status.code() == tonic::Code::DeadlineExceeded || status.message().contains("timeout") => {
                 ExecResult::TimedOut
             }
-            Err(status) => ExecResult::Exited { code: 126, output: status.message().to_owned() },
+            Err(status) => ExecResult::not_started(status.message()),
         }
     }
 

@@ -136,11 +136,25 @@ pub struct ContainerRecord {
     pub state: ContainerState,
 }
 
-/// The outcome of a command run inside a container (exec probes).
+/// The outcome of a command run inside a container (exec probes, `kubectl exec`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExecResult {
-    Exited { code: i32, output: String },
+    Exited { code: i32, stdout: Vec<u8>, stderr: Vec<u8> },
     TimedOut,
+}
+
+impl ExecResult {
+    /// A command that could not be started (exit code 126, as a shell reports it).
+    pub fn not_started(message: impl Into<String>) -> ExecResult {
+        ExecResult::Exited { code: 126, stdout: Vec::new(), stderr: message.into().into_bytes() }
+    }
+
+    /// Standard output then standard error, as text (what a probe reports).
+    pub fn output(stdout: &[u8], stderr: &[u8]) -> String {
+        let mut output = String::from_utf8_lossy(stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(stderr));
+        output
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -212,7 +212,7 @@ impl Runtime for ProcessRuntime {
 
     async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> ExecResult {
         let Some((program, args)) = argv.split_first() else {
-            return ExecResult::Exited { code: 126, output: "no command".into() };
+            return ExecResult::not_started("no command");
         };
         let cwd = parse_id(id).ok().map(|(uid, _, _)| self.pod_dir(uid));
         let mut command = tokio::process::Command::new(program);
@@ -222,11 +222,9 @@ impl Runtime for ProcessRuntime {
         }
         match tokio::time::timeout(timeout, command.output()).await {
             Err(_) => ExecResult::TimedOut,
-            Ok(Err(error)) => ExecResult::Exited { code: 126, output: format!("exec {program:?}: {error}") },
+            Ok(Err(error)) => ExecResult::not_started(format!("exec {program:?}: {error}")),
             Ok(Ok(out)) => {
-                let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-                output.push_str(&String::from_utf8_lossy(&out.stderr));
-                ExecResult::Exited { code: out.status.code().unwrap_or(128), output }
+                ExecResult::Exited { code: out.status.code().unwrap_or(128), stdout: out.stdout, stderr: out.stderr }
             }
         }
     }

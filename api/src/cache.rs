@@ -187,10 +187,15 @@ impl WatchCache {
     /// One object: `None` when the cache does not serve this key (not loaded, or not a
     /// resource's key), `Some(None)` when the object does not exist.
     pub fn get(&self, key: &[u8]) -> Option<Option<Cached>> {
+        self.count(self.lookup(key))
+    }
+
+    /// [`get`](Self::get), uncounted.
+    fn lookup(&self, key: &[u8]) -> Option<Option<Cached>> {
         if !self.loaded.load(Ordering::Acquire) {
-            return self.count(None);
+            return None;
         }
-        let shard = self.count(self.shard_of(key))?.read();
+        let shard = self.shard_of(key)?.read();
         Some(shard.objects.get(key).cloned())
     }
 
@@ -198,9 +203,11 @@ impl WatchCache {
     /// lookups that tolerate a moment's staleness (admission reads a namespace or a
     /// priority class), but must never miss an object just created.
     pub fn find(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        if let Some(Some(cached)) = self.get(key) {
+        if let Some(Some(cached)) = self.lookup(key) {
+            self.served.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(cached.value));
         }
+        self.fell_back.fetch_add(1, Ordering::Relaxed);
         Ok(self.store.get(key, ReadAt::Latest)?.and_then(|record| record.value))
     }
 

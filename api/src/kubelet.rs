@@ -197,7 +197,7 @@ pub async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     let AgentTarget { namespace, pod, container, host, port } = target;
     let path = format!("/containerLogs/{namespace}/{pod}/{container}?{query}");
     let response = call.state.kubelet.get(&host, port, &path, HeaderMap::new()).await?;
-    relay(streaming(response)).await
+    relay(response).await
 }
 
 /// The headers of a WebSocket handshake, which pass through the proxy both ways.
@@ -224,8 +224,19 @@ fn upgrade_headers(from: &HeaderMap) -> HeaderMap {
 /// switches protocols, the two upgraded connections are joined. kubectl 1.30+ asks
 /// for `v5.channel.k8s.io` over a WebSocket; older clients' SPDY upgrades get a 400.
 pub async fn pod_exec<B: Send + 'static>(call: &Call<'_>, mut request: Request<B>) -> Result<Response<Body>, ApiError> {
-    let query = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes());
-    if query.into_iter().any(|(key, value)| (key == "stdin" || key == "tty") && value == "true") {
+    // The agent's query: the client's, less the container (it goes in the path).
+    let mut interactive = false;
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+            interactive |= (key == "stdin" || key == "tty") && (value == "true" || value == "1");
+            if key != "container" {
+                query.append_pair(&key, &value);
+            }
+        }
+        query.finish()
+    };
+    if interactive {
         // Refused before the upgrade, with the same answer to kubectl's WebSocket
         // attempt and to its SPDY fallback.
         return Err(ApiError::bad_request(
@@ -243,19 +254,10 @@ pub async fn pod_exec<B: Send + 'static>(call: &Call<'_>, mut request: Request<B
         ));
     }
     let AgentTarget { namespace, pod, container, host, port } = target(call)?;
-    let query = {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
-            if key != "container" {
-                query.append_pair(&key, &value);
-            }
-        }
-        query.finish()
-    };
     let path = format!("/exec/{namespace}/{pod}/{container}?{query}");
     let mut response = call.state.kubelet.get(&host, port, &path, upgrade_headers(request.headers())).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return relay(streaming(response)).await;
+        return relay(response).await;
     }
     let agent = hyper::upgrade::on(&mut response);
     let client = hyper::upgrade::on(&mut request);
@@ -271,18 +273,13 @@ pub async fn pod_exec<B: Send + 'static>(call: &Call<'_>, mut request: Request<B
     Ok(switching)
 }
 
-fn streaming(response: Response<hyper::body::Incoming>) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
-}
-
 /// The agent's answer as the API's: success streams through as text; an error becomes
 /// a Status with the agent's message.
-pub async fn relay(response: Response<Body>) -> Result<Response<Body>, ApiError> {
+pub async fn relay(response: Response<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
     if response.status() == StatusCode::OK {
         let (mut parts, body) = response.into_parts();
         parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-        return Ok(Response::from_parts(parts, body));
+        return Ok(Response::from_parts(parts, body.map_err(std::io::Error::other).boxed()));
     }
     let status = response.status();
     let collected = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect()).await;

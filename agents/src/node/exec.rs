@@ -10,19 +10,17 @@
 //! runtime's streaming exec and are refused with 400 before the upgrade.
 
 use super::kubelet::PodDirectory;
+use super::logserver::{text, Body};
 use super::runtime::{ContainerState, ExecResult, Runtime};
 use bytes::Bytes;
 use futures::SinkExt;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 use tokio_tungstenite::WebSocketStream;
-
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The channel protocols served, best first.
 pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -81,12 +79,6 @@ pub fn status_message(command: &[String], result: &ExecResult) -> serde_json::Va
             "reason": "InternalError",
         }),
     }
-}
-
-fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Full::new(Bytes::from(format!("{message}\n"))).boxed());
-    *response.status_mut() = status;
-    response
 }
 
 fn header<'a>(request: &'a Request<hyper::body::Incoming>, name: &str) -> &'a str {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 /// The common name of the API server's client certificate for node agents.
 pub const APISERVER_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub(super) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogServerError {
@@ -90,7 +90,7 @@ pub async fn bind<R: Runtime>(
                         if !allowed {
                             return Ok::<_, Infallible>(text(
                                 StatusCode::FORBIDDEN,
-                                "only the API server may use this endpoint\n",
+                                "only the API server may use this endpoint",
                             ));
                         }
                         if request.uri().path().starts_with("/exec/") {
@@ -106,7 +106,8 @@ pub async fn bind<R: Runtime>(
     }))
 }
 
-fn text(status: StatusCode, message: &str) -> Response<Body> {
+/// A plain-text answer, sent as given (the API server trims error messages it relays).
+pub(super) fn text(status: StatusCode, message: &str) -> Response<Body> {
     let body = http_body_util::Full::new(Bytes::from(message.to_owned())).boxed();
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -153,18 +154,18 @@ async fn container_logs<R: Runtime>(
     let path = request.uri().path();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let ["containerLogs", namespace, pod, container] = parts[..] else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return text(StatusCode::NOT_FOUND, "not found");
     };
     let query = match parse_query(request.uri().query().unwrap_or("")) {
         Ok(query) => query,
-        Err(message) => return text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+        Err(message) => return text(StatusCode::BAD_REQUEST, &message),
     };
     let Some(uid) = pods.read().get(&(namespace.to_owned(), pod.to_owned())).cloned() else {
-        return text(StatusCode::NOT_FOUND, &format!("pod {namespace}/{pod} is not on this node\n"));
+        return text(StatusCode::NOT_FOUND, &format!("pod {namespace}/{pod} is not on this node"));
     };
     let mut runs: Vec<_> = match runtime.list().await {
         Ok(records) => records.into_iter().filter(|r| r.pod_uid == uid && r.name == container).collect(),
-        Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n")),
+        Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
     };
     runs.sort_by_key(|r| r.attempt);
     let chosen = if query.previous { runs.iter().rev().nth(1) } else { runs.last() };

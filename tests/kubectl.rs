@@ -225,6 +225,10 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api");
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    // `describe` reads through the typed client: protobuf answers from kubectl 1.32 on.
+    let described = k.ok(&["describe", "deployment", "api", "-n", "team-a"]);
+    assert!(described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+    assert!(described.lines().any(|l| l.split_whitespace().eq(["Port:", "8080/TCP"])), "{described}");
     k.ok(&["create", "configmap", "literal", "--from-literal=mode=fast", "-n", "team-a"]);
     assert_eq!(k.json(&["get", "cm", "literal", "-n", "team-a"])["data"]["mode"], "fast");
     k.ok(&["create", "secret", "generic", "creds", "--from-literal=password=hunter2", "-n", "team-a"]);

@@ -1,8 +1,9 @@
 //! One entry point that feeds untrusted bytes to every decoder a request body, path or
 //! query reaches before the store: body parsing (JSON and YAML), every kind's codec
 //! (create and update), the three patch formats, paths, selectors and continue
-//! tokens. The property: no input panics. Used by `api/tests/fuzz.rs` (mutation
-//! fuzzing in the test suite) and by the cargo-fuzz target in `fuzz/`.
+//! tokens, and the protobuf encoding of what the codecs accept. The property: no
+//! input panics. Used by `api/tests/fuzz.rs` (mutation fuzzing in the test suite)
+//! and by the cargo-fuzz target in `fuzz/`.
 
 use crate::filter::Filter;
 use crate::kinds::Write;
@@ -52,6 +53,11 @@ fn admit_everywhere(body: &Value) -> usize {
         let mut unknown = Vec::new();
         if let Ok(created) = info.codec.admit(body, Write::Create, Some(&mut unknown)) {
             accepted += 1;
+            // What the server stores, it may answer in protobuf: encoding is total.
+            let mut typed = created.clone();
+            typed["apiVersion"] = info.api_version().into();
+            typed["kind"] = info.kind.into();
+            let _ = crate::protobuf::encode(&typed);
             // An accepted object must also be a valid "old" for itself.
             let _ = info.codec.admit(&created, Write::Update { old: &created }, None);
         }

@@ -51,30 +51,67 @@ pub enum Output {
     Table,
 }
 
+/// How an `Output::Json` response is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Json,
+    /// `application/vnd.kubernetes.protobuf`, for clients that list it first (Go's
+    /// typed clients do, with JSON as the alternative). Handlers always build JSON;
+    /// [`to_protobuf`] re-encodes it on the way out.
+    Protobuf,
+}
+
 impl Output {
-    /// Picks the first acceptable media type. Protobuf is always offered with JSON as
-    /// an alternative by Kubernetes clients; a client that accepts nothing we serve
-    /// gets 406.
-    pub fn from_accept(accept: Option<&str>) -> Result<Output, ApiError> {
-        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Output::Json) };
+    /// Picks the first acceptable media type. Kubernetes clients offer protobuf with
+    /// JSON as an alternative; a client that accepts nothing we serve gets 406.
+    pub fn from_accept(accept: Option<&str>) -> Result<(Output, Wire), ApiError> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok((Output::Json, Wire::Json)) };
         for media in accept.split(',') {
             let media = media.replace(' ', "");
             if media.contains("as=Table") {
-                if media.contains("g=meta.k8s.io") {
-                    return Ok(Output::Table);
+                if media.contains("g=meta.k8s.io") && !media.starts_with(PROTOBUF) {
+                    return Ok((Output::Table, Wire::Json));
                 }
                 continue;
             }
-            let base = media.split(';').next().unwrap_or("");
-            if matches!(base, "application/json" | "*/*" | "application/*" | "application/yaml") {
-                return Ok(Output::Json);
+            match media.split(';').next().unwrap_or("") {
+                "application/json" | "*/*" | "application/*" | "application/yaml" => {
+                    return Ok((Output::Json, Wire::Json))
+                }
+                PROTOBUF if !media.contains("as=") => return Ok((Output::Json, Wire::Protobuf)),
+                _ => {}
             }
         }
         Err(ApiError::new(
             StatusReason::NotAcceptable,
-            format!("only the following media types are accepted: {JSON}, {TABLE_JSON}"),
+            format!("only the following media types are accepted: {JSON}, {PROTOBUF}, {TABLE_JSON}"),
         ))
     }
+}
+
+/// Re-encodes a JSON response as Kubernetes protobuf. Anything else (Tables, logs,
+/// upgrades) and any object the protobuf table cannot express stay as they are:
+/// clients that ask for protobuf accept JSON too.
+pub async fn to_protobuf(response: Response<Body>) -> Response<Body> {
+    if response.headers().get(CONTENT_TYPE).is_none_or(|c| c != JSON) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return error(&ApiError::internal(e)),
+    };
+    let encoded =
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|value| crate::protobuf::encode(&value).ok());
+    let body = match encoded {
+        Some(encoded) => {
+            parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+            full(encoded)
+        }
+        None => full(bytes),
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
 }
 
 /// How a store failure reaches the client.
@@ -106,12 +143,41 @@ mod tests {
     #[test]
     fn accept_headers() {
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(Output::from_accept(Some(table)).unwrap(), Output::Table);
+        assert_eq!(Output::from_accept(Some(table)).unwrap(), (Output::Table, Wire::Json));
         assert_eq!(
             Output::from_accept(Some("application/vnd.kubernetes.protobuf,application/json")).unwrap(),
-            Output::Json
+            (Output::Json, Wire::Protobuf)
         );
-        assert_eq!(Output::from_accept(None).unwrap(), Output::Json);
-        assert_eq!(Output::from_accept(Some("application/vnd.kubernetes.protobuf")).unwrap_err().code(), 406);
+        assert_eq!(
+            Output::from_accept(Some("application/json, application/vnd.kubernetes.protobuf")).unwrap(),
+            (Output::Json, Wire::Json)
+        );
+        assert_eq!(
+            Output::from_accept(Some(
+                "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"
+            ))
+            .unwrap(),
+            (Output::Json, Wire::Json)
+        );
+        assert_eq!(Output::from_accept(None).unwrap(), (Output::Json, Wire::Json));
+        assert_eq!(Output::from_accept(Some("text/html")).unwrap_err().code(), 406);
+    }
+
+    #[tokio::test]
+    async fn json_responses_become_protobuf_and_others_stay() {
+        let object = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}"#;
+        let response = to_protobuf(json(StatusCode::CREATED, &object[..])).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROTOBUF);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(crate::protobuf::decode(&body).unwrap()["data"]["k"], "v");
+
+        let widget = br#"{"apiVersion":"example.com/v1","kind":"Widget"}"#;
+        let response = to_protobuf(json(StatusCode::OK, &widget[..])).await;
+        assert_eq!(response.headers()[CONTENT_TYPE], JSON);
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), &widget[..]);
+
+        let table = to_protobuf(respond(StatusCode::OK, TABLE_JSON, "{}")).await;
+        assert_eq!(table.headers()[CONTENT_TYPE], TABLE_JSON);
     }
 }

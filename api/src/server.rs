@@ -9,7 +9,7 @@ use crate::object;
 use crate::openapi::OpenApi;
 use crate::patch::PatchType;
 use crate::pki::{Pki, PkiError};
-use crate::reply::{self, Body, Output};
+use crate::reply::{self, Body, Output, Wire};
 use crate::resources;
 use crate::rest::{self, Call, Change};
 use crate::route::{Query, ResourceRoute, Route};
@@ -309,12 +309,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn handle<B: RequestBody>(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<B>) -> Response<Body> {
     let started = Instant::now();
-    let mut verb = "GET";
-    let mut resource = None;
-    let result = dispatch(&state, user, request, &mut verb, &mut resource).await;
-    let response = result.unwrap_or_else(|e| reply::error(&e));
-    state.metrics.record(resource, verb, response.status().as_u16(), started.elapsed());
+    let mut trace = Trace { verb: "GET", resource: None, wire: Wire::Json };
+    let result = dispatch(&state, user, request, &mut trace).await;
+    let mut response = result.unwrap_or_else(|e| reply::error(&e));
+    // A watch streams and encodes its own events.
+    if trace.wire == Wire::Protobuf && trace.verb != "WATCH" {
+        response = reply::to_protobuf(response).await;
+    }
+    state.metrics.record(trace.resource, trace.verb, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// What dispatching learned about a request, for its metrics and its encoding: known
+/// even when the request fails.
+struct Trace {
+    verb: &'static str,
+    resource: Option<usize>,
+    wire: Wire,
 }
 
 fn header<B>(request: &Request<B>, name: ::http::header::HeaderName) -> Option<&str> {
@@ -353,8 +364,7 @@ async fn dispatch<B: RequestBody>(
     state: &Arc<ApiState>,
     conn_user: Option<Arc<User>>,
     request: Request<B>,
-    verb: &mut &'static str,
-    resource: &mut Option<usize>,
+    trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     let user = conn_user.or_else(|| header(&request, AUTHORIZATION).and_then(|a| state.authenticator.token(a)));
@@ -372,13 +382,14 @@ async fn dispatch<B: RequestBody>(
             return non_resource(state, other, &accept);
         }
     };
-    *resource = metrics::resource_index(route.info.plural, route.info.group);
+    trace.resource = metrics::resource_index(route.info.plural, route.info.group);
     let query = Query::parse(request.uri().query());
     let user_agent = header(&request, ::http::header::USER_AGENT).unwrap_or("").to_string();
-    let output = Output::from_accept(Some(&accept).filter(|a| !a.is_empty()).map(String::as_str))?;
+    let (output, wire) = Output::from_accept(Some(&accept).filter(|a| !a.is_empty()).map(String::as_str))?;
+    trace.wire = wire;
     let method = request.method().clone();
     let is_watch = method == Method::GET && route.name.is_none() && (route.legacy_watch || query.flag("watch"));
-    *verb = match (&method, route.name.is_some()) {
+    trace.verb = match (&method, route.name.is_some()) {
         (&Method::GET, _) if is_watch => "WATCH",
         (&Method::GET, _) if route.subresource.as_deref() == Some("log") => "CONNECT",
         (&Method::GET, true) => "GET",
@@ -395,7 +406,7 @@ async fn dispatch<B: RequestBody>(
         (&Method::DELETE, false) => "DELETECOLLECTION",
         _ => return Err(method_not_allowed()),
     };
-    let k8s_verb = match *verb {
+    let k8s_verb = match trace.verb {
         "WATCH" => "watch",
         "GET" | "CONNECT" => "get",
         "LIST" => "list",
@@ -412,17 +423,17 @@ async fn dispatch<B: RequestBody>(
         return Err(ApiError::new(StatusReason::NotFound, "the server could not find the requested resource"));
     }
     if is_watch {
-        return watch::start(state.clone(), &route, &query, output).await;
+        return watch::start(state.clone(), &route, &query, output, wire).await;
     }
     // Exec sessions last as long as their command: like watches, they do not count
     // toward the bound on requests in flight.
     if route.subresource.as_deref() == Some("exec") {
-        *verb = "CONNECT";
+        trace.verb = "CONNECT";
         let call = Call::new(state, &route, &query, output, &user_agent);
         return crate::kubelet::pod_exec(&call, request).await;
     }
     // Overload protection: bounded requests in flight, separately for writes.
-    let semaphore = if matches!(*verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };
+    let semaphore = if matches!(trace.verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };
     let Ok(_permit) = semaphore.try_acquire() else {
         state.metrics.rejected_overload.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::too_many_requests(1));

@@ -1,4 +1,5 @@
-//! Watch streams: newline-framed JSON events over a chunked response.
+//! Watch streams: newline-framed JSON events over a chunked response, or, for a
+//! client that asks for protobuf first, length-prefixed protobuf `WatchEvent`s.
 //!
 //! A watch starts from a resource version (or from the current state, sent as ADDED
 //! events), then follows the store's watch. Frames go through a bounded channel; a
@@ -8,7 +9,7 @@
 
 use crate::filter::Filter;
 use crate::object::stamped;
-use crate::reply::{self, Body, Output};
+use crate::reply::{self, Body, Output, Wire};
 use crate::resources::ResourceInfo;
 use crate::route::{Query, ResourceRoute};
 use crate::server::ApiState;
@@ -27,6 +28,10 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The content type of a protobuf watch: client-go picks its length-delimited
+/// frame reader from it.
+const PROTOBUF_WATCH: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 
 /// Frames buffered per watcher before the pump waits for the client.
 const FRAMES_BUFFERED: usize = 256;
@@ -50,6 +55,7 @@ struct Stream {
     info: &'static ResourceInfo,
     filter: Filter,
     output: Output,
+    wire: Wire,
     bookmarks: bool,
     tx: mpsc::Sender<Bytes>,
 }
@@ -63,6 +69,9 @@ struct Encoded {
     object: Bytes,
     /// `{"type":"<the event's own type>","object":...}\n`.
     frame: Bytes,
+    /// The same event as a protobuf frame, for protobuf watchers (`None` if the
+    /// object cannot be encoded).
+    protobuf: OnceLock<Option<Bytes>>,
     /// Parsed states, for watchers with selectors.
     now: OnceLock<Option<Value>>,
     before: OnceLock<Option<Value>>,
@@ -82,12 +91,24 @@ impl Encoded {
     fn of(event: &keelson_store::Event) -> Encoded {
         let revision = event.revision.get();
         let object = Bytes::from(stamped(event.object().map_or(&b"{}"[..], |b| &b[..]), revision));
-        Encoded { frame: frame(event.kind.as_str(), &object), object, now: OnceLock::new(), before: OnceLock::new() }
+        Encoded {
+            frame: frame(event.kind.as_str(), &object),
+            object,
+            protobuf: OnceLock::new(),
+            now: OnceLock::new(),
+            before: OnceLock::new(),
+        }
     }
 }
 
 fn parse(bytes: Option<&Bytes>) -> Option<Value> {
     serde_json::from_slice(bytes?).ok()
+}
+
+/// One protobuf watch frame for a JSON object.
+fn protobuf_frame(kind: &str, object: &[u8]) -> Option<Bytes> {
+    let value: Value = serde_json::from_slice(object).ok()?;
+    crate::protobuf::watch_frame(kind, &value).ok().map(Bytes::from)
 }
 
 impl Stream {
@@ -100,6 +121,10 @@ impl Stream {
     /// selector transitions).
     async fn send(&self, kind: &str, object: &[u8]) -> bool {
         match self.output {
+            Output::Json if self.wire == Wire::Protobuf => match protobuf_frame(kind, object) {
+                Some(frame) => self.send_frame(frame).await,
+                None => self.unencodable().await,
+            },
             Output::Json => self.send_frame(frame(kind, object)).await,
             Output::Table => {
                 let Ok(value) = serde_json::from_slice::<Value>(object) else { return true };
@@ -115,11 +140,34 @@ impl Stream {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
-        self.send_frame(Bytes::from(format!("{{\"type\":\"BOOKMARK\",\"object\":{object}}}\n"))).await
+        self.send_value("BOOKMARK", &object).await
     }
 
     async fn error(&self, error: &ApiError) {
-        let _ = self.send_frame(Bytes::from(format!("{{\"type\":\"ERROR\",\"object\":{}}}\n", error.to_json()))).await;
+        let _ = self.send_value("ERROR", &error.to_json()).await;
+    }
+
+    /// Sends an event whose object the server made (a bookmark, an error Status).
+    async fn send_value(&self, kind: &str, object: &Value) -> bool {
+        let frame = match self.wire {
+            Wire::Json => Some(Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))),
+            Wire::Protobuf => crate::protobuf::watch_frame(kind, object).ok().map(Bytes::from),
+        };
+        match frame {
+            Some(frame) => self.send_frame(frame).await,
+            None => self.unencodable().await,
+        }
+    }
+
+    /// An object protobuf cannot carry (the kind is checked before the watch starts,
+    /// so only a stored object that breaks its own schema gets here): the stream
+    /// ends with an internal error rather than skipping the event.
+    async fn unencodable(&self) -> bool {
+        let error = ApiError::internal("an object of the watched collection cannot be encoded as protobuf");
+        if let Ok(frame) = crate::protobuf::watch_frame("ERROR", &error.to_json()) {
+            let _ = self.send_frame(Bytes::from(frame)).await;
+        }
+        false
     }
 
     fn matches(&self, bytes: &[u8]) -> bool {
@@ -142,8 +190,17 @@ impl Stream {
         };
         let kind = match (event.kind, now, before) {
             (EventType::Added, true, _) | (EventType::Modified, true, true) | (EventType::Deleted, _, true) => {
-                if self.output == Output::Json {
-                    return self.send_frame(encoded.frame.clone()).await;
+                match (self.output, self.wire) {
+                    (Output::Json, Wire::Json) => return self.send_frame(encoded.frame.clone()).await,
+                    (Output::Json, Wire::Protobuf) => {
+                        let frame =
+                            encoded.protobuf.get_or_init(|| protobuf_frame(event.kind.as_str(), &encoded.object));
+                        return match frame {
+                            Some(frame) => self.send_frame(frame.clone()).await,
+                            None => self.unencodable().await,
+                        };
+                    }
+                    (Output::Table, _) => {}
                 }
                 event.kind.as_str()
             }
@@ -161,8 +218,16 @@ pub async fn start(
     route: &ResourceRoute,
     query: &Query,
     output: Output,
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let info = route.info;
+    // A kind protobuf cannot carry is watched in JSON, which the client also accepts.
+    let wire = match wire {
+        Wire::Protobuf if output == Output::Json && crate::protobuf::encodable(&info.api_version(), info.kind) => {
+            Wire::Protobuf
+        }
+        _ => Wire::Json,
+    };
     let filter = Filter::parse(query.get("labelSelector"), query.get("fieldSelector"), info)?;
     let prefix = info.prefix(route.namespace.as_deref());
     let bookmarks = query.flag("allowWatchBookmarks");
@@ -180,7 +245,7 @@ pub async fn start(
     };
     let initial = send_initial.unwrap_or(rv.is_none());
     let (tx, rx) = mpsc::channel(FRAMES_BUFFERED);
-    let stream = Stream { info, filter, output, bookmarks, tx };
+    let stream = Stream { info, filter, output, wire, bookmarks, tx };
     // Resolve the start point before answering, so a bad revision is a clean error.
     let (initial_items, start) = if initial {
         current_state(&state, info, &prefix).await?
@@ -195,9 +260,10 @@ pub async fn start(
             .await;
         pump_state.metrics.watches.fetch_sub(1, Ordering::Relaxed);
     });
-    let content_type = match output {
-        Output::Json => reply::JSON,
-        Output::Table => reply::TABLE_JSON,
+    let content_type = match (output, wire) {
+        (Output::Json, Wire::Json) => reply::JSON,
+        (Output::Json, Wire::Protobuf) => PROTOBUF_WATCH,
+        (Output::Table, _) => reply::TABLE_JSON,
     };
     let mut response = Response::new(ChannelBody(rx).boxed());
     *response.status_mut() = StatusCode::OK;

@@ -415,3 +415,67 @@ async fn reads_from_the_watch_cache_are_consistent() {
     assert_eq!(h.get(&format!("{CMS}/c01")).await.0, 404);
     assert!(metric(&h, "keelson_watch_cache_reads_total{source=\"cache\"}").await > 30);
 }
+
+/// A client that lists protobuf first (as Go's typed clients do) gets protobuf objects,
+/// lists, Status errors and watch events; one that lists JSON first gets JSON.
+#[tokio::test]
+async fn protobuf_responses_for_clients_that_ask_first() {
+    use keelson_api::protobuf::{decode, decode_watch_event};
+    const PROTOBUF_FIRST: &str = "application/vnd.kubernetes.protobuf, application/json";
+    let h = start(|_| {}).await;
+    let ask = |path: &str| h.http.get(format!("{}{path}", h.base)).header("Accept", PROTOBUF_FIRST);
+    let (_, list) = h.get(CMS).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut watch = ask(&format!("{CMS}?watch=true&resourceVersion={rv}")).send().await.unwrap();
+    assert_eq!(watch.headers()["content-type"], "application/vnd.kubernetes.protobuf;stream=watch");
+
+    // A create answered in protobuf.
+    let created = h.http.post(format!("{}{CMS}", h.base)).header("Accept", PROTOBUF_FIRST).json(&configmap("pb"));
+    let created = created.send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["content-type"], "application/vnd.kubernetes.protobuf");
+    let created = decode(&created.bytes().await.unwrap()).unwrap();
+    assert_eq!((created["kind"].as_str(), created["data"]["k"].as_str()), (Some("ConfigMap"), Some("v")));
+
+    // GET and LIST agree with JSON.
+    let object = ask(&format!("{CMS}/pb")).send().await.unwrap();
+    assert_eq!(object.headers()["content-type"], "application/vnd.kubernetes.protobuf");
+    let mut object = decode(&object.bytes().await.unwrap()).unwrap();
+    let as_json = h.get(&format!("{CMS}/pb")).await.1;
+    // The only difference: protobuf cannot tell an empty string from an unset one,
+    // and this client sends no User-Agent, so its field manager is "".
+    assert_eq!(as_json["metadata"]["managedFields"][0]["manager"], "");
+    object["metadata"]["managedFields"][0]["manager"] = json!("");
+    assert_eq!(object, as_json);
+    let listed = decode(&ask(CMS).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    assert_eq!(listed["kind"], "ConfigMapList");
+    assert_eq!(listed["items"][0]["metadata"]["name"], "pb");
+
+    // Errors are protobuf Status objects with the same code.
+    let missing = ask(&format!("{CMS}/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let status = decode(&missing.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str(), status["code"].as_i64()),
+        (Some("Status"), Some("NotFound"), Some(404))
+    );
+
+    // JSON first still means JSON.
+    let json_first = h
+        .http
+        .get(format!("{}{CMS}/pb", h.base))
+        .header("Accept", "application/json, application/vnd.kubernetes.protobuf");
+    assert_eq!(json_first.send().await.unwrap().headers()["content-type"], "application/json");
+
+    // The watch saw the create as a length-delimited protobuf event.
+    let mut buffer = Vec::new();
+    while buffer.len() < 4 || buffer.len() < 4 + u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), watch.chunk()).await.expect("an event in time");
+        buffer.extend_from_slice(&chunk.unwrap().expect("the stream is open"));
+    }
+    let len = u32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize;
+    let (kind, object) = decode_watch_event(&buffer[4..4 + len]).unwrap();
+    assert_eq!(kind, "ADDED");
+    assert_eq!(object["metadata"]["name"], "pb");
+    assert_eq!(object["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+}

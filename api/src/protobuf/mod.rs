@@ -1,5 +1,6 @@
-//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), decoded
-//! into the JSON the rest of the server works with.
+//! Kubernetes protobuf (`application/vnd.kubernetes.protobuf`): request bodies decoded
+//! into the JSON the rest of the server works with, and responses encoded from it
+//! ([`encode`], for clients that ask for protobuf first).
 //!
 //! kubectl 1.32+ sends typed-client requests (`kubectl create namespace|deployment|
 //! configmap|secret|job|cronjob|service`, `auth can-i|whoami`) as protobuf: the
@@ -9,7 +10,10 @@
 //! apimachinery types with a custom JSON form (Quantity, IntOrString, Time, ...) are
 //! converted here. Every failure is an error, never a panic: the bytes are untrusted.
 
+mod encode;
 mod schema;
+
+pub use encode::{encodable, encode, watch_frame};
 
 use base64::Engine;
 use serde_json::{Map, Number, Value};
@@ -32,6 +36,8 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Field {
     pub tag: u32,
+    /// The JSON name; empty for a message embedded inline (its fields are the
+    /// parent's in JSON).
     pub json: &'static str,
     pub repeated: bool,
     pub kind: Kind,
@@ -68,6 +74,10 @@ fn message(name: &str) -> Option<&'static Message> {
 /// `io.k8s.api.apps.v1.Deployment`).
 fn message_for(api_version: &str, kind: &str) -> Option<&'static Message> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    // Kubernetes sends its `Status` as core `v1`; the type lives in apimachinery.
+    if group == "meta.k8s.io" || (api_version == "v1" && kind == "Status") {
+        return message(&format!("io.k8s.apimachinery.pkg.apis.meta.{version}.{kind}"));
+    }
     let package = match group {
         "" => "core",
         other => other.split('.').next().unwrap_or(other),
@@ -186,6 +196,13 @@ fn decode_message(message: &Message, bytes: &[u8], depth: usize) -> Result<Value
                     }
                 } else {
                     list.push(scalar(kind, wire, &mut reader, depth)?);
+                }
+            }
+            // A Go struct embedded inline (Probe's handler, Volume's source): its
+            // fields belong to this object's JSON.
+            Kind::Message(_) if field.json.is_empty() => {
+                if let Value::Object(inner) = scalar(&field.kind, wire, &mut reader, depth)? {
+                    object.extend(inner);
                 }
             }
             kind => {
@@ -376,6 +393,31 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         map.insert("kind".into(), Value::String(kind));
     }
     Ok(object)
+}
+
+/// Decodes one protobuf watch event (a frame's bytes after its length prefix): the
+/// event type and the object.
+pub fn decode_watch_event(bytes: &[u8]) -> Result<(String, Value), ProtobufError> {
+    let mut reader = Reader { bytes };
+    let (mut kind, mut object) = (String::new(), None);
+    while !reader.done() {
+        let key = reader.varint()?;
+        match (key >> 3, key & 7) {
+            (1, 2) => kind = utf8(reader.length_delimited()?)?,
+            (2, 2) => {
+                let mut raw_extension = Reader { bytes: reader.length_delimited()? };
+                while !raw_extension.done() {
+                    let key = raw_extension.varint()?;
+                    match (key >> 3, key & 7) {
+                        (1, 2) => object = Some(decode(raw_extension.length_delimited()?)?),
+                        (_, wire) => raw_extension.skip(wire)?,
+                    }
+                }
+            }
+            (_, wire) => reader.skip(wire)?,
+        }
+    }
+    Ok((kind, object.ok_or(ProtobufError::Malformed("a watch event without an object"))?))
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1.NamedRuleWithOperations", fields: &[
         Field { tag: 1, json: "resourceNames", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "ruleWithOperations", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1.ParamKind", fields: &[
         Field { tag: 1, json: "apiVersion", repeated: false, kind: Kind::String },
@@ -129,7 +129,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1.RuleWithOperations", fields: &[
         Field { tag: 1, json: "operations", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "rule", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.Rule") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.Rule") },
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1.ServiceReference", fields: &[
         Field { tag: 1, json: "namespace", repeated: false, kind: Kind::String },
@@ -275,7 +275,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1alpha1.NamedRuleWithOperations", fields: &[
         Field { tag: 1, json: "resourceNames", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "ruleWithOperations", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1alpha1.ParamKind", fields: &[
         Field { tag: 1, json: "apiVersion", repeated: false, kind: Kind::String },
@@ -421,7 +421,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1beta1.NamedRuleWithOperations", fields: &[
         Field { tag: 1, json: "resourceNames", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "ruleWithOperations", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.admissionregistration.v1.RuleWithOperations") },
     ] },
     Message { name: "io.k8s.api.admissionregistration.v1beta1.ParamKind", fields: &[
         Field { tag: 1, json: "apiVersion", repeated: false, kind: Kind::String },
@@ -2290,11 +2290,11 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "binaryData", repeated: false, kind: Kind::Map(&Kind::Bytes) },
     ] },
     Message { name: "io.k8s.api.core.v1.ConfigMapEnvSource", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
     Message { name: "io.k8s.api.core.v1.ConfigMapKeySelector", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "key", repeated: false, kind: Kind::String },
         Field { tag: 3, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
@@ -2310,12 +2310,12 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "kubeletConfigKey", repeated: false, kind: Kind::String },
     ] },
     Message { name: "io.k8s.api.core.v1.ConfigMapProjection", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "items", repeated: true, kind: Kind::Message("io.k8s.api.core.v1.KeyToPath") },
         Field { tag: 4, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
     Message { name: "io.k8s.api.core.v1.ConfigMapVolumeSource", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "items", repeated: true, kind: Kind::Message("io.k8s.api.core.v1.KeyToPath") },
         Field { tag: 3, json: "defaultMode", repeated: false, kind: Kind::Int32 },
         Field { tag: 4, json: "optional", repeated: false, kind: Kind::Bool },
@@ -2479,7 +2479,7 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "fileKeyRef", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.FileKeySelector") },
     ] },
     Message { name: "io.k8s.api.core.v1.EphemeralContainer", fields: &[
-        Field { tag: 1, json: "ephemeralContainerCommon", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.EphemeralContainerCommon") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.EphemeralContainerCommon") },
         Field { tag: 2, json: "targetContainerName", repeated: false, kind: Kind::String },
     ] },
     Message { name: "io.k8s.api.core.v1.EphemeralContainerCommon", fields: &[
@@ -2943,7 +2943,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.core.v1.PersistentVolumeSpec", fields: &[
         Field { tag: 1, json: "capacity", repeated: false, kind: Kind::Map(&Kind::Message("io.k8s.apimachinery.pkg.api.resource.Quantity")) },
-        Field { tag: 2, json: "persistentVolumeSource", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.PersistentVolumeSource") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.PersistentVolumeSource") },
         Field { tag: 3, json: "accessModes", repeated: true, kind: Kind::String },
         Field { tag: 4, json: "claimRef", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.ObjectReference") },
         Field { tag: 5, json: "persistentVolumeReclaimPolicy", repeated: false, kind: Kind::String },
@@ -3197,7 +3197,7 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "preference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.NodeSelectorTerm") },
     ] },
     Message { name: "io.k8s.api.core.v1.Probe", fields: &[
-        Field { tag: 1, json: "handler", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.ProbeHandler") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.ProbeHandler") },
         Field { tag: 2, json: "initialDelaySeconds", repeated: false, kind: Kind::Int32 },
         Field { tag: 3, json: "timeoutSeconds", repeated: false, kind: Kind::Int32 },
         Field { tag: 4, json: "periodSeconds", repeated: false, kind: Kind::Int32 },
@@ -3368,11 +3368,11 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 3, json: "type", repeated: false, kind: Kind::String },
     ] },
     Message { name: "io.k8s.api.core.v1.SecretEnvSource", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
     Message { name: "io.k8s.api.core.v1.SecretKeySelector", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "key", repeated: false, kind: Kind::String },
         Field { tag: 3, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
@@ -3381,7 +3381,7 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "items", repeated: true, kind: Kind::Message("io.k8s.api.core.v1.Secret") },
     ] },
     Message { name: "io.k8s.api.core.v1.SecretProjection", fields: &[
-        Field { tag: 1, json: "localObjectReference", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.LocalObjectReference") },
         Field { tag: 2, json: "items", repeated: true, kind: Kind::Message("io.k8s.api.core.v1.KeyToPath") },
         Field { tag: 4, json: "optional", repeated: false, kind: Kind::Bool },
     ] },
@@ -3544,7 +3544,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.core.v1.Volume", fields: &[
         Field { tag: 1, json: "name", repeated: false, kind: Kind::String },
-        Field { tag: 2, json: "volumeSource", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.VolumeSource") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.core.v1.VolumeSource") },
     ] },
     Message { name: "io.k8s.api.core.v1.VolumeDevice", fields: &[
         Field { tag: 1, json: "name", repeated: false, kind: Kind::String },
@@ -4506,7 +4506,7 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.networking.v1.IngressRule", fields: &[
         Field { tag: 1, json: "host", repeated: false, kind: Kind::String },
-        Field { tag: 2, json: "ingressRuleValue", repeated: false, kind: Kind::Message("io.k8s.api.networking.v1.IngressRuleValue") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.networking.v1.IngressRuleValue") },
     ] },
     Message { name: "io.k8s.api.networking.v1.IngressRuleValue", fields: &[
         Field { tag: 1, json: "http", repeated: false, kind: Kind::Message("io.k8s.api.networking.v1.HttpIngressRuleValue") },
@@ -5288,7 +5288,7 @@ pub static MESSAGES: &[Message] = &[
     Message { name: "io.k8s.api.resource.v1beta1.DeviceAllocationConfiguration", fields: &[
         Field { tag: 1, json: "source", repeated: false, kind: Kind::String },
         Field { tag: 2, json: "requests", repeated: true, kind: Kind::String },
-        Field { tag: 3, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
+        Field { tag: 3, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta1.DeviceAllocationResult", fields: &[
         Field { tag: 1, json: "results", repeated: true, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceRequestAllocationResult") },
@@ -5311,14 +5311,14 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.resource.v1beta1.DeviceClaimConfiguration", fields: &[
         Field { tag: 1, json: "requests", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta1.DeviceClass", fields: &[
         Field { tag: 1, json: "metadata", repeated: false, kind: Kind::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
         Field { tag: 2, json: "spec", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceClassSpec") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta1.DeviceClassConfiguration", fields: &[
-        Field { tag: 1, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta1.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta1.DeviceClassList", fields: &[
         Field { tag: 1, json: "metadata", repeated: false, kind: Kind::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta") },
@@ -5510,7 +5510,7 @@ pub static MESSAGES: &[Message] = &[
     Message { name: "io.k8s.api.resource.v1beta2.DeviceAllocationConfiguration", fields: &[
         Field { tag: 1, json: "source", repeated: false, kind: Kind::String },
         Field { tag: 2, json: "requests", repeated: true, kind: Kind::String },
-        Field { tag: 3, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
+        Field { tag: 3, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta2.DeviceAllocationResult", fields: &[
         Field { tag: 1, json: "results", repeated: true, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceRequestAllocationResult") },
@@ -5533,14 +5533,14 @@ pub static MESSAGES: &[Message] = &[
     ] },
     Message { name: "io.k8s.api.resource.v1beta2.DeviceClaimConfiguration", fields: &[
         Field { tag: 1, json: "requests", repeated: true, kind: Kind::String },
-        Field { tag: 2, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
+        Field { tag: 2, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta2.DeviceClass", fields: &[
         Field { tag: 1, json: "metadata", repeated: false, kind: Kind::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
         Field { tag: 2, json: "spec", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceClassSpec") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta2.DeviceClassConfiguration", fields: &[
-        Field { tag: 1, json: "deviceConfiguration", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
+        Field { tag: 1, json: "", repeated: false, kind: Kind::Message("io.k8s.api.resource.v1beta2.DeviceConfiguration") },
     ] },
     Message { name: "io.k8s.api.resource.v1beta2.DeviceClassList", fields: &[
         Field { tag: 1, json: "metadata", repeated: false, kind: Kind::Message("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta") },

@@ -1,5 +1,6 @@
-//! API server write-path work per request: recording field ownership
-//! (`metadata.managedFields`) on a create and an update, and a server-side apply.
+//! API server work per request: recording field ownership (`metadata.managedFields`)
+//! on a create and an update, a server-side apply, and the protobuf codec (a
+//! response re-encoded for a client that asks for protobuf; a protobuf body decoded).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keelson_api::apply::{self, Writer};
@@ -64,5 +65,58 @@ fn managed_fields(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, managed_fields);
+/// A pod as the store holds it after scheduling and a status update.
+fn stored_pod() -> Vec<u8> {
+    serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-7d4b9c-x2x9q", "namespace": "default", "uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "resourceVersion": "123456", "creationTimestamp": "2026-11-23T00:00:00Z", "generateName": "web-7d4b9c-",
+            "labels": {"app": "web", "pod-template-hash": "7d4b9c"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c",
+                "uid": "6fa459ea-ee8a-3ca4-894e-db77e160355e", "controller": true, "blockOwnerDeletion": true}],
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                "time": "2026-11-23T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {
+                    "f:generateName": {}, "f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}}}}}]},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 80, "scheme": "HTTP"},
+                    "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default", "nodeName": "node-0042", "schedulerName": "default-scheduler",
+            "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority",
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]},
+        "status": {"phase": "Running", "hostIP": "10.0.0.42", "podIP": "10.244.42.7", "podIPs": [{"ip": "10.244.42.7"}],
+            "startTime": "2026-11-23T00:00:01Z", "qosClass": "Burstable",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-23T00:00:00Z"},
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T00:00:03Z"}],
+            "containerStatuses": [{"name": "web", "ready": true, "started": true, "restartCount": 0, "image": "nginx:1.27",
+                "imageID": "sha256:3b25b682ea82b2db3cc4fd48db818be788ee3f902ac7378090cf2624ec2442df",
+                "containerID": "containerd://4f0c8d", "state": {"running": {"startedAt": "2026-11-23T00:00:02Z"}}}]}}))
+    .unwrap()
+}
+
+fn protobuf(c: &mut Criterion) {
+    let json_bytes = stored_pod();
+    let value: Value = serde_json::from_slice(&json_bytes).unwrap();
+    let encoded = keelson_api::protobuf::encode(&value).unwrap();
+    let mut group = c.benchmark_group("protobuf");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_pod_json_baseline", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(&json_bytes)).unwrap())
+    });
+    group.bench_function("encode_pod", |b| b.iter(|| keelson_api::protobuf::encode(black_box(&value)).unwrap()));
+    group.bench_function("transcode_pod_response", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&json_bytes)).unwrap();
+            keelson_api::protobuf::encode(&value).unwrap()
+        })
+    });
+    group.bench_function("decode_pod_body", |b| b.iter(|| keelson_api::protobuf::decode(black_box(&encoded)).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, managed_fields, protobuf);
 criterion_main!(benches);

@@ -10,7 +10,8 @@
 //! is an error, never a panic: the caller then answers in JSON, which every
 //! Kubernetes client accepts as the alternative.
 
-use super::{message, message_for, Kind, Message, ProtobufError, MAGIC, MAX_DEPTH};
+use super::index::{entries, Special};
+use super::{position_for, Kind, ProtobufError, MAGIC, MAX_DEPTH};
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -63,8 +64,15 @@ fn mismatch(what: &'static str) -> ProtobufError {
     ProtobufError::Malformed(what)
 }
 
-/// One value of `kind` as field `tag`.
-fn field_value(w: &mut Writer, tag: u32, kind: &Kind, value: &Value, depth: usize) -> Result<(), ProtobufError> {
+/// One value of `kind` as field `tag`; `child` is the message a message kind holds.
+fn field_value(
+    w: &mut Writer,
+    tag: u32,
+    kind: &Kind,
+    child: Option<usize>,
+    value: &Value,
+    depth: usize,
+) -> Result<(), ProtobufError> {
     match kind {
         Kind::String => w.length_delimited(tag, value.as_str().ok_or(mismatch("expected a string"))?.as_bytes()),
         Kind::Bytes => {
@@ -90,43 +98,49 @@ fn field_value(w: &mut Writer, tag: u32, kind: &Kind, value: &Value, depth: usiz
             w.key(tag, 1);
             w.bytes.extend_from_slice(&value.as_f64().ok_or(mismatch("expected a number"))?.to_le_bytes());
         }
-        Kind::Message(name) => w.nested(tag, |w| message_value(w, name, value, depth + 1))?,
+        Kind::Message(name) => {
+            let child = child.ok_or_else(|| ProtobufError::UnknownKind(name.to_string()))?;
+            w.nested(tag, |w| message_value(w, child, value, depth + 1))?
+        }
         Kind::Map(_) => return Err(mismatch("a map inside a map")),
     }
     Ok(())
 }
 
-/// The body of a message named `name` for `value`.
-fn message_value(w: &mut Writer, name: &str, value: &Value, depth: usize) -> Result<(), ProtobufError> {
+/// The body of the message at table position `at` for `value`.
+fn message_value(w: &mut Writer, at: usize, value: &Value, depth: usize) -> Result<(), ProtobufError> {
     if depth > MAX_DEPTH {
         return Err(mismatch("nested too deeply"));
     }
-    if special(w, name, value)? {
-        return Ok(());
+    if let Some(special) = entries()[at].special {
+        return special_value(w, special, value);
     }
-    let message = message(name).ok_or_else(|| ProtobufError::UnknownKind(name.to_string()))?;
-    let object = value.as_object().ok_or(mismatch("expected an object"))?;
-    fields(w, message, object, depth)
+    fields(w, at, value.as_object().ok_or(mismatch("expected an object"))?, depth)
 }
 
-fn fields(w: &mut Writer, message: &Message, object: &Map<String, Value>, depth: usize) -> Result<(), ProtobufError> {
-    for field in message.fields {
-        if let (true, Kind::Message(name)) = (field.json.is_empty(), &field.kind) {
-            // Embedded inline: the nested message is made of this object's fields.
-            let inner = super::message(name).ok_or_else(|| ProtobufError::UnknownKind(name.to_string()))?;
-            if inner.fields.iter().any(|f| object.contains_key(f.json)) {
-                w.nested(field.tag, |w| fields(w, inner, object, depth + 1))?;
-            }
+fn fields(w: &mut Writer, at: usize, object: &Map<String, Value>, depth: usize) -> Result<(), ProtobufError> {
+    let entry = &entries()[at];
+    for &(field, inner) in &entry.inline {
+        // Embedded inline: the nested message is made of this object's fields.
+        if entries()[inner].named.iter().any(|(f, _)| object.contains_key(f.json)) {
+            w.nested(field.tag, |w| fields(w, inner, object, depth + 1))?;
+        }
+    }
+    // The object's keys and the named fields are both sorted: one merge pass.
+    let mut named = entry.named.iter().peekable();
+    for (key, value) in object {
+        while named.next_if(|(field, _)| field.json < key.as_str()).is_some() {}
+        let Some(&(field, child)) = named.next_if(|(field, _)| field.json == key) else { continue };
+        if value.is_null() {
             continue;
         }
-        let Some(value) = object.get(field.json).filter(|v| !v.is_null()) else { continue };
         match &field.kind {
             Kind::Map(value_kind) => {
                 for (key, entry) in value.as_object().ok_or(mismatch("expected a map"))? {
                     w.nested(field.tag, |w| {
                         w.length_delimited(1, key.as_bytes());
                         if !entry.is_null() {
-                            field_value(w, 2, value_kind, entry, depth)?;
+                            field_value(w, 2, value_kind, child, entry, depth)?;
                         }
                         Ok(())
                     })?;
@@ -134,28 +148,24 @@ fn fields(w: &mut Writer, message: &Message, object: &Map<String, Value>, depth:
             }
             kind if field.repeated => {
                 for item in value.as_array().ok_or(mismatch("expected a list"))? {
-                    field_value(w, field.tag, kind, item, depth)?;
+                    field_value(w, field.tag, kind, child, item, depth)?;
                 }
             }
-            kind => field_value(w, field.tag, kind, value, depth)?,
+            kind => field_value(w, field.tag, kind, child, value, depth)?,
         }
     }
     Ok(())
 }
 
-/// The apimachinery types whose JSON form is not their protobuf structure; `false`
-/// for every other message.
-fn special(w: &mut Writer, name: &str, value: &Value) -> Result<bool, ProtobufError> {
-    match name {
-        "io.k8s.apimachinery.pkg.api.resource.Quantity" => {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return Err(mismatch("a quantity must be a string or a number")),
-            };
-            w.length_delimited(1, text.as_bytes());
-        }
-        "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => match value {
+/// The apimachinery types whose JSON form is not their protobuf structure.
+fn special_value(w: &mut Writer, special: Special, value: &Value) -> Result<(), ProtobufError> {
+    match special {
+        Special::Quantity => match value {
+            Value::String(s) => w.length_delimited(1, s.as_bytes()),
+            Value::Number(n) => w.length_delimited(1, n.to_string().as_bytes()),
+            _ => return Err(mismatch("a quantity must be a string or a number")),
+        },
+        Special::IntOrString => match value {
             Value::String(s) => {
                 w.key(1, 0);
                 w.varint(1);
@@ -170,31 +180,64 @@ fn special(w: &mut Writer, name: &str, value: &Value) -> Result<bool, ProtobufEr
             }
             _ => return Err(mismatch("expected an int or a string")),
         },
-        "io.k8s.apimachinery.pkg.apis.meta.v1.Time" | "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime" => {
+        Special::Time => {
             let text = value.as_str().ok_or(mismatch("a time must be a string"))?;
-            let at: jiff::Timestamp = text.parse().map_err(|_| mismatch("a time is not RFC 3339"))?;
-            if at.as_second() != 0 {
+            let (seconds, nanos) = match utc_seconds(text) {
+                Some(seconds) => (seconds, 0),
+                None => {
+                    let at: jiff::Timestamp = text.parse().map_err(|_| mismatch("a time is not RFC 3339"))?;
+                    (at.as_second(), at.subsec_nanosecond())
+                }
+            };
+            if seconds != 0 {
                 w.key(1, 0);
-                w.varint(at.as_second() as u64);
+                w.varint(seconds as u64);
             }
-            if at.subsec_nanosecond() != 0 {
+            if nanos != 0 {
                 w.key(2, 0);
-                w.varint(at.subsec_nanosecond() as i64 as u64);
+                w.varint(nanos as i64 as u64);
             }
         }
-        "io.k8s.apimachinery.pkg.apis.meta.v1.Duration" => {
+        Special::Duration => {
             let nanos = parse_go_duration(value.as_str().ok_or(mismatch("a duration must be a string"))?)
                 .ok_or(mismatch("a duration is not in Go's form"))?;
             w.key(1, 0);
             w.varint(nanos as u64);
         }
-        "io.k8s.apimachinery.pkg.runtime.RawExtension" | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => {
+        Special::RawJson => {
             let raw = serde_json::to_vec(value).map_err(|_| mismatch("embedded object"))?;
             w.length_delimited(1, &raw);
         }
-        _ => return Ok(false),
     }
-    Ok(true)
+    Ok(())
+}
+
+/// Seconds since the epoch of a time in the form the server writes
+/// (`2026-11-23T00:00:00Z`); `None` for any other form (parsed in full instead).
+fn utc_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from the civil date (the proleptic Gregorian calendar), counted from a
+    // March-based year so that the leap day falls at its end.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 /// Parses Go's `time.Duration` text form (`1h2m3.5s`, `500ms`, `-3µs`) into nanoseconds.
@@ -234,19 +277,19 @@ fn parse_go_duration(text: &str) -> Option<i64> {
     Some(if negative { -nanos } else { nanos })
 }
 
-/// The protobuf message of an object's `apiVersion`/`kind`.
-fn message_of(value: &Value) -> Result<(&str, &str, &'static Message), ProtobufError> {
+/// The table position of an object's message, from its `apiVersion`/`kind`.
+fn message_of(value: &Value) -> Result<(&str, &str, usize), ProtobufError> {
     let api_version = value["apiVersion"].as_str().ok_or(mismatch("the object has no apiVersion"))?;
     let kind = value["kind"].as_str().ok_or(mismatch("the object has no kind"))?;
-    let message =
-        message_for(api_version, kind).ok_or_else(|| ProtobufError::UnknownKind(format!("{api_version}/{kind}")))?;
-    Ok((api_version, kind, message))
+    let at =
+        position_for(api_version, kind).ok_or_else(|| ProtobufError::UnknownKind(format!("{api_version}/{kind}")))?;
+    Ok((api_version, kind, at))
 }
 
 /// Encodes an object (with `apiVersion` and `kind`) as a Kubernetes protobuf body:
 /// the magic, then a `runtime.Unknown` holding the type and the object's encoding.
 pub fn encode(value: &Value) -> Result<Vec<u8>, ProtobufError> {
-    let (api_version, kind, message) = message_of(value)?;
+    let (api_version, kind, at) = message_of(value)?;
     let object = value.as_object().ok_or(mismatch("expected an object"))?;
     let mut w = Writer { bytes: MAGIC.to_vec() };
     w.nested(1, |w| {
@@ -254,13 +297,13 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, ProtobufError> {
         w.length_delimited(2, kind.as_bytes());
         Ok(())
     })?;
-    w.nested(2, |w| fields(w, message, object, 0))?;
+    w.nested(2, |w| fields(w, at, object, 0))?;
     Ok(w.bytes)
 }
 
 /// Whether objects of this `apiVersion`/`kind` can be encoded at all.
 pub fn encodable(api_version: &str, kind: &str) -> bool {
-    message_for(api_version, kind).is_some()
+    position_for(api_version, kind).is_some()
 }
 
 /// One watch event as client-go's protobuf watch stream carries it: a big-endian
@@ -388,6 +431,17 @@ mod tests {
         let mut deep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": deep}}});
         deep["metadata"] = json!({"name": "d"});
         assert!(encode(&deep).is_ok(), "unknown fields are skipped, not followed");
+    }
+
+    #[test]
+    fn the_fast_time_path_agrees_with_a_full_parse() {
+        for text in ["1970-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2026-11-23T00:44:40Z", "2100-03-01T12:00:00Z"] {
+            let at: jiff::Timestamp = text.parse().unwrap();
+            assert_eq!(utc_seconds(text), Some(at.as_second()), "{text}");
+        }
+        assert_eq!(utc_seconds("2026-11-23T00:44:40.5Z"), None);
+        assert_eq!(utc_seconds("2026-13-23T00:44:40Z"), None);
+        assert_eq!(utc_seconds("2026-11-23T00:44:4xZ"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! converted here. Every failure is an error, never a panic: the bytes are untrusted.
 
 mod encode;
+mod index;
 mod schema;
 
 pub use encode::{encodable, encode, watch_frame};
@@ -67,22 +68,26 @@ pub enum ProtobufError {
 }
 
 fn message(name: &str) -> Option<&'static Message> {
-    schema::MESSAGES.binary_search_by(|m| m.name.cmp(name)).ok().map(|i| &schema::MESSAGES[i])
+    index::position(name).map(|i| &schema::MESSAGES[i])
 }
 
-/// The protobuf message name of a Kubernetes kind (`apps/v1`, `Deployment` →
+/// The table position of a Kubernetes kind's message (`apps/v1`, `Deployment` →
 /// `io.k8s.api.apps.v1.Deployment`).
-fn message_for(api_version: &str, kind: &str) -> Option<&'static Message> {
+fn position_for(api_version: &str, kind: &str) -> Option<usize> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     // Kubernetes sends its `Status` as core `v1`; the type lives in apimachinery.
     if group == "meta.k8s.io" || (api_version == "v1" && kind == "Status") {
-        return message(&format!("io.k8s.apimachinery.pkg.apis.meta.{version}.{kind}"));
+        return index::position(&format!("io.k8s.apimachinery.pkg.apis.meta.{version}.{kind}"));
     }
     let package = match group {
         "" => "core",
         other => other.split('.').next().unwrap_or(other),
     };
-    message(&format!("io.k8s.api.{package}.{version}.{kind}"))
+    index::position(&format!("io.k8s.api.{package}.{version}.{kind}"))
+}
+
+fn message_for(api_version: &str, kind: &str) -> Option<&'static Message> {
+    position_for(api_version, kind).map(|i| &schema::MESSAGES[i])
 }
 
 struct Reader<'a> {

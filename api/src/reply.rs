@@ -49,6 +49,12 @@ pub enum Output {
     Json,
     /// A `meta.k8s.io/v1` Table (kubectl's human output).
     Table,
+    /// Only the object's metadata, as a `meta.k8s.io` `PartialObjectMetadata` of this
+    /// version (`v1` or `v1beta1`): what metadata-only clients (the garbage collector,
+    /// the kube crate's `get_metadata`) ask for.
+    Metadata(&'static str),
+    /// A list as a `PartialObjectMetadataList`.
+    MetadataList(&'static str),
 }
 
 /// How an `Output::Json` response is encoded on the wire.
@@ -67,18 +73,40 @@ impl Output {
     pub fn from_accept(accept: Option<&str>) -> Result<(Output, Wire), ApiError> {
         let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok((Output::Json, Wire::Json)) };
         for media in accept.split(',') {
-            let media = media.replace(' ', "");
-            if media.contains("as=Table") {
-                if media.contains("g=meta.k8s.io") && !media.starts_with(PROTOBUF) {
-                    return Ok((Output::Table, Wire::Json));
+            let mut parts = media.split(';').map(str::trim);
+            let base = parts.next().unwrap_or("");
+            let (mut as_kind, mut group, mut version) = (None, None, None);
+            for (key, value) in parts.filter_map(|p| p.split_once('=')) {
+                match key {
+                    "as" => as_kind = Some(value),
+                    "g" => group = Some(value),
+                    "v" => version = Some(value),
+                    _ => {}
                 }
-                continue;
             }
-            match media.split(';').next().unwrap_or("") {
+            if let Some(as_kind) = as_kind {
+                // Conversions are served in JSON only; a protobuf one is skipped for
+                // the client's next choice.
+                if base != JSON || group != Some("meta.k8s.io") {
+                    continue;
+                }
+                let version = match version {
+                    Some("v1") => "v1",
+                    Some("v1beta1") => "v1beta1",
+                    _ => continue,
+                };
+                match as_kind {
+                    "Table" => return Ok((Output::Table, Wire::Json)),
+                    "PartialObjectMetadata" => return Ok((Output::Metadata(version), Wire::Json)),
+                    "PartialObjectMetadataList" => return Ok((Output::MetadataList(version), Wire::Json)),
+                    _ => continue,
+                }
+            }
+            match base {
                 "application/json" | "*/*" | "application/*" | "application/yaml" => {
                     return Ok((Output::Json, Wire::Json))
                 }
-                PROTOBUF if !media.contains("as=") => return Ok((Output::Json, Wire::Protobuf)),
+                PROTOBUF => return Ok((Output::Json, Wire::Protobuf)),
                 _ => {}
             }
         }
@@ -87,6 +115,57 @@ impl Output {
             format!("only the following media types are accepted: {JSON}, {PROTOBUF}, {TABLE_JSON}"),
         ))
     }
+
+    /// The content type of a response in this output.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Output::Json => JSON,
+            Output::Table => TABLE_JSON,
+            Output::Metadata("v1beta1") => "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1",
+            Output::Metadata(_) => "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            Output::MetadataList("v1beta1") => "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1",
+            Output::MetadataList(_) => "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        }
+    }
+
+    /// The 406 for a conversion that does not fit the response: an object asked for
+    /// as a list, or a list as an object. `go_type` names the response's type the way
+    /// Kubernetes' message does (`*v1.Pod`).
+    pub fn mismatch(self, go_type: &str) -> ApiError {
+        let message = match self {
+            Output::Metadata(_) => {
+                format!("you requested PartialObjectMetadata, but the requested object is a list ({go_type})")
+            }
+            _ => format!("you requested PartialObjectMetadataList, but the requested object is not a list ({go_type})"),
+        };
+        ApiError::new(StatusReason::NotAcceptable, message)
+    }
+}
+
+/// An object's `PartialObjectMetadata`: its metadata alone.
+pub fn partial_metadata(object: &serde_json::Value, version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+    })
+}
+
+/// A `PartialObjectMetadataList` body of these objects.
+pub fn partial_metadata_list<'a>(
+    objects: impl Iterator<Item = &'a serde_json::Value>,
+    version: &str,
+    resource_version: &str,
+    next_continue: Option<&str>,
+) -> Vec<u8> {
+    let mut metadata = serde_json::json!({"resourceVersion": resource_version});
+    if let Some(token) = next_continue {
+        metadata["continue"] = token.into();
+    }
+    let items: Vec<serde_json::Value> = objects.map(|o| partial_metadata(o, version)).collect();
+    let list = serde_json::json!({"kind": "PartialObjectMetadataList", "apiVersion": format!("meta.k8s.io/{version}"),
+        "metadata": metadata, "items": items});
+    serde_json::to_vec(&list).expect("a list serializes")
 }
 
 /// Re-encodes a JSON response as Kubernetes protobuf. Anything else (Tables, logs,
@@ -160,6 +239,13 @@ mod tests {
             (Output::Json, Wire::Json)
         );
         assert_eq!(Output::from_accept(None).unwrap(), (Output::Json, Wire::Json));
+        // What client-go's metadata client and the kube crate send.
+        let metadata = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+        assert_eq!(Output::from_accept(Some(metadata)).unwrap(), (Output::Metadata("v1"), Wire::Json));
+        let list = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1";
+        assert_eq!(Output::from_accept(Some(list)).unwrap(), (Output::MetadataList("v1beta1"), Wire::Json));
+        let unknown_version = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v2,application/json";
+        assert_eq!(Output::from_accept(Some(unknown_version)).unwrap(), (Output::Json, Wire::Json));
         assert_eq!(Output::from_accept(Some("text/html")).unwrap_err().code(), 406);
     }
 

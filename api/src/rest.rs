@@ -193,14 +193,23 @@ impl<'a> Call<'a> {
     /// Renders one stored object for the client.
     fn object_response(&self, code: StatusCode, stored: &[u8], revision: u64) -> Reply {
         let bytes = stamped(stored, revision);
-        match self.output {
-            Output::Json => Ok(reply::json(code, bytes)),
-            Output::Table => {
-                let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-                let body = table::render(self.info(), std::slice::from_ref(&value), &revision.to_string(), None);
-                Ok(reply::respond(code, reply::TABLE_JSON, body))
+        let output = self.output;
+        let parsed = || serde_json::from_slice::<Value>(&bytes).map_err(ApiError::internal);
+        let body = match output {
+            Output::Json => return Ok(reply::json(code, bytes)),
+            Output::Table => table::render(self.info(), std::slice::from_ref(&parsed()?), &revision.to_string(), None),
+            Output::Metadata(version) => {
+                serde_json::to_vec(&reply::partial_metadata(&parsed()?, version)).map_err(ApiError::internal)?
             }
-        }
+            Output::MetadataList(_) => return Err(output.mismatch(&self.go_type(""))),
+        };
+        Ok(reply::respond(code, output.content_type(), body))
+    }
+
+    /// How Kubernetes' messages name the Go type of this resource's objects
+    /// (`*v1.Pod`), or of its lists with `suffix` `"List"`.
+    fn go_type(&self, suffix: &str) -> String {
+        format!("*{}.{}{suffix}", self.info().version, self.info().kind)
     }
 
     /// The object's stored bytes and revision, read from the store: the state a write
@@ -470,6 +479,9 @@ impl Call<'_> {
     /// store at the revision the first page was.
     pub async fn list(&mut self) -> Reply {
         let info = self.info();
+        if let Output::Metadata(_) = self.output {
+            return Err(self.output.mismatch(&self.go_type("List")));
+        }
         let filter = Filter::parse(self.query.get("labelSelector"), self.query.get("fieldSelector"), info)?;
         let limit = self.query.int("limit")?.filter(|l| *l > 0).map_or(0, |l| l as usize);
         let prefix = info.prefix(self.namespace());
@@ -611,6 +623,11 @@ impl Call<'_> {
                     table::render(info, &values, &rv, next_continue.as_deref()),
                 )
             }
+            Output::Metadata(version) | Output::MetadataList(version) => reply::respond(
+                StatusCode::OK,
+                self.output.content_type(),
+                reply::partial_metadata_list(items.iter().map(|(_, v)| v), version, &rv, next_continue.as_deref()),
+            ),
             Output::Json => {
                 let mut body = Vec::with_capacity(items.iter().map(|(b, _)| b.len() + 1).sum::<usize>() + 256);
                 body.extend_from_slice(b"{\"kind\":\"");

@@ -638,18 +638,31 @@ fn component_statuses(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
         None => items,
     };
     call.warnings.push("v1 ComponentStatus is deprecated in v1.19+".into());
+    let output = call.output;
     if let Some(name) = call.route.name.as_deref() {
         let found = items.into_iter().next().ok_or_else(|| ApiError::not_found("", "componentstatuses", name))?;
-        return Ok(reply::json(StatusCode::OK, serde_json::to_vec(&found).map_err(ApiError::internal)?));
+        let found = match output {
+            Output::Metadata(version) => reply::partial_metadata(&found, version),
+            Output::MetadataList(_) => return Err(output.mismatch("*v1.ComponentStatus")),
+            Output::Json | Output::Table => found,
+        };
+        let content_type = if output == Output::Table { reply::JSON } else { output.content_type() };
+        return Ok(reply::respond(
+            StatusCode::OK,
+            content_type,
+            serde_json::to_vec(&found).map_err(ApiError::internal)?,
+        ));
     }
     let rv = call.state.store.current_revision().get().to_string();
-    let body = match call.output {
+    let body = match output {
         Output::Table => crate::table::render(call.route.info, &items, &rv, None),
         Output::Json => serde_json::to_vec(&json!({"kind": "ComponentStatusList", "apiVersion": "v1",
             "metadata": {"resourceVersion": rv}, "items": items}))
         .map_err(ApiError::internal)?,
+        Output::MetadataList(version) => reply::partial_metadata_list(items.iter(), version, &rv, None),
+        Output::Metadata(_) => return Err(output.mismatch("*v1.ComponentStatusList")),
     };
-    Ok(reply::respond(StatusCode::OK, if call.output == Output::Table { reply::TABLE_JSON } else { reply::JSON }, body))
+    Ok(reply::respond(StatusCode::OK, output.content_type(), body))
 }
 
 fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response<Body>, ApiError> {

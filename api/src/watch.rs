@@ -131,6 +131,10 @@ impl Stream {
                 let rv = value["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
                 self.send_frame(frame(kind, &table::render(self.info, &[value], &rv, None))).await
             }
+            Output::Metadata(version) | Output::MetadataList(version) => {
+                let Ok(value) = serde_json::from_slice::<Value>(object) else { return true };
+                self.send_value(kind, &reply::partial_metadata(&value, version)).await
+            }
         }
     }
 
@@ -139,7 +143,10 @@ impl Stream {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
+        let mut object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
+        if let Output::Metadata(version) = self.output {
+            object = reply::partial_metadata(&object, version);
+        }
         self.send_value("BOOKMARK", &object).await
     }
 
@@ -200,7 +207,7 @@ impl Stream {
                             None => self.unencodable().await,
                         };
                     }
-                    (Output::Table, _) => {}
+                    (Output::Table | Output::Metadata(_) | Output::MetadataList(_), _) => {}
                 }
                 event.kind.as_str()
             }
@@ -221,6 +228,10 @@ pub async fn start(
     wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let info = route.info;
+    // Watch events carry single objects.
+    if let Output::MetadataList(_) = output {
+        return Err(output.mismatch(&format!("*{}.{}", info.version, info.kind)));
+    }
     // A kind protobuf cannot carry is watched in JSON, which the client also accepts.
     let wire = match wire {
         Wire::Protobuf if output == Output::Json && crate::protobuf::encodable(&info.api_version(), info.kind) => {
@@ -261,9 +272,8 @@ pub async fn start(
         pump_state.metrics.watches.fetch_sub(1, Ordering::Relaxed);
     });
     let content_type = match (output, wire) {
-        (Output::Json, Wire::Json) => reply::JSON,
         (Output::Json, Wire::Protobuf) => PROTOBUF_WATCH,
-        (Output::Table, _) => reply::TABLE_JSON,
+        (output, _) => output.content_type(),
     };
     let mut response = Response::new(ChannelBody(rx).boxed());
     *response.status_mut() = StatusCode::OK;

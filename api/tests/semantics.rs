@@ -479,3 +479,32 @@ async fn protobuf_responses_for_clients_that_ask_first() {
     assert_eq!(object["metadata"]["name"], "pb");
     assert_eq!(object["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
 }
+
+/// Metadata-only conversions answer 406 when the response is not the shape asked for,
+/// with Kubernetes' message.
+#[tokio::test]
+async fn partial_object_metadata_of_the_wrong_shape_is_not_acceptable() {
+    let h = start(|_| {}).await;
+    assert_eq!(h.post(CMS, configmap("a")).await.0, 201);
+    let ask = |path: &str, accept: &str| h.http.get(format!("{}{path}", h.base)).header("Accept", accept);
+    let object = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let list = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1";
+    let (code, status, _) = h.send(ask(CMS, object)).await;
+    assert_eq!(code, 406);
+    assert_eq!(
+        status["message"],
+        "you requested PartialObjectMetadata, but the requested object is a list (*v1.ConfigMapList)"
+    );
+    let (code, status, _) = h.send(ask(&format!("{CMS}/a"), list)).await;
+    assert_eq!(code, 406);
+    assert!(status["message"].as_str().unwrap().contains("is not a list (*v1.ConfigMap)"));
+    // The right shapes, in the version asked for.
+    let (code, partial, headers) = h.send(ask(&format!("{CMS}/a"), object)).await;
+    assert_eq!((code, partial["apiVersion"].as_str()), (200, Some("meta.k8s.io/v1")));
+    assert_eq!(headers["content-type"], object);
+    assert!(partial.get("data").is_none());
+    let (_, listed, _) = h.send(ask(CMS, list)).await;
+    assert_eq!(listed["kind"], "PartialObjectMetadataList");
+    assert_eq!(listed["items"][0]["apiVersion"], "meta.k8s.io/v1beta1");
+    assert_eq!(listed["items"][0]["metadata"]["labels"]["app"], "web");
+}

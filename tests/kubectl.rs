@@ -238,6 +238,21 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["echo", "hi"]));
     k.ok(&["create", "service", "clusterip", "api", "--tcp=80:8080", "-n", "team-a"]);
     assert_eq!(k.json(&["get", "svc", "api", "-n", "team-a"])["spec"]["ports"][0]["targetPort"], 8080);
+    // NodePorts: allocated from 30000-32767, unique, kept across updates, freed when
+    // the Service stops exposing them.
+    k.ok(&["create", "service", "nodeport", "edge", "--tcp=80:8080", "-n", "team-a"]);
+    let node_port = k.json(&["get", "svc", "edge", "-n", "team-a"])["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    let taken =
+        k.run(&["create", "service", "nodeport", "edge2", "--tcp=81:8080", &format!("--node-port={node_port}")]);
+    assert!(!taken.ok && taken.stderr.contains("provided port is already allocated"), "{}", taken.stderr);
+    k.ok(&["label", "svc", "edge", "tier=front", "-n", "team-a"]);
+    assert_eq!(k.json(&["get", "svc", "edge", "-n", "team-a"])["spec"]["ports"][0]["nodePort"], node_port);
+    k.ok(&["patch", "svc", "edge", "-n", "team-a", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
+    assert!(k.json(&["get", "svc", "edge", "-n", "team-a"])["spec"]["ports"][0].get("nodePort").is_none());
+    k.ok(&["create", "service", "nodeport", "edge2", "--tcp=81:8080", &format!("--node-port={node_port}")]);
+    let wide = k.ok(&["get", "svc", "edge2"]);
+    assert!(wide.contains(&format!("81:{node_port}/TCP")), "{wide}");
     assert_eq!(k.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
     assert!(k.ok(&["auth", "whoami"]).contains("admin"));
 

@@ -18,7 +18,6 @@ pub mod discovery;
 pub mod eviction;
 pub mod filter;
 pub mod fuzz;
-pub mod ipalloc;
 pub mod kinds;
 pub mod kubelet;
 pub mod markers;
@@ -33,6 +32,7 @@ pub mod resources;
 pub mod rest;
 pub mod route;
 pub mod server;
+pub mod service_alloc;
 pub mod table;
 pub mod watch;
 

@@ -11,7 +11,6 @@
 use crate::admission;
 use crate::apply;
 use crate::filter::Filter;
-use crate::ipalloc;
 use crate::kinds::Write;
 use crate::object::{self, stamped};
 use crate::patch::{self, PatchType};
@@ -19,6 +18,7 @@ use crate::reply::{self, Body, Output};
 use crate::resources::ResourceInfo;
 use crate::route::{Query, ResourceRoute};
 use crate::server::ApiState;
+use crate::service_alloc;
 use crate::table;
 use ::http::StatusCode;
 use base64::Engine;
@@ -230,6 +230,13 @@ impl<'a> Call<'a> {
         let value = object::decode_stored(&bytes, revision.get()).map_err(ApiError::internal)?;
         Ok(Some((value, bytes, revision)))
     }
+}
+
+/// What was reserved for a Service about to be created.
+#[derive(Default)]
+struct Reserved {
+    ip: Option<String>,
+    node_ports: Vec<u16>,
 }
 
 /// Parses a request body (JSON or YAML) into an object.
@@ -704,12 +711,11 @@ impl Call<'_> {
             if let Some(prefix) = &generate {
                 object::set_str(&mut candidate, &["metadata", "name"], &format!("{prefix}{}", random_suffix()));
             }
-            let reserved = if dry_run { None } else { self.reserve_cluster_ip(&mut candidate).await? };
+            let reserved =
+                if dry_run { Reserved::default() } else { self.reserve_service_addresses(&mut candidate).await? };
             let result = self.create_once(candidate, dry_run).await;
             if result.is_err() {
-                if let Some(ip) = &reserved {
-                    ipalloc::release(&self.state.store, ip).await;
-                }
+                self.release_reserved(reserved).await;
             }
             match result {
                 Ok(reply) => return Ok(reply),
@@ -736,35 +742,57 @@ impl Call<'_> {
         }
     }
 
-    /// Reserves a Service's ClusterIP before it is written; returns the address.
-    async fn reserve_cluster_ip(&mut self, candidate: &mut Value) -> Result<Option<String>, ApiError> {
-        let info = self.info();
-        if !(info.group.is_empty() && info.kind == "Service") {
-            return Ok(None);
+    fn is_service(&self) -> bool {
+        self.info().group.is_empty() && self.info().kind == "Service"
+    }
+
+    /// `namespace/name` of the object, as the owner of what is reserved for it.
+    fn owner(&self, object: &Value) -> String {
+        format!("{}/{}", self.namespace().unwrap_or(""), object::name(object))
+    }
+
+    /// Reserves a new Service's ClusterIP and node ports before it is written.
+    async fn reserve_service_addresses(&mut self, candidate: &mut Value) -> Result<Reserved, ApiError> {
+        let mut reserved = Reserved::default();
+        if !self.is_service() || object::get_str(candidate, &["spec", "type"]) == Some("ExternalName") {
+            return Ok(reserved);
         }
-        if object::get_str(candidate, &["spec", "type"]) == Some("ExternalName") {
-            return Ok(None);
-        }
+        let owner = self.owner(candidate);
         let requested =
             object::get_str(candidate, &["spec", "clusterIP"]).filter(|ip| !ip.is_empty()).map(String::from);
         if requested.as_deref() == Some("None") {
             object::set(candidate, &["spec", "clusterIPs"], json!(["None"]));
-            return Ok(None);
+        } else {
+            let ip = service_alloc::allocate(&self.state.store, requested.as_deref(), &owner).await?.to_string();
+            object::set_str(candidate, &["spec", "clusterIP"], &ip);
+            object::set(candidate, &["spec", "clusterIPs"], json!([ip]));
+            reserved.ip = Some(ip);
         }
-        let owner = format!("{}/{}", self.namespace().unwrap_or(""), object::name(candidate));
-        let ip = ipalloc::allocate(&self.state.store, requested.as_deref(), &owner).await?.to_string();
-        object::set_str(candidate, &["spec", "clusterIP"], &ip);
-        object::set(candidate, &["spec", "clusterIPs"], json!([ip]));
-        Ok(Some(ip))
+        match service_alloc::assign_node_ports(&self.state.store, candidate, &[], &owner).await {
+            Ok(ports) => reserved.node_ports = ports,
+            Err(error) => {
+                self.release_reserved(reserved).await;
+                return Err(error);
+            }
+        }
+        Ok(reserved)
     }
 
-    /// What a deletion frees besides the object (a Service's ClusterIP).
+    /// Releases what was reserved for a write that did not happen.
+    async fn release_reserved(&self, reserved: Reserved) {
+        if let Some(ip) = &reserved.ip {
+            service_alloc::release(&self.state.store, ip).await;
+        }
+        service_alloc::release_node_ports(&self.state.store, &reserved.node_ports).await;
+    }
+
+    /// What a deletion frees besides the object (a Service's ClusterIP and node ports).
     async fn release_owned(&self, deleted: &Value) {
-        let info = self.info();
-        if info.group.is_empty() && info.kind == "Service" {
+        if self.is_service() {
             if let Some(ip) = object::get_str(deleted, &["spec", "clusterIP"]).filter(|ip| *ip != "None") {
-                ipalloc::release(&self.state.store, ip).await;
+                service_alloc::release(&self.state.store, ip).await;
             }
+            service_alloc::release_node_ports(&self.state.store, &service_alloc::node_ports_of(deleted)).await;
         }
     }
 
@@ -874,11 +902,21 @@ impl Call<'_> {
                 let generation = object::get(&old, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
                 object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
             }
+            // A Service that now exposes node ports gets them before it is written.
+            let dry_run = self.dry_run()?;
+            let held = if self.is_service() { service_alloc::node_ports_of(&old) } else { Vec::new() };
+            let reserved = match (self.is_service(), dry_run) {
+                (true, false) => {
+                    let owner = self.owner(&out);
+                    service_alloc::assign_node_ports(&self.state.store, &mut out, &held, &owner).await?
+                }
+                _ => Vec::new(),
+            };
             let bytes = object::encode(&out);
             if bytes == old_bytes.as_ref() {
                 return self.update_response(&change, &old_bytes, old_revision.get());
             }
-            if self.dry_run()? {
+            if dry_run {
                 return self.update_response(&change, &bytes, old_revision.get());
             }
             let key = self.key();
@@ -888,10 +926,17 @@ impl Call<'_> {
             } else {
                 self.state.store.update(key, bytes.clone(), Some(old_revision)).await
             };
+            if result.is_err() {
+                service_alloc::release_node_ports(&self.state.store, &reserved).await;
+            }
             match result {
                 Ok(outcome) => {
                     if outcome.record.is_tombstone() {
                         self.release_owned(&out).await;
+                    } else if !held.is_empty() {
+                        let kept = service_alloc::node_ports_of(&out);
+                        let dropped: Vec<u16> = held.into_iter().filter(|p| !kept.contains(p)).collect();
+                        service_alloc::release_node_ports(&self.state.store, &dropped).await;
                     }
                     return self.update_response(&change, &bytes, outcome.revision.get());
                 }
@@ -1109,6 +1154,7 @@ impl Call<'_> {
             object::set(&mut candidate, &["metadata", "managedFields"], fields);
         }
         if info.group.is_empty() && info.kind == "Service" {
+            service_alloc::carry_node_ports(&mut candidate, old);
             // An update that leaves the ClusterIP out keeps the allocated one.
             if object::get_str(&candidate, &["spec", "clusterIP"]).unwrap_or("").is_empty() {
                 for field in ["clusterIP", "clusterIPs"] {

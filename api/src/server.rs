@@ -287,7 +287,7 @@ async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
         let query = Query::default();
         let mut call = Call::new(state, &route, &query, Output::Json, "keelson");
         let service = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": crate::ipalloc::API_SERVICE_IP.to_string(), "type": "ClusterIP",
+            "spec": {"clusterIP": crate::service_alloc::API_SERVICE_IP.to_string(), "type": "ClusterIP",
                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
         call.create(service).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     }

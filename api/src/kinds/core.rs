@@ -104,6 +104,15 @@ impl Kind for Service {
             if let Some(IntOrString::Int(target)) = port.target_port {
                 check_port(target, &port_path.child("targetPort"), errors);
             }
+            let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+            if port.node_port.is_some_and(|p| p != 0) && matches!(service_type, "ClusterIP" | "ExternalName") {
+                errors.push(FieldError::new(
+                    FieldErrorKind::Forbidden,
+                    port_path.child("nodePort").as_str(),
+                    None,
+                    format!("may not be used when `type` is '{service_type}'"),
+                ));
+            }
         }
     }
 
@@ -252,6 +261,18 @@ mod tests {
             .unwrap_err();
         let fields: Vec<_> = bad.causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.ports"]);
+        let node_port_on_cluster_ip = SERVICE
+            .admit(
+                &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "d"},
+                    "spec": {"ports": [{"port": 80, "nodePort": 30080}]}}),
+                Write::Create,
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            node_port_on_cluster_ip.message,
+            "Service \"web\" is invalid: spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+        );
     }
 
     #[test]

@@ -403,7 +403,9 @@ mod tests {
         typed["kind"] = json!("ConfigMap");
         let list = json!({"apiVersion": "v1", "kind": "ConfigMapList",
             "metadata": {"resourceVersion": "7", "continue": "abc"}, "items": [typed]});
-        let decoded = decode(&encode(&list).unwrap()).unwrap();
+        let encoded = encode(&list).unwrap();
+        assert_eq!(super::super::list_item_count(&encoded), Ok(1));
+        let decoded = decode(&encoded).unwrap();
         assert_eq!(decoded["items"], json!([item]));
         assert_eq!(decoded["metadata"], list["metadata"]);
     }

@@ -400,6 +400,28 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     Ok(object)
 }
 
+/// The number of items in a protobuf-encoded list (`<Kind>List`: items are field 2),
+/// counted without decoding them.
+pub fn list_item_count(body: &[u8]) -> Result<usize, ProtobufError> {
+    let mut envelope = Reader { bytes: body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)? };
+    let mut count = 0;
+    while !envelope.done() {
+        let key = envelope.varint()?;
+        match (key >> 3, key & 7) {
+            (2, 2) => {
+                let mut list = Reader { bytes: envelope.length_delimited()? };
+                while !list.done() {
+                    let key = list.varint()?;
+                    count += usize::from(key == 2 << 3 | 2);
+                    list.skip(key & 7)?;
+                }
+            }
+            (_, wire) => envelope.skip(wire)?,
+        }
+    }
+    Ok(count)
+}
+
 /// Decodes one protobuf watch event (a frame's bytes after its length prefix): the
 /// event type and the object.
 pub fn decode_watch_event(bytes: &[u8]) -> Result<(String, Value), ProtobufError> {

@@ -256,6 +256,27 @@ fn scenarios(server: &mut TestServer, version: &str) {
     assert_eq!(k.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
     assert!(k.ok(&["auth", "whoami"]).contains("admin"));
 
+    // An event recorded through events.k8s.io/v1 is a core Event to `kubectl get events`.
+    let noted = r#"
+apiVersion: events.k8s.io/v1
+kind: Event
+metadata: {name: web.noted}
+eventTime: "2026-11-23T00:00:00.000000Z"
+reportingController: example.com/noter
+reportingInstance: noter-1
+action: Noting
+reason: Noted
+type: Normal
+regarding: {kind: Deployment, name: web, namespace: default}
+note: the deployment was noted
+"#;
+    let run = k.stdin(&["create", "-f", "-"], noted);
+    assert!(run.ok, "{}", run.stderr);
+    let events = k.ok(&["get", "events", "--field-selector", "reason=Noted"]);
+    assert!(events.contains("deployment/web") && events.contains("the deployment was noted"), "{events}");
+    let seen = k.json(&["get", "events.v1.events.k8s.io", "web.noted"]);
+    assert_eq!(seen["note"], "the deployment was noted");
+
     // Restart: every object survives.
     server.restart();
     let k = server.kubectl(version);

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod auth;
 pub mod cache;
 pub mod discovery;
+pub mod event_view;
 pub mod eviction;
 pub mod filter;
 pub mod fuzz;

@@ -5,6 +5,7 @@
 //! api-resources`, storage keys and the OpenAPI index, so a resource is added in one
 //! place.
 
+use crate::event_view::StorageView;
 use crate::kinds::{self, KindCodec};
 
 /// The verbs kube-apiserver lists for a full read-write resource.
@@ -41,6 +42,9 @@ pub struct ResourceInfo {
     pub storage: &'static str,
     /// Decoding, defaulting and validation of this kind's objects.
     pub codec: &'static dyn KindCodec,
+    /// For a resource stored as another's objects (events.k8s.io Events are core
+    /// Events), the conversion between the two forms.
+    pub view: Option<&'static StorageView>,
 }
 
 impl std::fmt::Debug for ResourceInfo {
@@ -117,6 +121,7 @@ macro_rules! resource {
             subresources: $subs,
             storage: $plural,
             codec: $codec,
+            view: None,
         }
     };
 }
@@ -203,7 +208,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, short: NONE,
         cat: NONE, verbs: ALL_VERBS, subs: &[], codec: &kinds::ENDPOINT_SLICE),
     ResourceInfo {
-        storage: "events.k8s.io-events",
+        storage: "events",
+        view: Some(&crate::event_view::EVENTS_V1),
         ..resource!("events.k8s.io", "v1", "events", "event", "Event", true, short: &["ev"], cat: NONE,
             verbs: ALL_VERBS, subs: &[], codec: &kinds::EVENTS_V1_EVENT)
     },
@@ -257,7 +263,8 @@ mod tests {
         for (i, a) in RESOURCES.iter().enumerate() {
             for b in &RESOURCES[i + 1..] {
                 assert!(!(a.group == b.group && a.plural == b.plural), "{a:?} twice");
-                assert_ne!(a.storage, b.storage, "{a:?} and {b:?} share storage");
+                let a_view_of_b = a.view.is_some() || b.view.is_some();
+                assert!(a.storage != b.storage || a_view_of_b, "{a:?} and {b:?} share storage");
             }
             assert_eq!(a.singular, a.kind.to_lowercase(), "{a:?}");
             assert!(a.verbs.windows(2).all(|w| w[0] < w[1]), "{a:?} verbs unsorted");

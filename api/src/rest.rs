@@ -192,7 +192,7 @@ impl<'a> Call<'a> {
 
     /// Renders one stored object for the client.
     fn object_response(&self, code: StatusCode, stored: &[u8], revision: u64) -> Reply {
-        let bytes = stamped(stored, revision);
+        let bytes = self.served(stamped(stored, revision))?;
         let output = self.output;
         let parsed = || serde_json::from_slice::<Value>(&bytes).map_err(ApiError::internal);
         let body = match output {
@@ -204,6 +204,27 @@ impl<'a> Call<'a> {
             Output::MetadataList(_) => return Err(output.mismatch(&self.go_type(""))),
         };
         Ok(reply::respond(code, output.content_type(), body))
+    }
+
+    /// Stamped stored bytes in the form this resource serves (unchanged unless the
+    /// resource is a view of another's storage).
+    fn served(&self, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let Some(view) = self.info().view else { return Ok(bytes) };
+        let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        (view.from_storage)(&mut value);
+        serde_json::to_vec(&value).map_err(ApiError::internal)
+    }
+
+    /// The bytes to store for an object in the served form.
+    fn storage_bytes(&self, object: &Value) -> Vec<u8> {
+        match self.info().view {
+            None => object::encode(object),
+            Some(view) => {
+                let mut stored = object.clone();
+                (view.to_storage)(&mut stored);
+                object::encode(&stored)
+            }
+        }
     }
 
     /// How Kubernetes' messages name the Go type of this resource's objects
@@ -227,7 +248,10 @@ impl<'a> Call<'a> {
 
     fn current(&self) -> Result<Option<(Value, Bytes, Revision)>, ApiError> {
         let Some((bytes, revision)) = self.stored()? else { return Ok(None) };
-        let value = object::decode_stored(&bytes, revision.get()).map_err(ApiError::internal)?;
+        let mut value = object::decode_stored(&bytes, revision.get()).map_err(ApiError::internal)?;
+        if let Some(view) = self.info().view {
+            (view.from_storage)(&mut value);
+        }
         Ok(Some((value, bytes, revision)))
     }
 }
@@ -437,7 +461,10 @@ impl Call<'_> {
         let mut names = Vec::new();
         for (_, record) in page.items {
             let Some(bytes) = record.value else { continue };
-            let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+            let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+            if let Some(view) = info.view {
+                (view.from_storage)(&mut value);
+            }
             if filter.matches(&value) {
                 names.push(object::name(&value).to_string());
             }
@@ -547,7 +574,7 @@ impl Call<'_> {
         stored: &[u8],
         revision: Revision,
     ) -> Result<Option<(Vec<u8>, Value)>, ApiError> {
-        let bytes = stamped(stored, revision.get());
+        let bytes = self.served(stamped(stored, revision.get()))?;
         if filter.is_everything() && self.output == Output::Json {
             return Ok(Some((bytes, Value::Null)));
         }
@@ -830,7 +857,7 @@ impl Call<'_> {
         if !self.applying {
             self.record_managed_fields(None, &mut out)?;
         }
-        Ok((object::encode(&out), name))
+        Ok((self.storage_bytes(&out), name))
     }
 
     /// PUT, PATCH and the update-shaped subresources, with `GuaranteedUpdate` retries.
@@ -912,7 +939,7 @@ impl Call<'_> {
                 }
                 _ => Vec::new(),
             };
-            let bytes = object::encode(&out);
+            let bytes = self.storage_bytes(&out);
             if bytes == old_bytes.as_ref() {
                 return self.update_response(&change, &old_bytes, old_revision.get());
             }

@@ -334,6 +334,14 @@ fn secret_cells(v: &Value) -> Vec<Value> {
     vec![name(v), json!(str_at(v, &["type"])), json!(count_of(v, "data")), age(v)]
 }
 
+const EVENT_COLUMNS: &[Column] = &[
+    Column("Last Seen", "string", 0),
+    Column("Type", "string", 0),
+    Column("Reason", "string", 0),
+    Column("Object", "string", 0),
+    Column("Message", "string", 0),
+];
+
 fn event_cells(v: &Value) -> Vec<Value> {
     let last = [&["lastTimestamp"][..], &["eventTime"], &["metadata", "creationTimestamp"]]
         .iter()
@@ -495,16 +503,13 @@ fn layout(info: &ResourceInfo) -> (&'static [Column], Cells) {
         ("", "Namespace") => (&[NAME, Column("Status", "string", 0), AGE], namespace_cells),
         ("", "ConfigMap") => (&[NAME, Column("Data", "integer", 0), AGE], config_map_cells),
         ("", "Secret") => (&[NAME, Column("Type", "string", 0), Column("Data", "integer", 0), AGE], secret_cells),
-        ("", "Event") => (
-            &[
-                Column("Last Seen", "string", 0),
-                Column("Type", "string", 0),
-                Column("Reason", "string", 0),
-                Column("Object", "string", 0),
-                Column("Message", "string", 0),
-            ],
-            event_cells,
-        ),
+        ("", "Event") => (EVENT_COLUMNS, event_cells),
+        // The events API serves core Events: the same columns, read from its names.
+        ("events.k8s.io", "Event") => (EVENT_COLUMNS, |v| {
+            let mut core = v.clone();
+            crate::event_view::to_core(&mut core);
+            event_cells(&core)
+        }),
         ("coordination.k8s.io", "Lease") => (&[NAME, Column("Holder", "string", 0), AGE], lease_cells),
         ("", "ComponentStatus") => (
             &[NAME, Column("Status", "string", 0), Column("Message", "string", 0), Column("Error", "string", 0)],

@@ -120,6 +120,7 @@ impl Stream {
     /// Sends one event built for this watcher alone (initial state, Table output,
     /// selector transitions).
     async fn send(&self, kind: &str, object: &[u8]) -> bool {
+        let object = &*self.served(object);
         match self.output {
             Output::Json if self.wire == Wire::Protobuf => match protobuf_frame(kind, object) {
                 Some(frame) => self.send_frame(frame).await,
@@ -178,7 +179,26 @@ impl Stream {
     }
 
     fn matches(&self, bytes: &[u8]) -> bool {
-        self.filter.is_everything() || serde_json::from_slice::<Value>(bytes).is_ok_and(|v| self.filter.matches(&v))
+        self.filter.is_everything() || self.parse_served(Some(bytes)).is_some_and(|v| self.filter.matches(&v))
+    }
+
+    /// Stored bytes parsed in the form this resource serves.
+    fn parse_served(&self, bytes: Option<&[u8]>) -> Option<Value> {
+        let mut value = serde_json::from_slice(bytes?).ok()?;
+        if let Some(view) = self.info.view {
+            (view.from_storage)(&mut value);
+        }
+        Some(value)
+    }
+
+    /// Stored bytes in the form this resource serves (a copy only for a view).
+    fn served<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self.info.view {
+            None => std::borrow::Cow::Borrowed(bytes),
+            Some(_) => std::borrow::Cow::Owned(
+                self.parse_served(Some(bytes)).and_then(|v| serde_json::to_vec(&v).ok()).unwrap_or_default(),
+            ),
+        }
     }
 
     /// Translates one store event into what this watcher sees: with a selector, an
@@ -187,6 +207,12 @@ impl Stream {
         let encoded = event.memo.get_or_init(|| Encoded::of(event)).unwrap_or_else(|| Arc::new(Encoded::of(event)));
         let (now, before) = if self.filter.is_everything() {
             (event.value.is_some(), event.prev_value.is_some())
+        } else if self.info.view.is_some() {
+            // A view's selectors read the served form; the shared parse is the stored one.
+            let matches = |bytes: Option<&Bytes>| {
+                self.parse_served(bytes.map(|b| &b[..])).is_some_and(|v| self.filter.matches(&v))
+            };
+            (matches(event.value.as_ref()), matches(event.prev_value.as_ref()))
         } else {
             let now = encoded.now.get_or_init(|| parse(event.value.as_ref()));
             let before = encoded.before.get_or_init(|| parse(event.prev_value.as_ref()));
@@ -198,6 +224,8 @@ impl Stream {
         let kind = match (event.kind, now, before) {
             (EventType::Added, true, _) | (EventType::Modified, true, true) | (EventType::Deleted, _, true) => {
                 match (self.output, self.wire) {
+                    // A view's watchers each convert the stored form (below).
+                    _ if self.info.view.is_some() => {}
                     (Output::Json, Wire::Json) => return self.send_frame(encoded.frame.clone()).await,
                     (Output::Json, Wire::Protobuf) => {
                         let frame =

@@ -508,3 +508,70 @@ async fn partial_object_metadata_of_the_wrong_shape_is_not_acceptable() {
     assert_eq!(listed["items"][0]["apiVersion"], "meta.k8s.io/v1beta1");
     assert_eq!(listed["items"][0]["metadata"]["labels"]["app"], "web");
 }
+
+/// events.k8s.io/v1 Events and core v1 Events are one collection seen two ways.
+#[tokio::test]
+async fn events_api_and_core_events_share_one_storage() {
+    const CORE: &str = "/api/v1/namespaces/default/events";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let h = start(|_| {}).await;
+    let (_, list) = h.get(EVENTS).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut watch = h.http.get(format!("{}{EVENTS}?watch=true&resourceVersion={rv}", h.base)).send().await.unwrap();
+
+    // Written through the events API, read as a core Event.
+    let noted = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.noted"},
+        "eventTime": "2026-11-23T00:00:00.000000Z", "reportingController": "example.com/noter",
+        "reportingInstance": "noter-1", "action": "Noting", "reason": "Noted", "type": "Normal",
+        "regarding": {"kind": "Deployment", "name": "web", "namespace": "default"}, "note": "the deployment was noted"});
+    let (code, created) = h.post(EVENTS, noted).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        (created["apiVersion"].as_str(), created["note"].as_str()),
+        (Some("events.k8s.io/v1"), Some("the deployment was noted"))
+    );
+    let (code, core) = h.get(&format!("{CORE}/web.noted")).await;
+    assert_eq!(code, 200);
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "the deployment was noted");
+    assert_eq!(core["involvedObject"]["name"], "web");
+    assert_eq!(core["reportingComponent"], "example.com/noter");
+    assert!(core.get("note").is_none());
+    let (_, by_object) = h.get(&format!("{CORE}?fieldSelector=involvedObject.name%3Dweb")).await;
+    assert_eq!(names(&by_object), ["web.noted"]);
+
+    // Written as a core Event, read through the events API and its selectors.
+    let core_event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "db.started"},
+        "involvedObject": {"kind": "Pod", "name": "db", "namespace": "default"}, "reason": "Started",
+        "message": "container started", "type": "Normal", "source": {"component": "kubelet"}, "count": 1,
+        "firstTimestamp": "2026-11-23T00:00:00Z", "lastTimestamp": "2026-11-23T00:00:00Z"});
+    assert_eq!(h.post(CORE, core_event).await.0, 201);
+    let (_, seen) = h.get(&format!("{EVENTS}/db.started")).await;
+    assert_eq!((seen["note"].as_str(), seen["regarding"]["name"].as_str()), (Some("container started"), Some("db")));
+    assert_eq!(
+        (seen["deprecatedCount"].as_i64(), seen["deprecatedSource"]["component"].as_str()),
+        (Some(1), Some("kubelet"))
+    );
+    let (_, selected) = h.get(&format!("{EVENTS}?fieldSelector=regarding.name%3Ddb")).await;
+    assert_eq!(names(&selected), ["db.started"]);
+    assert_eq!(selected["items"][0]["apiVersion"], "events.k8s.io/v1");
+
+    // The events API's watch sees both writes in its own form.
+    let events = read_events(&mut watch, 2).await;
+    assert_eq!(events[0]["object"]["note"], "the deployment was noted");
+    assert_eq!(events[1]["object"]["note"], "container started");
+    assert_eq!(events[1]["object"]["apiVersion"], "events.k8s.io/v1");
+
+    // A patch through the events API changes the core Event; a core delete removes both.
+    let patch = h
+        .http
+        .patch(format!("{}{EVENTS}/web.noted", h.base))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"note":"noted twice"}"#);
+    let (code, patched, _) = h.send(patch).await;
+    assert_eq!((code, patched["note"].as_str()), (200, Some("noted twice")));
+    assert_eq!(h.get(&format!("{CORE}/web.noted")).await.1["message"], "noted twice");
+    let deleted = h.http.delete(format!("{}{CORE}/web.noted", h.base));
+    assert_eq!(h.send(deleted).await.0, 200);
+    assert_eq!(h.get(&format!("{EVENTS}/web.noted")).await.0, 404);
+}

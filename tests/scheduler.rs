@@ -188,14 +188,19 @@ fn http_get_metrics(addr: &str) -> String {
 fn the_scheduler_runs_alone_against_a_server() {
     let mut server = TestServer::start_with(|_| vec!["--no-scheduler".into()]);
     let kubectl = server.kubectl("");
-    kubectl.apply(&["apply", "-f", "-"], &(node("solo", "a", "2", None) + &pod("p", "1", "", "app: p")));
+    let batch = pod("q", "500m", "  schedulerName: batch-scheduler\n", "app: q");
+    kubectl.apply(&["apply", "-f", "-"], &(node("solo", "a", "2", None) + &pod("p", "1", "", "app: p") + &batch));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(kubectl.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "", "no scheduler yet");
 
+    // Two profiles: the default one, and one that packs (MostAllocated).
     let config = common::write(
         server.dir.path(),
         "scheduler.yaml",
-        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nparallelism: 2\n",
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nparallelism: 2\nprofiles:\n\
+         - schedulerName: default-scheduler\n\
+         - schedulerName: batch-scheduler\n  pluginConfig:\n  - name: NodeResourcesFit\n    args:\n      \
+         scoringStrategy: {type: MostAllocated}\n",
     );
     let mut scheduler = std::process::Command::new(env!("CARGO_BIN_EXE_keelson"))
         .args(["scheduler", "--metrics-listen", "127.0.0.1:0", "--kubeconfig"])
@@ -215,18 +220,24 @@ fn the_scheduler_runs_alone_against_a_server() {
             }
         }
     });
-    let placed = std::panic::catch_unwind(|| wait_for_node(&kubectl, "p"));
+    let placed = std::panic::catch_unwind(|| (wait_for_node(&kubectl, "p"), wait_for_node(&kubectl, "q")));
     let metrics_addr = rx.recv_timeout(WAIT).ok();
     let metrics = metrics_addr.as_deref().map(http_get_metrics);
     let _ = std::process::Command::new("kill").args(["-TERM", &scheduler.id().to_string()]).status();
     let status = scheduler.wait().expect("the scheduler exits");
-    assert_eq!(placed.expect("scheduled by the separate process"), "solo");
+    assert_eq!(placed.expect("scheduled by the separate process"), ("solo".to_string(), "solo".to_string()));
     assert!(status.success(), "SIGTERM ends the scheduler cleanly: {status}");
     let metrics = metrics.expect("the scheduler printed its metrics address");
     assert!(
         metrics.contains("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"} 1\n"),
         "{metrics}"
     );
+    // Each profile counts its own pods.
+    assert!(
+        metrics.contains("scheduler_schedule_attempts_total{profile=\"batch-scheduler\",result=\"scheduled\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("extension_point=\"Bind\",profile=\"batch-scheduler\",status=\"Success\""), "{metrics}");
 
     // A configuration error stops the start with the field named.
     let bad = common::write(

@@ -209,7 +209,12 @@ impl Scheduler {
     }
 
     pub fn serves(&self, scheduler_name: &str) -> bool {
-        self.profiles.iter().any(|p| p.scheduler_name == scheduler_name)
+        self.profile_index(scheduler_name).is_some()
+    }
+
+    /// The position among [`Scheduler::profiles`] of the profile `scheduler_name`.
+    pub fn profile_index(&self, scheduler_name: &str) -> Option<usize> {
+        self.profiles.iter().position(|p| p.scheduler_name == scheduler_name)
     }
 
     /// Runs `f` on the scheduler's thread pool, so the parallel sections inside each cycle
@@ -223,7 +228,7 @@ impl Scheduler {
     pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
         self.last_points.clear();
         let name = crate::profile::scheduler_name(pod);
-        let Some(profile_ix) = self.profiles.iter().position(|p| p.scheduler_name == name) else {
+        let Some(profile_ix) = self.profile_index(name) else {
             return Outcome::NoProfile;
         };
         let query = compile(pod, &mut self.snapshot, &self.profiles[profile_ix].default_spread);

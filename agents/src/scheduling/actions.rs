@@ -7,7 +7,7 @@
 //! hears every answer. Events and status reports are best effort, as in kube's event
 //! broadcaster: a bounded queue, and what does not fit is dropped and counted.
 
-use super::metrics::SchedulerMetrics;
+use super::metrics::{ProfileMetrics, SchedulerMetrics};
 use super::Update;
 use crate::client::retry_throttled;
 use crate::events::{self, EventDetails, EventType};
@@ -39,6 +39,8 @@ pub struct BindRequest {
     pub key: Arc<str>,
     pub pod: Arc<Pod>,
     pub node: String,
+    /// The series of the profile that placed the pod (its bind is timed there).
+    pub metrics: Arc<ProfileMetrics>,
 }
 
 #[derive(Debug)]
@@ -117,7 +119,7 @@ impl Binder {
 
     async fn bind(self, request: BindRequest) {
         let started = Instant::now();
-        let BindRequest { key, pod, node } = request;
+        let BindRequest { key, pod, node, metrics: profile } = request;
         let (namespace, name) = namespace_and_name(&pod);
         let binding = Binding {
             metadata: ObjectMeta {
@@ -138,7 +140,7 @@ impl Binder {
         let answer =
             retry_throttled(|| api.create_subresource::<_, serde_json::Value>("binding", name, &params, &binding))
                 .await;
-        self.metrics.bind_duration.observe(started.elapsed());
+        profile.bind_duration.observe(started.elapsed());
         let result = match answer {
             Ok(_) => BindResult::Bound,
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => BindResult::Moot,

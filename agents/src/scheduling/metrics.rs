@@ -4,7 +4,9 @@ use crate::metrics::{header, Counter, Gauge, Histogram};
 use keelson_scheduler::framework::Code;
 use keelson_scheduler::queue::QueueLengths;
 use keelson_scheduler::timing::{Point, PointTimes};
+use parking_lot::RwLock;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Results of a scheduling attempt (kube-scheduler's `result` label).
@@ -27,14 +29,79 @@ impl AttemptResult {
     }
 }
 
+/// One profile's series: kube-scheduler labels attempts and extension points with the
+/// profile (`schedulerName`) that handled the pod.
 #[derive(Debug, Default)]
-pub struct SchedulerMetrics {
+pub struct ProfileMetrics {
     attempts: [Counter; 3],
     attempt_duration: [Histogram; 3],
     /// Per extension point the cycle runs (`Point::ALL`) and per status (`Code::ALL`).
     extension_points: [[Histogram; 5]; 7],
     /// The API round trip of a bind (kube's Bind extension point).
     pub bind_duration: Histogram,
+}
+
+impl ProfileMetrics {
+    /// Records how long each extension point of a cycle took.
+    pub fn extension_points(&self, times: &PointTimes) {
+        for (point, elapsed, code) in times.iter() {
+            self.extension_points[point.index()][code.index()].observe(elapsed);
+        }
+    }
+
+    pub fn attempt(&self, result: AttemptResult, elapsed: Duration) {
+        let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
+        self.attempts[i].inc();
+        self.attempt_duration[i].observe(elapsed);
+    }
+
+    fn render_attempts(&self, out: &mut String, profile: &str) {
+        for (i, result) in AttemptResult::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "scheduler_schedule_attempts_total{{profile=\"{profile}\",result=\"{}\"}} {}",
+                result.label(),
+                self.attempts[i].get()
+            );
+        }
+    }
+
+    fn render_attempt_durations(&self, out: &mut String, profile: &str) {
+        for (i, result) in AttemptResult::ALL.iter().enumerate() {
+            let labels = format!("profile=\"{profile}\",result=\"{}\"", result.label());
+            self.attempt_duration[i].render(out, "scheduler_scheduling_attempt_duration_seconds", &labels);
+        }
+    }
+
+    fn render_extension_points(&self, out: &mut String, profile: &str) {
+        const NAME: &str = "scheduler_framework_extension_point_duration_seconds";
+        for point in Point::ALL {
+            for code in Code::ALL {
+                let histogram = &self.extension_points[point.index()][code.index()];
+                // Only the series that have happened, as Prometheus client libraries do.
+                if histogram.count() > 0 {
+                    let labels = format!(
+                        "extension_point=\"{}\",profile=\"{profile}\",status=\"{}\"",
+                        point.name(),
+                        code.name()
+                    );
+                    histogram.render(out, NAME, &labels);
+                }
+            }
+        }
+        if self.bind_duration.count() > 0 {
+            let labels = format!("extension_point=\"Bind\",profile=\"{profile}\",status=\"Success\"");
+            self.bind_duration.render(out, NAME, &labels);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SchedulerMetrics {
+    /// Per profile, by scheduler name, in the order runners registered them. Written
+    /// only when a runner starts ([`SchedulerMetrics::profile`]); the hot path holds
+    /// its profiles' `Arc`s and never takes this lock.
+    profiles: RwLock<Vec<(String, Arc<ProfileMetrics>)>>,
     pub bind_errors: Counter,
     pub preemption_victims: Counter,
     pub preemption_attempts: Counter,
@@ -52,22 +119,25 @@ pub struct SchedulerMetrics {
 }
 
 impl SchedulerMetrics {
-    /// Records how long each extension point of a cycle took.
-    pub fn extension_points(&self, times: &PointTimes) {
-        for (point, elapsed, code) in times.iter() {
-            self.extension_points[point.index()][code.index()].observe(elapsed);
+    /// The series of the profile `scheduler_name`, registered on first use (and kept
+    /// across runner restarts, as the counters are).
+    pub fn profile(&self, scheduler_name: &str) -> Arc<ProfileMetrics> {
+        if let Some((_, found)) = self.profiles.read().iter().find(|(name, _)| name == scheduler_name) {
+            return Arc::clone(found);
         }
+        let mut profiles = self.profiles.write();
+        if let Some((_, found)) = profiles.iter().find(|(name, _)| name == scheduler_name) {
+            return Arc::clone(found);
+        }
+        let created = Arc::new(ProfileMetrics::default());
+        profiles.push((scheduler_name.to_string(), Arc::clone(&created)));
+        created
     }
 
-    pub fn attempt(&self, result: AttemptResult, elapsed: Duration) {
-        let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
-        self.attempts[i].inc();
-        self.attempt_duration[i].observe(elapsed);
-    }
-
+    /// Attempts with this result, over every profile.
     pub fn attempts(&self, result: AttemptResult) -> u64 {
         let i = AttemptResult::ALL.iter().position(|r| *r == result).expect("listed");
-        self.attempts[i].get()
+        self.profiles.read().iter().map(|(_, p)| p.attempts[i].get()).sum()
     }
 
     pub fn set_pending(&self, lengths: QueueLengths) {
@@ -84,14 +154,10 @@ impl SchedulerMetrics {
     }
 
     pub fn render(&self, out: &mut String) {
+        let profiles = self.profiles.read().clone();
         header(out, "scheduler_schedule_attempts_total", "counter", "Scheduling attempts by result.");
-        for (i, result) in AttemptResult::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "scheduler_schedule_attempts_total{{profile=\"default-scheduler\",result=\"{}\"}} {}",
-                result.label(),
-                self.attempts[i].get()
-            );
+        for (name, profile) in &profiles {
+            profile.render_attempts(out, name);
         }
         header(
             out,
@@ -99,9 +165,8 @@ impl SchedulerMetrics {
             "histogram",
             "Scheduling attempt latency (the scheduling cycle, without binding) by result.",
         );
-        for (i, result) in AttemptResult::ALL.iter().enumerate() {
-            let labels = format!("profile=\"default-scheduler\",result=\"{}\"", result.label());
-            self.attempt_duration[i].render(out, "scheduler_scheduling_attempt_duration_seconds", &labels);
+        for (name, profile) in &profiles {
+            profile.render_attempt_durations(out, name);
         }
         header(out, "scheduler_pending_pods", "gauge", "Pending pods by queue.");
         for (i, queue) in ["active", "backoff", "unschedulable", "gated"].iter().enumerate() {
@@ -113,25 +178,9 @@ impl SchedulerMetrics {
             "histogram",
             "Latency of the extension points of scheduling cycles (once per cycle) and of binds.",
         );
-        for point in Point::ALL {
-            for code in Code::ALL {
-                let histogram = &self.extension_points[point.index()][code.index()];
-                // Only the series that have happened, as Prometheus client libraries do.
-                if histogram.count() > 0 {
-                    let labels = format!(
-                        "extension_point=\"{}\",profile=\"default-scheduler\",status=\"{}\"",
-                        point.name(),
-                        code.name()
-                    );
-                    histogram.render(out, "scheduler_framework_extension_point_duration_seconds", &labels);
-                }
-            }
+        for (name, profile) in &profiles {
+            profile.render_extension_points(out, name);
         }
-        self.bind_duration.render(
-            out,
-            "scheduler_framework_extension_point_duration_seconds",
-            "extension_point=\"Bind\",profile=\"default-scheduler\",status=\"Success\"",
-        );
         let counters = [
             ("scheduler_bind_errors_total", "Binds the API refused or that failed.", &self.bind_errors),
             ("scheduler_preemption_victims_total", "Pods evicted to make room.", &self.preemption_victims),
@@ -157,5 +206,37 @@ impl SchedulerMetrics {
             "Mean of chosen-node score / best feasible-node score over audited decisions.",
         );
         let _ = writeln!(out, "scheduler_placement_quality_ratio {}", self.placement_quality().unwrap_or(1.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_carry_the_profile_that_scheduled_the_pod() {
+        let metrics = SchedulerMetrics::default();
+        let default = metrics.profile("default-scheduler");
+        let batch = metrics.profile("batch-scheduler");
+        assert!(Arc::ptr_eq(&default, &metrics.profile("default-scheduler")), "registered once");
+        default.attempt(AttemptResult::Scheduled, Duration::from_millis(1));
+        batch.attempt(AttemptResult::Scheduled, Duration::from_millis(2));
+        batch.attempt(AttemptResult::Unschedulable, Duration::from_millis(2));
+        batch.bind_duration.observe(Duration::from_millis(3));
+        assert_eq!(metrics.attempts(AttemptResult::Scheduled), 2);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(
+            out.contains("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"} 1\n")
+        );
+        assert!(
+            out.contains("scheduler_schedule_attempts_total{profile=\"batch-scheduler\",result=\"unschedulable\"} 1\n")
+        );
+        assert!(out.contains(
+            "scheduler_framework_extension_point_duration_seconds_count{extension_point=\"Bind\",profile=\"batch-scheduler\",status=\"Success\"} 1\n"
+        ));
+        assert!(!out.contains("extension_point=\"Bind\",profile=\"default-scheduler\""), "no binds yet: no series");
+        // Each metric's header once, its series for every profile after it.
+        assert_eq!(out.matches("# TYPE scheduler_schedule_attempts_total").count(), 1);
     }
 }

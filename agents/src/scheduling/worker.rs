@@ -8,7 +8,7 @@
 
 use super::actions::{Actors, BindRequest, BindResult, Report};
 use super::informers::KINDS;
-use super::metrics::{AttemptResult, SchedulerMetrics};
+use super::metrics::{AttemptResult, ProfileMetrics, SchedulerMetrics};
 use super::{RunnerOptions, Update};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_scheduler::config::SchedulerConfig;
@@ -43,6 +43,8 @@ struct State {
     updates: flume::Receiver<Update>,
     actors: Actors,
     metrics: Arc<SchedulerMetrics>,
+    /// Each profile's series, in the scheduler's profile order.
+    profile_metrics: Vec<Arc<ProfileMetrics>>,
     pod_resync: Arc<Notify>,
     epoch: Instant,
     binds_in_flight: usize,
@@ -70,6 +72,7 @@ impl Worker {
         metrics: Arc<SchedulerMetrics>,
         pod_resync: Arc<Notify>,
     ) -> Worker {
+        let profile_metrics = config.profiles.iter().map(|p| metrics.profile(&p.scheduler_name)).collect();
         let mut scheduler = Scheduler::new(config.profiles, config.parallelism);
         scheduler.set_percentage_of_nodes_to_score(config.percentage_of_nodes_to_score);
         scheduler.set_audit_every(config.placement_audit_every);
@@ -79,6 +82,7 @@ impl Worker {
             updates,
             actors,
             metrics,
+            profile_metrics,
             pod_resync,
             epoch: Instant::now(),
             binds_in_flight: 0,
@@ -294,17 +298,24 @@ impl State {
         let started = Instant::now();
         let QueuedPod { key, pod, .. } = queued;
         let outcome = scheduler.schedule(&pod, now);
-        self.metrics.extension_points(&scheduler.last_points);
+        let Some(profile) = scheduler.profile_index(scheduler_name(&pod)).map(|i| &self.profile_metrics[i]) else {
+            // No profile serves the pod: nothing ran.
+            self.queue.delete(&key);
+            return;
+        };
+        profile.extension_points(&scheduler.last_points);
         match outcome {
             Outcome::Scheduled(decision) => {
-                self.metrics.attempt(AttemptResult::Scheduled, started.elapsed());
+                profile.attempt(AttemptResult::Scheduled, started.elapsed());
                 if let Some(audit) = decision.audit {
                     self.metrics.audited.inc();
                     self.metrics.audit_quality_micros.add((audit.quality() * 1e6) as u64);
                 }
                 self.binds_in_flight += 1;
                 self.metrics.binds_in_flight.set(self.binds_in_flight as i64);
-                if !self.actors.bind(BindRequest { key: Arc::clone(&key), pod, node: decision.node }) {
+                let request =
+                    BindRequest { key: Arc::clone(&key), pod, node: decision.node, metrics: Arc::clone(profile) };
+                if !self.actors.bind(request) {
                     // The actors are gone (shutting down): undo, the next run retries.
                     self.binds_in_flight -= 1;
                     scheduler.snapshot.forget(&key);
@@ -314,7 +325,7 @@ impl State {
             Outcome::Unschedulable(failure) => {
                 let result =
                     if failure.code == Code::Error { AttemptResult::Error } else { AttemptResult::Unschedulable };
-                self.metrics.attempt(result, started.elapsed());
+                profile.attempt(result, started.elapsed());
                 if failure.code == Code::Error {
                     self.queue.failed(&key, now);
                 } else {

@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long a read waits for the cache to catch up before it reads the store instead.
@@ -36,10 +36,38 @@ const LOAD_PAGE: usize = 10_000;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// One cached object: the stored bytes (without `resourceVersion`) and its revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Cached {
     pub value: Bytes,
     pub mod_revision: Revision,
+    /// The object's protobuf message (stamped with its revision), built by the first
+    /// reader that asks for protobuf and shared by every later one: a protobuf LIST
+    /// then copies bytes instead of parsing and encoding each object. A change makes a
+    /// new entry, so this never goes stale.
+    protobuf: Arc<OnceLock<Option<Bytes>>>,
+}
+
+impl PartialEq for Cached {
+    fn eq(&self, other: &Cached) -> bool {
+        self.value == other.value && self.mod_revision == other.mod_revision
+    }
+}
+
+impl Cached {
+    pub fn new(value: Bytes, mod_revision: Revision) -> Cached {
+        Cached { value, mod_revision, protobuf: Arc::default() }
+    }
+
+    /// The object's protobuf message body; `None` if protobuf cannot express it.
+    pub fn protobuf(&self) -> Option<Bytes> {
+        self.protobuf
+            .get_or_init(|| {
+                let stamped = crate::object::stamped(&self.value, self.mod_revision.get());
+                let value: serde_json::Value = serde_json::from_slice(&stamped).ok()?;
+                crate::protobuf::encode_body(&value).ok().map(Bytes::from)
+            })
+            .clone()
+    }
 }
 
 #[derive(Default)]
@@ -262,7 +290,7 @@ impl WatchCache {
             let page = self.store.list(b"/registry/", &options)?;
             for (key, record) in page.items {
                 let (Some(value), Some(index)) = (record.value, self.shard_index(&key)) else { continue };
-                fresh[index].insert(key, Cached { value, mod_revision: record.mod_revision });
+                fresh[index].insert(key, Cached::new(value, record.mod_revision));
             }
             match page.next_key {
                 Some(next) => {
@@ -303,7 +331,7 @@ impl WatchCache {
                         let Some((_, state)) = held.as_mut() else { continue };
                         match &event.value {
                             Some(value) => {
-                                let cached = Cached { value: value.clone(), mod_revision: event.revision };
+                                let cached = Cached::new(value.clone(), event.revision);
                                 state.objects.insert(event.key.clone(), cached);
                             }
                             None => {

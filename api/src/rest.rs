@@ -14,7 +14,7 @@ use crate::filter::Filter;
 use crate::kinds::Write;
 use crate::object::{self, stamped};
 use crate::patch::{self, PatchType};
-use crate::reply::{self, Body, Output};
+use crate::reply::{self, Body, Output, Wire};
 use crate::resources::ResourceInfo;
 use crate::route::{Query, ResourceRoute};
 use crate::server::ApiState;
@@ -55,6 +55,9 @@ pub struct Call<'a> {
     pub route: &'a ResourceRoute,
     pub query: &'a Query,
     pub output: Output,
+    /// The encoding asked for. Responses are built as JSON and re-encoded on the way
+    /// out, except reads the watch cache can answer from its protobuf memo.
+    pub wire: Wire,
     /// `Warning` headers to send back.
     pub warnings: Vec<String>,
     /// The client's `User-Agent`: the default field manager is its product name.
@@ -73,7 +76,7 @@ impl<'a> Call<'a> {
         output: Output,
         user_agent: &'a str,
     ) -> Call<'a> {
-        Call { state, route, query, output, warnings: Vec::new(), user_agent, applying: false }
+        Call { state, route, query, output, wire: Wire::Json, warnings: Vec::new(), user_agent, applying: false }
     }
 
     fn info(&self) -> &'static ResourceInfo {
@@ -485,6 +488,13 @@ impl Call<'_> {
             true => self.state.cache.get(key.as_bytes()),
             false => None,
         };
+        if let (Some(Some(cached)), true, None) = (&found, self.protobuf_from_cache(), &self.route.subresource) {
+            if let Some(body) = cached.protobuf() {
+                let info = self.info();
+                let envelope = crate::protobuf::envelope(&info.api_version(), info.kind, &body);
+                return Ok(reply::respond(StatusCode::OK, reply::PROTOBUF, envelope));
+            }
+        }
         let (stored, revision) = match found {
             Some(cached) => cached.map(|c| (c.value, c.mod_revision)),
             None => self.stored()?,
@@ -551,6 +561,11 @@ impl Call<'_> {
         // Without a selector, one entry past the page tells whether another page follows.
         let want = if limit > 0 && filter.is_everything() { limit + 1 } else { 0 };
         let Some((entries, revision)) = self.state.cache.list(prefix.as_bytes(), want) else { return Ok(None) };
+        if self.protobuf_from_cache() {
+            if let Some(listed) = self.protobuf_list(filter, limit, prefix, &entries, revision)? {
+                return Ok(Some(Ok(listed)));
+            }
+        }
         let mut items = Vec::new();
         let mut next_continue = None;
         let mut last_key: &[u8] = b"";
@@ -564,6 +579,48 @@ impl Call<'_> {
             last_key = key;
         }
         Ok(Some(Ok(self.list_response(items, revision, next_continue))))
+    }
+
+    /// Whether this read can be answered from the watch cache's protobuf memo: the
+    /// client asked for protobuf objects, and the resource serves what it stores.
+    fn protobuf_from_cache(&self) -> bool {
+        self.wire == Wire::Protobuf && self.output == Output::Json && self.info().view.is_none()
+    }
+
+    /// A cached first page as a protobuf list assembled from each object's memoised
+    /// encoding; `None` if an object has none (the JSON path then answers).
+    fn protobuf_list(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        prefix: &str,
+        entries: &[(Bytes, crate::cache::Cached)],
+        revision: Revision,
+    ) -> Result<Option<Response<Body>>, ApiError> {
+        let mut bodies = Vec::new();
+        let mut next_continue = None;
+        let mut last_key: &[u8] = b"";
+        for (key, cached) in entries {
+            if !filter.is_everything() && self.list_item(filter, &cached.value, cached.mod_revision)?.is_none() {
+                continue;
+            }
+            if limit > 0 && bodies.len() == limit {
+                next_continue = Some(encode_continue(revision, last_key, prefix));
+                break;
+            }
+            let Some(body) = cached.protobuf() else { return Ok(None) };
+            bodies.push(body);
+            last_key = key;
+        }
+        let info = self.info();
+        let list = crate::protobuf::list(
+            &info.api_version(),
+            &format!("{}List", info.kind),
+            &revision.get().to_string(),
+            next_continue.as_deref(),
+            bodies.iter().map(|b| &b[..]),
+        );
+        Ok(Some(reply::respond(StatusCode::OK, reply::PROTOBUF, list)))
     }
 
     /// One stored object as a list item (stamped bytes, and the parsed object when a

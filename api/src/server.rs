@@ -444,6 +444,7 @@ async fn dispatch<B: RequestBody>(
         None
     };
     let mut call = Call::new(state, &route, &query, output, &user_agent);
+    call.wire = wire;
     let mut response = resource_verb(&mut call, &method, body, user.as_deref()).await?;
     for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));

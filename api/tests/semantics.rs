@@ -450,6 +450,23 @@ async fn protobuf_responses_for_clients_that_ask_first() {
     let listed = decode(&ask(CMS).send().await.unwrap().bytes().await.unwrap()).unwrap();
     assert_eq!(listed["kind"], "ConfigMapList");
     assert_eq!(listed["items"][0]["metadata"]["name"], "pb");
+    // Lists come from the watch cache's memoised encodings: pages and selectors hold.
+    assert_eq!(h.post(CMS, configmap("pb2")).await.0, 201);
+    let page = decode(&ask(&format!("{CMS}?limit=1")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        (page["items"].as_array().unwrap().len(), page["items"][0]["metadata"]["name"].as_str()),
+        (1, Some("pb"))
+    );
+    let token = page["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    let rest = ask(&format!("{CMS}?limit=1&continue={token}")).send().await.unwrap();
+    assert_eq!(decode(&rest.bytes().await.unwrap()).unwrap()["items"][0]["metadata"]["name"], "pb2");
+    let selected = ask(&format!("{CMS}?fieldSelector=metadata.name%3Dpb2")).send().await.unwrap();
+    let selected = decode(&selected.bytes().await.unwrap()).unwrap();
+    assert_eq!(selected["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        selected["items"][0]["metadata"]["resourceVersion"],
+        h.get(&format!("{CMS}/pb2")).await.1["metadata"]["resourceVersion"]
+    );
 
     // Errors are protobuf Status objects with the same code.
     let missing = ask(&format!("{CMS}/nope")).send().await.unwrap();

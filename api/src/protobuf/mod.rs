@@ -14,7 +14,7 @@ mod encode;
 mod index;
 mod schema;
 
-pub use encode::{encodable, encode, watch_frame};
+pub use encode::{encodable, encode, encode_body, envelope, list, watch_frame};
 
 use base64::Engine;
 use serde_json::{Map, Number, Value};

@@ -224,6 +224,22 @@ impl Scheduler {
         pool.install(|| f(self))
     }
 
+    /// Takes back a nomination the pod carries (`status.nominatedNodeName`) that the
+    /// snapshot does not hold: after a restart, room a preemption made is held again
+    /// for its preemptor, as kube-scheduler's nominator does when it re-lists pods.
+    /// Returns whether a nomination was restored.
+    pub fn restore_nomination(&mut self, pod: &Pod) -> bool {
+        let nominated = pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty());
+        let Some(node) = nominated.and_then(|name| self.snapshot.nodes.find(name)) else { return false };
+        let Some(profile_ix) = self.profile_index(crate::profile::scheduler_name(pod)) else { return false };
+        let query = compile(pod, &mut self.snapshot, &self.profiles[profile_ix].default_spread);
+        if self.snapshot.nomination(query.key()).is_some() || !self.snapshot.nodes.live[node as usize] {
+            return false;
+        }
+        self.snapshot.nominate(&query.record, node);
+        true
+    }
+
     /// Schedules one pod and, on success, assumes it on the chosen node.
     pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
         self.last_points.clear();

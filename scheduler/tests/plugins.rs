@@ -453,6 +453,32 @@ fn a_nominated_preemptor_keeps_the_room_it_made() {
 }
 
 #[test]
+fn a_restarted_scheduler_takes_back_the_nominations_pods_carry() {
+    // A fresh scheduler (after a restart) sees the preemptor with its
+    // `status.nominatedNodeName`, while the victim's room on "a" is already free.
+    let mut s = scheduler(&[node("a", "2", "8Gi", json!({})), node("b", "2", "8Gi", json!({}))]);
+    let with_priority =
+        |name: &str, cpu: &str, priority: i32| pod_with(name, cpu, "1Mi", json!({}), json!({"priority": priority}));
+    s.snapshot.upsert_pod(&bound(with_priority("b-high", "2", 1000), "b"));
+    let mut urgent = with_priority("urgent", "2", 500);
+    urgent.status = Some(serde_json::from_value(json!({"nominatedNodeName": "a"})).unwrap());
+    assert!(s.restore_nomination(&urgent));
+    assert!(!s.restore_nomination(&urgent), "restored once");
+    assert_eq!(s.snapshot.nomination("default/urgent"), s.snapshot.nodes.find("a"));
+    // The room is held against a pod of no higher priority that comes first...
+    let Outcome::Unschedulable(_) = s.schedule(&with_priority("peer", "2", 500), 0) else {
+        panic!("a pod of equal priority must not take the room held for the preemptor")
+    };
+    // ...and the preemptor takes it.
+    let Outcome::Scheduled(decision) = s.schedule(&urgent, 0) else { panic!("the preemptor fits on its node") };
+    assert_eq!(decision.node, "a");
+    // A nomination to an unknown node restores nothing.
+    let mut lost = with_priority("lost", "1", 500);
+    lost.status = Some(serde_json::from_value(json!({"nominatedNodeName": "gone"})).unwrap());
+    assert!(!s.restore_nomination(&lost));
+}
+
+#[test]
 fn node_affinity_naming_its_nodes_narrows_the_cycle() {
     let nodes: Vec<_> = (0..500).map(|i| node(&format!("n{i:03}"), "4", "8Gi", json!({}))).collect();
     let mut s = scheduler(&nodes);

@@ -283,6 +283,11 @@ impl State {
         if scheduler.snapshot.is_assumed(&key) {
             return; // our bind is on its way; this event predates it
         }
+        // A nomination this scheduler made before it restarted (or another made):
+        // hold the room again from now on, not only when the pod's turn comes.
+        if scheduler.snapshot.nomination(&key).is_none() {
+            scheduler.restore_nomination(&pod);
+        }
         if self.queue.get(&key).is_some_and(|old| !pod_changed(old, &pod)) {
             // Our own status reports come back this way: they must not retry the pod.
             self.queue.refresh(&key, pod);

@@ -479,6 +479,24 @@ fn a_restarted_scheduler_takes_back_the_nominations_pods_carry() {
 }
 
 #[test]
+fn a_nomination_holds_the_host_ports_of_its_preemptor() {
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({}))]);
+    let with_port = |name: &str, priority: i32| {
+        let containers = json!([{"name": "c", "image": "pause", "ports": [{"containerPort": 80, "hostPort": 8080}],
+            "resources": {"requests": {"cpu": "100m"}}}]);
+        pod_with(name, "100m", "1Mi", json!({}), json!({"priority": priority, "containers": containers}))
+    };
+    let mut preemptor = with_port("preemptor", 500);
+    preemptor.status = Some(serde_json::from_value(json!({"nominatedNodeName": "a"})).unwrap());
+    assert!(s.restore_nomination(&preemptor));
+    // Plenty of CPU is left, but the port is held for the preemptor...
+    let Err(message) = place(&mut s, &with_port("peer", 500)) else { panic!("the held port must not be taken") };
+    assert!(message.contains("didn't have free ports"), "{message}");
+    // ...against pods of no higher priority only.
+    assert_eq!(place(&mut s, &with_port("urgent", 1000)), Ok("a".to_string()));
+}
+
+#[test]
 fn node_affinity_naming_its_nodes_narrows_the_cycle() {
     let nodes: Vec<_> = (0..500).map(|i| node(&format!("n{i:03}"), "4", "8Gi", json!({}))).collect();
     let mut s = scheduler(&nodes);

@@ -98,7 +98,14 @@ impl Plugin for NodePorts {
     fn filter(&self, _: &PluginState, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
         let used = &snapshot.nodes.ports[node as usize];
         let conflict = pod.record.ports.iter().any(|wanted| used.iter().any(|u| u.conflicts(wanted)));
-        if conflict {
+        // Ports a nominated preemptor will take are held too, like its resources.
+        let held = || {
+            snapshot.nodes.nominated[node as usize]
+                .iter()
+                .filter(|n| n.holds_against(&pod.record))
+                .any(|n| pod.record.ports.iter().any(|wanted| n.ports.iter().any(|u| u.conflicts(wanted))))
+        };
+        if conflict || held() {
             return Err(Rejection::unschedulable(0));
         }
         Ok(())

@@ -137,7 +137,7 @@ impl NodeResourcesFit {
             // nominated pods before filtering); the pod's own nomination is not.
             let mut with_nominees = *requested;
             for nominee in &snapshot.nodes.nominated[n] {
-                if nominee.priority >= pod.record.priority && nominee.key != pod.record.key {
+                if nominee.holds_against(&pod.record) {
                     with_nominees.add(&nominee.requests);
                     pod_count += 1;
                 }

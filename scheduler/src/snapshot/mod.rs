@@ -130,6 +130,17 @@ pub struct Nominee {
     pub key: Box<str>,
     pub priority: i32,
     pub requests: Resources,
+    /// Host ports the nominee will take: held like its resources.
+    pub ports: Box<[HostPort]>,
+}
+
+impl Nominee {
+    /// Whether this nominee holds its room against `pod` (kube adds nominated pods of
+    /// no lower priority before filtering; a pod never competes with its own nomination).
+    #[inline]
+    pub fn holds_against(&self, pod: &PodRecord) -> bool {
+        self.priority >= pod.priority && self.key != pod.key
+    }
 }
 
 /// The pods placed on nodes, one row each, indexed by `PodIx`.
@@ -416,7 +427,12 @@ impl Snapshot {
     /// Holds room on `node` for the pod (replacing any earlier nomination of it).
     pub fn nominate(&mut self, record: &PodRecord, node: NodeIx) {
         self.clear_nomination(&record.key);
-        let nominee = Nominee { key: record.key.clone(), priority: record.priority, requests: record.requests };
+        let nominee = Nominee {
+            key: record.key.clone(),
+            priority: record.priority,
+            requests: record.requests,
+            ports: record.ports.clone(),
+        };
         self.nodes.nominated[node as usize].push(nominee);
         self.nominations.insert(record.key.clone(), node);
         self.nodes.touch(node);

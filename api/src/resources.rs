@@ -63,6 +63,21 @@ impl ResourceInfo {
         }
     }
 
+    /// Converts a stored object to the form this resource serves (a no-op unless the
+    /// resource is a view of another's storage).
+    pub fn to_served(&self, object: &mut serde_json::Value) {
+        if let Some(view) = self.view {
+            (view.from_storage)(object);
+        }
+    }
+
+    /// Converts an object in the served form to the form it is stored in.
+    pub fn to_stored(&self, object: &mut serde_json::Value) {
+        if let Some(view) = self.view {
+            (view.to_storage)(object);
+        }
+    }
+
     /// `deployments.apps`, or `pods` for the core group: how Kubernetes names a resource
     /// in error messages.
     pub fn group_resource(&self) -> String {

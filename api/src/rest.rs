@@ -212,22 +212,22 @@ impl<'a> Call<'a> {
     /// Stamped stored bytes in the form this resource serves (unchanged unless the
     /// resource is a view of another's storage).
     fn served(&self, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
-        let Some(view) = self.info().view else { return Ok(bytes) };
+        if self.info().view.is_none() {
+            return Ok(bytes);
+        }
         let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-        (view.from_storage)(&mut value);
+        self.info().to_served(&mut value);
         serde_json::to_vec(&value).map_err(ApiError::internal)
     }
 
     /// The bytes to store for an object in the served form.
     fn storage_bytes(&self, object: &Value) -> Vec<u8> {
-        match self.info().view {
-            None => object::encode(object),
-            Some(view) => {
-                let mut stored = object.clone();
-                (view.to_storage)(&mut stored);
-                object::encode(&stored)
-            }
+        if self.info().view.is_none() {
+            return object::encode(object);
         }
+        let mut stored = object.clone();
+        self.info().to_stored(&mut stored);
+        object::encode(&stored)
     }
 
     /// How Kubernetes' messages name the Go type of this resource's objects
@@ -252,11 +252,32 @@ impl<'a> Call<'a> {
     fn current(&self) -> Result<Option<(Value, Bytes, Revision)>, ApiError> {
         let Some((bytes, revision)) = self.stored()? else { return Ok(None) };
         let mut value = object::decode_stored(&bytes, revision.get()).map_err(ApiError::internal)?;
-        if let Some(view) = self.info().view {
-            (view.from_storage)(&mut value);
-        }
+        self.info().to_served(&mut value);
         Ok(Some((value, bytes, revision)))
     }
+}
+
+/// The first page of cached `entries` at `revision`: what `select` makes of each
+/// entry it keeps (`None`: left out), at most `limit` of them, and the continue token
+/// when a kept entry follows the page.
+fn cached_page<T>(
+    limit: usize,
+    prefix: &str,
+    entries: &[(Bytes, crate::cache::Cached)],
+    revision: Revision,
+    select: &mut dyn FnMut(&crate::cache::Cached) -> Result<Option<T>, ApiError>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let mut items = Vec::new();
+    let mut last_key: &[u8] = b"";
+    for (key, cached) in entries {
+        let Some(item) = select(cached)? else { continue };
+        if limit > 0 && items.len() == limit {
+            return Ok((items, Some(encode_continue(revision, last_key, prefix))));
+        }
+        items.push(item);
+        last_key = key;
+    }
+    Ok((items, None))
 }
 
 /// What was reserved for a Service about to be created.
@@ -465,9 +486,7 @@ impl Call<'_> {
         for (_, record) in page.items {
             let Some(bytes) = record.value else { continue };
             let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-            if let Some(view) = info.view {
-                (view.from_storage)(&mut value);
-            }
+            info.to_served(&mut value);
             if filter.matches(&value) {
                 names.push(object::name(&value).to_string());
             }
@@ -562,22 +581,19 @@ impl Call<'_> {
         let want = if limit > 0 && filter.is_everything() { limit + 1 } else { 0 };
         let Some((entries, revision)) = self.state.cache.list(prefix.as_bytes(), want) else { return Ok(None) };
         if self.protobuf_from_cache() {
-            if let Some(listed) = self.protobuf_list(filter, limit, prefix, &entries, revision)? {
-                return Ok(Some(Ok(listed)));
+            // Each kept object's memoised encoding (`None`: it has none).
+            let (bodies, next_continue) = cached_page(limit, prefix, &entries, revision, &mut |cached| {
+                let kept =
+                    filter.is_everything() || self.list_item(filter, &cached.value, cached.mod_revision)?.is_some();
+                Ok(kept.then(|| cached.protobuf()))
+            })?;
+            if let Some(bodies) = bodies.into_iter().collect::<Option<Vec<Bytes>>>() {
+                return Ok(Some(Ok(self.protobuf_list(&bodies, revision, next_continue))));
             }
         }
-        let mut items = Vec::new();
-        let mut next_continue = None;
-        let mut last_key: &[u8] = b"";
-        for (key, cached) in &entries {
-            let Some(item) = self.list_item(filter, &cached.value, cached.mod_revision)? else { continue };
-            if limit > 0 && items.len() == limit {
-                next_continue = Some(encode_continue(revision, last_key, prefix));
-                break;
-            }
-            items.push(item);
-            last_key = key;
-        }
+        let (items, next_continue) = cached_page(limit, prefix, &entries, revision, &mut |cached| {
+            self.list_item(filter, &cached.value, cached.mod_revision)
+        })?;
         Ok(Some(Ok(self.list_response(items, revision, next_continue))))
     }
 
@@ -587,31 +603,8 @@ impl Call<'_> {
         self.wire == Wire::Protobuf && self.output == Output::Json && self.info().view.is_none()
     }
 
-    /// A cached first page as a protobuf list assembled from each object's memoised
-    /// encoding; `None` if an object has none (the JSON path then answers).
-    fn protobuf_list(
-        &self,
-        filter: &Filter,
-        limit: usize,
-        prefix: &str,
-        entries: &[(Bytes, crate::cache::Cached)],
-        revision: Revision,
-    ) -> Result<Option<Response<Body>>, ApiError> {
-        let mut bodies = Vec::new();
-        let mut next_continue = None;
-        let mut last_key: &[u8] = b"";
-        for (key, cached) in entries {
-            if !filter.is_everything() && self.list_item(filter, &cached.value, cached.mod_revision)?.is_none() {
-                continue;
-            }
-            if limit > 0 && bodies.len() == limit {
-                next_continue = Some(encode_continue(revision, last_key, prefix));
-                break;
-            }
-            let Some(body) = cached.protobuf() else { return Ok(None) };
-            bodies.push(body);
-            last_key = key;
-        }
+    /// A protobuf list of objects' memoised encodings.
+    fn protobuf_list(&self, bodies: &[Bytes], revision: Revision, next_continue: Option<String>) -> Response<Body> {
         let info = self.info();
         let list = crate::protobuf::list(
             &info.api_version(),
@@ -620,7 +613,7 @@ impl Call<'_> {
             next_continue.as_deref(),
             bodies.iter().map(|b| &b[..]),
         );
-        Ok(Some(reply::respond(StatusCode::OK, reply::PROTOBUF, list)))
+        reply::respond(StatusCode::OK, reply::PROTOBUF, list)
     }
 
     /// One stored object as a list item (stamped bytes, and the parsed object when a

@@ -185,20 +185,18 @@ impl Stream {
     /// Stored bytes parsed in the form this resource serves.
     fn parse_served(&self, bytes: Option<&[u8]>) -> Option<Value> {
         let mut value = serde_json::from_slice(bytes?).ok()?;
-        if let Some(view) = self.info.view {
-            (view.from_storage)(&mut value);
-        }
+        self.info.to_served(&mut value);
         Some(value)
     }
 
-    /// Stored bytes in the form this resource serves (a copy only for a view).
+    /// Stored bytes in the form this resource serves (a copy only for a view; bytes
+    /// that do not parse are passed on as they are).
     fn served<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        match self.info.view {
-            None => std::borrow::Cow::Borrowed(bytes),
-            Some(_) => std::borrow::Cow::Owned(
-                self.parse_served(Some(bytes)).and_then(|v| serde_json::to_vec(&v).ok()).unwrap_or_default(),
-            ),
-        }
+        let converted = match self.info.view {
+            None => None,
+            Some(_) => self.parse_served(Some(bytes)).and_then(|v| serde_json::to_vec(&v).ok()),
+        };
+        converted.map_or(std::borrow::Cow::Borrowed(bytes), std::borrow::Cow::Owned)
     }
 
     /// Translates one store event into what this watcher sees: with a selector, an

@@ -230,10 +230,11 @@ impl Scheduler {
     /// Returns whether a nomination was restored.
     pub fn restore_nomination(&mut self, pod: &Pod) -> bool {
         let nominated = pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty());
-        let Some(node) = nominated.and_then(|name| self.snapshot.nodes.find(name)) else { return false };
+        let node = nominated.and_then(|name| self.snapshot.nodes.find(name));
+        let Some(node) = node.filter(|&n| self.snapshot.nodes.live[n as usize]) else { return false };
         let Some(profile_ix) = self.profile_index(crate::profile::scheduler_name(pod)) else { return false };
         let query = compile(pod, &mut self.snapshot, &self.profiles[profile_ix].default_spread);
-        if self.snapshot.nomination(query.key()).is_some() || !self.snapshot.nodes.live[node as usize] {
+        if self.snapshot.nomination(query.key()).is_some() {
             return false;
         }
         self.snapshot.nominate(&query.record, node);

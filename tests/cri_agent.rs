@@ -126,7 +126,7 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     let live = "    command: [sleep, '600']\n    livenessProbe:\n      exec: {command: ['false']}\n      \
                 periodSeconds: 1\n      failureThreshold: 1\n";
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("live", &node, "Always", web1, live));
-    let stubborn = "    command: [sh, -c, 'trap \"\" TERM; echo started; while true; do sleep 1; done']\n";
+    let stubborn = "    command: [sh, -c, 'trap \"\" TERM; echo started; while true; do echo tick; sleep 0.5; done']\n";
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("stubborn", &node, "Always", web1, stubborn));
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("missing", &node, "Always", "localhost/keelson/absent:1", ""));
     // Past its memory limit the kernel kills it: OOMKilled.
@@ -209,6 +209,27 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
         "{}",
         exec.stderr
     );
+
+    // Interactive sessions go through CRI Exec and Attach to containerd's streaming
+    // server (over SPDY, as the kubelet reaches it), whichever transport kubectl uses:
+    // stdin to its end, a terminal of kubectl's size, a container's live output.
+    eventually(&kubectl, &["get", "pod", "stubborn"], "stubborn Running", |pod| {
+        (pod["status"]["phase"] == "Running").then_some(())
+    });
+    for client in [&kubectl, &server.kubectl("1.28")] {
+        let upper = client.stdin(&["exec", "-i", "volumes", "--", "tr", "a-z", "A-Z"], "hello\n");
+        assert!(upper.ok, "{}", upper.stderr);
+        assert_eq!(upper.stdout, "HELLO\n");
+        let shell = client.on_terminal(
+            "stty cols 100 rows 30",
+            &["exec", "-it", "volumes", "--", "sh"],
+            "tty; stty size; exit 7\n",
+        );
+        assert_eq!(shell.code, Some(7), "{}\n{}", shell.stdout, shell.stderr);
+        assert!(shell.stdout.contains("/dev/pts/") && shell.stdout.contains("30 100"), "{:?}", shell.stdout);
+        let attached = client.for_a_while(&["attach", "stubborn"], Duration::from_secs(3));
+        assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
+    }
 
     eventually(&kubectl, &["get", "pod", "web"], "web Ready", ready);
     let pod_ip = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);

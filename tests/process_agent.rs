@@ -4,7 +4,8 @@
 //! an HTTP server becomes Ready through its httpGet probe and answers on the pod IP, a
 //! failing liveness probe restarts its container, a container with no command says why
 //! it cannot run, `kubectl exec` runs a command in a container and reports its exit
-//! code, a deleted pod's processes stop within the grace period, and a
+//! code (also with stdin and on a terminal, over WebSocket and SPDY), `kubectl attach`
+//! shows a container's output, a deleted pod's processes stop within the grace period, and a
 //! restarted agent takes its running containers back instead of starting them again.
 
 mod common;
@@ -68,7 +69,7 @@ fn process_pods_run_restart_probe_log_and_stop() {
     let live = "    command: [sleep, '600']\n    livenessProbe:\n      exec: {command: ['false']}\n      \
                 periodSeconds: 1\n      failureThreshold: 1\n";
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("live", "Always", live));
-    let stubborn = "    command: [sh, -c, 'trap \"\" TERM; echo started; while true; do sleep 0.1; done']\n";
+    let stubborn = "    command: [sh, -c, 'trap \"\" TERM; echo started; while true; do echo tick; sleep 0.5; done']\n";
     kubectl.apply(&["apply", "-f", "-"], &pod_manifest("stubborn", "Always", stubborn));
 
     let last_exit = eventually(&kubectl, &["get", "pod", "crash"], "crash restarted", |pod| {
@@ -126,13 +127,29 @@ fn process_pods_run_restart_probe_log_and_stop() {
     let failed = kubectl.command(&["exec", "web", "-c", "main", "--", "sh", "-c", "exit 3"]).output().unwrap();
     assert_eq!(failed.status.code(), Some(3), "{}", String::from_utf8_lossy(&failed.stderr));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("command terminated with exit code 3"));
-    let interactive = kubectl.stdin(&["exec", "-i", "web", "--", "cat"], "hello");
-    assert!(
-        !interactive.ok && interactive.stderr.contains("interactive exec (stdin, tty) is not supported"),
-        "{}",
-        interactive.stderr
-    );
-
+    // Interactive sessions, over both transports: kubectl 1.33's WebSocket
+    // (v5.channel.k8s.io, where the end of stdin is a message of its own) and 1.28's
+    // SPDY/3.1 (v4.channel.k8s.io, a stream per channel).
+    let old = server.kubectl("1.28");
+    for client in [&kubectl, &old] {
+        let upper = client.stdin(&["exec", "-i", "web", "--", "tr", "a-z", "A-Z"], "hello\n");
+        assert!(upper.ok, "{}", upper.stderr);
+        assert_eq!(upper.stdout, "HELLO\n");
+        let failed = client.run(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+        assert_eq!((failed.stdout.as_str(), failed.ok), ("out\n", false));
+        assert!(failed.stderr.starts_with("err\n") && failed.stderr.contains("exit code 3"), "{}", failed.stderr);
+        // With -t the command runs on a terminal the size of kubectl's.
+        let shell = client.on_terminal(
+            "stty cols 100 rows 30",
+            &["exec", "-it", "web", "--", "sh"],
+            "tty; stty size; exit 7\n",
+        );
+        assert_eq!(shell.code, Some(7), "{}\n{}", shell.stdout, shell.stderr);
+        assert!(shell.stdout.contains("/dev/pts/") && shell.stdout.contains("30 100"), "{:?}", shell.stdout);
+        // attach shows what the container prints from then on.
+        let attached = client.for_a_while(&["attach", "stubborn"], Duration::from_secs(3));
+        assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
+    }
     eventually(&kubectl, &["get", "pod", "live"], "live restarted by its liveness probe", |pod| {
         (container_status(pod)["restartCount"].as_i64()? >= 1).then_some(())
     });

@@ -1,7 +1,7 @@
 //! The API server's client for node agents, and the pod subresources proxied through
-//! it: `pods/log` (a plain GET relayed as text) and `pods/exec` (a WebSocket upgrade
-//! relayed byte for byte, as kube-apiserver's upgrade-aware proxy does; the agent
-//! speaks the channel protocol).
+//! it: `pods/log` (a plain GET relayed as text), and `pods/exec` and `pods/attach` (a
+//! WebSocket or SPDY upgrade relayed byte for byte, as kube-apiserver's upgrade-aware
+//! proxy does; the agent speaks the stream protocols).
 //!
 //! The server presents its own client certificate (CN `kube-apiserver-kubelet-client`,
 //! signed by the cluster CA), which is what agents accept. Like kube-apiserver without
@@ -200,61 +200,52 @@ pub async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
     relay(response).await
 }
 
-/// The headers of a WebSocket handshake, which pass through the proxy both ways.
-const UPGRADE_HEADERS: &[http::header::HeaderName] = &[
-    http::header::UPGRADE,
-    http::header::CONNECTION,
-    http::header::SEC_WEBSOCKET_KEY,
-    http::header::SEC_WEBSOCKET_VERSION,
-    http::header::SEC_WEBSOCKET_PROTOCOL,
-    http::header::SEC_WEBSOCKET_ACCEPT,
+/// The headers of a WebSocket or SPDY handshake, which pass through the proxy both ways.
+const UPGRADE_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "x-stream-protocol-version",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
 ];
 
 fn upgrade_headers(from: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for name in UPGRADE_HEADERS {
+    for &name in UPGRADE_HEADERS {
         for value in from.get_all(name) {
-            headers.append(name.clone(), value.clone());
+            headers.append(http::header::HeaderName::from_static(name), value.clone());
         }
     }
     headers
 }
 
-/// `pods/exec`: the client's WebSocket upgrade goes to the agent; once the agent
-/// switches protocols, the two upgraded connections are joined. kubectl 1.30+ asks
-/// for `v5.channel.k8s.io` over a WebSocket; older clients' SPDY upgrades get a 400.
-pub async fn pod_exec<B: Send + 'static>(call: &Call<'_>, mut request: Request<B>) -> Result<Response<Body>, ApiError> {
+/// `pods/exec` and `pods/attach`: the client's upgrade (a WebSocket for kubectl 1.30+,
+/// SPDY/3.1 for older clients) goes to the agent, which speaks both stream protocols;
+/// once the agent switches protocols, the two upgraded connections are joined.
+pub async fn pod_stream<B: Send + 'static>(
+    call: &Call<'_>,
+    subresource: &str,
+    mut request: Request<B>,
+) -> Result<Response<Body>, ApiError> {
     // The agent's query: the client's, less the container (it goes in the path).
-    let mut interactive = false;
     let query = {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
-            interactive |= (key == "stdin" || key == "tty") && (value == "true" || value == "1");
             if key != "container" {
                 query.append_pair(&key, &value);
             }
         }
         query.finish()
     };
-    if interactive {
-        // Refused before the upgrade, with the same answer to kubectl's WebSocket
-        // attempt and to its SPDY fallback.
-        return Err(ApiError::bad_request(
-            "interactive exec (stdin, tty) is not supported yet; run a command without -i/-t",
-        ));
-    }
-    let websocket = request
-        .headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !websocket {
-        return Err(ApiError::bad_request(
-            "pods/exec is served over WebSocket (v5.channel.k8s.io, kubectl 1.30 or newer); SPDY upgrades are not supported",
-        ));
+    if !request.headers().contains_key(http::header::UPGRADE) {
+        return Err(ApiError::bad_request(format!(
+            "pods/{subresource} needs a connection upgrade (WebSocket or SPDY/3.1)"
+        )));
     }
     let AgentTarget { namespace, pod, container, host, port } = target(call)?;
-    let path = format!("/exec/{namespace}/{pod}/{container}?{query}");
+    let path = format!("/{subresource}/{namespace}/{pod}/{container}?{query}");
     let mut response = call.state.kubelet.get(&host, port, &path, upgrade_headers(request.headers())).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay(response).await;

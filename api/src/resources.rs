@@ -179,6 +179,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: CREATE_ONLY },
             Subresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE_ONLY },
             Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
+            Subresource { name: "attach", group: "", version: "v1", kind: "PodAttachOptions", verbs: &["create", "get"] },
             Subresource { name: "exec", group: "", version: "v1", kind: "PodExecOptions", verbs: &["create", "get"] },
             status_of("", "v1", "Pod"),
         ],

@@ -425,12 +425,12 @@ async fn dispatch<B: RequestBody>(
     if is_watch {
         return watch::start(state.clone(), &route, &query, output, wire).await;
     }
-    // Exec sessions last as long as their command: like watches, they do not count
-    // toward the bound on requests in flight.
-    if route.subresource.as_deref() == Some("exec") {
+    // Streaming sessions last as long as their command: like watches, they do not
+    // count toward the bound on requests in flight.
+    if let Some(subresource @ ("exec" | "attach")) = route.subresource.as_deref() {
         trace.verb = "CONNECT";
         let call = Call::new(state, &route, &query, output, &user_agent);
-        return crate::kubelet::pod_exec(&call, request).await;
+        return crate::kubelet::pod_stream(&call, subresource, request).await;
     }
     // Overload protection: bounded requests in flight, separately for writes.
     let semaphore = if matches!(trace.verb, "GET" | "LIST" | "CONNECT") { &state.readonly } else { &state.mutating };

@@ -138,6 +138,7 @@ pub struct Kubectl {
 
 pub struct Run {
     pub ok: bool,
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -146,6 +147,7 @@ impl Run {
     fn from(output: Output) -> Run {
         Run {
             ok: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
@@ -175,6 +177,37 @@ impl Kubectl {
             .expect("kubectl runs");
         child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("stdin accepts");
         Run::from(child.wait_with_output().expect("kubectl finishes"))
+    }
+
+    /// Runs kubectl on a terminal (under `script`): `setup` runs first in the same
+    /// shell (e.g. `stty cols 100 rows 30`), and `input` is typed once kubectl is up.
+    pub fn on_terminal(&self, setup: &str, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let quote = |word: &str| format!("'{}'", word.replace('\'', "'\\''"));
+        let command = self.command(args);
+        let mut line = vec![quote(&command.get_program().to_string_lossy())];
+        line.extend(command.get_args().map(|a| quote(&a.to_string_lossy())));
+        let mut child = Command::new("script")
+            .args(["-qec", &format!("{setup}; {}", line.join(" ")), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        std::thread::sleep(Duration::from_secs(2));
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(input.as_bytes()).expect("the terminal accepts input");
+        drop(stdin);
+        Run::from(child.wait_with_output().expect("script finishes"))
+    }
+
+    /// Runs kubectl for `duration`, then stops it; returns what it printed.
+    pub fn for_a_while(&self, args: &[&str], duration: Duration) -> String {
+        let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("kubectl runs");
+        std::thread::sleep(duration);
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("kubectl stops");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Runs and insists on success.

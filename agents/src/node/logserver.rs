@@ -1,7 +1,7 @@
 //! The agent's HTTPS endpoint for container logs, which the API server proxies
 //! `pods/log` to: `GET /containerLogs/NS/POD/CONTAINER?follow=&tailLines=&sinceSeconds=
-//! &sinceTime=&previous=&timestamps=&limitBytes=`; and for `pods/exec`
-//! (`GET /exec/NS/POD/CONTAINER?command=...`, a WebSocket: see [`super::exec`]).
+//! &sinceTime=&previous=&timestamps=&limitBytes=`; and for `pods/exec` and
+//! `pods/attach` (`/exec/NS/POD/CONTAINER?command=...`, `/attach/...`: see [`super::stream`]).
 //!
 //! Only the API server may ask: a client certificate signed by the cluster CA with the
 //! common name [`APISERVER_CLIENT_CN`] is required. The serving certificate is
@@ -93,8 +93,9 @@ pub async fn bind<R: Runtime>(
                                 "only the API server may use this endpoint",
                             ));
                         }
-                        if request.uri().path().starts_with("/exec/") {
-                            return Ok(super::exec::serve(runtime, &pods, request).await);
+                        let path = request.uri().path();
+                        if path.starts_with("/exec/") || path.starts_with("/attach/") {
+                            return Ok(super::stream::serve::serve(runtime, &pods, request).await);
                         }
                         Ok(container_logs(runtime, &pods, &request).await)
                     }
@@ -195,46 +196,27 @@ async fn container_logs<R: Runtime>(
     Response::new(StreamBody::new(stream).boxed())
 }
 
-/// The log's bytes from `offset` on (nothing if it cannot be read).
-async fn read_from(path: &std::path::Path, offset: usize) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut bytes = Vec::new();
-    if let Ok(mut file) = tokio::fs::File::open(path).await {
-        if file.seek(std::io::SeekFrom::Start(offset as u64)).await.is_ok() {
-            let _ = file.read_to_end(&mut bytes).await;
-        }
-    }
-    bytes
-}
-
 /// Sends each new complete line of the log at `path` (from byte `offset`) until the
 /// container is no longer running and its last lines are out.
 async fn follow_log<R: Runtime>(
     runtime: Arc<R>,
     id: String,
     path: std::path::PathBuf,
-    mut offset: usize,
+    offset: usize,
     timestamps: bool,
     sender: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) {
     let options = LogOptions { timestamps, ..LogOptions::default() };
-    loop {
-        let running = matches!(runtime.state(&id).await, Ok(ContainerState::Running { .. }));
-        let bytes = read_from(&path, offset).await;
-        if !bytes.is_empty() {
-            let fresh = String::from_utf8_lossy(&bytes).into_owned();
-            let complete = fresh.rfind('\n').map_or(0, |i| i + 1);
-            if complete > 0 {
-                offset += complete;
-                let rendered = logs::render(&fresh[..complete], &options);
-                if sender.send(Ok(Frame::data(Bytes::from(rendered)))).await.is_err() {
-                    return;
-                }
-            }
+    let (lines, mut batches) = tokio::sync::mpsc::channel(4);
+    let running = move || {
+        let (runtime, id) = (Arc::clone(&runtime), id.clone());
+        async move { matches!(runtime.state(&id).await, Ok(ContainerState::Running { .. })) }
+    };
+    let follower = tokio::spawn(logs::follow(path, offset, running, lines));
+    while let Some(batch) = batches.recv().await {
+        if sender.send(Ok(Frame::data(Bytes::from(logs::render(&batch, &options))))).await.is_err() {
+            break;
         }
-        if !running || sender.is_closed() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    follower.abort();
 }

@@ -7,7 +7,6 @@
 //! - [`kubelet`]: one real node: its pods run through a [`runtime::Runtime`], one
 //!   [`pod::worker::Worker`] each.
 
-pub mod exec;
 mod heartbeat;
 pub mod hollow;
 pub mod kubelet;
@@ -15,4 +14,5 @@ pub mod logserver;
 pub mod objects;
 pub mod pod;
 pub mod runtime;
+pub mod stream;
 pub mod test_images;

@@ -16,6 +16,7 @@ use super::{
     remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, PodRef, Runtime, RuntimeError,
     SandboxSpec, Started,
 };
+use crate::node::stream::{remote_spdy, Outcome, Session};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -552,6 +553,35 @@ impl Runtime for CriRuntime {
                 ExecResult::TimedOut
             }
             Err(status) => ExecResult::not_started(status.message()),
+        }
+    }
+
+    async fn exec_stream(&self, id: &str, argv: &[String], session: Session) -> Outcome {
+        let exec = cri::ExecRequest {
+            container_id: id.strip_prefix(ID_SCHEME).unwrap_or(id).to_owned(),
+            cmd: argv.to_vec(),
+            tty: session.tty,
+            stdin: session.stdin.is_some(),
+            stdout: session.stdout.is_some(),
+            stderr: session.stderr.is_some(),
+        };
+        match self.client().exec(request(exec, QUICK_CALL)).await {
+            Ok(response) => remote_spdy::connect(&response.into_inner().url, session).await,
+            Err(status) => Outcome::Failed(status.message().to_owned()),
+        }
+    }
+
+    async fn attach(&self, id: &str, session: Session) -> Outcome {
+        let attach = cri::AttachRequest {
+            container_id: id.strip_prefix(ID_SCHEME).unwrap_or(id).to_owned(),
+            stdin: session.stdin.is_some(),
+            tty: session.tty,
+            stdout: session.stdout.is_some(),
+            stderr: session.stderr.is_some(),
+        };
+        match self.client().attach(request(attach, QUICK_CALL)).await {
+            Ok(response) => remote_spdy::connect(&response.into_inner().url, session).await,
+            Err(status) => Outcome::Failed(status.message().to_owned()),
         }
     }
 

@@ -2,7 +2,13 @@
 //! for a part of a longer one) back into the text `kubectl logs` shows, with its
 //! options: `tailLines`, `sinceSeconds`/`sinceTime`, `timestamps`, `limitBytes`.
 
-use std::time::SystemTime;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// How often a followed log is read again.
+const FOLLOW_PERIOD: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, Default)]
 pub struct LogOptions {
@@ -67,6 +73,44 @@ pub fn render(contents: &str, options: &LogOptions) -> String {
         }
     }
     text
+}
+
+/// The log's bytes from `offset` on (nothing if it cannot be read).
+pub async fn read_from(path: &Path, offset: usize) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = tokio::fs::File::open(path).await {
+        if file.seek(std::io::SeekFrom::Start(offset as u64)).await.is_ok() {
+            let _ = file.read_to_end(&mut bytes).await;
+        }
+    }
+    bytes
+}
+
+/// Follows a CRI log from byte `offset`: each batch of new complete lines (raw CRI
+/// text) goes to `out`, until `running` says the container has ended and its last
+/// lines are out, or the receiver goes away.
+pub async fn follow<F, Fut>(path: PathBuf, mut offset: usize, running: F, out: mpsc::Sender<String>)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        let still_running = running().await;
+        let bytes = read_from(&path, offset).await;
+        let fresh = String::from_utf8_lossy(&bytes);
+        let complete = fresh.rfind('\n').map_or(0, |i| i + 1);
+        if complete > 0 {
+            offset += complete;
+            if out.send(fresh[..complete].to_owned()).await.is_err() {
+                return;
+            }
+        }
+        if !still_running || out.is_closed() {
+            return;
+        }
+        tokio::time::sleep(FOLLOW_PERIOD).await;
+    }
 }
 
 #[cfg(test)]

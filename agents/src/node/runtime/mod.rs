@@ -7,10 +7,13 @@
 //! ([`Runtime::list`]) and takes it back instead of starting it twice.
 
 pub mod cri;
+mod host_session;
 pub mod logs;
 pub mod process;
+mod pty;
 pub mod shim;
 
+use crate::node::stream::{Outcome, Session};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -219,6 +222,14 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runs `argv` inside a running container, killed after `timeout`.
     fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> impl Future<Output = ExecResult> + Send;
+
+    /// Runs `argv` inside a running container with its standard streams (or a
+    /// terminal, if the session has one) connected to `session` (`kubectl exec`).
+    fn exec_stream(&self, id: &str, argv: &[String], session: Session) -> impl Future<Output = Outcome> + Send;
+
+    /// Connects `session` to a running container's own streams from now on
+    /// (`kubectl attach`); ends when the container does.
+    fn attach(&self, id: &str, session: Session) -> impl Future<Output = Outcome> + Send;
 
     /// Stops whatever of the pod still runs and removes its sandbox, containers and logs.
     fn remove_pod(&self, pod_uid: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

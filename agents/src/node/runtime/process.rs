@@ -10,10 +10,12 @@
 //! `pods/UID/logs/NAME/ATTEMPT.log`. Container ids are `process://UID/NAME/ATTEMPT`.
 
 use super::shim::{self, EXIT_FILE, PID_FILE};
+use super::{host_session, logs};
 use super::{
     remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec,
     Started,
 };
+use crate::node::stream::{Outcome, Session};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -227,6 +229,48 @@ impl Runtime for ProcessRuntime {
                 ExecResult::Exited { code: out.status.code().unwrap_or(128), stdout: out.stdout, stderr: out.stderr }
             }
         }
+    }
+
+    async fn exec_stream(&self, id: &str, argv: &[String], session: Session) -> Outcome {
+        let Some((program, args)) = argv.split_first() else {
+            return Outcome::Failed("no command".into());
+        };
+        let mut command = tokio::process::Command::new(program);
+        command.args(args);
+        if let Some(cwd) = parse_id(id).ok().map(|(uid, _, _)| self.pod_dir(uid)).filter(|d| d.exists()) {
+            command.current_dir(cwd);
+        }
+        host_session::run(command, session).await
+    }
+
+    /// The container's output from now on, read from its log as the shim writes it.
+    /// Its stdin is not kept (the shim gives the process none), so input is ignored.
+    async fn attach(&self, id: &str, session: Session) -> Outcome {
+        let (dir, (uid, name, attempt)) = match (self.dir_of(id), parse_id(id)) {
+            (Ok(dir), Ok(parts)) => (dir, parts),
+            _ => return Outcome::Failed(format!("container {id} not found")),
+        };
+        let path = self.log_path(uid, name, attempt);
+        let offset = tokio::fs::metadata(&path).await.map_or(0, |m| m.len() as usize);
+        let running = move || {
+            let dir = dir.clone();
+            async move { matches!(state_in(&dir).await, Some(ContainerState::Running { .. })) }
+        };
+        let (lines, mut batches) = tokio::sync::mpsc::channel(4);
+        let follower = tokio::spawn(logs::follow(path, offset, running, lines));
+        while let Some(batch) = batches.recv().await {
+            for line in batch.lines() {
+                let Some((_, stream, partial, text)) = logs::parse_line(line) else { continue };
+                let to = if stream == "stderr" && session.stderr.is_some() { &session.stderr } else { &session.stdout };
+                let Some(to) = to else { continue };
+                let chunk = if partial { text.to_owned() } else { format!("{text}\n") };
+                if to.send(bytes::Bytes::from(chunk)).await.is_err() {
+                    follower.abort();
+                    return Outcome::Exited(0);
+                }
+            }
+        }
+        Outcome::Exited(0)
     }
 
     async fn remove_pod(&self, pod_uid: &str) -> Result<(), RuntimeError> {

@@ -237,6 +237,11 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     assert_ne!(pod_ip, host_ip, "each pod has its own IP on the pod network");
     let answer = http_get(&pod_ip, 8080);
     assert!(answer.starts_with("HTTP/1.") && answer.contains("keelson web 1"), "{answer}");
+    // port-forward goes through CRI PortForward into the pod's network namespace.
+    for client in [&kubectl, &server.kubectl("1.28")] {
+        let (answer, stderr) = client.port_forward_get("web", 8080);
+        assert!(answer.starts_with("HTTP/1.") && answer.contains("keelson web 1"), "{answer:?} {stderr}");
+    }
     eventually(&kubectl, &["get", "pod", "default"], "default Running", |pod| {
         (pod["status"]["phase"] == "Running").then_some(())
     });

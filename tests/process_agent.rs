@@ -5,8 +5,9 @@
 //! failing liveness probe restarts its container, a container with no command says why
 //! it cannot run, `kubectl exec` runs a command in a container and reports its exit
 //! code (also with stdin and on a terminal, over WebSocket and SPDY), `kubectl attach`
-//! shows a container's output, a deleted pod's processes stop within the grace period, and a
-//! restarted agent takes its running containers back instead of starting them again.
+//! shows a container's output, `kubectl port-forward` reaches a pod's port, a deleted
+//! pod's processes stop within the grace period, and a restarted agent takes its
+//! running containers back instead of starting them again.
 
 mod common;
 
@@ -149,6 +150,12 @@ fn process_pods_run_restart_probe_log_and_stop() {
         // attach shows what the container prints from then on.
         let attached = client.for_a_while(&["attach", "stubborn"], Duration::from_secs(3));
         assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
+        // port-forward reaches the pod's port (1.33 tunnels SPDY through a WebSocket,
+        // 1.28 upgrades to SPDY), and a closed port is reported, not hung on.
+        let (answer, _) = client.port_forward_get("web", port);
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}");
+        let (nothing, complaint) = client.port_forward_get("web", free_port());
+        assert!(nothing.is_empty() && complaint.contains("error forwarding port"), "{nothing:?} {complaint}");
     }
     eventually(&kubectl, &["get", "pod", "live"], "live restarted by its liveness probe", |pod| {
         (container_status(pod)["restartCount"].as_i64()? >= 1).then_some(())

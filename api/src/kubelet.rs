@@ -1,6 +1,6 @@
 //! The API server's client for node agents, and the pod subresources proxied through
-//! it: `pods/log` (a plain GET relayed as text), and `pods/exec` and `pods/attach` (a
-//! WebSocket or SPDY upgrade relayed byte for byte, as kube-apiserver's upgrade-aware
+//! it: `pods/log` (a plain GET relayed as text), and `pods/exec`, `pods/attach` and
+//! `pods/portforward` (a WebSocket or SPDY upgrade relayed byte for byte, as kube-apiserver's upgrade-aware
 //! proxy does; the agent speaks the stream protocols).
 //!
 //! The server presents its own client certificate (CN `kube-apiserver-kubelet-client`,
@@ -133,7 +133,7 @@ struct AgentTarget {
 /// Resolves the container the request names (or the pod's only one) and the agent of
 /// the pod's node (its InternalIP and the port it publishes as
 /// `daemonEndpoints.kubeletEndpoint`).
-fn target(call: &Call<'_>) -> Result<AgentTarget, ApiError> {
+fn target(call: &Call<'_>, needs_container: bool) -> Result<AgentTarget, ApiError> {
     let pod = call.current_value()?;
     let name = object::name(&pod).to_string();
     let namespace = object::get_str(&pod, &["metadata", "namespace"]).unwrap_or("default").to_string();
@@ -144,6 +144,7 @@ fn target(call: &Call<'_>) -> Result<AgentTarget, ApiError> {
         .collect();
     let regular = object::get(&pod, &["spec", "containers"]).and_then(Value::as_array).map_or(0, Vec::len);
     let container = match call.query.get("container") {
+        _ if !needs_container => String::new(),
         Some(wanted) if containers.iter().any(|c| c == wanted) => wanted.to_owned(),
         Some(wanted) => {
             return Err(ApiError::bad_request(format!("container {wanted} is not valid for pod {name}")));
@@ -184,7 +185,7 @@ fn target(call: &Call<'_>) -> Result<AgentTarget, ApiError> {
 
 /// `pods/log`, with the query kubectl sent.
 pub async fn pod_log(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {
-    let target = target(call)?;
+    let target = target(call, true)?;
     let query = {
         let mut forwarded = form_urlencoded::Serializer::new(String::new());
         for key in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
@@ -221,9 +222,10 @@ fn upgrade_headers(from: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// `pods/exec` and `pods/attach`: the client's upgrade (a WebSocket for kubectl 1.30+,
-/// SPDY/3.1 for older clients) goes to the agent, which speaks both stream protocols;
-/// once the agent switches protocols, the two upgraded connections are joined.
+/// `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade (a
+/// WebSocket for kubectl 1.30+, SPDY/3.1 for older clients and the fallback) goes to
+/// the agent, which speaks the stream protocols; once the agent switches protocols,
+/// the two upgraded connections are joined.
 pub async fn pod_stream<B: Send + 'static>(
     call: &Call<'_>,
     subresource: &str,
@@ -244,8 +246,14 @@ pub async fn pod_stream<B: Send + 'static>(
             "pods/{subresource} needs a connection upgrade (WebSocket or SPDY/3.1)"
         )));
     }
-    let AgentTarget { namespace, pod, container, host, port } = target(call)?;
-    let path = format!("/{subresource}/{namespace}/{pod}/{container}?{query}");
+    // Forwarding is to the pod's network, not to a container.
+    let forwarding = subresource == "portforward";
+    let AgentTarget { namespace, pod, container, host, port } = target(call, !forwarding)?;
+    let path = if forwarding {
+        format!("/portforward/{namespace}/{pod}?{query}")
+    } else {
+        format!("/{subresource}/{namespace}/{pod}/{container}?{query}")
+    };
     let mut response = call.state.kubelet.get(&host, port, &path, upgrade_headers(request.headers())).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay(response).await;

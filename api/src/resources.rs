@@ -181,6 +181,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
             Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
             Subresource { name: "attach", group: "", version: "v1", kind: "PodAttachOptions", verbs: &["create", "get"] },
             Subresource { name: "exec", group: "", version: "v1", kind: "PodExecOptions", verbs: &["create", "get"] },
+            Subresource {
+                name: "portforward",
+                group: "",
+                version: "v1",
+                kind: "PodPortForwardOptions",
+                verbs: &["create", "get"],
+            },
             status_of("", "v1", "Pod"),
         ],
         codec: &kinds::POD),

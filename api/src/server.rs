@@ -427,7 +427,7 @@ async fn dispatch<B: RequestBody>(
     }
     // Streaming sessions last as long as their command: like watches, they do not
     // count toward the bound on requests in flight.
-    if let Some(subresource @ ("exec" | "attach")) = route.subresource.as_deref() {
+    if let Some(subresource @ ("exec" | "attach" | "portforward")) = route.subresource.as_deref() {
         trace.verb = "CONNECT";
         let call = Call::new(state, &route, &query, output, &user_agent);
         return crate::kubelet::pod_stream(&call, subresource, request).await;

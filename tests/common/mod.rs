@@ -201,6 +201,36 @@ impl Kubectl {
         Run::from(child.wait_with_output().expect("script finishes"))
     }
 
+    /// `kubectl port-forward pod/POD LOCAL:PORT`, one plain HTTP GET through it, then
+    /// stop: the answer, and what kubectl printed on stderr.
+    pub fn port_forward_get(&self, pod: &str, port: u16) -> (String, String) {
+        use std::io::{Read, Write};
+        let local = free_port();
+        let mut child = self
+            .command(&["port-forward", &format!("pod/{pod}"), &format!("{local}:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        // kubectl upgrades the connection before it listens, then says so.
+        // (Its stdout stays open: kubectl dies of SIGPIPE if it cannot print.)
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).expect("kubectl prints");
+        assert!(ready.starts_with("Forwarding from"), "kubectl port-forward: {ready:?}");
+        let mut answer = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let _ = stream.read_to_string(&mut answer);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("kubectl stops");
+        drop(stdout);
+        (answer, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
     /// Runs kubectl for `duration`, then stops it; returns what it printed.
     pub fn for_a_while(&self, args: &[&str], duration: Duration) -> String {
         let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("kubectl runs");

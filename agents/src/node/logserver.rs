@@ -1,7 +1,8 @@
 //! The agent's HTTPS endpoint for container logs, which the API server proxies
 //! `pods/log` to: `GET /containerLogs/NS/POD/CONTAINER?follow=&tailLines=&sinceSeconds=
 //! &sinceTime=&previous=&timestamps=&limitBytes=`; and for `pods/exec` and
-//! `pods/attach` (`/exec/NS/POD/CONTAINER?command=...`, `/attach/...`: see [`super::stream`]).
+//! `pods/attach` (`/exec/NS/POD/CONTAINER?command=...`, `/attach/...`) and
+//! `pods/portforward` (`/portforward/NS/POD`): see [`super::stream`].
 //!
 //! Only the API server may ask: a client certificate signed by the cluster CA with the
 //! common name [`APISERVER_CLIENT_CN`] is required. The serving certificate is
@@ -94,7 +95,7 @@ pub async fn bind<R: Runtime>(
                             ));
                         }
                         let path = request.uri().path();
-                        if path.starts_with("/exec/") || path.starts_with("/attach/") {
+                        if ["/exec/", "/attach/", "/portforward/"].iter().any(|p| path.starts_with(p)) {
                             return Ok(super::stream::serve::serve(runtime, &pods, request).await);
                         }
                         Ok(container_logs(runtime, &pods, &request).await)

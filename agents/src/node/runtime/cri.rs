@@ -16,6 +16,7 @@ use super::{
     remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, PodRef, Runtime, RuntimeError,
     SandboxSpec, Started,
 };
+use crate::node::stream::portforward::{self, Pipe};
 use crate::node::stream::{remote_spdy, Outcome, Session};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -582,6 +583,24 @@ impl Runtime for CriRuntime {
         match self.client().attach(request(attach, QUICK_CALL)).await {
             Ok(response) => remote_spdy::connect(&response.into_inner().url, session).await,
             Err(status) => Outcome::Failed(status.message().to_owned()),
+        }
+    }
+
+    async fn port_forward(&self, pod_uid: &str, port: u16, pipe: Pipe) -> Result<(), String> {
+        let known = self.sandboxes.lock().get(pod_uid).map(|s| s.id.clone());
+        let sandbox = match known {
+            Some(id) => id,
+            None => {
+                let ready = cri::PodSandboxState::SandboxReady as i32;
+                let sandboxes = self.list_sandboxes(Some(pod_uid)).await.map_err(|e| e.to_string())?;
+                let found = sandboxes.into_iter().find(|s| s.state == ready).map(|s| s.id);
+                found.ok_or_else(|| format!("pod {pod_uid} has no ready sandbox"))?
+            }
+        };
+        let forward = cri::PortForwardRequest { pod_sandbox_id: sandbox, port: vec![i32::from(port)] };
+        match self.client().port_forward(request(forward, QUICK_CALL)).await {
+            Ok(response) => portforward::forward(&response.into_inner().url, port, pipe).await,
+            Err(status) => Err(status.message().to_owned()),
         }
     }
 

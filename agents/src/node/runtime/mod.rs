@@ -13,6 +13,7 @@ pub mod process;
 mod pty;
 pub mod shim;
 
+use crate::node::stream::portforward::Pipe;
 use crate::node::stream::{Outcome, Session};
 use std::future::Future;
 use std::path::PathBuf;
@@ -230,6 +231,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Connects `session` to a running container's own streams from now on
     /// (`kubectl attach`); ends when the container does.
     fn attach(&self, id: &str, session: Session) -> impl Future<Output = Outcome> + Send;
+
+    /// Joins `pipe` to `port` in the pod's network (`kubectl port-forward`); returns
+    /// once the connection has ended both ways, or why it could not be made.
+    fn port_forward(&self, pod_uid: &str, port: u16, pipe: Pipe) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Stops whatever of the pod still runs and removes its sandbox, containers and logs.
     fn remove_pod(&self, pod_uid: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

@@ -15,6 +15,7 @@ use super::{
     remove_dir, ContainerRecord, ContainerSpec, ContainerState, ExecResult, Exit, Runtime, RuntimeError, SandboxSpec,
     Started,
 };
+use crate::node::stream::portforward::Pipe;
 use crate::node::stream::{Outcome, Session};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -271,6 +272,14 @@ impl Runtime for ProcessRuntime {
             }
         }
         Outcome::Exited(0)
+    }
+
+    /// Pods share the host's network: the pod's port is the host's.
+    async fn port_forward(&self, _pod_uid: &str, port: u16, mut pipe: Pipe) -> Result<(), String> {
+        let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("failed to connect to localhost:{port} (the host's network): {e}"))?;
+        tokio::io::copy_bidirectional(&mut connection, &mut pipe).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn remove_pod(&self, pod_uid: &str) -> Result<(), RuntimeError> {

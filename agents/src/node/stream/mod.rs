@@ -14,6 +14,7 @@
 //! reaches it). The two halves meet only through bounded channels, so a slow client
 //! slows the command's output rather than growing a buffer.
 
+pub mod portforward;
 pub mod remote_spdy;
 pub mod serve;
 pub mod spdy;

@@ -20,11 +20,6 @@ use tokio::sync::mpsc;
 /// The only version spoken: every kubectl since 1.5 offers it, and containerd serves it.
 pub const PROTOCOL: &str = "v4.channel.k8s.io";
 
-/// Whether a client's `X-Stream-Protocol-Version` values include the protocol.
-pub fn negotiate<'a>(mut offered: impl Iterator<Item = &'a str>) -> bool {
-    offered.any(|value| value.split(',').any(|p| p.trim() == PROTOCOL))
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Channel {
     Error,
@@ -179,7 +174,9 @@ pub async fn connect(url: &str, session: Session) -> Outcome {
     }
 }
 
-async fn run_client(url: &str, session: Session) -> Result<Outcome, String> {
+/// Opens a SPDY connection to a streaming URL (`http://HOST:PORT/PATH`): the upgrade
+/// request, with `protocol` as the stream protocol, then the connection's two ends.
+pub async fn upgrade(url: &str, protocol: &str) -> Result<(Handle, mpsc::Receiver<Event>), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("unsupported streaming URL {url:?}"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
@@ -189,7 +186,7 @@ async fn run_client(url: &str, session: Session) -> Result<Outcome, String> {
     let mut io = tokio::io::BufReader::new(socket);
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
     );
     io.get_mut().write_all(request.as_bytes()).await.map_err(|e| format!("streaming request: {e}"))?;
     // The response head, line by line; what follows it is already SPDY.
@@ -205,7 +202,31 @@ async fn run_client(url: &str, session: Session) -> Result<Outcome, String> {
     if status_line.split_whitespace().nth(1) != Some("101") {
         return Err(format!("the runtime refused the stream: {}", status_line.trim()));
     }
-    let (handle, mut events) = Connection::start(io, Role::Client);
+    Ok(Connection::start(io, Role::Client))
+}
+
+/// Waits until the peer has accepted `count` streams this end opened.
+pub async fn await_replies(events: &mut mpsc::Receiver<Event>, count: usize) -> Result<(), String> {
+    let mut replies = 0;
+    let replied = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
+        while replies < count {
+            match events.recv().await {
+                Some(Event::Replied { .. }) => replies += 1,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+        true
+    })
+    .await;
+    if replied != Ok(true) {
+        return Err("the runtime's streaming server did not accept the session's streams".into());
+    }
+    Ok(())
+}
+
+async fn run_client(url: &str, session: Session) -> Result<Outcome, String> {
+    let (handle, mut events) = upgrade(url, PROTOCOL).await?;
     let options = Options {
         command: Vec::new(),
         stdin: session.stdin.is_some(),
@@ -220,21 +241,9 @@ async fn run_client(url: &str, session: Session) -> Result<Outcome, String> {
         streams.insert(stream, channel);
     }
     // Data sent before the server's reply would be dropped: wait for every reply.
-    let mut replies = 0;
-    let replied = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
-        while replies < streams.len() {
-            match events.recv().await {
-                Some(Event::Replied { .. }) => replies += 1,
-                Some(_) => {}
-                None => return false,
-            }
-        }
-        true
-    })
-    .await;
-    if replied != Ok(true) {
+    if let Err(message) = await_replies(&mut events, streams.len()).await {
         handle.shutdown().await;
-        return Err("the runtime's streaming server did not accept the session's streams".into());
+        return Err(message);
     }
     let id_of = |wanted: Channel| streams.iter().find(|(_, c)| **c == wanted).map(|(id, _)| *id);
     let Session { stdin, mut stdout, mut stderr, resize, .. } = session;
@@ -336,9 +345,6 @@ mod tests {
             let status = serde_json::to_vec(&outcome.status()).unwrap();
             assert_eq!(outcome_of(&status), outcome);
         }
-        assert!(negotiate(["v5.channel.k8s.io", "v4.channel.k8s.io"].into_iter()));
-        assert!(negotiate(["v4.channel.k8s.io, v3.channel.k8s.io"].into_iter()));
-        assert!(!negotiate(["channel.k8s.io"].into_iter()));
     }
 
     /// Both ends of this module against each other: what kubectl does to the agent,

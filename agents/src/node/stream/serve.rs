@@ -1,13 +1,15 @@
-//! The agent's streaming endpoints, which the API server relays `pods/exec` and
-//! `pods/attach` to: `/exec/NS/POD/CONTAINER?command=...&stdin=&stdout=&stderr=&tty=`
-//! and `/attach/NS/POD/CONTAINER?...`, upgraded to a WebSocket
-//! ([`super::websocket`]) or to SPDY ([`super::remote_spdy`]).
+//! The agent's streaming endpoints, which the API server relays `pods/exec`,
+//! `pods/attach` and `pods/portforward` to:
+//! `/exec/NS/POD/CONTAINER?command=...&stdin=&stdout=&stderr=&tty=` and
+//! `/attach/NS/POD/CONTAINER?...`, upgraded to a WebSocket ([`super::websocket`]) or
+//! to SPDY ([`super::remote_spdy`]); `/portforward/NS/POD`, upgraded to SPDY or to a
+//! WebSocket tunnelling SPDY ([`super::portforward`]).
 //!
 //! Everything that can be refused is refused before the upgrade, with a plain-text
 //! error the API server turns into a `Status`: an unknown pod, a container that is not
 //! running, a session with no channels, a protocol neither side speaks.
 
-use super::{remote_spdy, session, websocket, Options};
+use super::{portforward, remote_spdy, session, websocket, Options};
 use crate::node::kubelet::PodDirectory;
 use crate::node::logserver::{text, Body};
 use crate::node::runtime::{ContainerState, Runtime};
@@ -27,22 +29,57 @@ enum Transport {
     Spdy,
 }
 
+impl Transport {
+    /// The `101 Switching Protocols` answer for this transport, with `spdy_protocol`
+    /// as the stream protocol of a SPDY upgrade.
+    fn switching(&self, spdy_protocol: &'static str) -> Response<Body> {
+        let mut response = Response::new(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        match self {
+            Transport::WebSocket { protocol, key } => {
+                headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+                if let Ok(accept) = HeaderValue::from_str(&accept) {
+                    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+                }
+            }
+            Transport::Spdy => {
+                headers.insert(http::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+                headers.insert("x-stream-protocol-version", HeaderValue::from_static(spdy_protocol));
+            }
+        }
+        response
+    }
+}
+
 fn header<'a>(request: &'a Request<hyper::body::Incoming>, name: &str) -> &'a str {
     request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-fn transport(request: &Request<hyper::body::Incoming>) -> Result<Transport, String> {
+/// The transport the client asks for: a WebSocket with one of `websocket_protocols`
+/// (best first), or SPDY offering `spdy_protocol` in `X-Stream-Protocol-Version`.
+fn transport(
+    request: &Request<hyper::body::Incoming>,
+    websocket_protocols: &[&'static str],
+    spdy_protocol: &str,
+) -> Result<Transport, String> {
     let upgrade = header(request, "upgrade");
     if upgrade.eq_ignore_ascii_case("websocket") {
-        let offered = header(request, "sec-websocket-protocol");
-        let protocol = websocket::negotiate(offered)
-            .ok_or_else(|| format!("no supported WebSocket protocol offered; use one of {:?}", websocket::PROTOCOLS))?;
+        let offered: Vec<&str> = header(request, "sec-websocket-protocol").split(',').map(str::trim).collect();
+        let protocol =
+            websocket_protocols.iter().copied().find(|p| offered.contains(p)).ok_or_else(|| {
+                format!("no supported WebSocket protocol offered; use one of {websocket_protocols:?}")
+            })?;
         return Ok(Transport::WebSocket { protocol, key: header(request, "sec-websocket-key").as_bytes().to_vec() });
     }
     if upgrade.eq_ignore_ascii_case("SPDY/3.1") {
-        let offered = request.headers().get_all("x-stream-protocol-version").iter().filter_map(|v| v.to_str().ok());
-        if !remote_spdy::negotiate(offered) {
-            return Err(format!("no supported stream protocol offered; use {}", remote_spdy::PROTOCOL));
+        // Clients send one header per protocol, or one comma-separated list.
+        let mut offered = request.headers().get_all("x-stream-protocol-version").iter();
+        if !offered.any(|v| v.to_str().unwrap_or("").split(',').any(|p| p.trim() == spdy_protocol)) {
+            return Err(format!("unable to upgrade connection: the client does not offer {spdy_protocol}"));
         }
         return Ok(Transport::Spdy);
     }
@@ -57,6 +94,10 @@ pub async fn serve<R: Runtime>(
     mut request: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let parts: Vec<&str> = request.uri().path().trim_start_matches('/').split('/').collect();
+    if let ["portforward", namespace, pod] = parts[..] {
+        let pod = (namespace.to_owned(), pod.to_owned());
+        return port_forward(runtime, pods, pod, request);
+    }
     let (kind, namespace, pod, container) = match parts[..] {
         ["exec", namespace, pod, container] => (Kind::Exec, namespace, pod, container),
         ["attach", namespace, pod, container] => (Kind::Attach, namespace, pod, container),
@@ -70,7 +111,7 @@ pub async fn serve<R: Runtime>(
     if let Err(message) = options.validate() {
         return text(StatusCode::BAD_REQUEST, &message);
     }
-    let transport = match transport(&request) {
+    let transport = match transport(&request, websocket::PROTOCOLS, remote_spdy::PROTOCOL) {
         Ok(transport) => transport,
         Err(message) => return text(StatusCode::BAD_REQUEST, &message),
     };
@@ -101,31 +142,52 @@ pub async fn serve<R: Runtime>(
         }
     };
     let upgrade = hyper::upgrade::on(&mut request);
-    let mut response = Response::new(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    match transport {
-        Transport::WebSocket { protocol, key } => {
-            headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-            if let Ok(accept) = HeaderValue::from_str(&accept) {
-                headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
-            }
-            tokio::spawn(async move {
-                let Ok(upgraded) = upgrade.await else { return };
-                websocket::serve(hyper_util::rt::TokioIo::new(upgraded), protocol, client, run).await;
-            });
+    let response = transport.switching(remote_spdy::PROTOCOL);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        match transport {
+            Transport::WebSocket { protocol, .. } => websocket::serve(io, protocol, client, run).await,
+            Transport::Spdy => remote_spdy::serve(io, &options, client, run).await,
         }
-        Transport::Spdy => {
-            headers.insert(http::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            headers.insert("x-stream-protocol-version", HeaderValue::from_static(remote_spdy::PROTOCOL));
-            tokio::spawn(async move {
-                let Ok(upgraded) = upgrade.await else { return };
-                remote_spdy::serve(hyper_util::rt::TokioIo::new(upgraded), &options, client, run).await;
-            });
+    });
+    response
+}
+
+/// `/portforward/NS/POD`: every forwarded connection goes to the runtime, which joins
+/// it to the port in the pod's network.
+fn port_forward<R: Runtime>(
+    runtime: Arc<R>,
+    pods: &PodDirectory,
+    (namespace, pod): (String, String),
+    mut request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let transport = match transport(&request, &[portforward::TUNNEL_PROTOCOL], portforward::PROTOCOL) {
+        Ok(transport) => transport,
+        Err(message) => return text(StatusCode::BAD_REQUEST, &message),
+    };
+    let Some(uid) = pods.read().get(&(namespace.clone(), pod.clone())).cloned() else {
+        return text(StatusCode::NOT_FOUND, &format!("pod {namespace}/{pod} is not on this node"));
+    };
+    let connect = move |port: u16, pipe: portforward::Pipe| {
+        let (runtime, uid, pod) = (Arc::clone(&runtime), uid.clone(), pod.clone());
+        async move {
+            // kube's wording, which kubectl prints as it is.
+            runtime
+                .port_forward(&uid, port, pipe)
+                .await
+                .map_err(|e| format!("error forwarding port {port} to pod {pod}, uid {uid}: {e}"))
         }
-    }
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    let response = transport.switching(portforward::PROTOCOL);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        match transport {
+            Transport::WebSocket { .. } => portforward::serve(portforward::untunnel(io), connect).await,
+            Transport::Spdy => portforward::serve(io, connect).await,
+        }
+    });
     response
 }

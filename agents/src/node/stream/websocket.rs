@@ -26,12 +26,6 @@ const STATUS: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-/// The protocol to answer with, from the client's `Sec-WebSocket-Protocol`.
-pub fn negotiate(offered: &str) -> Option<&'static str> {
-    let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
-    PROTOCOLS.iter().copied().find(|p| offered.contains(p))
-}
-
 /// Serves a session over an upgraded connection: starts `run` (the runtime's side),
 /// relays the channels both ways, and sends the outcome when the output is complete.
 pub async fn serve<S, F>(io: S, protocol: &str, client: Client, run: F)
@@ -126,13 +120,6 @@ fn framed(channel: u8, data: &[u8]) -> Bytes {
 mod tests {
     use super::*;
     use crate::node::stream::{session, Options};
-
-    #[test]
-    fn negotiation_prefers_v5() {
-        assert_eq!(negotiate("v4.channel.k8s.io, v5.channel.k8s.io"), Some("v5.channel.k8s.io"));
-        assert_eq!(negotiate("v4.channel.k8s.io"), Some("v4.channel.k8s.io"));
-        assert_eq!(negotiate("channel.k8s.io"), None);
-    }
 
     #[tokio::test]
     async fn a_session_echoes_stdin_until_the_client_closes_it() {

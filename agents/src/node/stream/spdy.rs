@@ -681,6 +681,49 @@ mod tests {
         assert_eq!(values, vec![("a".to_owned(), "x".to_owned()), ("a".to_owned(), "y".to_owned())]);
     }
 
+    /// Random and mutated byte streams: every one ends in a frame, an error or the
+    /// end, never a panic (the bytes come from whoever can reach the agent's port).
+    #[tokio::test]
+    async fn arbitrary_bytes_never_panic_the_reader() {
+        let mut valid = BytesMut::new();
+        let mut encoder = HeaderEncoder::new();
+        for frame in [
+            Frame::SynStream { stream: 1, headers: vec![("streamtype".into(), "data".into())], fin: false },
+            Frame::SynReply { stream: 1, headers: Vec::new(), fin: true },
+            Frame::Data { stream: 1, data: Bytes::from_static(b"payload"), fin: true },
+            Frame::GoAway { last_stream: 1, status: 0 },
+        ] {
+            encode(&frame, &mut encoder, &mut valid).unwrap();
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let mut mutated = valid.to_vec();
+                for _ in 0..1 + random() % 4 {
+                    let at = (random() as usize) % mutated.len();
+                    mutated[at] = random() as u8;
+                }
+                mutated.truncate(mutated.len() - (random() as usize) % 8);
+                mutated
+            } else {
+                (0..random() % 64).map(|_| random() as u8).collect()
+            };
+            let mut reader = FrameReader::new(&bytes[..]);
+            for _ in 0..16 {
+                match reader.next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_connection_delivers_streams_and_answers_pings() {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);

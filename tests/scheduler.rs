@@ -118,6 +118,36 @@ fn pods_land_where_filters_allow_and_wait_for_a_node_that_fits() {
     zones.sort();
     assert_eq!(zones, ["node-a", "node-b", "node-c"], "one pod per zone");
 
+    // Volumes with node affinity pin their pods (VolumeBinding): a claim bound to a
+    // zone-c volume lands in zone c; a claim bound to a volume not made yet waits, and
+    // the volume's arrival (a zone-a one) brings the pod to zone a.
+    let volume = |name: &str, zone: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {name}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  \
+             accessModes: [ReadWriteOnce]\n  hostPath: {{path: /tmp/{name}}}\n  nodeAffinity:\n    required:\n      \
+             nodeSelectorTerms:\n      - matchExpressions:\n        - {{key: topology.kubernetes.io/zone, operator: In, \
+             values: [{zone}]}}\n---\n"
+        )
+    };
+    let claim = |name: &str, volume: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  volumeName: {volume}\n  \
+             accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n---\n"
+        )
+    };
+    let uses = |claim: &str| format!("  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]\n");
+    kubectl.apply(&["apply", "-f", "-"], &(volume("pv-c", "c") + &claim("data-c", "pv-c") + &claim("late", "pv-late")));
+    kubectl.apply(&["apply", "-f", "-"], &(pod("stateful", "100m", &uses("data-c"), "app: st")));
+    assert_eq!(wait_for_node(&kubectl, "stateful"), "node-c");
+    kubectl.apply(&["apply", "-f", "-"], &(pod("late", "100m", &format!("{tolerate}{}", uses("late")), "app: late")));
+    let waiting = wait_for_event(&kubectl, "late", "FailedScheduling");
+    assert!(
+        waiting.contains("3 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"),
+        "{waiting}"
+    );
+    kubectl.apply(&["apply", "-f", "-"], &volume("pv-late", "a"));
+    assert_eq!(wait_for_node(&kubectl, "late"), "node-a");
+
     // The scheduler reports itself and its metrics through the server.
     let metrics = kubectl.ok(&["get", "--raw", "/metrics"]);
     assert!(metrics.contains("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}"));

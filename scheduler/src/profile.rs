@@ -11,6 +11,7 @@ use crate::plugins::noderesources::{
 };
 use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
+use crate::plugins::volume_binding::VolumeBinding;
 use crate::plugins::{info, REGISTRY};
 use crate::query::DefaultSpread;
 use keelson_engine::k8s_openapi::api::core::v1::Pod;
@@ -88,6 +89,7 @@ fn instantiate(name: &str, args: &PluginArgs) -> Option<Arc<dyn Plugin>> {
             Arc::new(BalancedAllocation { resources: args.balanced_resources.clone() })
         }
         "ImageLocality" => Arc::new(ImageLocality),
+        "VolumeBinding" => Arc::new(VolumeBinding),
         _ => return None,
     })
 }

@@ -8,7 +8,9 @@ use crate::matchers::{label_set, CompiledToleration, LabelMatcher, NodeMatcher, 
 use crate::resources::pod_requests;
 use crate::snapshot::columns::ColId;
 use crate::snapshot::{pod_key, HostPort, PodRecord, Snapshot};
-use keelson_engine::k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, PodSpec, TopologySpreadConstraint};
+use keelson_engine::k8s_openapi::api::core::v1::{
+    NodeSelector, Pod, PodAffinityTerm, PodSpec, TopologySpreadConstraint,
+};
 use std::sync::Arc;
 
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
@@ -129,6 +131,23 @@ pub struct PodQuery {
     pub scheduling_gates: usize,
     /// `preemptionPolicy: Never`: the pod waits instead of evicting others.
     pub never_preempts: bool,
+    /// What the pod's PersistentVolumeClaims ask of a node (VolumeBinding).
+    pub volumes: VolumeAffinity,
+}
+
+/// VolumeBinding's view of a pod: its claims, resolved to their volumes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum VolumeAffinity {
+    /// No claims, or none bound to a volume with node affinity.
+    #[default]
+    Anywhere,
+    /// A claim is missing, going away or unbound: no node can take the pod until the
+    /// claims change (kube's PreFilter message).
+    Blocked(Box<str>),
+    /// A claim is bound to a volume that does not exist.
+    MissingVolume,
+    /// Each bound volume's required node affinity: a node must match every one.
+    Required(Box<[NodeMatcher]>),
 }
 
 impl PodQuery {
@@ -156,6 +175,7 @@ impl PodQuery {
             && self.preferred_node_affinity == other.preferred_node_affinity
             && self.tolerations == other.tolerations
             && self.images == other.images
+            && self.volumes == other.volumes
     }
 
     /// Whether the node passes the pod's `nodeSelector` and required node affinity.
@@ -217,6 +237,22 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
         .filter(|p| p.weight != 0)
         .map(|p| (p.weight, NodeTerm::from_wire(&p.preference, &mut columns, &find_node)))
         .collect();
+    let volumes = match claimed_volumes(pod, spec, snapshot) {
+        Ok(selectors) if selectors.is_empty() => VolumeAffinity::Anywhere,
+        Ok(selectors) => VolumeAffinity::Required(
+            selectors
+                .iter()
+                .map(|s| NodeMatcher {
+                    terms: s
+                        .node_selector_terms
+                        .iter()
+                        .map(|t| NodeTerm::from_wire(t, &mut columns, &find_node))
+                        .collect(),
+                })
+                .collect(),
+        ),
+        Err(blocked) => blocked,
+    };
     snapshot.nodes.columns = columns;
     let tolerations =
         spec.tolerations.iter().flatten().map(|t| CompiledToleration::compile(t, &mut snapshot.strings)).collect();
@@ -245,7 +281,46 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
         spread_defaulted,
         scheduling_gates: spec.scheduling_gates.as_ref().map_or(0, Vec::len),
         never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+        volumes,
     }
+}
+
+/// The required node affinity of every volume the pod's claims are bound to, or why
+/// the claims block the pod, in kube's order: a missing or deleted claim first, then an
+/// unbound one, then a volume that does not exist. A generic ephemeral volume's claim is
+/// named `POD-VOLUME`. There are no StorageClasses here, so an unbound claim is never
+/// of a `WaitForFirstConsumer` class: it waits for its binding, as an immediate one.
+fn claimed_volumes(pod: &Pod, spec: &PodSpec, snapshot: &Snapshot) -> Result<Vec<Arc<NodeSelector>>, VolumeAffinity> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    let (mut selectors, mut unbound, mut missing) = (Vec::new(), false, false);
+    for volume in spec.volumes.iter().flatten() {
+        let claim_name = match (&volume.persistent_volume_claim, &volume.ephemeral) {
+            (Some(source), _) => source.claim_name.clone(),
+            (None, Some(_)) => format!("{pod_name}-{}", volume.name),
+            (None, None) => continue,
+        };
+        let Some(claim) = snapshot.volumes.claim(namespace, &claim_name) else {
+            return Err(VolumeAffinity::Blocked(format!("persistentvolumeclaim \"{claim_name}\" not found").into()));
+        };
+        if claim.deleting {
+            return Err(VolumeAffinity::Blocked(
+                format!("persistentvolumeclaim \"{claim_name}\" is being deleted").into(),
+            ));
+        }
+        match claim.volume.as_deref().map(|name| snapshot.volumes.volume(name)) {
+            None => unbound = true,
+            Some(None) => missing = true,
+            Some(Some(volume)) => selectors.extend(volume.required.clone()),
+        }
+    }
+    if unbound {
+        return Err(VolumeAffinity::Blocked("pod has unbound immediate PersistentVolumeClaims".into()));
+    }
+    if missing {
+        return Err(VolumeAffinity::MissingVolume);
+    }
+    Ok(selectors)
 }
 
 fn compile_spread(

@@ -552,3 +552,61 @@ fn audit_compares_the_choice_with_the_best() {
     assert!(audit.best_score >= audit.chosen_score);
     assert!(audit.quality() > 0.0 && audit.quality() <= 1.0);
 }
+
+#[test]
+fn bound_volumes_pin_their_pods_to_the_nodes_they_allow() {
+    use keelson_engine::k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let zone = |name: &str, zone: &str| node(name, "4", "8Gi", json!({"topology.kubernetes.io/zone": zone}));
+    let mut s = scheduler(&[zone("a1", "a"), zone("b1", "b"), zone("b2", "b"), zone("c1", "c")]);
+    let claim = |name: &str, volume: Option<&str>| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"volumeName": volume, "accessModes": ["ReadWriteOnce"]}
+        }))
+        .unwrap()
+    };
+    let volume = |name: &str, zones: &[&str]| -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones}]}
+            ]}}}
+        }))
+        .unwrap()
+    };
+    let using = |name: &str, claims: &[&str]| {
+        let volumes: Vec<_> =
+            claims.iter().map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}})).collect();
+        pod_with(name, "100m", "100Mi", json!({}), json!({"volumes": volumes}))
+    };
+    s.snapshot.upsert_volume(&volume("in-b", &["b"]));
+    s.snapshot.upsert_volume(&volume("in-b-or-c", &["b", "c"]));
+    s.snapshot.upsert_claim(&claim("data", Some("in-b")));
+    s.snapshot.upsert_claim(&claim("cache", Some("in-b-or-c")));
+    // Every volume's affinity holds on the chosen node.
+    for name in ["p1", "p2", "p3"] {
+        let placed = place(&mut s, &using(name, &["data", "cache"])).unwrap();
+        assert!(placed.starts_with('b'), "{name} went to {placed}");
+    }
+    // A volume that allows no node of the cluster.
+    s.snapshot.upsert_volume(&volume("in-z", &["z"]));
+    s.snapshot.upsert_claim(&claim("far", Some("in-z")));
+    let message = place(&mut s, &using("far-away", &["far"])).unwrap_err();
+    assert!(message.starts_with("0/4 nodes are available: 4 node(s) had volume node affinity conflict."), "{message}");
+    // Claims that block the pod everywhere, with kube's words.
+    let message = place(&mut s, &using("nothing", &["absent"])).unwrap_err();
+    assert!(message.contains("persistentvolumeclaim \"absent\" not found"), "{message}");
+    s.snapshot.upsert_claim(&claim("pending", None));
+    let message = place(&mut s, &using("waiting", &["pending"])).unwrap_err();
+    assert!(message.contains("pod has unbound immediate PersistentVolumeClaims"), "{message}");
+    s.snapshot.upsert_claim(&claim("dangling", Some("never-made")));
+    let message = place(&mut s, &using("dangling", &["dangling"])).unwrap_err();
+    assert!(
+        message.contains("4 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"),
+        "{message}"
+    );
+    // Once the claim binds, the pod fits; a volume without affinity allows every node.
+    s.snapshot.upsert_volume(&serde_json::from_value(json!({"metadata": {"name": "anywhere"}})).unwrap());
+    s.snapshot.upsert_claim(&claim("pending", Some("anywhere")));
+    place(&mut s, &using("waiting", &["pending"])).unwrap();
+}

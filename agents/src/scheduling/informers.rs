@@ -9,7 +9,7 @@
 use super::Update;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use keelson_engine::Selector;
@@ -24,8 +24,17 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// The kinds the scheduler watches, in the order `Update::Synced` reports them.
-pub const KINDS: [&str; 7] =
-    ["Node", "Pod", "Namespace", "Service", "ReplicaSet", "StatefulSet", "PodDisruptionBudget"];
+pub const KINDS: [&str; 9] = [
+    "Node",
+    "Pod",
+    "Namespace",
+    "Service",
+    "ReplicaSet",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "PersistentVolumeClaim",
+    "PersistentVolume",
+];
 
 fn key<K: Resource>(object: &K) -> String {
     match object.meta().namespace.as_deref() {
@@ -195,12 +204,31 @@ pub fn start(client: &Client, updates: &flume::Sender<Update>, pod_resync: &Arc<
         Api::<PodDisruptionBudget>::all(client.clone()),
         "PodDisruptionBudget",
         u(),
-        never,
+        never.clone(),
         |pdb| Some(Update::Budget(Arc::new(pdb))),
         |key| {
             let (namespace, name) = split(&key);
             Update::BudgetGone { namespace, name }
         },
+    )));
+    spawn(Box::pin(watch(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        "PersistentVolumeClaim",
+        u(),
+        never.clone(),
+        |claim| Some(Update::Claim(Box::new(claim))),
+        |key| {
+            let (namespace, name) = split(&key);
+            Update::ClaimGone { namespace, name }
+        },
+    )));
+    spawn(Box::pin(watch(
+        Api::<PersistentVolume>::all(client.clone()),
+        "PersistentVolume",
+        u(),
+        never,
+        |volume| Some(Update::Volume(Box::new(volume))),
+        Update::VolumeGone,
     )));
     tasks
 }

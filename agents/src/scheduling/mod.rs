@@ -53,6 +53,13 @@ pub enum Update {
         namespace: String,
         name: String,
     },
+    Claim(Box<k8s_openapi::api::core::v1::PersistentVolumeClaim>),
+    ClaimGone {
+        namespace: String,
+        name: String,
+    },
+    Volume(Box<k8s_openapi::api::core::v1::PersistentVolume>),
+    VolumeGone(String),
     /// A kind's initial list (or a re-list) is complete.
     Synced(&'static str),
     /// The answer to a bind the thread asked for.

@@ -228,6 +228,17 @@ impl State {
                 snapshot.set_budget(namespace, name, selector, allowed);
             }
             Update::BudgetGone { namespace, name } => snapshot.remove_budget(&namespace, &name),
+            // A claim that binds, or a volume that appears, may unblock parked pods.
+            Update::Claim(claim) => {
+                snapshot.upsert_claim(&claim);
+                self.cluster_changed = true;
+            }
+            Update::ClaimGone { namespace, name } => snapshot.remove_claim(&namespace, &name),
+            Update::Volume(volume) => {
+                snapshot.upsert_volume(&volume);
+                self.cluster_changed = true;
+            }
+            Update::VolumeGone(name) => snapshot.remove_volume(&name),
             Update::Synced(kind) => {
                 if let Some(bit) = KINDS.iter().position(|k| *k == kind) {
                     self.synced |= 1 << bit;

@@ -6,13 +6,14 @@
 //! away, so indexes stay small and dense. The scheduling cycle owns the snapshot: no lock.
 
 pub mod columns;
+pub mod volumes;
 
 use crate::intern::{Interner, StrId, NONE};
 use crate::matchers::{label_set, CompiledTaint, LabelMatcher, LabelSet};
 use crate::query::{normalize_image, pod_record, AffinityTerms};
 use crate::resources::{resource_list, NonZero, Resources, ScalarNames};
 use columns::Columns;
-use keelson_engine::k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use keelson_engine::k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use keelson_engine::Selector;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -214,6 +215,8 @@ pub struct Snapshot {
     budgets: HashMap<Box<str>, (StrId, LabelMatcher, i32)>,
     /// The node each nominated pod waits for.
     nominations: HashMap<Box<str>, NodeIx>,
+    /// Claims and volumes, for VolumeBinding.
+    pub volumes: volumes::Volumes,
     /// Bumped on every change; lets the runner and the queue tell "something changed".
     pub generation: u64,
 }
@@ -453,6 +456,28 @@ impl Snapshot {
         let Some(node) = self.nominations.remove(key) else { return };
         self.nodes.nominated[node as usize].retain(|n| &*n.key != key);
         self.nodes.touch(node);
+        self.generation += 1;
+    }
+
+    // ---- claims and volumes ----
+
+    pub fn upsert_claim(&mut self, claim: &PersistentVolumeClaim) {
+        self.volumes.upsert_claim(claim);
+        self.generation += 1;
+    }
+
+    pub fn remove_claim(&mut self, namespace: &str, name: &str) {
+        self.volumes.remove_claim(namespace, name);
+        self.generation += 1;
+    }
+
+    pub fn upsert_volume(&mut self, volume: &PersistentVolume) {
+        self.volumes.upsert_volume(volume);
+        self.generation += 1;
+    }
+
+    pub fn remove_volume(&mut self, name: &str) {
+        self.volumes.remove_volume(name);
         self.generation += 1;
     }
 

@@ -31,11 +31,21 @@ pub fn scheduler_config(path: Option<&Path>) -> anyhow::Result<SchedulerConfig> 
     SchedulerConfig::parse(&text).with_context(|| format!("scheduler configuration {}", path.display()))
 }
 
-/// A client that reaches `server` in process, as `user`.
+/// A client that reaches `server` in process, as `user`. Its User-Agent names the
+/// component as kube's do (`kube-scheduler/v1.33.0`), so the fields it writes are
+/// recorded under that manager.
 pub fn in_process_client(server: &api::Server, user: &str) -> agents::kube::Client {
     let transport = server.local_transport(user, &[]);
-    agents::client::in_process(move |request| {
+    let component = match user.strip_prefix("system:") {
+        Some(node) if node.starts_with("node:") => "kubelet",
+        Some(component) => component,
+        None => user,
+    };
+    let agent = http::HeaderValue::from_str(&format!("{component}/v{VERSION} (keelson)"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("keelson"));
+    agents::client::in_process(move |mut request: http::Request<_>| {
         let transport = transport.clone();
+        request.headers_mut().entry(http::header::USER_AGENT).or_insert_with(|| agent.clone());
         async move { transport.call(request).await }
     })
 }

@@ -67,6 +67,15 @@ fn deployments_scale_roll_out_pause_and_roll_back() {
     assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=web"]), 3);
     let sa = kubectl.ok(&["get", "serviceaccount", "default", "-o", "name"]);
     assert_eq!(sa.trim(), "serviceaccount/default", "every namespace gets a default ServiceAccount");
+    // The controllers' writes are recorded under their component's name, as kube's.
+    let managed = kubectl.json(&["get", "deployment", "web", "--show-managed-fields"]);
+    let managers: Vec<&str> = managed["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"kube-controller-manager"), "{managers:?}");
     // What the controllers did, as events on the objects they acted for.
     wait_until("the Deployment's scaling event", || {
         let described = kubectl.ok(&["describe", "deployment", "web"]);

@@ -207,7 +207,11 @@ fn scenarios(server: &mut TestServer, version: &str) {
     let run = k.stdin(&["apply", "--server-side", "-f", "-"], &ssa.replace("replicas: 2", "replicas: 3"));
     assert!(!run.ok, "{}", run.stdout);
     assert!(
-        run.stderr.contains("Apply failed with 1 conflict") && run.stderr.contains(".spec.replicas"),
+        // kube names the other manager as it wrote: through the scale subresource. (The
+        // manager is the binary's name: `kubectl`, or `kubectl.1.28` beside it.)
+        run.stderr.contains("Apply failed with 1 conflict: conflict with \"kubectl")
+            && run.stderr.contains("\" with subresource \"scale\" using apps/v1 at ")
+            && run.stderr.contains(".spec.replicas"),
         "{}",
         run.stderr
     );

@@ -141,8 +141,8 @@ pub enum VolumeAffinity {
     /// No claims, or none bound to a volume with node affinity.
     #[default]
     Anywhere,
-    /// A claim is missing, going away or unbound: no node can take the pod until the
-    /// claims change (kube's PreFilter message).
+    /// A claim is missing or going away: no node can take the pod until the claims
+    /// change (kube's PreFilter message).
     Blocked(Box<str>),
     /// A claim is bound to a volume that does not exist.
     MissingVolume,
@@ -286,14 +286,16 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
 }
 
 /// The required node affinity of every volume the pod's claims are bound to, or why
-/// the claims block the pod, in kube's order: a missing or deleted claim first, then an
-/// unbound one, then a volume that does not exist. A generic ephemeral volume's claim is
-/// named `POD-VOLUME`. There are no StorageClasses here, so an unbound claim is never
-/// of a `WaitForFirstConsumer` class: it waits for its binding, as an immediate one.
+/// the claims block the pod, in kube's order: a missing or deleted claim first, then a
+/// volume that does not exist. A generic ephemeral volume's claim is named
+/// `POD-VOLUME`. An unbound claim does not constrain the pod: keelson has no
+/// StorageClasses or volume binder, so a claim behaves as one of a
+/// `WaitForFirstConsumer` class (kind's and k3s's default), which kube schedules
+/// first and binds on the chosen node after.
 fn claimed_volumes(pod: &Pod, spec: &PodSpec, snapshot: &Snapshot) -> Result<Vec<Arc<NodeSelector>>, VolumeAffinity> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let pod_name = pod.metadata.name.as_deref().unwrap_or("");
-    let (mut selectors, mut unbound, mut missing) = (Vec::new(), false, false);
+    let (mut selectors, mut missing) = (Vec::new(), false);
     for volume in spec.volumes.iter().flatten() {
         let claim_name = match (&volume.persistent_volume_claim, &volume.ephemeral) {
             (Some(source), _) => source.claim_name.clone(),
@@ -309,13 +311,10 @@ fn claimed_volumes(pod: &Pod, spec: &PodSpec, snapshot: &Snapshot) -> Result<Vec
             ));
         }
         match claim.volume.as_deref().map(|name| snapshot.volumes.volume(name)) {
-            None => unbound = true,
+            None => {}
             Some(None) => missing = true,
             Some(Some(volume)) => selectors.extend(volume.required.clone()),
         }
-    }
-    if unbound {
-        return Err(VolumeAffinity::Blocked("pod has unbound immediate PersistentVolumeClaims".into()));
     }
     if missing {
         return Err(VolumeAffinity::MissingVolume);

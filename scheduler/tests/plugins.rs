@@ -596,17 +596,24 @@ fn bound_volumes_pin_their_pods_to_the_nodes_they_allow() {
     // Claims that block the pod everywhere, with kube's words.
     let message = place(&mut s, &using("nothing", &["absent"])).unwrap_err();
     assert!(message.contains("persistentvolumeclaim \"absent\" not found"), "{message}");
+    // A claim not bound yet does not constrain the pod (no StorageClasses here: it is
+    // treated as of a WaitForFirstConsumer class, bound after scheduling).
     s.snapshot.upsert_claim(&claim("pending", None));
-    let message = place(&mut s, &using("waiting", &["pending"])).unwrap_err();
-    assert!(message.contains("pod has unbound immediate PersistentVolumeClaims"), "{message}");
+    place(&mut s, &using("unbound", &["pending"])).unwrap();
+    let deleting: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {
+        "name": "leaving", "namespace": "default", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]
+    }}))
+    .unwrap();
+    s.snapshot.upsert_claim(&deleting);
+    let message = place(&mut s, &using("leaving", &["leaving"])).unwrap_err();
+    assert!(message.contains("persistentvolumeclaim \"leaving\" is being deleted"), "{message}");
     s.snapshot.upsert_claim(&claim("dangling", Some("never-made")));
     let message = place(&mut s, &using("dangling", &["dangling"])).unwrap_err();
     assert!(
         message.contains("4 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"),
         "{message}"
     );
-    // Once the claim binds, the pod fits; a volume without affinity allows every node.
-    s.snapshot.upsert_volume(&serde_json::from_value(json!({"metadata": {"name": "anywhere"}})).unwrap());
-    s.snapshot.upsert_claim(&claim("pending", Some("anywhere")));
-    place(&mut s, &using("waiting", &["pending"])).unwrap();
+    // Once its volume exists, the pod fits; a volume without affinity allows every node.
+    s.snapshot.upsert_volume(&serde_json::from_value(json!({"metadata": {"name": "never-made"}})).unwrap());
+    place(&mut s, &using("dangling", &["dangling"])).unwrap();
 }

@@ -167,6 +167,22 @@ impl Entry {
         Value::Object(entry)
     }
 
+    /// How a conflict names the entry (kube's `printManager`): the manager, its
+    /// subresource, and for an Update the version and time it wrote with.
+    fn describe(&self) -> String {
+        let mut text = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            text.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == "Update" {
+            text.push_str(&format!(" using {}", self.api_version));
+            if !self.time.is_empty() {
+                text.push_str(&format!(" at {}", self.time));
+            }
+        }
+        text
+    }
+
     fn is(&self, writer: &Writer<'_>, operation: &str) -> bool {
         self.manager == writer.manager
             && self.operation == operation
@@ -246,13 +262,13 @@ pub fn apply(
     walk::merge(types, &mut merged, config, &shape);
 
     // Conflicts: fields another manager owns whose value the apply would change.
-    let mut conflicts: Vec<(String, String, String)> = Vec::new();
+    let mut conflicts: Vec<(String, String)> = Vec::new();
     for entry in entries.iter_mut().filter(|e| !e.is(writer, "Apply")) {
         let mut taken = FieldSet::default();
         for path in entry.fields.intersect(&applied).leaves() {
             if walk::get(types, before, &path, &shape) != walk::get(types, &merged, &path, &shape) {
                 taken.insert(&path);
-                conflicts.push((entry.manager.clone(), entry.api_version.clone(), fieldset::render(&path)));
+                conflicts.push((entry.describe(), fieldset::render(&path)));
             }
         }
         if force {
@@ -288,24 +304,27 @@ pub fn apply(
     Ok(merged)
 }
 
-/// kube-apiserver's wording: `Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas`.
-fn conflict_error(conflicts: &[(String, String, String)]) -> ApiError {
+/// kube-apiserver's wording: `Apply failed with 1 conflict: conflict with "kubectl"
+/// with subresource "scale" using apps/v1 at 2026-01-01T00:00:00Z: .spec.replicas`;
+/// several conflicts are listed by manager, in the order of their descriptions.
+fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
     let count = conflicts.len();
-    let message = if let [(manager, version, path)] = conflicts {
-        format!("Apply failed with 1 conflict: conflict with \"{manager}\" using {version}: {path}")
+    let message = if let [(manager, path)] = conflicts {
+        format!("Apply failed with 1 conflict: conflict with {manager}: {path}")
     } else {
-        let mut by_manager: Vec<(&str, &str, Vec<&str>)> = Vec::new();
-        for (manager, version, path) in conflicts {
-            match by_manager.iter_mut().find(|(m, v, _)| m == manager && v == version) {
-                Some((_, _, paths)) => paths.push(path),
-                None => by_manager.push((manager, version, vec![path])),
+        let mut by_manager: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (manager, path) in conflicts {
+            match by_manager.iter_mut().find(|(m, _)| m == manager) {
+                Some((_, paths)) => paths.push(path),
+                None => by_manager.push((manager, vec![path])),
             }
         }
+        by_manager.sort_by(|a, b| a.0.cmp(b.0));
         let parts: Vec<String> = by_manager
             .iter()
-            .map(|(manager, version, paths)| {
+            .map(|(manager, paths)| {
                 let list: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
-                format!("conflicts with \"{manager}\" using {version}:\n{}", list.join("\n"))
+                format!("conflicts with {manager}:\n{}", list.join("\n"))
             })
             .collect();
         format!("Apply failed with {count} conflicts: {}", parts.join("\n"))
@@ -313,13 +332,8 @@ fn conflict_error(conflicts: &[(String, String, String)]) -> ApiError {
     let mut error = ApiError::new(StatusReason::Conflict, message);
     error.causes = conflicts
         .iter()
-        .map(|(manager, version, path)| {
-            FieldError::new(
-                FieldErrorKind::ManagerConflict,
-                path.clone(),
-                None,
-                format!("conflict with \"{manager}\" using {version}"),
-            )
+        .map(|(manager, path)| {
+            FieldError::new(FieldErrorKind::ManagerConflict, path.clone(), None, format!("conflict with {manager}"))
         })
         .collect();
     error
@@ -390,7 +404,8 @@ mod tests {
         assert_eq!(error.reason, StatusReason::Conflict);
         assert_eq!(
             error.message,
-            "Apply failed with 1 conflict: conflict with \"kubectl-scale\" using apps/v1: .spec.replicas"
+            "Apply failed with 1 conflict: conflict with \"kubectl-scale\" using apps/v1 at 2026-11-22T00:00:00Z: \
+             .spec.replicas"
         );
         assert_eq!(error.causes[0].field, ".spec.replicas");
 

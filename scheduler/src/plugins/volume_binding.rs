@@ -1,11 +1,12 @@
 //! VolumeBinding, for claims that are already bound: a pod whose PersistentVolumeClaims
 //! are bound to volumes with node affinity (local volumes, zonal disks) may only go to
-//! nodes every one of those volumes allows. A claim that is missing, being deleted or
-//! not bound yet blocks the pod on every node until it changes; a claim bound to a
-//! volume that does not exist rejects every node. Messages are kube's.
+//! nodes every one of those volumes allows. A claim that is missing or being deleted
+//! blocks the pod on every node until it changes; a claim bound to a volume that does
+//! not exist rejects every node. Messages are kube's.
 //!
-//! Provisioning and binding claims at scheduling time (`WaitForFirstConsumer`) is not
-//! done: there are no StorageClasses to ask for it.
+//! A claim not bound yet does not constrain the pod, as for a `WaitForFirstConsumer`
+//! class: keelson has no StorageClasses, and nothing provisions or binds at scheduling
+//! time (see [`crate::query::VolumeAffinity`]).
 
 use crate::framework::{Plugin, PluginState, Prepared, Rejection, Status};
 use crate::query::{PodQuery, VolumeAffinity};

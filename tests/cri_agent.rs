@@ -217,18 +217,7 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
         (pod["status"]["phase"] == "Running").then_some(())
     });
     for client in [&kubectl, &server.kubectl("1.28")] {
-        let upper = client.stdin(&["exec", "-i", "volumes", "--", "tr", "a-z", "A-Z"], "hello\n");
-        assert!(upper.ok, "{}", upper.stderr);
-        assert_eq!(upper.stdout, "HELLO\n");
-        let shell = client.on_terminal(
-            "stty cols 100 rows 30",
-            &["exec", "-it", "volumes", "--", "sh"],
-            "tty; stty size; exit 7\n",
-        );
-        assert_eq!(shell.code, Some(7), "{}\n{}", shell.stdout, shell.stderr);
-        assert!(shell.stdout.contains("/dev/pts/") && shell.stdout.contains("30 100"), "{:?}", shell.stdout);
-        let attached = client.for_a_while(&["attach", "stubborn"], Duration::from_secs(3));
-        assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
+        client.check_interactive_sessions("volumes", "stubborn");
     }
 
     eventually(&kubectl, &["get", "pod", "web"], "web Ready", ready);

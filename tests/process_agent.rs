@@ -133,23 +133,10 @@ fn process_pods_run_restart_probe_log_and_stop() {
     // SPDY/3.1 (v4.channel.k8s.io, a stream per channel).
     let old = server.kubectl("1.28");
     for client in [&kubectl, &old] {
-        let upper = client.stdin(&["exec", "-i", "web", "--", "tr", "a-z", "A-Z"], "hello\n");
-        assert!(upper.ok, "{}", upper.stderr);
-        assert_eq!(upper.stdout, "HELLO\n");
+        client.check_interactive_sessions("web", "stubborn");
         let failed = client.run(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
         assert_eq!((failed.stdout.as_str(), failed.ok), ("out\n", false));
         assert!(failed.stderr.starts_with("err\n") && failed.stderr.contains("exit code 3"), "{}", failed.stderr);
-        // With -t the command runs on a terminal the size of kubectl's.
-        let shell = client.on_terminal(
-            "stty cols 100 rows 30",
-            &["exec", "-it", "web", "--", "sh"],
-            "tty; stty size; exit 7\n",
-        );
-        assert_eq!(shell.code, Some(7), "{}\n{}", shell.stdout, shell.stderr);
-        assert!(shell.stdout.contains("/dev/pts/") && shell.stdout.contains("30 100"), "{:?}", shell.stdout);
-        // attach shows what the container prints from then on.
-        let attached = client.for_a_while(&["attach", "stubborn"], Duration::from_secs(3));
-        assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
         // port-forward reaches the pod's port (1.33 tunnels SPDY through a WebSocket,
         // 1.28 upgrades to SPDY), and a closed port is reported, not hung on.
         let (answer, _) = client.port_forward_get("web", port);

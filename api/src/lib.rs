@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod apply;
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod discovery;
 pub mod event_view;

@@ -118,5 +118,53 @@ fn protobuf(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, managed_fields, protobuf);
+/// RBAC decisions with 1,000 RoleBindings in the cluster (issue 8's budget: under
+/// 2 µs each). The user holds bindings in 3 of 100 namespaces and one through a group;
+/// the denied request is in a namespace where it holds none (every grant is tested).
+fn authorization(c: &mut Criterion) {
+    use keelson_api::auth::User;
+    use keelson_api::authz::rbac::{Objects, Policy};
+    use keelson_api::authz::Attributes;
+    fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).expect("valid object")
+    }
+    let verbs = json!(["get", "list", "watch", "create", "update", "patch", "delete"]);
+    let cluster_roles: Vec<keelson_engine::k8s_openapi::api::rbac::v1::ClusterRole> = (0..50)
+        .map(|i| {
+            from(json!({"metadata": {"name": format!("role-{i}")}, "rules": [
+                {"apiGroups": [""], "resources": ["configmaps", "secrets", format!("kind{i}")], "verbs": verbs},
+                {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "list"]},
+                {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+            ]}))
+        })
+        .collect();
+    let binding = |i: usize,
+                   namespace: String,
+                   subject: Value|
+     -> keelson_engine::k8s_openapi::api::rbac::v1::RoleBinding {
+        from(json!({"metadata": {"name": format!("binding-{i}"), "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("role-{}", i % 50)},
+            "subjects": [subject]}))
+    };
+    let mut role_bindings: Vec<_> = (0..996)
+        .map(|i| binding(i, format!("ns-{}", i % 100), json!({"kind": "User", "name": format!("user-{i}")})))
+        .collect();
+    for (i, ns) in [(996, "ns-1"), (997, "ns-2"), (998, "ns-3")] {
+        role_bindings.push(binding(i, ns.to_owned(), json!({"kind": "User", "name": "jane"})));
+    }
+    role_bindings.push(binding(999, "ns-4".to_owned(), json!({"kind": "Group", "name": "team"})));
+    let policy =
+        Policy::build(&Objects { cluster_roles: &cluster_roles, role_bindings: &role_bindings, ..Objects::default() });
+    let jane = User::new("jane".into(), String::new(), vec!["team".into()]);
+    let allowed = Attributes::resource("list", "", "pods", "ns-3");
+    let denied = Attributes::resource("delete", "", "pods", "ns-50");
+    assert!(policy.authorize(&jane, &allowed).allowed && !policy.authorize(&jane, &denied).allowed);
+    let mut group = c.benchmark_group("authz");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("rbac_1000_bindings_allowed", |b| b.iter(|| policy.authorize(&jane, black_box(&allowed))));
+    group.bench_function("rbac_1000_bindings_denied", |b| b.iter(|| policy.authorize(&jane, black_box(&denied))));
+    group.finish();
+}
+
+criterion_group!(benches, managed_fields, protobuf, authorization);
 criterion_main!(benches);

@@ -231,6 +231,25 @@ impl Kubectl {
         (answer, String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
+    /// Interactive sessions, as a user runs them: `exec -i` to the end of stdin in
+    /// `exec_pod` (which has `sh` and `tr`), `exec -it` on a terminal of kubectl's size
+    /// with the shell's exit code passed on, and `attach` to `ticking_pod`, whose
+    /// container prints `tick` every half second.
+    pub fn check_interactive_sessions(&self, exec_pod: &str, ticking_pod: &str) {
+        let upper = self.stdin(&["exec", "-i", exec_pod, "--", "tr", "a-z", "A-Z"], "hello\n");
+        assert!(upper.ok, "{}", upper.stderr);
+        assert_eq!(upper.stdout, "HELLO\n");
+        let shell = self.on_terminal(
+            "stty cols 100 rows 30",
+            &["exec", "-it", exec_pod, "--", "sh"],
+            "tty; stty size; exit 7\n",
+        );
+        assert_eq!(shell.code, Some(7), "{}\n{}", shell.stdout, shell.stderr);
+        assert!(shell.stdout.contains("/dev/pts/") && shell.stdout.contains("30 100"), "{:?}", shell.stdout);
+        let attached = self.for_a_while(&["attach", ticking_pod], Duration::from_secs(3));
+        assert!(attached.contains("tick"), "kubectl attach printed {attached:?}");
+    }
+
     /// Runs kubectl for `duration`, then stops it; returns what it printed.
     pub fn for_a_while(&self, args: &[&str], duration: Duration) -> String {
         let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("kubectl runs");

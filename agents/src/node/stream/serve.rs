@@ -141,17 +141,29 @@ pub async fn serve<R: Runtime>(
             Kind::Attach => runtime.attach(&id, session).await,
         }
     };
-    let upgrade = hyper::upgrade::on(&mut request);
     let response = transport.switching(remote_spdy::PROTOCOL);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
+    once_upgraded(&mut request, move |io| async move {
         match transport {
             Transport::WebSocket { protocol, .. } => websocket::serve(io, protocol, client, run).await,
             Transport::Spdy => remote_spdy::serve(io, &options, client, run).await,
         }
     });
     response
+}
+
+/// Runs `session` on the connection once the client has switched protocols (after
+/// the `101` answer has gone out).
+fn once_upgraded<F, Fut>(request: &mut Request<hyper::body::Incoming>, session: F)
+where
+    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            session(hyper_util::rt::TokioIo::new(upgraded)).await;
+        }
+    });
 }
 
 /// `/portforward/NS/POD`: every forwarded connection goes to the runtime, which joins
@@ -179,11 +191,8 @@ fn port_forward<R: Runtime>(
                 .map_err(|e| format!("error forwarding port {port} to pod {pod}, uid {uid}: {e}"))
         }
     };
-    let upgrade = hyper::upgrade::on(&mut request);
     let response = transport.switching(portforward::PROTOCOL);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
+    once_upgraded(&mut request, move |io| async move {
         match transport {
             Transport::WebSocket { .. } => portforward::serve(portforward::untunnel(io), connect).await,
             Transport::Spdy => portforward::serve(io, connect).await,

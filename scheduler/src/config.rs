@@ -508,8 +508,8 @@ mod tests {
                 .unwrap();
         assert_eq!(config.profiles.len(), 1);
         let (filters, scorers) = names(&config.profiles[0]);
-        assert_eq!(filters.len(), 9);
-        assert!(filters.contains(&"VolumeBinding"));
+        assert_eq!(filters.len(), 10);
+        assert!(filters.contains(&"VolumeBinding") && filters.contains(&"VolumeRestrictions"));
         assert!(scorers.contains(&("TaintToleration", 3)) && scorers.contains(&("NodeAffinity", 2)));
         assert_eq!(config.parallelism, 16);
         assert!(config.profiles[0].preemption);

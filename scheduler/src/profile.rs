@@ -12,6 +12,7 @@ use crate::plugins::noderesources::{
 use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
 use crate::plugins::volume_binding::VolumeBinding;
+use crate::plugins::volume_restrictions::VolumeRestrictions;
 use crate::plugins::{info, REGISTRY};
 use crate::query::DefaultSpread;
 use keelson_engine::k8s_openapi::api::core::v1::Pod;
@@ -90,6 +91,7 @@ fn instantiate(name: &str, args: &PluginArgs) -> Option<Arc<dyn Plugin>> {
         }
         "ImageLocality" => Arc::new(ImageLocality),
         "VolumeBinding" => Arc::new(VolumeBinding),
+        "VolumeRestrictions" => Arc::new(VolumeRestrictions),
         _ => return None,
     })
 }

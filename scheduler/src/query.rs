@@ -206,6 +206,7 @@ pub fn pod_record(pod: &Pod, snapshot: &mut Snapshot) -> (PodRecord, Vec<String>
         priority: spec.priority.unwrap_or(0),
         affinity,
         assumed_at_ms: None,
+        claims: claim_names(pod, spec).map(|name| format!("{}/{name}", pod_namespace(pod)).into()).collect(),
     };
     (record, requests.untracked)
 }
@@ -285,6 +286,21 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
     }
 }
 
+fn pod_namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// The names of the PersistentVolumeClaims a pod uses: its `persistentVolumeClaim`
+/// volumes, and its generic ephemeral volumes' claims (named `POD-VOLUME`).
+fn claim_names<'a>(pod: &'a Pod, spec: &'a PodSpec) -> impl Iterator<Item = String> + 'a {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    spec.volumes.iter().flatten().filter_map(move |volume| match (&volume.persistent_volume_claim, &volume.ephemeral) {
+        (Some(source), _) => Some(source.claim_name.clone()),
+        (None, Some(_)) => Some(format!("{pod_name}-{}", volume.name)),
+        (None, None) => None,
+    })
+}
+
 /// The required node affinity of every volume the pod's claims are bound to, or why
 /// the claims block the pod, in kube's order: a missing or deleted claim first, then a
 /// volume that does not exist. A generic ephemeral volume's claim is named
@@ -293,15 +309,9 @@ pub fn compile(pod: &Pod, snapshot: &mut Snapshot, default_spread: &DefaultSprea
 /// `WaitForFirstConsumer` class (kind's and k3s's default), which kube schedules
 /// first and binds on the chosen node after.
 fn claimed_volumes(pod: &Pod, spec: &PodSpec, snapshot: &Snapshot) -> Result<Vec<Arc<NodeSelector>>, VolumeAffinity> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    let namespace = pod_namespace(pod);
     let (mut selectors, mut missing) = (Vec::new(), false);
-    for volume in spec.volumes.iter().flatten() {
-        let claim_name = match (&volume.persistent_volume_claim, &volume.ephemeral) {
-            (Some(source), _) => source.claim_name.clone(),
-            (None, Some(_)) => format!("{pod_name}-{}", volume.name),
-            (None, None) => continue,
-        };
+    for claim_name in claim_names(pod, spec) {
         let Some(claim) = snapshot.volumes.claim(namespace, &claim_name) else {
             return Err(VolumeAffinity::Blocked(format!("persistentvolumeclaim \"{claim_name}\" not found").into()));
         };

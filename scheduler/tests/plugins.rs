@@ -617,3 +617,36 @@ fn bound_volumes_pin_their_pods_to_the_nodes_they_allow() {
     s.snapshot.upsert_volume(&serde_json::from_value(json!({"metadata": {"name": "never-made"}})).unwrap());
     place(&mut s, &using("dangling", &["dangling"])).unwrap();
 }
+
+#[test]
+fn a_read_write_once_pod_claim_serves_one_pod_at_a_time() {
+    use keelson_engine::k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let mut s = scheduler(&[node("a", "4", "8Gi", json!({})), node("b", "4", "8Gi", json!({}))]);
+    let claim = |name: &str, mode: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"accessModes": [mode]}}),
+        )
+        .unwrap()
+    };
+    s.snapshot.upsert_claim(&claim("solo", "ReadWriteOncePod"));
+    s.snapshot.upsert_claim(&claim("shared", "ReadWriteOnce"));
+    let using = |name: &str, claim: &str| {
+        let volumes = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        pod_with(name, "100m", "100Mi", json!({}), json!({"volumes": volumes}))
+    };
+    place(&mut s, &using("first", "solo")).unwrap();
+    let message = place(&mut s, &using("second", "solo")).unwrap_err();
+    assert!(
+        message.starts_with(
+            "0/2 nodes are available: 2 node has pod using PersistentVolumeClaim with the same name and \
+             ReadWriteOncePod access mode."
+        ),
+        "{message}"
+    );
+    // Other access modes are not limited to one pod.
+    place(&mut s, &using("one", "shared")).unwrap();
+    place(&mut s, &using("two", "shared")).unwrap();
+    // Once the holder is gone, the claim is free again.
+    s.snapshot.remove_pod("default/first");
+    place(&mut s, &using("second", "solo")).unwrap();
+}

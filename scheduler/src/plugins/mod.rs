@@ -8,6 +8,7 @@ pub mod noderesources;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
 pub mod volume_binding;
+pub mod volume_restrictions;
 
 /// One plugin the registry knows: whether it filters (PreFilter + Filter) and its default
 /// score weight (0: it does not score; PreScore + Score + NormalizeScore otherwise).
@@ -34,6 +35,7 @@ pub const REGISTRY: &[PluginInfo] = &[
     plugin("NodeAffinity", true, 2),
     plugin("NodePorts", true, 0),
     plugin("NodeResourcesFit", true, 1),
+    plugin("VolumeRestrictions", true, 0),
     plugin("VolumeBinding", true, 0),
     plugin("PodTopologySpread", true, 2),
     plugin("InterPodAffinity", true, 2),

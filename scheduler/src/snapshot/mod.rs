@@ -161,6 +161,7 @@ pub struct PodTable {
     pub affinity: Vec<Option<Arc<AffinityTerms>>>,
     /// `Some(ms)` while assumed (decided by the cycle, bind not yet observed).
     pub assumed_at_ms: Vec<Option<u64>>,
+    pub claims: Vec<Box<[Box<str>]>>,
     /// Rows of pods with affinity terms, for InterPodAffinity's scans of existing pods.
     pub with_affinity: BTreeSet<PodIx>,
 }
@@ -197,6 +198,8 @@ pub struct PodRecord {
     pub affinity: Option<Arc<AffinityTerms>>,
     /// Set while the pod is assumed (placed by the cycle, bind not yet observed).
     pub assumed_at_ms: Option<u64>,
+    /// The PersistentVolumeClaims it uses, as `namespace/name`.
+    pub claims: Box<[Box<str>]>,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +220,8 @@ pub struct Snapshot {
     nominations: HashMap<Box<str>, NodeIx>,
     /// Claims and volumes, for VolumeBinding.
     pub volumes: volumes::Volumes,
+    /// Placed pods per claim (`namespace/name`), for VolumeRestrictions.
+    claim_users: HashMap<Box<str>, u32>,
     /// Bumped on every change; lets the runner and the queue tell "something changed".
     pub generation: u64,
 }
@@ -416,6 +421,7 @@ impl Snapshot {
             priority: self.pods.priority[row],
             affinity: self.pods.affinity[row].clone(),
             assumed_at_ms: self.pods.assumed_at_ms[row],
+            claims: self.pods.claims[row].clone(),
         };
         self.unplace(ix);
         self.release_pod_row(ix);
@@ -554,6 +560,7 @@ impl Snapshot {
                 pods.priority.push(0);
                 pods.affinity.push(None);
                 pods.assumed_at_ms.push(None);
+                pods.claims.push(Box::new([]));
                 ix
             }
         };
@@ -580,6 +587,10 @@ impl Snapshot {
         pods.priority[row] = record.priority;
         pods.affinity[row] = record.affinity;
         pods.assumed_at_ms[row] = record.assumed_at_ms;
+        for claim in record.claims.iter() {
+            *self.claim_users.entry(claim.clone()).or_default() += 1;
+        }
+        pods.claims[row] = record.claims;
         self.generation += 1;
     }
 
@@ -618,6 +629,19 @@ impl Snapshot {
         pods.assumed_at_ms[row] = None;
         pods.with_affinity.remove(&ix);
         pods.free.push(ix);
+        for claim in std::mem::take(&mut pods.claims[row]).iter() {
+            if let Some(users) = self.claim_users.get_mut(claim) {
+                *users -= 1;
+                if *users == 0 {
+                    self.claim_users.remove(claim);
+                }
+            }
+        }
+    }
+
+    /// How many placed pods use the claim (`namespace/name`).
+    pub fn claim_users(&self, claim: &str) -> u32 {
+        self.claim_users.get(claim).copied().unwrap_or(0)
     }
 }
 

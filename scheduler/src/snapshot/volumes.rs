@@ -11,6 +11,8 @@ pub struct Claim {
     /// `spec.volumeName`: the volume the claim is bound (or pre-bound) to.
     pub volume: Option<Box<str>>,
     pub deleting: bool,
+    /// `ReadWriteOncePod`: one pod in the cluster at a time.
+    pub one_pod: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -34,7 +36,13 @@ impl Volumes {
         );
         let volume =
             claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()).filter(|v| !v.is_empty()).map(Into::into);
-        self.claims.insert(key.into(), Claim { volume, deleting: claim.metadata.deletion_timestamp.is_some() });
+        let one_pod = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.as_ref())
+            .is_some_and(|modes| modes.iter().any(|m| m == "ReadWriteOncePod"));
+        let deleting = claim.metadata.deletion_timestamp.is_some();
+        self.claims.insert(key.into(), Claim { volume, deleting, one_pod });
     }
 
     pub fn remove_claim(&mut self, namespace: &str, name: &str) {
@@ -42,7 +50,12 @@ impl Volumes {
     }
 
     pub fn claim(&self, namespace: &str, name: &str) -> Option<&Claim> {
-        self.claims.get(format!("{namespace}/{name}").as_str())
+        self.claim_by_key(&format!("{namespace}/{name}"))
+    }
+
+    /// The claim `namespace/name`.
+    pub fn claim_by_key(&self, key: &str) -> Option<&Claim> {
+        self.claims.get(key)
     }
 
     pub fn upsert_volume(&mut self, volume: &PersistentVolume) {

@@ -163,7 +163,8 @@ impl Policy {
         }
     }
 
-    /// The grant that allows the request, if any.
+    /// The grant that allows the request, if any: only the user's own grants and its
+    /// groups' are looked at.
     fn find(&self, user: &User, request: &Attributes) -> Option<&Grant> {
         let groups = user.groups.iter().filter_map(|g| self.by_group.get(g.as_str()));
         let grants = self.by_user.get(user.name.as_str()).into_iter().chain(groups).flatten();
@@ -184,44 +185,15 @@ impl Policy {
             None => Decision { allowed: false, grant: None },
         }
     }
-
-    /// The rules `user` holds in `namespace` (kube's SelfSubjectRulesReview, behind
-    /// `kubectl auth can-i --list`): grants of that namespace and cluster-wide ones.
-    pub fn rules_for(&self, user: &User, namespace: &str) -> Vec<Rule> {
-        let groups = user.groups.iter().filter_map(|g| self.by_group.get(g.as_str()));
-        let grants = self.by_user.get(user.name.as_str()).into_iter().chain(groups).flatten();
-        grants
-            .filter(|g| g.namespace.as_deref().is_none_or(|ns| ns == namespace))
-            .flat_map(|g| g.rules.iter().cloned())
-            .collect()
-    }
 }
 
-impl Rule {
-    pub fn verbs(&self) -> impl Iterator<Item = &str> {
-        self.verbs.iter().map(|s| &**s)
-    }
-    pub fn groups(&self) -> impl Iterator<Item = &str> {
-        self.groups.iter().map(|s| &**s)
-    }
-    pub fn resources(&self) -> impl Iterator<Item = &str> {
-        self.resources.iter().map(|s| &**s)
-    }
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.names.iter().map(|s| &**s)
-    }
-    pub fn urls(&self) -> impl Iterator<Item = &str> {
-        self.urls.iter().map(|s| &**s)
-    }
+fn role_name(role: &ClusterRole) -> &str {
+    role.metadata.name.as_deref().unwrap_or("")
 }
 
 /// Every ClusterRole's compiled rules, with aggregation resolved as kube's
 /// clusterrole-aggregation controller does: a role with an `aggregationRule` holds the
 /// rules of every ClusterRole its selectors pick (themselves aggregated, to a fixpoint).
-fn role_name(role: &ClusterRole) -> &str {
-    role.metadata.name.as_deref().unwrap_or("")
-}
-
 fn aggregated_cluster_roles(roles: &[ClusterRole]) -> HashMap<&str, Arc<[Rule]>> {
     let name = role_name;
     let empty = BTreeMap::new();
@@ -360,7 +332,5 @@ mod tests {
             decision.reason(&jane),
             "RBAC: allowed by RoleBinding \"team/jane-views\" of ClusterRole \"view\" to User \"jane\""
         );
-        assert_eq!(policy.rules_for(&jane, "team").len(), 2);
-        assert!(policy.rules_for(&jane, "other").is_empty());
     }
 }

@@ -2,11 +2,11 @@
 //! through pipes, or through a pseudo-terminal when the session has a TTY.
 
 use super::pty::{self, Pty};
-use crate::node::stream::{Outcome, Session};
+use crate::node::stream::{self, Outcome, Session};
 use bytes::Bytes;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -41,17 +41,8 @@ async fn piped(mut command: Command, session: Session) -> Outcome {
         Ok(child) => child,
         Err(error) => return Outcome::Failed(format!("starting {:?}: {error}", command.as_std().get_program())),
     };
-    let feeding = match (stdin, child.stdin.take()) {
-        (Some(mut input), Some(mut pipe)) => Some(tokio::spawn(async move {
-            while let Some(chunk) = input.recv().await {
-                if pipe.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-            // Dropping the pipe is the command's end of input.
-        })),
-        _ => None,
-    };
+    // The pipe goes with the task: its end is the command's end of input.
+    let feeding = stdin.zip(child.stdin.take()).map(|(input, pipe)| tokio::spawn(stream::feed(input, pipe)));
     let out = child.stdout.take().zip(stdout).map(|(pipe, to)| tokio::spawn(pump(pipe, to)));
     let err = child.stderr.take().zip(stderr).map(|(pipe, to)| tokio::spawn(pump(pipe, to)));
     let status = child.wait().await;

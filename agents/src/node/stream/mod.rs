@@ -21,6 +21,7 @@ pub mod spdy;
 pub mod websocket;
 
 use bytes::Bytes;
+use std::future::Future;
 use tokio::sync::mpsc;
 
 /// Chunks of output or input in flight between a transport and a runtime.
@@ -150,6 +151,76 @@ impl Outcome {
                 "code": 500,
             }),
         }
+    }
+}
+
+/// Where a chunk of a session's output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+    /// The final `Status` (JSON).
+    Status,
+}
+
+/// A transport's way to the client, for [`relay_output`].
+pub trait OutputSink {
+    /// Sends one chunk; false once the client is gone.
+    fn send(&mut self, output: Output, data: Bytes) -> impl Future<Output = bool> + Send;
+}
+
+/// The next chunk of a channel; never resolves for a channel not asked for.
+pub(crate) async fn next_chunk(receiver: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the client's chunks to `to` until the client ends its input, then shuts
+/// `to` down: the end of the command's (or the forwarded connection's) input.
+pub(crate) async fn feed(mut input: mpsc::Receiver<Bytes>, mut to: impl tokio::io::AsyncWrite + Unpin) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = input.recv().await {
+        if to.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Starts `run` (the runtime's side of a session), relays its stdout and stderr to
+/// `sink` until both are complete and the command has ended, then sends the outcome
+/// as the final status. Stops early, sending nothing more, once the client is gone.
+pub async fn relay_output<F, S>(
+    mut stdout: Option<mpsc::Receiver<Bytes>>,
+    mut stderr: Option<mpsc::Receiver<Bytes>>,
+    run: F,
+    sink: &mut S,
+) where
+    F: Future<Output = Outcome> + Send + 'static,
+    S: OutputSink,
+{
+    let mut running = tokio::spawn(run);
+    let mut outcome = None;
+    while outcome.is_none() || stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            chunk = next_chunk(&mut stdout) => match chunk {
+                Some(data) => if !sink.send(Output::Stdout, data).await { return },
+                None => stdout = None,
+            },
+            chunk = next_chunk(&mut stderr) => match chunk {
+                Some(data) => if !sink.send(Output::Stderr, data).await { return },
+                None => stderr = None,
+            },
+            ended = &mut running, if outcome.is_none() => {
+                outcome = Some(ended.unwrap_or_else(|e| Outcome::Failed(format!("session task failed: {e}"))));
+            }
+        }
+    }
+    if let Some(outcome) = outcome {
+        let status = serde_json::to_vec(&outcome.status()).unwrap_or_default();
+        sink.send(Output::Status, Bytes::from(status)).await;
     }
 }
 

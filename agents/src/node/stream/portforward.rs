@@ -12,6 +12,7 @@
 //! runtime, which joins it to the pod's port. [`forward`] is the client side, to
 //! containerd's streaming server (whose `PortForward` answer is a URL speaking this).
 
+use super::feed;
 use super::remote_spdy::{await_replies, upgrade};
 use super::spdy::{self, Connection, Event, Handle, Role};
 use bytes::Bytes;
@@ -141,16 +142,6 @@ where
     let _ = downstream.await;
     upstream.abort();
     result
-}
-
-/// Writes the client's chunks into the pipe; its end is the end of the pod's input.
-async fn feed(mut input: mpsc::Receiver<Bytes>, mut to: impl AsyncWrite + Unpin) {
-    while let Some(chunk) = input.recv().await {
-        if to.write_all(&chunk).await.is_err() {
-            return;
-        }
-    }
-    let _ = to.shutdown().await;
 }
 
 /// Sends everything read from `from` on a stream; false if the connection is gone.

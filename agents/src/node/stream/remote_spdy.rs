@@ -9,8 +9,10 @@
 //!   stream, so stdin's end reaches the command.
 
 use super::spdy::{self, Connection, Event, Handle, Headers, Role};
-use super::websocket::next;
-use super::{parse_sizes, Client, Options, Outcome, Session, STREAM_CREATION_TIMEOUT};
+use super::{
+    next_chunk, parse_sizes, relay_output, Client, Options, Outcome, Output, OutputSink, Session,
+    STREAM_CREATION_TIMEOUT,
+};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::future::Future;
@@ -95,38 +97,9 @@ where
         handle.shutdown().await;
         return;
     }
-    let Client { stdin, mut stdout, mut stderr, resize } = client;
+    let Client { stdin, stdout, stderr, resize } = client;
     let input = tokio::spawn(relay_input(events, streams.clone(), stdin, resize));
-    let mut running = tokio::spawn(run);
-    let mut outcome = None;
-    let send = |channel: Channel, data: Bytes| {
-        let (handle, stream) = (handle.clone(), streams.get(&channel).copied());
-        async move {
-            match stream {
-                Some(stream) => handle.data(stream, data).await.is_ok(),
-                None => true,
-            }
-        }
-    };
-    while outcome.is_none() || stdout.is_some() || stderr.is_some() {
-        tokio::select! {
-            chunk = next(&mut stdout) => match chunk {
-                Some(data) => if !send(Channel::Stdout, data).await { break },
-                None => stdout = None,
-            },
-            chunk = next(&mut stderr) => match chunk {
-                Some(data) => if !send(Channel::Stderr, data).await { break },
-                None => stderr = None,
-            },
-            ended = &mut running, if outcome.is_none() => {
-                outcome = Some(ended.unwrap_or_else(|e| Outcome::Failed(format!("session task failed: {e}"))));
-            }
-        }
-    }
-    if let Some(outcome) = outcome {
-        let status = serde_json::to_vec(&outcome.status()).unwrap_or_default();
-        send(Channel::Error, Bytes::from(status)).await;
-    }
+    relay_output(stdout, stderr, run, &mut Streams { handle: handle.clone(), streams: &streams }).await;
     for channel in [Channel::Error, Channel::Stdout, Channel::Stderr] {
         if let Some(&stream) = streams.get(&channel) {
             let _ = handle.finish(stream).await;
@@ -134,6 +107,27 @@ where
     }
     handle.shutdown().await;
     input.abort();
+}
+
+/// The client's side of the connection: each output on its own stream, the status on
+/// `error`.
+struct Streams<'a> {
+    handle: Handle,
+    streams: &'a HashMap<Channel, u32>,
+}
+
+impl OutputSink for Streams<'_> {
+    async fn send(&mut self, output: Output, data: Bytes) -> bool {
+        let channel = match output {
+            Output::Stdout => Channel::Stdout,
+            Output::Stderr => Channel::Stderr,
+            Output::Status => Channel::Error,
+        };
+        match self.streams.get(&channel) {
+            Some(&stream) => self.handle.data(stream, data).await.is_ok(),
+            None => true,
+        }
+    }
 }
 
 async fn relay_input(
@@ -295,7 +289,7 @@ async fn send_input(
 ) {
     loop {
         tokio::select! {
-            chunk = next(&mut stdin) => match (chunk, stdin_stream) {
+            chunk = next_chunk(&mut stdin) => match (chunk, stdin_stream) {
                 (Some(data), Some(stream)) => { let _ = handle.data(stream, data).await; }
                 (None, Some(stream)) => { let _ = handle.finish(stream).await; stdin = None; }
                 _ => stdin = None,

@@ -6,7 +6,7 @@
 //! `v4` has no such signal, so stdin ends only with the connection. A normal close
 //! frame ends the session.
 
-use super::{parse_sizes, Client, Outcome};
+use super::{parse_sizes, relay_output, Client, Outcome, Output, OutputSink};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::future::Future;
@@ -34,44 +34,31 @@ where
     F: Future<Output = Outcome> + Send + 'static,
 {
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, stream) = socket.split();
-    let Client { stdin, mut stdout, mut stderr, resize } = client;
+    let (sink, stream) = socket.split();
+    let Client { stdin, stdout, stderr, resize } = client;
     let closes_stdin = protocol.starts_with("v5.");
     // Input runs on its own task: a command that is blocked writing output must not
     // stop its stdin from being delivered (or the other way round).
     let input = tokio::spawn(relay_input(stream, stdin, resize, closes_stdin));
-    let mut running = tokio::spawn(run);
-    let mut outcome = None;
-    while outcome.is_none() || stdout.is_some() || stderr.is_some() {
-        tokio::select! {
-            chunk = next(&mut stdout) => match chunk {
-                Some(data) => if sink.send(Message::Binary(framed(STDOUT, &data))).await.is_err() { break },
-                None => stdout = None,
-            },
-            chunk = next(&mut stderr) => match chunk {
-                Some(data) => if sink.send(Message::Binary(framed(STDERR, &data))).await.is_err() { break },
-                None => stderr = None,
-            },
-            ended = &mut running, if outcome.is_none() => {
-                outcome = Some(ended.unwrap_or_else(|e| Outcome::Failed(format!("session task failed: {e}"))));
-            }
-        }
-    }
-    if let Some(outcome) = outcome {
-        let status = serde_json::to_vec(&outcome.status()).unwrap_or_default();
-        let _ = sink.send(Message::Binary(framed(STATUS, &status))).await;
-        // A normal closure (1000) ends every stream for the client; a close without a
-        // code reads as an error.
-        let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
-    }
+    let mut sink = Channels(sink);
+    relay_output(stdout, stderr, run, &mut sink).await;
+    // A normal closure (1000) ends every stream for the client; a close without a code
+    // reads as an error.
+    let _ = sink.0.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
     input.abort();
 }
 
-/// The next chunk of an output channel; never resolves for a channel not asked for.
-pub(super) async fn next(receiver: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
+/// The client's side of the WebSocket, each output on its channel.
+struct Channels<S>(futures::stream::SplitSink<WebSocketStream<S>, Message>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> OutputSink for Channels<S> {
+    async fn send(&mut self, output: Output, data: Bytes) -> bool {
+        let channel = match output {
+            Output::Stdout => STDOUT,
+            Output::Stderr => STDERR,
+            Output::Status => STATUS,
+        };
+        self.0.send(Message::Binary(framed(channel, &data))).await.is_ok()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::memo::{LocalVerdict, Memo, Memos};
 use crate::profile::Profile;
 use crate::query::{compile, PodQuery};
 use crate::snapshot::{NodeIx, Snapshot};
-use crate::timing::{Point, PointTimes};
+use crate::timing::{Point, PointTimes, PLUGIN_SAMPLE_EVERY};
 use keelson_engine::k8s_openapi::api::core::v1::Pod;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -146,6 +146,16 @@ struct Scratch {
     totals: Vec<i64>,
 }
 
+impl Scratch {
+    /// After a filter pass: the first feasible node, else the first rejected one.
+    fn sample_node(&self) -> Option<NodeIx> {
+        self.feasible.first().copied().or_else(|| {
+            let chunk = self.chunk_stats.iter().position(|s| s.rejected > 0)?;
+            Some(self.verdicts[chunk * self.chunk].node)
+        })
+    }
+}
+
 pub struct Scheduler {
     pub snapshot: Snapshot,
     profiles: Vec<Arc<Profile>>,
@@ -160,8 +170,12 @@ pub struct Scheduler {
     /// Per profile, memoised node-local results; `None` turns memoisation off.
     memos: Option<Vec<Memos>>,
     pub stats: CycleStats,
-    /// The extension points the last `schedule` ran, timed.
+    /// The extension points the last `schedule` ran, timed (and, in sampled cycles, its
+    /// plugin calls).
     pub last_points: PointTimes,
+    /// Cycles run, and one in how many times its plugin calls (0: none).
+    cycles: u64,
+    plugin_sample_every: u64,
 }
 
 impl Scheduler {
@@ -185,6 +199,8 @@ impl Scheduler {
             memos,
             stats: CycleStats::default(),
             last_points: PointTimes::default(),
+            cycles: 0,
+            plugin_sample_every: PLUGIN_SAMPLE_EVERY,
         }
     }
 
@@ -197,6 +213,12 @@ impl Scheduler {
     /// 0 (the default) is adaptive.
     pub fn set_percentage_of_nodes_to_score(&mut self, percentage: u32) {
         self.percentage_of_nodes_to_score = percentage.min(100);
+    }
+
+    /// Times the plugin calls of one cycle in `every` (0 turns it off); the first cycle is
+    /// always sampled.
+    pub fn set_plugin_sample_every(&mut self, every: u64) {
+        self.plugin_sample_every = every;
     }
 
     /// Audits placement quality on one decision in `every` (0 turns it off).
@@ -243,7 +265,9 @@ impl Scheduler {
 
     /// Schedules one pod and, on success, assumes it on the chosen node.
     pub fn schedule(&mut self, pod: &Pod, now_ms: u64) -> Outcome {
-        self.last_points.clear();
+        let sampled = self.plugin_sample_every > 0 && self.cycles.is_multiple_of(self.plugin_sample_every);
+        self.cycles += 1;
+        self.last_points.start(sampled);
         let name = crate::profile::scheduler_name(pod);
         let Some(profile_ix) = self.profile_index(name) else {
             return Outcome::NoProfile;
@@ -303,12 +327,12 @@ impl Scheduler {
 
     /// Scores every feasible node and compares the chosen one with the best.
     fn audit(&mut self, query: &PodQuery, profile: &Profile, chosen: NodeIx) -> Option<AuditSample> {
-        let (filtering, _) = pre_filter(&self.snapshot, query, profile, None).ok()?;
+        let mut untimed = PointTimes::default();
+        let (filtering, _) = pre_filter(&self.snapshot, query, profile, None, &mut untimed).ok()?;
         let rows = self.snapshot.nodes.rows();
         filter_pass(&self.pool, &mut self.scratch, &filtering, rows, rows, |k| k as NodeIx);
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
-        let mut untimed = PointTimes::default();
         let inputs = ScoreInputs { snapshot: &self.snapshot, query, profile, memo: None };
         let scored = score_pass(&self.pool, &mut self.scratch, inputs, &feasible, &mut untimed);
         let totals = &self.scratch.totals;
@@ -381,6 +405,20 @@ impl Filtering<'_> {
         }
     }
 
+    /// Times each active filter on `node`, for a sampled cycle's plugin metrics. Filters
+    /// are pure, so calling them again changes nothing.
+    fn time_filters(&self, node: NodeIx, times: &mut PointTimes) {
+        for filter in &self.active {
+            let plugin = &self.profile.plugins[filter.plugin];
+            let _verdict = times.plugin_call(
+                filter.plugin,
+                Point::Filter,
+                || plugin.filter(&filter.state, self.query, self.snapshot, node),
+                |verdict| verdict.map_or_else(|rejection| rejection.code, |()| Code::Success),
+            );
+        }
+    }
+
     /// The verdict of the memoised filters alone, computed.
     fn memoised_verdict(&self, node: NodeIx) -> LocalVerdict {
         for filter in self.active.iter().filter(|f| f.memoised) {
@@ -401,11 +439,18 @@ fn pre_filter<'a>(
     query: &'a PodQuery,
     profile: &'a Profile,
     memo: Option<&'a Memo>,
+    times: &mut PointTimes,
 ) -> Result<(Filtering<'a>, Option<Vec<NodeIx>>), Status> {
     let mut active = Vec::with_capacity(profile.filters.len());
     let mut narrowed: Option<Vec<NodeIx>> = None;
     for &plugin in &profile.filters {
-        let Prepared { skip, state, nodes } = profile.plugins[plugin].pre_filter(query, snapshot)?;
+        let prepared = times.plugin_call(
+            plugin,
+            Point::PreFilter,
+            || profile.plugins[plugin].pre_filter(query, snapshot),
+            prepared_code,
+        );
+        let Prepared { skip, state, nodes } = prepared?;
         if let Some(nodes) = nodes {
             narrowed = Some(match narrowed {
                 None => nodes,
@@ -419,6 +464,15 @@ fn pre_filter<'a>(
     }
     let unmemoised = active.iter().any(|f| !f.memoised);
     Ok((Filtering { profile, query, snapshot, active, memo, unmemoised }, narrowed))
+}
+
+/// The status label of a PreFilter or PreScore call.
+fn prepared_code(prepared: &Result<Prepared, Status>) -> Code {
+    match prepared {
+        Ok(Prepared { skip: true, .. }) => Code::Skip,
+        Ok(_) => Code::Success,
+        Err(status) => status.code,
+    }
 }
 
 fn chunk_size(pool: &rayon::ThreadPool, work: usize) -> usize {
@@ -545,7 +599,12 @@ fn score_pass(
             slots += 1;
             slots - 1
         });
-        let prepared = profile.plugins[plugin].pre_score(query, snapshot, feasible);
+        let prepared = times.plugin_call(
+            plugin,
+            Point::PreScore,
+            || profile.plugins[plugin].pre_score(query, snapshot, feasible),
+            prepared_code,
+        );
         let Prepared { skip, state, .. } = prepared.inspect_err(|e| times.record(Point::PreScore, started, e.code))?;
         if !skip {
             active.push(ActiveScorer { plugin, weight, state, slot });
@@ -606,6 +665,19 @@ fn score_pass(
         }
     }
     times.record(Point::Score, started, Code::Success);
+    if times.sampling() {
+        // Timed apart from the pass (see `timing`): scorers are pure.
+        for scorer in &active {
+            let plugin = &profile.plugins[scorer.plugin];
+            let node = feasible[0];
+            times.plugin_call(
+                scorer.plugin,
+                Point::Score,
+                || plugin.score(&scorer.state, query, snapshot, node),
+                |_| Code::Success,
+            );
+        }
+    }
     Ok(())
 }
 
@@ -725,7 +797,7 @@ impl Scheduler {
     ) -> Result<Option<(NodeIx, usize, usize)>, Failure> {
         let rows = self.snapshot.nodes.rows();
         let started = Instant::now();
-        let prefiltered = pre_filter(&self.snapshot, query, profile, memo);
+        let prefiltered = pre_filter(&self.snapshot, query, profile, memo, &mut self.last_points);
         let code = prefiltered.as_ref().map_or_else(|status| status.code, |_| Code::Success);
         self.last_points.record(Point::PreFilter, started, code);
         let started = Instant::now();
@@ -752,6 +824,11 @@ impl Scheduler {
                 looked
             }
         };
+        if self.last_points.sampling() {
+            if let Some(node) = self.scratch.sample_node() {
+                filtering.time_filters(node, &mut self.last_points);
+            }
+        }
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
         let filtered = if feasible.is_empty() { Code::Unschedulable } else { Code::Success };

@@ -650,3 +650,40 @@ fn a_read_write_once_pod_claim_serves_one_pod_at_a_time() {
     s.snapshot.remove_pod("default/first");
     place(&mut s, &using("second", "solo")).unwrap();
 }
+
+#[test]
+fn sampled_cycles_time_each_plugin_call() {
+    use keelson_scheduler::framework::Code;
+    use keelson_scheduler::timing::Point;
+    let mut s = scheduler(&[node("small", "1", "1Gi", json!({})), node("big", "8", "32Gi", json!({}))]);
+    s.set_plugin_sample_every(2);
+    let name_of = |s: &keelson_scheduler::Scheduler, plugin: u16| {
+        s.profiles().next().expect("a profile").plugins[usize::from(plugin)].name()
+    };
+    // The first cycle is sampled: every filter and scorer that ran is timed once.
+    assert!(place(&mut s, &pod("p1", "100m", "100Mi")).is_ok());
+    let samples = s.last_points.plugins().to_vec();
+    let timed = |point: Point, plugin: &str| {
+        samples
+            .iter()
+            .filter(|x| x.point == point && name_of(&s, x.plugin) == plugin)
+            .map(|x| x.code)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(timed(Point::PreFilter, "NodeResourcesFit"), [Code::Success]);
+    assert_eq!(timed(Point::Filter, "NodeResourcesFit"), [Code::Success]);
+    assert_eq!(timed(Point::PreScore, "NodeResourcesBalancedAllocation"), [Code::Success]);
+    assert_eq!(timed(Point::Score, "NodeResourcesBalancedAllocation"), [Code::Success]);
+    // A pod without tolerations or affinity skips those plugins' PreFilter.
+    assert_eq!(timed(Point::PreFilter, "InterPodAffinity"), [Code::Skip]);
+    assert!(timed(Point::Filter, "InterPodAffinity").is_empty(), "a skipped filter is not called");
+    // The second is not sampled; the third is, and a pod that fits nowhere has its
+    // filters timed on a node they reject.
+    assert!(place(&mut s, &pod("p2", "100m", "100Mi")).is_ok());
+    assert!(s.last_points.plugins().is_empty());
+    assert!(place(&mut s, &pod("p3", "64", "100Mi")).is_err());
+    let samples = s.last_points.plugins().to_vec();
+    let fit = samples.iter().find(|x| x.point == Point::Filter && name_of(&s, x.plugin) == "NodeResourcesFit");
+    assert_eq!(fit.map(|x| x.code), Some(Code::Unschedulable));
+    assert!(samples.iter().all(|x| x.point != Point::Score), "nothing to score");
+}

@@ -7,6 +7,7 @@ use keelson_scheduler::timing::{Point, PointTimes};
 use parking_lot::RwLock;
 use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Results of a scheduling attempt (kube-scheduler's `result` label).
@@ -39,13 +40,56 @@ pub struct ProfileMetrics {
     extension_points: [[Histogram; 5]; 7],
     /// The API round trip of a bind (kube's Bind extension point).
     pub bind_duration: Histogram,
+    /// Per plugin of the profile (in its order), the calls timed in sampled cycles, per
+    /// extension point and status.
+    plugins: OnceLock<Box<[PluginSeries]>>,
+}
+
+#[derive(Debug)]
+struct PluginSeries {
+    name: &'static str,
+    calls: [[Histogram; 5]; 7],
 }
 
 impl ProfileMetrics {
-    /// Records how long each extension point of a cycle took.
+    /// Names the profile's plugins, in its order (once; later calls are ignored).
+    pub fn set_plugins(&self, names: impl IntoIterator<Item = &'static str>) {
+        let series =
+            || names.into_iter().map(|name| PluginSeries { name, calls: Default::default() }).collect::<Box<[_]>>();
+        self.plugins.get_or_init(series);
+    }
+
+    /// Records how long each extension point of a cycle took and, in a sampled cycle,
+    /// its plugin calls.
     pub fn extension_points(&self, times: &PointTimes) {
         for (point, elapsed, code) in times.iter() {
             self.extension_points[point.index()][code.index()].observe(elapsed);
+        }
+        if let Some(plugins) = self.plugins.get() {
+            for sample in times.plugins() {
+                if let Some(series) = plugins.get(usize::from(sample.plugin)) {
+                    series.calls[sample.point.index()][sample.code.index()].observe(sample.elapsed);
+                }
+            }
+        }
+    }
+
+    fn render_plugins(&self, out: &mut String, profile: &str) {
+        for series in self.plugins.get().into_iter().flatten() {
+            for point in Point::ALL {
+                for code in Code::ALL {
+                    let histogram = &series.calls[point.index()][code.index()];
+                    if histogram.count() > 0 {
+                        let labels = format!(
+                            "extension_point=\"{}\",plugin=\"{}\",profile=\"{profile}\",status=\"{}\"",
+                            point.name(),
+                            series.name,
+                            code.name()
+                        );
+                        histogram.render(out, PLUGIN_DURATION, &labels);
+                    }
+                }
+            }
         }
     }
 
@@ -95,6 +139,9 @@ impl ProfileMetrics {
         }
     }
 }
+
+/// kube-scheduler's per-plugin series, observed in sampled cycles.
+const PLUGIN_DURATION: &str = "scheduler_plugin_execution_duration_seconds";
 
 #[derive(Debug, Default)]
 pub struct SchedulerMetrics {
@@ -181,6 +228,15 @@ impl SchedulerMetrics {
         for (name, profile) in &profiles {
             profile.render_extension_points(out, name);
         }
+        header(
+            out,
+            PLUGIN_DURATION,
+            "histogram",
+            "Latency of plugin calls, timed in one scheduling cycle in 10 (per-node calls on one node).",
+        );
+        for (name, profile) in &profiles {
+            profile.render_plugins(out, name);
+        }
         let counters = [
             ("scheduler_bind_errors_total", "Binds the API refused or that failed.", &self.bind_errors),
             ("scheduler_preemption_victims_total", "Pods evicted to make room.", &self.preemption_victims),
@@ -238,5 +294,36 @@ mod tests {
         assert!(!out.contains("extension_point=\"Bind\",profile=\"default-scheduler\""), "no binds yet: no series");
         // Each metric's header once, its series for every profile after it.
         assert_eq!(out.matches("# TYPE scheduler_schedule_attempts_total").count(), 1);
+    }
+
+    #[test]
+    fn sampled_plugin_calls_are_series_per_plugin_point_and_status() {
+        let metrics = SchedulerMetrics::default();
+        let profile = metrics.profile("default-scheduler");
+        profile.set_plugins(["NodeResourcesFit", "TaintToleration"]);
+        profile.set_plugins(["ignored"]);
+        let mut times = PointTimes::default();
+        times.start(false);
+        times.plugin_call(0, Point::Filter, || (), |_| Code::Success);
+        profile.extension_points(&times);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(!out.contains("plugin=\""), "an unsampled cycle adds no series");
+        times.start(true);
+        times.plugin_call(0, Point::Filter, || (), |_| Code::Success);
+        times.plugin_call(1, Point::Filter, || (), |_| Code::UnschedulableAndUnresolvable);
+        times.plugin_call(1, Point::PreScore, || (), |_| Code::Skip);
+        profile.extension_points(&times);
+        out.clear();
+        metrics.render(&mut out);
+        let count = |labels: &str| format!("{PLUGIN_DURATION}_count{{{labels}}} 1\n");
+        for labels in [
+            "extension_point=\"Filter\",plugin=\"NodeResourcesFit\",profile=\"default-scheduler\",status=\"Success\"",
+            "extension_point=\"Filter\",plugin=\"TaintToleration\",profile=\"default-scheduler\",status=\"UnschedulableAndUnresolvable\"",
+            "extension_point=\"PreScore\",plugin=\"TaintToleration\",profile=\"default-scheduler\",status=\"Skip\"",
+        ] {
+            assert!(out.contains(&count(labels)), "{labels} missing from:\n{out}");
+        }
+        assert_eq!(out.matches(&format!("{PLUGIN_DURATION}_count{{")).count(), 3);
     }
 }

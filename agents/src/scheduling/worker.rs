@@ -72,7 +72,15 @@ impl Worker {
         metrics: Arc<SchedulerMetrics>,
         pod_resync: Arc<Notify>,
     ) -> Worker {
-        let profile_metrics = config.profiles.iter().map(|p| metrics.profile(&p.scheduler_name)).collect();
+        let profile_metrics = config
+            .profiles
+            .iter()
+            .map(|p| {
+                let series = metrics.profile(&p.scheduler_name);
+                series.set_plugins(p.plugins.iter().map(|plugin| plugin.name()));
+                series
+            })
+            .collect();
         let mut scheduler = Scheduler::new(config.profiles, config.parallelism);
         scheduler.set_percentage_of_nodes_to_score(config.percentage_of_nodes_to_score);
         scheduler.set_audit_every(config.placement_audit_every);

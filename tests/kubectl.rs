@@ -345,10 +345,95 @@ fn requests_authenticate_by_certificate_or_token() {
         let review: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(review["status"]["userInfo"]["username"], "alice");
     }
+    // Authenticated, but not yet authorized to read anything.
     let run = kubectl(&token_kubeconfig(&server, "s3cret"), &["get", "ns", "default", "-o", "name"]);
-    assert!(String::from_utf8_lossy(&run.stdout).contains("namespace/default"));
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("Error from server (Forbidden): namespaces \"default\" is forbidden: User \"alice\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"default\""),
+        "{stderr}"
+    );
 
     // The admin kubeconfig works as it is.
     let k: Kubectl = server.kubectl("1.33");
     assert!(k.ok(&["get", "ns", "default", "-o", "name"]).contains("namespace/default"));
+}
+
+/// RBAC end to end: the bootstrap roles, a RoleBinding of `view` and one of `edit` to a
+/// group, kube's 403 wording, and `kubectl auth can-i` (with `--list`) answered from
+/// the same policy. Nothing a refused request asked for is stored.
+#[test]
+fn rbac_keeps_users_to_their_roles() {
+    let server = TestServer::start_with(|dir| {
+        let tokens = common::write(dir, "tokens.csv", "v1ew,vera,u-1,\"auditors\"\ned1t,ed,u-2,\"devs\"\n");
+        vec!["--token-auth-file".into(), tokens.display().to_string()]
+    });
+    let admin: Kubectl = server.kubectl("1.33");
+    let vera = admin.as_user(token_kubeconfig(&server, "v1ew"), "vera");
+    let ed = admin.as_user(token_kubeconfig(&server, "ed1t"), "ed");
+    admin.ok(&["create", "namespace", "team"]);
+    admin.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"]);
+    // Bootstrap roles exist, aggregated as kube aggregates them.
+    let view = admin.json(&["get", "clusterrole", "view"]);
+    assert_eq!(
+        view["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]
+            ["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert!(admin
+        .ok(&["get", "clusterrolebindings", "-o", "name"])
+        .contains("clusterrolebinding.rbac.authorization.k8s.io/system:kube-scheduler"));
+
+    let forbidden = vera.run(&["-n", "team", "get", "configmaps"]);
+    assert!(!forbidden.ok);
+    assert!(
+        forbidden.stderr.contains("configmaps is forbidden: User \"vera\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"team\""),
+        "{}",
+        forbidden.stderr
+    );
+    admin.ok(&["-n", "team", "create", "rolebinding", "auditors-view", "--clusterrole=view", "--group=auditors"]);
+    admin.ok(&["-n", "team", "create", "rolebinding", "devs-edit", "--clusterrole=edit", "--group=devs"]);
+    // The policy follows the bindings within moments (it is rebuilt as they are applied).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !vera.run(&["-n", "team", "get", "configmaps"]).ok {
+        assert!(std::time::Instant::now() < deadline, "the view binding never took effect");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(vera.ok(&["-n", "team", "get", "configmap", "settings", "-o", "name"]).contains("configmap/settings"));
+    let delete = vera.run(&["-n", "team", "delete", "configmap", "settings"]);
+    assert!(
+        delete.stderr.contains("Error from server (Forbidden): configmaps \"settings\" is forbidden: User \"vera\" cannot delete resource \"configmaps\" in API group \"\" in the namespace \"team\""),
+        "{}",
+        delete.stderr
+    );
+    let create = vera.run(&["-n", "team", "create", "configmap", "sneaky", "--from-literal=a=1"]);
+    assert!(create.stderr.contains("cannot create resource \"configmaps\""), "{}", create.stderr);
+    assert!(
+        !admin.ok(&["-n", "team", "get", "configmaps", "-o", "name"]).contains("sneaky"),
+        "a refused create stores nothing"
+    );
+    // Secrets are not in view; another namespace is not covered; the cluster scope neither.
+    assert!(vera.run(&["-n", "team", "get", "secrets"]).stderr.contains("cannot list resource \"secrets\""));
+    assert!(vera.run(&["-n", "default", "get", "configmaps"]).stderr.contains("in the namespace \"default\""));
+    assert!(vera
+        .run(&["get", "nodes"])
+        .stderr
+        .contains("cannot list resource \"nodes\" in API group \"\" at the cluster scope"));
+
+    // can-i, from the same policy.
+    let can = |who: &Kubectl, args: &[&str]| who.run(&[&["auth", "can-i"], args].concat()).stdout.trim().to_string();
+    assert_eq!(can(&vera, &["get", "pods", "-n", "team"]), "yes");
+    assert_eq!(can(&vera, &["delete", "pods", "-n", "team"]), "no");
+    assert_eq!(can(&ed, &["delete", "pods", "-n", "team"]), "yes");
+    assert_eq!(can(&ed, &["create", "pods/exec", "-n", "team"]), "yes");
+    assert_eq!(can(&ed, &["create", "rolebindings", "-n", "team"]), "no");
+    assert_eq!(can(&admin, &["delete", "nodes"]), "yes");
+    let list = vera.ok(&["auth", "can-i", "--list", "-n", "team"]);
+    let configmaps = list.lines().find(|l| l.starts_with("configmaps ")).unwrap_or_else(|| panic!("{list}"));
+    assert!(configmaps.contains("[get list watch]"), "{configmaps}");
+    assert!(list.lines().any(|l| l.starts_with("selfsubjectaccessreviews.authorization.k8s.io")), "{list}");
+    assert!(list.contains("/apis/*"), "discovery paths are listed: {list}");
+    // ed edits: the write goes through.
+    ed.ok(&["-n", "team", "create", "configmap", "from-ed", "--from-literal=a=1"]);
+    ed.ok(&["-n", "team", "delete", "configmap", "from-ed"]);
 }

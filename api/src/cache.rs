@@ -16,7 +16,14 @@
 //! cannot answer (still loading, re-listing after its watcher fell behind, or too slow
 //! to catch up within [`FRESHNESS_WAIT`]), the caller reads the store: the cache is an
 //! accelerator, never the only source of truth.
+//!
+//! **The RBAC policy** is derived here too: after a load, and after any batch of commits
+//! that touches a Role, ClusterRole or binding, the applier rebuilds the policy from
+//! the cached RBAC objects and publishes it (`authorizer`) before it reports the batch
+//! applied, so a read that waited for a revision also authorizes by its bindings.
 
+use crate::authz::rbac::{Objects, Policy};
+use crate::authz::Authorizer;
 use crate::resources::RESOURCES;
 use bytes::Bytes;
 use keelson_engine::Revision;
@@ -93,7 +100,15 @@ pub struct WatchCache {
     served: AtomicU64,
     fell_back: AtomicU64,
     reloads: AtomicU64,
+    /// The shards of the RBAC kinds: ClusterRoles, Roles, ClusterRoleBindings,
+    /// RoleBindings, in that order.
+    rbac: [usize; 4],
+    /// The RBAC policy, as of the last applied change to the RBAC shards.
+    pub authorizer: Authorizer,
 }
+
+/// The RBAC kinds' plurals, in the order of [`WatchCache::rbac`].
+const RBAC_KINDS: [&str; 4] = ["clusterroles", "roles", "clusterrolebindings", "rolebindings"];
 
 impl WatchCache {
     /// Creates the cache and starts its applier thread, which loads the store and then
@@ -104,6 +119,13 @@ impl WatchCache {
             let next = by_segment.len();
             by_segment.entry(info.storage).or_insert(next);
         }
+        let rbac = RBAC_KINDS.map(|plural| {
+            let info = RESOURCES
+                .iter()
+                .find(|r| r.group == "rbac.authorization.k8s.io" && r.plural == plural)
+                .expect("the RBAC kinds are served");
+            by_segment[info.storage]
+        });
         let cache = Arc::new(WatchCache {
             store,
             shards: (0..by_segment.len()).map(|_| RwLock::new(ShardState::default())).collect(),
@@ -115,6 +137,8 @@ impl WatchCache {
             served: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            rbac,
+            authorizer: Authorizer::default(),
         });
         let applier = Arc::clone(&cache);
         std::thread::Builder::new()
@@ -306,9 +330,29 @@ impl WatchCache {
             shard.objects = objects;
             shard.through = revision;
         }
+        self.rebuild_policy();
         self.advance(revision);
         self.loaded.store(true, Ordering::Release);
         Ok(watcher)
+    }
+
+    /// Builds the RBAC policy from the cached RBAC objects and publishes it. Objects
+    /// that do not parse are left out (validation keeps them from being stored).
+    fn rebuild_policy(&self) {
+        fn parse<T: serde::de::DeserializeOwned>(shard: &RwLock<ShardState>) -> Vec<T> {
+            let shard = shard.read();
+            shard.objects.values().filter_map(|cached| serde_json::from_slice(&cached.value).ok()).collect()
+        }
+        let [cluster_roles, roles, cluster_role_bindings, role_bindings] = self.rbac.map(|i| &self.shards[i]);
+        let (cluster_roles, roles) = (parse(cluster_roles), parse(roles));
+        let (cluster_role_bindings, role_bindings) = (parse(cluster_role_bindings), parse(role_bindings));
+        let objects = Objects {
+            cluster_roles: &cluster_roles,
+            roles: &roles,
+            cluster_role_bindings: &cluster_role_bindings,
+            role_bindings: &role_bindings,
+        };
+        self.authorizer.publish(Policy::build(&objects));
     }
 
     fn advance(&self, revision: Revision) {
@@ -323,8 +367,10 @@ impl WatchCache {
                 Some(WatchItem::Events(batch)) => {
                     // Consecutive events of one shard are applied under one lock.
                     let mut held: Option<(usize, parking_lot::RwLockWriteGuard<'_, ShardState>)> = None;
+                    let mut rbac_changed = false;
                     for event in batch.iter() {
                         let Some(index) = self.shard_index(&event.key) else { continue };
+                        rbac_changed |= self.rbac.contains(&index);
                         if held.as_ref().is_none_or(|(held_index, _)| *held_index != index) {
                             held = Some((index, self.shards[index].write()));
                         }
@@ -341,6 +387,9 @@ impl WatchCache {
                         state.through = event.revision;
                     }
                     drop(held);
+                    if rbac_changed {
+                        self.rebuild_policy();
+                    }
                     self.advance(batch.last_revision());
                 }
                 Some(WatchItem::Progress(revision)) => self.advance(revision),

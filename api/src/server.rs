@@ -2,6 +2,7 @@
 //! HTTP/2, authentication, overload limits, routing, and graceful shutdown.
 
 use crate::auth::{self, Authenticator, User};
+use crate::authz::Attributes;
 use crate::cache::WatchCache;
 use crate::discovery::{self, Discovery, Format};
 use crate::metrics::{self, Metrics};
@@ -291,6 +292,58 @@ async fn bootstrap(state: &Arc<ApiState>) -> Result<(), ServerError> {
                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
         call.create(service).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     }
+    bootstrap_rbac(state).await?;
+    // Requests are authorized from the watch cache's policy: serve once it holds the
+    // bootstrap roles, so the components started beside the server are not refused.
+    if !state.cache.ready_for_current().await {
+        tracing::warn!("the watch cache is not current yet: authorization may refuse requests until it is");
+    }
+    Ok(())
+}
+
+/// Writes the bootstrap roles and bindings ([`crate::authz::bootstrap`]): creates the
+/// missing, and brings back to their definition those whose `autoupdate` annotation
+/// an operator has not set to `"false"`.
+async fn bootstrap_rbac(state: &Arc<ApiState>) -> Result<(), ServerError> {
+    const FIELDS: [&str; 4] = ["rules", "aggregationRule", "roleRef", "subjects"];
+    let failed = |e: ApiError| ServerError::Bootstrap(e.message);
+    for object in crate::authz::bootstrap::objects() {
+        let plural = if object["kind"] == "ClusterRole" { "clusterroles" } else { "clusterrolebindings" };
+        let info = resources::find("rbac.authorization.k8s.io", "v1", plural).expect("RBAC is served");
+        let name = object::name(&object).to_string();
+        let stored = state
+            .store
+            .get(info.key(None, &name).as_bytes(), keelson_store::ReadAt::Latest)
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?
+            .and_then(|record| Some((serde_json::from_slice::<Value>(&record.value?).ok()?, record.mod_revision)));
+        let query = Query::default();
+        match stored {
+            None => {
+                let route = ResourceRoute { info, namespace: None, name: None, subresource: None, legacy_watch: false };
+                Call::new(state, &route, &query, Output::Json, "keelson").create(object).await.map_err(failed)?;
+            }
+            Some((current, revision)) => {
+                let same = FIELDS.iter().all(|field| current.get(field) == object.get(field));
+                if same || !crate::authz::bootstrap::may_update(&current) {
+                    continue;
+                }
+                let mut updated = current.clone();
+                for field in FIELDS {
+                    match object.get(field) {
+                        Some(value) => updated[field] = value.clone(),
+                        None => {
+                            updated.as_object_mut().map(|o| o.remove(field));
+                        }
+                    }
+                }
+                updated["metadata"]["resourceVersion"] = json!(revision.get().to_string());
+                let route =
+                    ResourceRoute { info, namespace: None, name: Some(name), subresource: None, legacy_watch: false };
+                let mut call = Call::new(state, &route, &query, Output::Json, "keelson");
+                call.update(Change::Replace(&updated)).await.map_err(failed)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -376,11 +429,21 @@ async fn dispatch<B: RequestBody>(
     let route = match route {
         Route::Resource(route) => route,
         other => {
+            if let Some(user) = &user {
+                let verb = match *request.method() {
+                    Method::GET | Method::HEAD => "get".to_string(),
+                    ref method => method.as_str().to_ascii_lowercase(),
+                };
+                authorize(state, user, &Attributes::non_resource(&verb, &path))?;
+            }
             if request.method() != Method::GET && request.method() != Method::HEAD {
                 return Err(method_not_allowed());
             }
             return non_resource(state, other, &accept);
         }
+    };
+    let Some(user) = user else {
+        return Err(ApiError::new(StatusReason::Unauthorized, "Unauthorized"));
     };
     trace.resource = metrics::resource_index(route.info.plural, route.info.group);
     let query = Query::parse(request.uri().query());
@@ -416,6 +479,7 @@ async fn dispatch<B: RequestBody>(
         "DELETE" => "delete",
         _ => "deletecollection",
     };
+    authorize(state, &user, &request_attributes(&route, k8s_verb))?;
     if route.subresource.is_none() && !route.info.has_verb(k8s_verb) {
         return Err(method_not_allowed());
     }
@@ -445,7 +509,7 @@ async fn dispatch<B: RequestBody>(
     };
     let mut call = Call::new(state, &route, &query, output, &user_agent);
     call.wire = wire;
-    let mut response = resource_verb(&mut call, &method, body, user.as_deref()).await?;
+    let mut response = resource_verb(&mut call, &method, body, Some(&user)).await?;
     for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -453,6 +517,44 @@ async fn dispatch<B: RequestBody>(
         }
     }
     Ok(response)
+}
+
+/// The authorizer's view of a resource request (kube's `RequestInfo`): a session
+/// (`exec`, `attach`, `portforward`) is a `create` of its subresource whichever method
+/// opens it, a log read a `get`; a request on a Namespace is in that namespace.
+fn request_attributes(route: &ResourceRoute, verb: &str) -> Attributes {
+    let subresource = route.subresource.as_deref().unwrap_or("");
+    let verb = match subresource {
+        "exec" | "attach" | "portforward" => "create",
+        "log" => "get",
+        _ => verb,
+    };
+    let name = route.name.as_deref().unwrap_or("");
+    let namespace = match route.namespace.as_deref() {
+        Some(namespace) => namespace,
+        None if route.info.group.is_empty() && route.info.plural == "namespaces" => name,
+        None => "",
+    };
+    Attributes {
+        verb: verb.into(),
+        path: String::new(),
+        group: route.info.group.into(),
+        resource: route.info.plural.into(),
+        subresource: subresource.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+/// Asks the RBAC policy; a refusal is kube's 403.
+fn authorize(state: &ApiState, user: &User, request: &Attributes) -> Result<(), ApiError> {
+    if state.cache.authorizer.authorize(user, request).allowed {
+        return Ok(());
+    }
+    let why = crate::authz::forbidden_message(user, request);
+    // kube names the resource without its subresource: `pods "web" is forbidden: User
+    // "x" cannot create resource "pods/exec" ...`.
+    Err(ApiError::forbidden(&request.group, &request.resource, &request.name, &why))
 }
 
 async fn resource_verb(
@@ -478,7 +580,7 @@ async fn resource_verb(
             let input = parse(&body)?;
             match info.kind {
                 "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview" => {
-                    review(info.kind, input, user)
+                    review(&call.state.cache.authorizer, info.kind, input, user)
                 }
                 "Binding" => {
                     let pod = object::name(&input).to_string();
@@ -590,7 +692,15 @@ async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiErr
     Ok(reply::json(StatusCode::OK, rest::success_status(StatusCode::OK)))
 }
 
-fn review(kind: &str, mut input: Value, user: Option<&User>) -> Result<Response<Body>, ApiError> {
+/// The requester asks about itself: whoami (SelfSubjectReview), may I
+/// (SelfSubjectAccessReview, `kubectl auth can-i`), what may I in a namespace
+/// (SelfSubjectRulesReview, `kubectl auth can-i --list`), answered from the policy.
+fn review(
+    authorizer: &crate::authz::Authorizer,
+    kind: &str,
+    mut input: Value,
+    user: Option<&User>,
+) -> Result<Response<Body>, ApiError> {
     let user = user.ok_or_else(|| ApiError::new(StatusReason::Unauthorized, "Unauthorized"))?;
     let group = match kind {
         "SelfSubjectReview" => "authentication.k8s.io/v1",
@@ -598,18 +708,68 @@ fn review(kind: &str, mut input: Value, user: Option<&User>) -> Result<Response<
     };
     input["apiVersion"] = json!(group);
     input["kind"] = json!(kind);
-    // Authorization is not enforced yet (a later issue adds RBAC): every
-    // authenticated user may do everything, and reviews say so truthfully.
     input["status"] = match kind {
-        "SelfSubjectAccessReview" => json!({"allowed": true, "reason": "authorization is not enforced by this server"}),
-        "SelfSubjectRulesReview" => json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
-        }),
+        "SelfSubjectAccessReview" => {
+            let request = review_attributes(&input["spec"])?;
+            let decision = authorizer.authorize(user, &request);
+            match decision.allowed {
+                true => json!({"allowed": true, "reason": decision.reason(user)}),
+                false => json!({"allowed": false}),
+            }
+        }
+        "SelfSubjectRulesReview" => {
+            let namespace = input["spec"]["namespace"].as_str().unwrap_or("");
+            let policy = authorizer.policy();
+            match policy.rules_for(user, namespace) {
+                None => json!({
+                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                    "incomplete": false,
+                }),
+                Some(rules) => {
+                    let (urls, resources): (Vec<_>, Vec<_>) = rules.into_iter().partition(|r| r.is_non_resource());
+                    json!({
+                        "resourceRules": resources.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+                        "nonResourceRules": urls.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+                        "incomplete": false,
+                    })
+                }
+            }
+        }
         _ => json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}),
     };
     Ok(reply::json(StatusCode::CREATED, serde_json::to_vec(&input).map_err(ApiError::internal)?))
+}
+
+/// A SelfSubjectAccessReview's question: `spec.resourceAttributes` or
+/// `spec.nonResourceAttributes`.
+fn review_attributes(spec: &Value) -> Result<Attributes, ApiError> {
+    let text = |value: &Value, field: &str| value[field].as_str().unwrap_or("").to_string();
+    if let Some(resource) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+        return Ok(Attributes {
+            verb: text(resource, "verb"),
+            path: String::new(),
+            group: text(resource, "group"),
+            resource: text(resource, "resource"),
+            subresource: text(resource, "subresource"),
+            namespace: text(resource, "namespace"),
+            name: text(resource, "name"),
+        });
+    }
+    if let Some(path) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
+        return Ok(Attributes::non_resource(&text(path, "verb"), &text(path, "path")));
+    }
+    Err(ApiError::invalid(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "",
+        vec![keelson_engine::FieldError::new(
+            keelson_engine::FieldErrorKind::Required,
+            "spec.resourceAttributes",
+            None,
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        )],
+    ))
 }
 
 fn status_item(name: &str, status: &str, message: &str) -> Value {

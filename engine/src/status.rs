@@ -244,6 +244,22 @@ impl ApiError {
             .about(group, resource, name)
     }
 
+    /// A 403, as kube words it: `pods "web" is forbidden: <why>`, `pods is forbidden:
+    /// <why>` for a collection, `forbidden: <why>` outside any resource.
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let message = match (resource.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{} is forbidden: {why}", qualified(group, resource)),
+            (false, false) => format!("{} {name:?} is forbidden: {why}", qualified(group, resource)),
+        };
+        let error = ApiError::new(StatusReason::Forbidden, message);
+        if resource.is_empty() {
+            error
+        } else {
+            error.about(group, resource, name)
+        }
+    }
+
     /// `Operation cannot be fulfilled on pods "web": <why>`.
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
         ApiError::new(

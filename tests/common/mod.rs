@@ -155,6 +155,11 @@ impl Run {
 }
 
 impl Kubectl {
+    /// The same kubectl with another user's kubeconfig (and its own discovery cache).
+    pub fn as_user(&self, kubeconfig: PathBuf, user: &str) -> Kubectl {
+        Kubectl { binary: self.binary.clone(), kubeconfig, cache: self.cache.with_extension(user) }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         command.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache);

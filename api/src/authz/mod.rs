@@ -6,9 +6,12 @@
 //! bindings, compiled into an immutable [`rbac::Policy`] that every request reads
 //! without a lock.
 
+pub mod bootstrap;
 pub mod rbac;
 
 use crate::auth::User;
+use parking_lot::RwLock;
+use std::sync::Arc;
 
 /// The group whose members may do anything (kube's superuser group).
 pub const SUPERUSER_GROUP: &str = "system:masters";
@@ -55,6 +58,29 @@ impl Attributes {
         } else {
             format!("{}/{}", self.resource, self.subresource)
         }
+    }
+}
+
+/// The policy every request reads. The watch cache's applier replaces it whole when
+/// RBAC objects change (rarely); requests only take the read side of the lock for
+/// the length of one decision, so they never wait on each other.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    policy: RwLock<Arc<rbac::Policy>>,
+}
+
+impl Authorizer {
+    pub fn authorize(&self, user: &User, request: &Attributes) -> Decision {
+        self.policy.read().authorize(user, request)
+    }
+
+    pub fn publish(&self, policy: rbac::Policy) {
+        *self.policy.write() = Arc::new(policy);
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<rbac::Policy> {
+        Arc::clone(&self.policy.read())
     }
 }
 

@@ -60,6 +60,29 @@ impl Rule {
             && (self.names.is_empty() || self.names.iter().any(|n| **n == *request.name))
     }
 
+    /// Whether this is a rule about paths rather than resources.
+    pub fn is_non_resource(&self) -> bool {
+        !self.urls.is_empty()
+    }
+
+    /// The rule as a `PolicyRule` (for SelfSubjectRulesReview): `resourceRules` entries
+    /// have `verbs`, `apiGroups`, `resources`, `resourceNames`; `nonResourceRules`
+    /// entries `verbs` and `nonResourceURLs`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let list = |items: &[Box<str>]| items.iter().map(|s| serde_json::Value::from(&**s)).collect::<Vec<_>>();
+        let mut rule = serde_json::json!({"verbs": list(&self.verbs)});
+        if self.is_non_resource() {
+            rule["nonResourceURLs"] = list(&self.urls).into();
+            return rule;
+        }
+        rule["apiGroups"] = list(&self.groups).into();
+        rule["resources"] = list(&self.resources).into();
+        if !self.names.is_empty() {
+            rule["resourceNames"] = list(&self.names).into();
+        }
+        rule
+    }
+
     /// `*`, `pods`, `pods/exec`, `*/scale`: the forms a rule's resources take.
     fn resource_matches(&self, request: &Attributes) -> bool {
         let (resource, subresource) = (request.resource.as_str(), request.subresource.as_str());
@@ -166,13 +189,32 @@ impl Policy {
     /// The grant that allows the request, if any: only the user's own grants and its
     /// groups' are looked at.
     fn find(&self, user: &User, request: &Attributes) -> Option<&Grant> {
+        self.grants(user, &request.namespace).find(|g| g.rules.iter().any(|rule| rule.allows(request)))
+    }
+
+    /// The grants of the user and of its groups that hold in `namespace` (empty: the
+    /// cluster scope, where only ClusterRoleBindings hold).
+    fn grants<'p: 'q, 'q>(&'p self, user: &'q User, namespace: &'q str) -> impl Iterator<Item = &'p Grant> + 'q {
         let groups = user.groups.iter().filter_map(|g| self.by_group.get(g.as_str()));
         let grants = self.by_user.get(user.name.as_str()).into_iter().chain(groups).flatten();
-        grants
-            .filter(|g| {
-                g.namespace.as_deref().is_none_or(|ns| !request.namespace.is_empty() && ns == request.namespace)
-            })
-            .find(|g| g.rules.iter().any(|rule| rule.allows(request)))
+        grants.filter(move |g| g.namespace.as_deref().is_none_or(|ns| !namespace.is_empty() && ns == namespace))
+    }
+
+    /// Every rule `user` holds in `namespace` (cluster-wide grants included), each once:
+    /// what SelfSubjectRulesReview lists. `None` for a superuser, who holds everything.
+    pub fn rules_for(&self, user: &User, namespace: &str) -> Option<Vec<&Rule>> {
+        if user.groups.iter().any(|g| g == SUPERUSER_GROUP) {
+            return None;
+        }
+        let mut rules: Vec<&Rule> = Vec::new();
+        for grant in self.grants(user, namespace) {
+            for rule in grant.rules.iter() {
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+        Some(rules)
     }
 
     /// Whether `user` may do `request`: members of `system:masters` may do anything.

@@ -48,9 +48,11 @@ fn count(kubectl: &Kubectl, args: &[&str]) -> usize {
     names(&kubectl.json(&[args, &["-o", "json"]].concat())).len()
 }
 
-/// Polls until `check` holds (up to 60 s).
+/// Polls until `check` holds (up to 120 s: a CronJob acts on the minute, so a check
+/// that waits for its next run can need a full minute plus the work itself on a slow,
+/// busy machine).
 fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));

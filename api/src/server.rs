@@ -522,7 +522,7 @@ async fn dispatch<B: RequestBody>(
 /// The authorizer's view of a resource request (kube's `RequestInfo`): a session
 /// (`exec`, `attach`, `portforward`) is a `create` of its subresource whichever method
 /// opens it, a log read a `get`; a request on a Namespace is in that namespace.
-fn request_attributes(route: &ResourceRoute, verb: &str) -> Attributes {
+fn request_attributes<'a>(route: &'a ResourceRoute, verb: &'a str) -> Attributes<'a> {
     let subresource = route.subresource.as_deref().unwrap_or("");
     let verb = match subresource {
         "exec" | "attach" | "portforward" => "create",
@@ -535,15 +535,7 @@ fn request_attributes(route: &ResourceRoute, verb: &str) -> Attributes {
         None if route.info.group.is_empty() && route.info.plural == "namespaces" => name,
         None => "",
     };
-    Attributes {
-        verb: verb.into(),
-        path: String::new(),
-        group: route.info.group.into(),
-        resource: route.info.plural.into(),
-        subresource: subresource.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    }
+    Attributes { verb, path: "", group: route.info.group, resource: route.info.plural, subresource, namespace, name }
 }
 
 /// Asks the RBAC policy; a refusal is kube's 403.
@@ -554,7 +546,7 @@ fn authorize(state: &ApiState, user: &User, request: &Attributes) -> Result<(), 
     let why = crate::authz::forbidden_message(user, request);
     // kube names the resource without its subresource: `pods "web" is forbidden: User
     // "x" cannot create resource "pods/exec" ...`.
-    Err(ApiError::forbidden(&request.group, &request.resource, &request.name, &why))
+    Err(ApiError::forbidden(request.group, request.resource, request.name, &why))
 }
 
 async fn resource_verb(
@@ -743,12 +735,14 @@ fn review(
 
 /// A SelfSubjectAccessReview's question: `spec.resourceAttributes` or
 /// `spec.nonResourceAttributes`.
-fn review_attributes(spec: &Value) -> Result<Attributes, ApiError> {
-    let text = |value: &Value, field: &str| value[field].as_str().unwrap_or("").to_string();
+fn review_attributes(spec: &Value) -> Result<Attributes<'_>, ApiError> {
+    fn text<'v>(value: &'v Value, field: &str) -> &'v str {
+        value[field].as_str().unwrap_or("")
+    }
     if let Some(resource) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
         return Ok(Attributes {
             verb: text(resource, "verb"),
-            path: String::new(),
+            path: "",
             group: text(resource, "group"),
             resource: text(resource, "resource"),
             subresource: text(resource, "subresource"),
@@ -757,7 +751,7 @@ fn review_attributes(spec: &Value) -> Result<Attributes, ApiError> {
         });
     }
     if let Some(path) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-        return Ok(Attributes::non_resource(&text(path, "verb"), &text(path, "path")));
+        return Ok(Attributes::non_resource(text(path, "verb"), text(path, "path")));
     }
     Err(ApiError::invalid(
         "authorization.k8s.io",

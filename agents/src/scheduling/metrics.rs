@@ -76,20 +76,8 @@ impl ProfileMetrics {
 
     fn render_plugins(&self, out: &mut String, profile: &str) {
         for series in self.plugins.get().into_iter().flatten() {
-            for point in Point::ALL {
-                for code in Code::ALL {
-                    let histogram = &series.calls[point.index()][code.index()];
-                    if histogram.count() > 0 {
-                        let labels = format!(
-                            "extension_point=\"{}\",plugin=\"{}\",profile=\"{profile}\",status=\"{}\"",
-                            point.name(),
-                            series.name,
-                            code.name()
-                        );
-                        histogram.render(out, PLUGIN_DURATION, &labels);
-                    }
-                }
-            }
+            let plugin = format!("plugin=\"{}\",profile=\"{profile}\"", series.name);
+            render_by_point_and_status(out, PLUGIN_DURATION, &series.calls, &plugin);
         }
     }
 
@@ -119,23 +107,25 @@ impl ProfileMetrics {
 
     fn render_extension_points(&self, out: &mut String, profile: &str) {
         const NAME: &str = "scheduler_framework_extension_point_duration_seconds";
-        for point in Point::ALL {
-            for code in Code::ALL {
-                let histogram = &self.extension_points[point.index()][code.index()];
-                // Only the series that have happened, as Prometheus client libraries do.
-                if histogram.count() > 0 {
-                    let labels = format!(
-                        "extension_point=\"{}\",profile=\"{profile}\",status=\"{}\"",
-                        point.name(),
-                        code.name()
-                    );
-                    histogram.render(out, NAME, &labels);
-                }
-            }
-        }
+        render_by_point_and_status(out, NAME, &self.extension_points, &format!("profile=\"{profile}\""));
         if self.bind_duration.count() > 0 {
             let labels = format!("extension_point=\"Bind\",profile=\"{profile}\",status=\"Success\"");
             self.bind_duration.render(out, NAME, &labels);
+        }
+    }
+}
+
+/// Renders a table of histograms by extension point and status, with `labels` (sorted
+/// between `extension_point` and `status`). Only the series that have happened, as
+/// Prometheus client libraries do.
+fn render_by_point_and_status(out: &mut String, name: &str, table: &[[Histogram; 5]; 7], labels: &str) {
+    for point in Point::ALL {
+        for code in Code::ALL {
+            let histogram = &table[point.index()][code.index()];
+            if histogram.count() > 0 {
+                let labels = format!("extension_point=\"{}\",{labels},status=\"{}\"", point.name(), code.name());
+                histogram.render(out, name, &labels);
+            }
         }
     }
 }

@@ -16,35 +16,30 @@ use std::sync::Arc;
 /// The group whose members may do anything (kube's superuser group).
 pub const SUPERUSER_GROUP: &str = "system:masters";
 
-/// What a request asks to do, as kube's authorizers see it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Attributes {
+/// What a request asks to do, as kube's authorizers see it. It borrows from the
+/// request (route, path, review body), so authorizing allocates nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attributes<'a> {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, or a special verb (`impersonate`, `escalate`, `bind`, ...).
-    pub verb: String,
+    pub verb: &'a str,
     /// Empty for a resource request; the path for a non-resource one (`/metrics`).
-    pub path: String,
-    pub group: String,
-    pub resource: String,
-    pub subresource: String,
+    pub path: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
     /// Empty at the cluster scope.
-    pub namespace: String,
-    pub name: String,
+    pub namespace: &'a str,
+    pub name: &'a str,
 }
 
-impl Attributes {
-    pub fn resource(verb: &str, group: &str, resource: &str, namespace: &str) -> Attributes {
-        Attributes {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            namespace: namespace.into(),
-            ..Attributes::default()
-        }
+impl<'a> Attributes<'a> {
+    pub fn resource(verb: &'a str, group: &'a str, resource: &'a str, namespace: &'a str) -> Attributes<'a> {
+        Attributes { verb, group, resource, namespace, ..Attributes::default() }
     }
 
-    pub fn non_resource(verb: &str, path: &str) -> Attributes {
-        Attributes { verb: verb.into(), path: path.into(), ..Attributes::default() }
+    pub fn non_resource(verb: &'a str, path: &'a str) -> Attributes<'a> {
+        Attributes { verb, path, ..Attributes::default() }
     }
 
     pub fn is_resource_request(&self) -> bool {
@@ -54,7 +49,7 @@ impl Attributes {
     /// `pods/exec`: the resource with its subresource, as rules name it.
     pub fn qualified_resource(&self) -> String {
         if self.subresource.is_empty() {
-            self.resource.clone()
+            self.resource.to_string()
         } else {
             format!("{}/{}", self.resource, self.subresource)
         }
@@ -136,7 +131,7 @@ mod tests {
             "User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"team\""
         );
         let mut exec = Attributes::resource("create", "", "pods", "team");
-        exec.subresource = "exec".into();
+        exec.subresource = "exec";
         assert!(forbidden_message(&jane, &exec).contains("cannot create resource \"pods/exec\""));
         let nodes = Attributes::resource("delete", "", "nodes", "");
         assert!(forbidden_message(&jane, &nodes).ends_with("in API group \"\" at the cluster scope"));

@@ -46,7 +46,7 @@ impl Rule {
 
     /// Whether the rule allows the request (kube's `RuleAllows`).
     pub fn allows(&self, request: &Attributes) -> bool {
-        if !contains_or_star(&self.verbs, &request.verb) {
+        if !contains_or_star(&self.verbs, request.verb) {
             return false;
         }
         if !request.is_resource_request() {
@@ -55,7 +55,7 @@ impl Rule {
                 None => **url == *request.path,
             });
         }
-        contains_or_star(&self.groups, &request.group)
+        contains_or_star(&self.groups, request.group)
             && self.resource_matches(request)
             && (self.names.is_empty() || self.names.iter().any(|n| **n == *request.name))
     }
@@ -85,7 +85,7 @@ impl Rule {
 
     /// `*`, `pods`, `pods/exec`, `*/scale`: the forms a rule's resources take.
     fn resource_matches(&self, request: &Attributes) -> bool {
-        let (resource, subresource) = (request.resource.as_str(), request.subresource.as_str());
+        let (resource, subresource) = (request.resource, request.subresource);
         self.resources.iter().any(|rule| {
             let rule: &str = rule;
             if rule == "*" {
@@ -189,7 +189,7 @@ impl Policy {
     /// The grant that allows the request, if any: only the user's own grants and its
     /// groups' are looked at.
     fn find(&self, user: &User, request: &Attributes) -> Option<&Grant> {
-        self.grants(user, &request.namespace).find(|g| g.rules.iter().any(|rule| rule.allows(request)))
+        self.grants(user, request.namespace).find(|g| g.rules.iter().any(|rule| rule.allows(request)))
     }
 
     /// The grants of the user and of its groups that hold in `namespace` (empty: the
@@ -289,17 +289,15 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn attributes(verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> Attributes {
+    fn attributes<'a>(
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> Attributes<'a> {
         let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-        Attributes {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: subresource.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-            path: String::new(),
-        }
+        Attributes { verb, group, resource, subresource, namespace, name, path: "" }
     }
 
     fn policy() -> Policy {

@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,22 +39,27 @@ impl Heartbeat {
         nodes: impl Iterator<Item = Node>,
         registered_at: Time,
     ) -> Result<Vec<JoinHandle<()>>, FleetError> {
-        let registered: Vec<(String, Option<String>)> = futures::stream::iter(nodes)
+        // In the order their Leases were written, which is the order they are renewed in.
+        let registered: Vec<(Registered, Instant)> = futures::stream::iter(nodes)
             .map(|node| register(client, node))
             .buffer_unordered(self.concurrency.max(1))
             .try_collect()
             .await?;
+        let (registered, written): (Vec<Registered>, Vec<Instant>) = registered.into_iter().unzip();
         let registered = Arc::new(registered);
         Ok(vec![
-            tokio::spawn(renew_leases(client.clone(), self, Arc::clone(&registered))),
+            tokio::spawn(renew_leases(client.clone(), self, Arc::clone(&registered), written)),
             tokio::spawn(post_node_status(client.clone(), self, registered, registered_at)),
         ])
     }
 }
 
+/// A registered node: its name and uid.
+type Registered = (String, Option<String>);
+
 /// Creates the node (or, if it exists, posts its status and labels again) and its
-/// Lease. Returns the node's name and uid.
-async fn register(client: &Client, node: Node) -> Result<(String, Option<String>), FleetError> {
+/// Lease. Returns the node's name and uid, and when its Lease was written.
+async fn register(client: &Client, node: Node) -> Result<(Registered, Instant), FleetError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let name = name.as_str();
     let failed = |source| FleetError::Register { node: name.to_owned(), source };
@@ -71,45 +76,72 @@ async fn register(client: &Client, node: Node) -> Result<(String, Option<String>
         Err(error) => return Err(failed(error)),
     };
     let uid = created.metadata.uid.clone();
-    write_lease(client, name, uid.as_deref()).await.map_err(failed)?;
-    Ok((name.to_owned(), uid))
+    // A new node has no Lease yet: create first, and renew only one a restart left.
+    write_lease(client, name, uid.as_deref(), LeaseWrite::CreateFirst).await.map_err(failed)?;
+    Ok(((name.to_owned(), uid), Instant::now()))
+}
+
+/// Which write a Lease most likely needs; the other is the fallback.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaseWrite {
+    CreateFirst,
+    RenewFirst,
 }
 
 /// Renews a node's Lease, creating it if it is missing.
-async fn write_lease(client: &Client, node: &str, node_uid: Option<&str>) -> Result<(), kube::Error> {
+async fn write_lease(
+    client: &Client,
+    node: &str,
+    node_uid: Option<&str>,
+    first: LeaseWrite,
+) -> Result<(), kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let now = MicroTime(Timestamp::now());
-    let renew = json!({"spec": {"holderIdentity": node, "renewTime": now}});
-    match leases.patch(node, &PatchParams::default(), &Patch::Merge(&renew)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            match leases.create(&PostParams::default(), &node_lease(node, node_uid, &now)).await {
-                Ok(_) => Ok(()),
+    let renew = || async {
+        let patch = json!({"spec": {"holderIdentity": node, "renewTime": now}});
+        leases.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+    };
+    let create = || async { leases.create(&PostParams::default(), &node_lease(node, node_uid, &now)).await.map(drop) };
+    let missing = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 404);
+    let exists = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 409);
+    match first {
+        LeaseWrite::RenewFirst => match renew().await {
+            Err(error) if missing(&error) => match create().await {
                 // Created meanwhile: it is fresh.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                Err(error) => Err(error),
-            }
-        }
-        Err(error) => Err(error),
+                Err(error) if exists(&error) => Ok(()),
+                other => other,
+            },
+            other => other,
+        },
+        LeaseWrite::CreateFirst => match create().await {
+            Err(error) if exists(&error) => renew().await,
+            other => other,
+        },
     }
 }
 
-/// Every `renew_interval`, renews every Lease (a bounded number at once).
-async fn renew_leases(client: Client, beat: Heartbeat, nodes: Arc<Vec<(String, Option<String>)>>) {
-    let mut ticks = tokio::time::interval(beat.renew_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
+/// Renews each Lease `renew_interval` after its last write, as each kubelet does its
+/// own: a fleet that took longer to register than one interval still renews its first
+/// Leases on time, not after the last one is written. Writes go in the order of
+/// `written` (oldest first), a bounded number at once; a fleet that falls behind
+/// renews at once what is due.
+async fn renew_leases(client: Client, beat: Heartbeat, nodes: Arc<Vec<Registered>>, mut written: Vec<Instant>) {
     loop {
-        ticks.tick().await;
-        futures::stream::iter(nodes.iter())
-            .for_each_concurrent(beat.concurrency.max(1), |(node, uid)| {
-                let client = &client;
+        // By index, not by reference: a closure taking borrowed items makes the
+        // spawned future's type too general for the compiler to prove it Send.
+        written = futures::stream::iter(written.into_iter().enumerate())
+            .map(|(index, last)| {
+                let (client, (node, uid)) = (&client, &nodes[index]);
                 async move {
-                    if let Err(error) = write_lease(client, node, uid.as_deref()).await {
+                    tokio::time::sleep_until((last + beat.renew_interval).into()).await;
+                    if let Err(error) = write_lease(client, node, uid.as_deref(), LeaseWrite::RenewFirst).await {
                         tracing::warn!(%error, node, "renewing the node lease");
                     }
+                    Instant::now()
                 }
             })
+            .buffered(beat.concurrency.max(1))
+            .collect()
             .await;
     }
 }

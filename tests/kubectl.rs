@@ -362,6 +362,16 @@ fn requests_authenticate_by_certificate_or_token() {
 /// RBAC end to end: the bootstrap roles, a RoleBinding of `view` and one of `edit` to a
 /// group, kube's 403 wording, and `kubectl auth can-i` (with `--list`) answered from
 /// the same policy. Nothing a refused request asked for is stored.
+/// Retries `args` until the user is allowed them: a new binding takes effect as soon as
+/// the server has applied it, within moments.
+fn until_allowed(who: &Kubectl, args: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !who.run(args).ok {
+        assert!(Instant::now() < deadline, "never allowed: {args:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn rbac_keeps_users_to_their_roles() {
     let server = TestServer::start_with(|dir| {
@@ -394,11 +404,7 @@ fn rbac_keeps_users_to_their_roles() {
     admin.ok(&["-n", "team", "create", "rolebinding", "auditors-view", "--clusterrole=view", "--group=auditors"]);
     admin.ok(&["-n", "team", "create", "rolebinding", "devs-edit", "--clusterrole=edit", "--group=devs"]);
     // The policy follows the bindings within moments (it is rebuilt as they are applied).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !vera.run(&["-n", "team", "get", "configmaps"]).ok {
-        assert!(std::time::Instant::now() < deadline, "the view binding never took effect");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    until_allowed(&vera, &["-n", "team", "get", "configmaps"]);
     assert!(vera.ok(&["-n", "team", "get", "configmap", "settings", "-o", "name"]).contains("configmap/settings"));
     let delete = vera.run(&["-n", "team", "delete", "configmap", "settings"]);
     assert!(
@@ -436,4 +442,64 @@ fn rbac_keeps_users_to_their_roles() {
     // ed edits: the write goes through.
     ed.ok(&["-n", "team", "create", "configmap", "from-ed", "--from-literal=a=1"]);
     ed.ok(&["-n", "team", "delete", "configmap", "from-ed"]);
+}
+
+#[test]
+fn rbac_writes_grant_no_more_than_their_writer_holds() {
+    let server = TestServer::start_with(|dir| {
+        let tokens = common::write(dir, "tokens.csv", "4da,ada,u-1,\"leads\"\n");
+        vec!["--token-auth-file".into(), tokens.display().to_string()]
+    });
+    let admin: Kubectl = server.kubectl("1.33");
+    let ada = admin.as_user(token_kubeconfig(&server, "4da"), "ada");
+    admin.ok(&["create", "namespace", "team"]);
+    admin.ok(&["-n", "team", "create", "rolebinding", "leads-admin", "--clusterrole=admin", "--group=leads"]);
+    until_allowed(&ada, &["-n", "team", "get", "rolebindings"]);
+
+    // What ada holds in team, ada may grant there.
+    ada.ok(&["-n", "team", "create", "rolebinding", "interns-view", "--clusterrole=view", "--group=interns"]);
+    ada.ok(&["-n", "team", "create", "role", "pod-deleter", "--verb=delete", "--resource=pods"]);
+    // More than that, not: kube's message lists what is missing.
+    let grab = ada.run(&["-n", "team", "create", "rolebinding", "grab", "--clusterrole=cluster-admin", "--user=ada"]);
+    assert!(
+        grab.stderr.contains(
+            "rolebindings.rbac.authorization.k8s.io \"grab\" is forbidden: user \"ada\" (groups=[\"leads\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"
+        ),
+        "{}",
+        grab.stderr
+    );
+    let all_pods = ada.run(&["-n", "team", "create", "role", "pods-all", "--verb=*", "--resource=pods"]);
+    assert!(all_pods.stderr.contains("{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"*\"]}"), "{}", all_pods.stderr);
+    // Nor by changing a role already there.
+    let widen = ada.run(&[
+        "-n",
+        "team",
+        "patch",
+        "role",
+        "pod-deleter",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/rules/0/resources/-", "value": "nodes"}]"#,
+    ]);
+    assert!(widen.stderr.contains("Resources:[\"nodes\"], Verbs:[\"delete\"]}"), "{}", widen.stderr);
+    let stored = admin.ok(&["-n", "team", "get", "roles,rolebindings", "-o", "name"]);
+    assert!(!stored.contains("grab") && !stored.contains("pods-all"), "refused writes store nothing: {stored}");
+    let role = admin.json(&["-n", "team", "get", "role", "pod-deleter"]);
+    assert_eq!(role["rules"][0]["resources"], serde_json::json!(["pods"]));
+
+    // The `bind` verb on a role lets ada bind it without holding it.
+    admin.ok(&["create", "clusterrole", "node-deleter", "--verb=delete", "--resource=nodes"]);
+    admin.ok(&[
+        "create",
+        "clusterrole",
+        "node-deleter-binder",
+        "--verb=bind",
+        "--resource=clusterroles",
+        "--resource-name=node-deleter",
+    ]);
+    admin.ok(&["-n", "team", "create", "rolebinding", "ada-binds", "--clusterrole=node-deleter-binder", "--user=ada"]);
+    until_allowed(
+        &ada,
+        &["-n", "team", "create", "rolebinding", "ops-nodes", "--clusterrole=node-deleter", "--group=ops"],
+    );
 }

@@ -10,6 +10,8 @@
 
 use crate::admission;
 use crate::apply;
+use crate::auth::User;
+use crate::authz::escalation;
 use crate::filter::Filter;
 use crate::kinds::Write;
 use crate::object::{self, stamped};
@@ -64,6 +66,9 @@ pub struct Call<'a> {
     pub user_agent: &'a str,
     /// Set while server-side apply creates an object: its managed fields are the apply's.
     applying: bool,
+    /// Who asks; `None` for the server's own writes (bootstrap), which nothing limits.
+    /// RBAC writes are checked against what this user holds.
+    pub user: Option<&'a User>,
 }
 
 type Reply = Result<Response<Body>, ApiError>;
@@ -76,7 +81,17 @@ impl<'a> Call<'a> {
         output: Output,
         user_agent: &'a str,
     ) -> Call<'a> {
-        Call { state, route, query, output, wire: Wire::Json, warnings: Vec::new(), user_agent, applying: false }
+        Call {
+            state,
+            route,
+            query,
+            output,
+            wire: Wire::Json,
+            warnings: Vec::new(),
+            user_agent,
+            applying: false,
+            user: None,
+        }
     }
 
     fn info(&self) -> &'static ResourceInfo {
@@ -178,6 +193,14 @@ impl<'a> Call<'a> {
         let mut unknown = Vec::new();
         let out =
             self.info().codec.admit(input, write, (validation != FieldValidation::Ignore).then_some(&mut unknown))?;
+        if let Some(user) = self.user.filter(|_| self.info().group == escalation::RBAC_GROUP) {
+            let old = match write {
+                Write::Create => None,
+                Write::Update { old } => Some(old),
+            };
+            let namespace = self.namespace().unwrap_or("");
+            escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, &out, old)?;
+        }
         if !unknown.is_empty() {
             let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
             if validation == FieldValidation::Strict {

@@ -509,6 +509,7 @@ async fn dispatch<B: RequestBody>(
     };
     let mut call = Call::new(state, &route, &query, output, &user_agent);
     call.wire = wire;
+    call.user = Some(&user);
     let mut response = resource_verb(&mut call, &method, body, Some(&user)).await?;
     for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));

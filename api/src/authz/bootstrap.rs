@@ -193,9 +193,9 @@ fn scheduler_rules() -> Vec<Value> {
 /// `--use-service-account-credentials=false`). The garbage collector and the namespace
 /// controller act on every kind, so it reads, deletes, patches and updates everything
 /// (RBAC objects included); it creates only what controllers make. It holds none of
-/// the special verbs (`escalate`, `bind`, `impersonate`), but keelson does not yet
-/// check RBAC writes for escalation as kube does, so updating a binding is as good as
-/// holding its role.
+/// the special verbs (`escalate`, `bind`, `impersonate`): an RBAC write it makes passes
+/// the escalation checks only if it changes nothing but owner references and
+/// finalizers (what garbage collection changes), or grants what it holds.
 fn controller_manager_rules() -> Vec<Value> {
     let everything = &["get", "list", "watch", "delete", "deletecollection", "patch", "update"];
     vec![

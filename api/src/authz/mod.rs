@@ -7,6 +7,7 @@
 //! without a lock.
 
 pub mod bootstrap;
+pub mod escalation;
 pub mod rbac;
 
 use crate::auth::User;

@@ -83,6 +83,60 @@ impl Rule {
         rule
     }
 
+    /// The rule broken into single permissions, as kube's `BreakdownRule` does: one
+    /// per group, resource, verb (and name, if the rule names objects), and one per
+    /// path and verb. A `*` stays a `*`: only a `*` covers it.
+    pub fn permissions(&self) -> Vec<Permission<'_>> {
+        let mut permissions = Vec::new();
+        for group in self.groups.iter() {
+            for resource in self.resources.iter() {
+                for verb in self.verbs.iter() {
+                    if self.names.is_empty() {
+                        permissions.push(Permission::Resource { verb, group, resource, name: None });
+                    }
+                    for name in self.names.iter() {
+                        permissions.push(Permission::Resource { verb, group, resource, name: Some(name) });
+                    }
+                }
+            }
+        }
+        for url in self.urls.iter() {
+            for verb in self.verbs.iter() {
+                permissions.push(Permission::Path { verb, url });
+            }
+        }
+        permissions
+    }
+
+    /// Whether holding this rule means holding `permission` (kube's `ruleCovers`): a
+    /// rule about resources never covers a path, nor the other way round.
+    pub fn covers(&self, permission: &Permission) -> bool {
+        match *permission {
+            Permission::Resource { verb, group, resource, name } => {
+                contains_or_star(&self.verbs, verb)
+                    && contains_or_star(&self.groups, group)
+                    && self.covers_resource(resource)
+                    && (self.names.is_empty() || name.is_some_and(|n| self.names.iter().any(|own| **own == *n)))
+            }
+            Permission::Path { verb, url } => {
+                contains_or_star(&self.verbs, verb)
+                    && self.urls.iter().any(|own| match own.strip_suffix('*') {
+                        Some(prefix) => url.starts_with(prefix),
+                        None => **own == *url,
+                    })
+            }
+        }
+    }
+
+    /// `*` covers any resource; `*/status` any resource's status.
+    fn covers_resource(&self, resource: &str) -> bool {
+        self.resources.iter().any(|own| {
+            &**own == "*"
+                || **own == *resource
+                || resource.split_once('/').is_some_and(|(_, sub)| own.strip_prefix("*/") == Some(sub))
+        })
+    }
+
     /// `*`, `pods`, `pods/exec`, `*/scale`: the forms a rule's resources take.
     fn resource_matches(&self, request: &Attributes) -> bool {
         let (resource, subresource) = (request.resource, request.subresource);
@@ -99,6 +153,21 @@ impl Rule {
     }
 }
 
+/// One permission of a rule (see [`Rule::permissions`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission<'a> {
+    Resource { verb: &'a str, group: &'a str, resource: &'a str, name: Option<&'a str> },
+    Path { verb: &'a str, url: &'a str },
+}
+
+impl<'a> Permission<'a> {
+    pub fn verb(&self) -> &'a str {
+        match *self {
+            Permission::Resource { verb, .. } | Permission::Path { verb, .. } => verb,
+        }
+    }
+}
+
 /// What one binding gives: a role's rules, in one namespace or everywhere.
 #[derive(Clone, Debug)]
 struct Grant {
@@ -109,11 +178,16 @@ struct Grant {
     source: Arc<str>,
 }
 
-/// The compiled RBAC state: who holds which grants.
+/// The compiled RBAC state: who holds which grants, and each role's rules (for the
+/// escalation checks on RBAC writes).
 #[derive(Debug, Default)]
 pub struct Policy {
     by_user: HashMap<Box<str>, Vec<Grant>>,
     by_group: HashMap<Box<str>, Vec<Grant>>,
+    /// ClusterRoles by name, aggregation resolved.
+    cluster_roles: HashMap<Box<str>, Arc<[Rule]>>,
+    /// Roles by `namespace/name`.
+    roles: HashMap<Box<str>, Arc<[Rule]>>,
 }
 
 /// The objects a policy is built from.
@@ -142,7 +216,11 @@ impl Policy {
                 (key, role.rules.iter().flatten().map(Rule::compile).collect())
             })
             .collect();
-        let mut policy = Policy::default();
+        let mut policy = Policy {
+            cluster_roles: cluster_roles.iter().map(|(name, rules)| (Box::from(*name), Arc::clone(rules))).collect(),
+            roles: roles.iter().map(|((ns, name), rules)| (format!("{ns}/{name}").into(), Arc::clone(rules))).collect(),
+            ..Policy::default()
+        };
         for binding in objects.cluster_role_bindings {
             let role = &binding.role_ref.name;
             // A ClusterRoleBinding may only refer to a ClusterRole.
@@ -215,6 +293,14 @@ impl Policy {
             }
         }
         Some(rules)
+    }
+
+    /// The rules a binding's `roleRef` grants (a Role is looked up in `namespace`).
+    pub fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<&Arc<[Rule]>> {
+        match kind {
+            "ClusterRole" => self.cluster_roles.get(name),
+            _ => self.roles.get(format!("{namespace}/{name}").as_str()),
+        }
     }
 
     /// Whether `user` may do `request`: members of `system:masters` may do anything.

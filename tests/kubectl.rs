@@ -316,7 +316,9 @@ fn token_kubeconfig(server: &TestServer, token: &str) -> std::path::PathBuf {
         .map(|l| if l.trim() == "user:" { format!("  user:\n    token: {token}") } else { l.to_string() })
         .collect::<Vec<_>>()
         .join("\n");
-    common::write(server.dir.path(), &format!("{token}.kubeconfig"), &with_token)
+    // A JWT is too long for a file name; its end (the signature) tells tokens apart.
+    let tail = &token[token.len().saturating_sub(24)..];
+    common::write(server.dir.path(), &format!("token-{tail}.kubeconfig"), &with_token)
 }
 
 #[test]
@@ -502,4 +504,106 @@ fn rbac_writes_grant_no_more_than_their_writer_holds() {
         &ada,
         &["-n", "team", "create", "rolebinding", "ops-nodes", "--clusterrole=node-deleter", "--group=ops"],
     );
+}
+
+/// The claims of a JWT, unverified (the test reads what the server put there).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[test]
+fn service_account_tokens_from_kubectl_create_token() {
+    let server = TestServer::start();
+    let admin: Kubectl = server.kubectl("1.33");
+    admin.ok(&["create", "namespace", "team"]);
+    admin.ok(&["-n", "team", "create", "serviceaccount", "builder"]);
+    admin.ok(&[
+        "-n",
+        "team",
+        "create",
+        "rolebinding",
+        "builder-view",
+        "--clusterrole=view",
+        "--serviceaccount=team:builder",
+    ]);
+    admin.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"]);
+
+    // A token for ten minutes, signed for the API server's audience.
+    let token = admin.ok(&["-n", "team", "create", "token", "builder", "--duration=10m"]).trim().to_string();
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["sub"], "system:serviceaccount:team:builder");
+    assert_eq!(claims["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(claims["aud"], serde_json::json!(["https://kubernetes.default.svc.cluster.local"]));
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    let builder_uid = admin.json(&["-n", "team", "get", "serviceaccount", "builder"])["metadata"]["uid"].clone();
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["uid"], builder_uid);
+
+    // It speaks for the ServiceAccount, with what its bindings give.
+    let builder = admin.as_user(token_kubeconfig(&server, &token), "builder");
+    until_allowed(&builder, &["-n", "team", "get", "configmap", "settings"]);
+    let whoami = builder.ok(&["auth", "whoami", "-o", "json"]);
+    let whoami: Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(whoami["status"]["userInfo"]["username"], "system:serviceaccount:team:builder");
+    assert_eq!(
+        whoami["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:serviceaccounts", "system:serviceaccounts:team", "system:authenticated"])
+    );
+    let delete = builder.run(&["-n", "team", "delete", "configmap", "settings"]);
+    assert!(
+        delete.stderr.contains("User \"system:serviceaccount:team:builder\" cannot delete resource \"configmaps\""),
+        "{}",
+        delete.stderr
+    );
+
+    // kube's limits on lifetimes; an unknown account has no tokens.
+    let short = admin.run(&["-n", "team", "create", "token", "builder", "--duration=1m"]);
+    assert!(
+        short.stderr.contains("TokenRequest.authentication.k8s.io \"builder\" is invalid: spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"),
+        "{}",
+        short.stderr
+    );
+    let nobody = admin.run(&["-n", "team", "create", "token", "nobody"]);
+    assert!(nobody.stderr.contains("serviceaccounts \"nobody\" not found"), "{}", nobody.stderr);
+
+    // A token for another audience is not for this server.
+    let vault = admin.ok(&["-n", "team", "create", "token", "builder", "--audience=vault"]).trim().to_string();
+    let refused = admin.as_user(token_kubeconfig(&server, &vault), "vault").run(&["-n", "team", "get", "configmaps"]);
+    assert!(refused.stderr.contains("You must be logged in to the server"), "{}", refused.stderr);
+
+    // A token bound to a pod lives as long as the pod.
+    admin.ok(&[
+        "-n",
+        "team",
+        "run",
+        "web",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec": {"serviceAccountName": "builder"}}"#,
+    ]);
+    let bound = admin
+        .ok(&["-n", "team", "create", "token", "builder", "--bound-object-kind=Pod", "--bound-object-name=web"])
+        .trim()
+        .to_string();
+    let web_uid = admin.json(&["-n", "team", "get", "pod", "web"])["metadata"]["uid"].clone();
+    assert_eq!(jwt_claims(&bound)["kubernetes.io"]["pod"], serde_json::json!({"name": "web", "uid": web_uid}));
+    let through_pod = admin.as_user(token_kubeconfig(&server, &bound), "web");
+    through_pod.ok(&["-n", "team", "get", "configmap", "settings"]);
+    let mismatched =
+        admin.run(&["-n", "team", "create", "token", "default", "--bound-object-kind=Pod", "--bound-object-name=web"]);
+    assert!(mismatched.stderr.contains("to pod running with different serviceaccount name"), "{}", mismatched.stderr);
+    admin.ok(&["-n", "team", "delete", "pod", "web", "--grace-period=0", "--force"]);
+    let gone = through_pod.run(&["-n", "team", "get", "configmap", "settings"]);
+    assert!(
+        gone.stderr.contains("You must be logged in to the server"),
+        "the pod's token outlived it: {}",
+        gone.stderr
+    );
+
+    // Deleting the ServiceAccount revokes its tokens, also when one of that name returns.
+    admin.ok(&["-n", "team", "delete", "serviceaccount", "builder"]);
+    admin.ok(&["-n", "team", "create", "serviceaccount", "builder"]);
+    let revoked = builder.run(&["-n", "team", "get", "configmap", "settings"]);
+    assert!(revoked.stderr.contains("You must be logged in to the server"), "{}", revoked.stderr);
 }

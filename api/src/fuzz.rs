@@ -1,10 +1,12 @@
 //! One entry point that feeds untrusted bytes to every decoder a request body, path or
 //! query reaches before the store: body parsing (JSON and YAML), every kind's codec
 //! (create and update), the three patch formats, paths, selectors and continue
-//! tokens, and the protobuf encoding of what the codecs accept. The property: no
-//! input panics. Used by `api/tests/fuzz.rs` (mutation fuzzing in the test suite)
+//! tokens, the protobuf encoding of what the codecs accept, and the credentials a
+//! request presents (client certificates, the token file, ServiceAccount JWTs and
+//! their claims). The property: no input panics. Used by `api/tests/fuzz.rs` (mutation fuzzing in the test suite)
 //! and by the cargo-fuzz target in `fuzz/`.
 
+use crate::auth::{self, jwt::SigningKey, jwt::Verifier, service_account::Claims};
 use crate::filter::Filter;
 use crate::kinds::Write;
 use crate::patch;
@@ -12,12 +14,14 @@ use crate::resources::RESOURCES;
 use crate::rest::parse_body;
 use crate::route::{Query, Route};
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// Runs `data` through every decoder; returns how many accepted it (for coverage
 /// statistics in tests). Panics only if a decoder has a bug.
 pub fn exercise(data: &[u8]) -> usize {
     let mut accepted = 0;
     let text = String::from_utf8_lossy(data);
+    accepted += credentials(data, &text);
     if Route::parse(&text).is_ok() {
         accepted += 1;
     }
@@ -45,6 +49,54 @@ pub fn exercise(data: &[u8]) -> usize {
         }
     }
     accepted
+}
+
+/// The key the fuzzed JWTs are checked against (and the seeds signed with).
+fn fuzz_key() -> &'static (SigningKey, Verifier) {
+    static KEY: OnceLock<(SigningKey, Verifier)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let pair = rcgen::KeyPair::generate().expect("a P-256 key");
+        let key = SigningKey::from_pkcs8(&pair.serialize_der(), &rcgen::PublicKeyData::subject_public_key_info(&pair))
+            .expect("rcgen's PKCS#8 is ring's");
+        let verifier = key.verifier();
+        (key, verifier)
+    })
+}
+
+/// Credentials as a request carries them: a client certificate (DER, or PEM), a token
+/// file, a bearer JWT and the claims inside one.
+fn credentials(data: &[u8], text: &str) -> usize {
+    let mut accepted = 0;
+    accepted += usize::from(auth::user_from_certificate(data).is_some());
+    for der in rustls_pemfile::certs(&mut &data[..]).flatten() {
+        accepted += usize::from(auth::user_from_certificate(&der).is_some());
+    }
+    accepted += usize::from(auth::Authenticator::parse_token_file(text).is_ok());
+    accepted += usize::from(fuzz_key().1.verify(text).is_ok());
+    accepted += usize::from(serde_json::from_slice::<Claims>(data).is_ok());
+    accepted
+}
+
+/// Valid credentials to mutate: a signed ServiceAccount token, its claims, a client
+/// certificate in PEM and DER, and a token file.
+pub fn credential_seeds() -> Vec<Vec<u8>> {
+    let claims = serde_json::json!({"iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": "system:serviceaccount:team:builder", "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": 1_700_000_600, "iat": 1_700_000_000, "nbf": 1_700_000_000, "jti": "j",
+        "kubernetes.io": {"namespace": "team", "serviceaccount": {"name": "builder", "uid": "u"},
+            "pod": {"name": "web", "uid": "p"}}});
+    let token = fuzz_key().0.sign(&claims);
+    let ca = rcgen::KeyPair::generate().expect("a P-256 key");
+    let issuer = rcgen::Issuer::new(rcgen::CertificateParams::default(), ca);
+    let (pem, _) = crate::pki::client_certificate(&issuer, "jane", &["devs", "ops"]).expect("a certificate");
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).flatten().next().expect("one certificate").to_vec();
+    vec![
+        token.into_bytes(),
+        serde_json::to_vec(&claims).expect("claims serialize"),
+        pem.into_bytes(),
+        der,
+        b"s3cret,alice,u-1,\"dev,ops\"\n# comment\nt2,bob,u2\n".to_vec(),
+    ]
 }
 
 fn admit_everywhere(body: &Value) -> usize {
@@ -75,5 +127,9 @@ mod tests {
         assert!(super::exercise(pod) > 0);
         super::exercise(b"\xff\xfe{[");
         super::exercise(b"");
+        // Each credential seed is accepted by its decoder.
+        for seed in super::credential_seeds() {
+            assert!(super::credentials(&seed, &String::from_utf8_lossy(&seed)) > 0, "{seed:?}");
+        }
     }
 }

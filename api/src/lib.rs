@@ -36,6 +36,7 @@ pub mod route;
 pub mod server;
 pub mod service_alloc;
 pub mod table;
+pub mod token_request;
 pub mod watch;
 
 pub use server::{LocalTransport, MetricsSource, Server, ServerConfig, ServerError};

@@ -19,6 +19,8 @@ pub enum PkiError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("certificate generation failed: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("pki/sa.key: {0}")]
+    ServiceAccountKey(String),
 }
 
 /// The PEM material the server needs.
@@ -31,6 +33,9 @@ pub struct Pki {
     /// The server's client certificate toward node agents (signed at every start).
     pub kubelet_client_cert_pem: String,
     pub kubelet_client_key_pem: String,
+    /// Signs ServiceAccount tokens (P-256, PKCS#8); kept across restarts so the tokens
+    /// issued stay valid.
+    pub service_account_key_pem: String,
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
@@ -124,6 +129,14 @@ impl Pki {
         };
         let (kubelet_client_cert_pem, kubelet_client_key_pem) =
             client_certificate(&issuer, crate::kubelet::CLIENT_CN, &["system:masters"])?;
+        let service_account_key_pem = match read(&dir.join("sa.key"))? {
+            Some(key) => key,
+            None => {
+                let key = KeyPair::generate()?.serialize_pem();
+                write(&dir.join("sa.key"), &key, true)?;
+                key
+            }
+        };
         Ok(Pki {
             ca_cert_pem,
             server_cert_pem,
@@ -132,7 +145,18 @@ impl Pki {
             admin_key_pem,
             kubelet_client_cert_pem,
             kubelet_client_key_pem,
+            service_account_key_pem,
         })
+    }
+
+    /// The key that signs ServiceAccount tokens.
+    pub fn service_account_signing_key(&self) -> Result<crate::auth::jwt::SigningKey, PkiError> {
+        let pair = KeyPair::from_pem(&self.service_account_key_pem)?;
+        crate::auth::jwt::SigningKey::from_pkcs8(
+            &pair.serialize_der(),
+            &rcgen::PublicKeyData::subject_public_key_info(&pair),
+        )
+        .map_err(|e| PkiError::ServiceAccountKey(e.to_string()))
     }
 
     /// The kubeconfig for the admin user, pointing at `server` (an `https://` URL).
@@ -181,6 +205,9 @@ mod tests {
         let second = Pki::load_or_create(dir.path(), listen).unwrap();
         assert_eq!(first.ca_cert_pem, second.ca_cert_pem);
         assert_eq!(first.admin_cert_pem, second.admin_cert_pem);
+        // The token signing key too: tokens issued before a restart stay valid.
+        let key_id = |pki: &Pki| pki.service_account_signing_key().unwrap().key_id().to_string();
+        assert_eq!(key_id(&first), key_id(&second));
         let config = first.admin_kubeconfig("https://127.0.0.1:6443");
         assert!(config.contains("server: https://127.0.0.1:6443"));
         assert!(config.contains("client-certificate-data: "));

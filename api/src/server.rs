@@ -162,7 +162,8 @@ impl Server {
         let authenticator = match &config.token_auth_file {
             Some(path) => Authenticator::with_token_file(path)?,
             None => Authenticator::default(),
-        };
+        }
+        .with_service_accounts(auth::service_account::Tokens::new(pki.service_account_signing_key()?));
         let (shutdown, shutdown_rx) = signal::channel(false);
         let cache = WatchCache::start(Arc::clone(&store));
         let state = Arc::new(ApiState {
@@ -420,7 +421,7 @@ async fn dispatch<B: RequestBody>(
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
-    let user = conn_user.or_else(|| header(&request, AUTHORIZATION).and_then(|a| state.authenticator.token(a)));
+    let user = conn_user.or_else(|| header(&request, AUTHORIZATION).and_then(|a| authenticate_bearer(state, a)));
     if user.is_none() && !is_public(&path) {
         return Err(ApiError::new(StatusReason::Unauthorized, "Unauthorized"));
     }
@@ -520,6 +521,29 @@ async fn dispatch<B: RequestBody>(
     Ok(response)
 }
 
+/// The user a bearer token speaks for; a ServiceAccount token's objects are looked up
+/// in the watch cache.
+fn authenticate_bearer(state: &ApiState, authorization: &str) -> Option<Arc<User>> {
+    let lookup = |kind: &'static str, namespace: &str, name: &str| live_uid(&state.cache, kind, namespace, name);
+    state.authenticator.token(authorization, jiff::Timestamp::now().as_second(), &lookup)
+}
+
+/// The uid of a core object (`Pod`, `Secret`, `ServiceAccount`, `Node`) if it exists.
+pub(crate) fn live_uid(cache: &WatchCache, kind: &str, namespace: &str, name: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Uid {
+        metadata: UidMeta,
+    }
+    #[derive(serde::Deserialize)]
+    struct UidMeta {
+        uid: String,
+    }
+    let info = resources::RESOURCES.iter().find(|r| r.group.is_empty() && r.kind == kind)?;
+    let key = info.key(Some(namespace).filter(|ns| !ns.is_empty()), name);
+    let bytes = cache.find(key.as_bytes()).ok()??;
+    serde_json::from_slice::<Uid>(&bytes).ok().map(|object| object.metadata.uid)
+}
+
 /// The authorizer's view of a resource request (kube's `RequestInfo`): a session
 /// (`exec`, `attach`, `portforward`) is a `create` of its subresource whichever method
 /// opens it, a log read a `get`; a request on a Namespace is in that namespace.
@@ -582,6 +606,7 @@ async fn resource_verb(
                 _ => call.create(input).await,
             }
         }
+        (&Method::POST, true, Some("token")) => crate::token_request::create(call, &parse(&body)?),
         (&Method::POST, true, Some("binding")) => {
             let input = parse(&body)?;
             let pod = call.route.name.clone().unwrap_or_default();

@@ -3,7 +3,7 @@
 //! suite stays quick; run with 300000 by hand for a deeper pass). A coverage-guided
 //! target for the same entry point lives in `fuzz/` (cargo-fuzz).
 
-use keelson_api::fuzz::exercise;
+use keelson_api::fuzz::{credential_seeds, exercise};
 
 /// Valid bodies to mutate: the shapes kubectl and controllers send.
 const SEEDS: &[&str] = &[
@@ -111,4 +111,19 @@ fn no_body_path_or_query_panics_the_decoders() {
         accepted += exercise(seed.as_bytes());
     }
     assert!(accepted > 0, "the seeds exercise the accepting paths too");
+}
+
+#[test]
+fn no_certificate_or_token_panics_the_authenticators() {
+    let iterations: usize =
+        std::env::var("KEELSON_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000) / 4;
+    let seeds = credential_seeds();
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut accepted = 0;
+    for _ in 0..iterations {
+        let seed = &seeds[rng.below(seeds.len())];
+        let input = mutate(&mut rng, seed);
+        accepted += exercise(&input);
+    }
+    assert!(accepted > 0, "mutated credentials reach the accepting paths too");
 }

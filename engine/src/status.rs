@@ -279,14 +279,16 @@ impl ApiError {
         )
     }
 
-    /// `Pod "web" is invalid: spec.containers: Required value` (several causes are bracketed).
+    /// `Pod "web" is invalid: spec.containers: Required value`, `Deployment.apps "web" is
+    /// invalid: ...` (several causes are bracketed).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
         let listed = match causes.as_slice() {
             [] => String::from("invalid object"),
             [one] => one.to_string(),
             many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
         };
-        let mut error = ApiError::new(StatusReason::Invalid, format!("{kind} {name:?} is invalid: {listed}"))
+        let qualified_kind = qualified(group, kind);
+        let mut error = ApiError::new(StatusReason::Invalid, format!("{qualified_kind} {name:?} is invalid: {listed}"))
             .about(group, kind, name);
         error.causes = causes;
         error

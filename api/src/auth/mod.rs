@@ -1,9 +1,13 @@
 //! Authentication: who a request comes from.
 //!
-//! Two ways in, as kube-apiserver offers them: a client certificate signed by the
+//! Three ways in, as kube-apiserver offers them: a client certificate signed by the
 //! cluster CA (CN = user, O = groups; checked once per connection by the TLS layer),
-//! or a bearer token listed in a static token file (`--token-auth-file`, the CSV
-//! `token,user,uid,"group1,group2"`). Anything else is anonymous and gets 401.
+//! a bearer token listed in a static token file (`--token-auth-file`, the CSV
+//! `token,user,uid,"group1,group2"`), or a ServiceAccount token the server signed
+//! ([`service_account`]). Anything else is anonymous and gets 401.
+
+pub mod jwt;
+pub mod service_account;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,9 +39,11 @@ pub enum TokenFileError {
 }
 
 /// The bearer tokens the server accepts.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, Arc<User>>,
+    /// Issues and checks ServiceAccount tokens (absent in unit tests).
+    service_accounts: Option<service_account::Tokens>,
 }
 
 impl Authenticator {
@@ -51,7 +57,8 @@ impl Authenticator {
         })
     }
 
-    fn parse_token_file(text: &str) -> Result<Authenticator, (usize, &'static str)> {
+    /// Parses the token file's text; the error names the line (1-based).
+    pub(crate) fn parse_token_file(text: &str) -> Result<Authenticator, (usize, &'static str)> {
         let mut tokens = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -71,13 +78,34 @@ impl Authenticator {
                 .unwrap_or_default();
             tokens.insert(fields[0].clone(), Arc::new(User::new(fields[1].clone(), fields[2].clone(), groups)));
         }
-        Ok(Authenticator { tokens })
+        Ok(Authenticator { tokens, service_accounts: None })
     }
 
-    /// The user a bearer token belongs to.
-    pub fn token(&self, authorization: &str) -> Option<Arc<User>> {
-        let token = authorization.strip_prefix("Bearer ").or_else(|| authorization.strip_prefix("bearer "))?;
-        self.tokens.get(token.trim()).cloned()
+    /// Accepts ServiceAccount tokens signed by (and issues them with) `tokens`.
+    pub fn with_service_accounts(mut self, tokens: service_account::Tokens) -> Authenticator {
+        self.service_accounts = Some(tokens);
+        self
+    }
+
+    pub fn service_accounts(&self) -> Option<&service_account::Tokens> {
+        self.service_accounts.as_ref()
+    }
+
+    /// The user an `Authorization: Bearer` header speaks for: a static token's, or a
+    /// ServiceAccount token's while it is valid at `now` (Unix seconds) and the objects
+    /// it names exist (`lookup`).
+    pub fn token(&self, authorization: &str, now: i64, lookup: service_account::Lookup<'_>) -> Option<Arc<User>> {
+        let token = authorization.strip_prefix("Bearer ").or_else(|| authorization.strip_prefix("bearer "))?.trim();
+        if let Some(user) = self.tokens.get(token) {
+            return Some(Arc::clone(user));
+        }
+        match self.service_accounts.as_ref()?.authenticate(token, now, lookup) {
+            Ok(user) => Some(Arc::new(user)),
+            Err(error) => {
+                tracing::debug!(%error, "bearer token refused");
+                None
+            }
+        }
     }
 }
 
@@ -112,12 +140,13 @@ mod tests {
     fn token_file_lines() {
         let auth =
             Authenticator::parse_token_file("# comment\nsecret-1,alice,u1,\"dev,ops\"\nsecret-2,bob,u2\n").unwrap();
-        let alice = auth.token("Bearer secret-1").unwrap();
+        let token = |header: &str| auth.token(header, 0, &|_, _, _| None);
+        let alice = token("Bearer secret-1").unwrap();
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
-        assert_eq!(auth.token("Bearer secret-2").unwrap().groups, ["system:authenticated"]);
-        assert!(auth.token("Bearer nope").is_none());
-        assert!(auth.token("Basic secret-1").is_none());
-        assert_eq!(Authenticator::parse_token_file("only-token\n").unwrap_err().0, 1);
+        assert_eq!(token("Bearer secret-2").unwrap().groups, ["system:authenticated"]);
+        assert!(token("Bearer nope").is_none());
+        assert!(token("Basic secret-1").is_none());
+        assert_eq!(Authenticator::parse_token_file("only-token\n").err().map(|(line, _)| line), Some(1));
     }
 }

@@ -10,6 +10,7 @@ use keelson::agents::node::objects;
 use keelson::agents::node::runtime::cri::CriRuntime;
 use keelson::agents::node::runtime::process::ProcessRuntime;
 use keelson::agents::scheduling::{RunnerOptions, SchedulerRunner};
+use keelson::api::authz::node::NODES_GROUP;
 use keelson::api::{Server, ServerConfig};
 use keelson::scheduler::config::SchedulerConfig;
 use keelson::store::{Store, StoreConfig};
@@ -238,6 +239,23 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Prints a kubeconfig for a user, with a fresh client certificate from the cluster
+    /// CA in DATA/pki: `--node NAME` gives a node agent its own identity
+    /// (`system:node:NAME` in `system:nodes`, which the Node authorizer keeps to its
+    /// own node); `--user U --group G...` any other.
+    Kubeconfig {
+        #[arg(long, default_value = "./keelson-data")]
+        data_dir: PathBuf,
+        /// The server's URL (default: the one in DATA/admin.kubeconfig).
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long, conflicts_with_all = ["user", "groups"])]
+        node: Option<String>,
+        #[arg(long, required_unless_present = "node")]
+        user: Option<String>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
     /// Writes a consistent copy of a (stopped or running) store's data to a new directory.
     Backup {
         #[arg(long, default_value = "./keelson-data")]
@@ -320,7 +338,37 @@ async fn in_process_kubelet(data_dir: &Path, kubelet: KubeletFlags) -> Result<No
         status_interval: std::time::Duration::from_secs(300),
     };
     let backend = if cri_socket_exists(&endpoint) { Backend::Cri { endpoint } } else { Backend::Process };
-    start_node(&data_dir.join("admin.kubeconfig"), options, backend).await
+    // The agent's own identity, as a remote agent's: the Node authorizer keeps it to
+    // its node's objects.
+    let user = format!("system:node:{}", options.node_name);
+    let config = keelson::api::pki::client_kubeconfig(data_dir, &admin_server_url(data_dir)?, &user, &[NODES_GROUP])?;
+    let kubeconfig = options.root_dir.join("kubelet.kubeconfig");
+    write_private(&kubeconfig, &config)?;
+    start_node(&kubeconfig, options, backend).await
+}
+
+/// The server URL the admin kubeconfig in `data_dir` points at.
+fn admin_server_url(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("admin.kubeconfig");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .map(str::to_string)
+        .with_context(|| format!("no server in {}", path.display()))
+}
+
+/// Writes a file only its owner may read (it holds a private key).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The host's name, lower-cased: a node's default name.
@@ -694,6 +742,18 @@ fn main() -> Result<()> {
                 _ => Backend::Process,
             };
             node_agent(&kubeconfig, options, backend)?
+        }
+        Command::Kubeconfig { data_dir, server, node, user, groups } => {
+            let server = match server {
+                Some(server) => server,
+                None => admin_server_url(&data_dir)?,
+            };
+            let (user, groups) = match node {
+                Some(node) => (format!("system:node:{node}"), vec![NODES_GROUP.to_string()]),
+                None => (user.unwrap_or_default(), groups),
+            };
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            print!("{}", keelson::api::pki::client_kubeconfig(&data_dir, &server, &user, &groups)?);
         }
         Command::Backup { data_dir, to } => {
             let revision = open(&data_dir)?.backup(&to)?;

@@ -607,3 +607,103 @@ fn service_account_tokens_from_kubectl_create_token() {
     let revoked = builder.run(&["-n", "team", "get", "configmap", "settings"]);
     assert!(revoked.stderr.contains("You must be logged in to the server"), "{}", revoked.stderr);
 }
+
+#[test]
+fn nodes_reach_only_their_own_objects() {
+    let server = TestServer::start_with(|_| vec!["--no-scheduler".into()]);
+    let admin: Kubectl = server.kubectl("1.33");
+    let n1 = admin.as_user(server.node_kubeconfig("n1"), "n1");
+    let n2 = admin.as_user(server.node_kubeconfig("n2"), "n2");
+    let node =
+        |name: &str| format!("{{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {{\"name\": \"{name}\"}}}}");
+    // A node registers itself, and no other.
+    n1.apply(&["create", "-f", "-"], &node("n1"));
+    n2.apply(&["create", "-f", "-"], &node("n2"));
+    let other = n1.stdin(&["create", "-f", "-"], &node("n3"));
+    assert!(
+        other.stderr.contains("nodes \"n3\" is forbidden: node \"n1\" is not allowed to modify node \"n3\""),
+        "{}",
+        other.stderr
+    );
+    n1.ok(&["label", "node", "n1", "disk=ssd"]);
+    assert!(n1.run(&["label", "node", "n2", "disk=ssd"]).stderr.contains("is not allowed to modify node \"n2\""));
+    // Its own Lease only.
+    let lease = |name: &str| {
+        format!("{{\"apiVersion\": \"coordination.k8s.io/v1\", \"kind\": \"Lease\", \"metadata\": {{\"name\": \"{name}\", \"namespace\": \"kube-node-lease\"}}, \"spec\": {{\"holderIdentity\": \"{name}\"}}}}")
+    };
+    n1.apply(&["create", "-f", "-"], &lease("n1"));
+    assert!(!n1.stdin(&["create", "-f", "-"], &lease("n2")).ok);
+    n2.apply(&["create", "-f", "-"], &lease("n2"));
+    let foreign = n1.run(&["-n", "kube-node-lease", "get", "lease", "n2"]);
+    assert!(
+        foreign.stderr.contains("can only access node lease with the same name as the requesting node"),
+        "{}",
+        foreign.stderr
+    );
+
+    // A pod on n1 using a Secret and a ConfigMap: n1 may read those, n2 may not; nobody
+    // reads what no pod of theirs uses.
+    admin.ok(&["create", "namespace", "team"]);
+    admin.ok(&["-n", "team", "create", "secret", "generic", "db", "--from-literal=password=hunter2"]);
+    admin.ok(&["-n", "team", "create", "secret", "generic", "unused", "--from-literal=x=y"]);
+    admin.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=1"]);
+    admin.apply(
+        &["create", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "team"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox",
+              "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+              "envFrom": [{"configMapRef": {"name": "settings"}}]}]}}"#,
+    );
+    until_allowed(&n1, &["-n", "team", "get", "secret", "db"]);
+    n1.ok(&["-n", "team", "get", "configmap", "settings"]);
+    let stolen = n2.run(&["-n", "team", "get", "secret", "db"]);
+    assert!(
+        stolen.stderr.contains("secrets \"db\" is forbidden: User \"system:node:n2\" cannot get resource \"secrets\" in API group \"\" in the namespace \"team\": no relationship found between node 'n2' and this object"),
+        "{}",
+        stolen.stderr
+    );
+    assert!(n1.run(&["-n", "team", "get", "secret", "unused"]).stderr.contains("no relationship found"));
+    assert!(n1.run(&["-n", "team", "get", "secrets"]).stderr.contains("No Object name found"));
+    // Tokens only for its pods' ServiceAccounts, bound to those pods.
+    let token =
+        n1.run(&["-n", "team", "create", "token", "default", "--bound-object-kind=Pod", "--bound-object-name=web"]);
+    assert!(token.ok, "{}", token.stderr);
+    let unbound = n1.run(&["-n", "team", "create", "token", "default"]);
+    assert!(unbound.stderr.contains("node requested token not bound to a pod"), "{}", unbound.stderr);
+    assert!(
+        !n2.run(&["-n", "team", "create", "token", "default", "--bound-object-kind=Pod", "--bound-object-name=web"]).ok
+    );
+
+    // Pod status, deletion and eviction: only for its own pods; no ordinary pods.
+    // (PUT on pods/status, as a kubelet writes it: node rules hold no GET of it.)
+    let mut pod = admin.json(&["-n", "team", "get", "pod", "web"]);
+    pod["status"]["phase"] = "Running".into();
+    pod["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    let pod_file = common::write(server.dir.path(), "web.json", &pod.to_string());
+    let pod_file = pod_file.to_str().unwrap();
+    let put_status = ["replace", "--raw", "/api/v1/namespaces/team/pods/web/status", "-f", pod_file];
+    n1.ok(&put_status);
+    assert_eq!(admin.json(&["-n", "team", "get", "pod", "web"])["status"]["phase"], "Running");
+    let meddle = n2.run(&put_status);
+    assert!(
+        meddle.stderr.contains("node \"n2\" can only update pod status for pods with spec.nodeName set to itself"),
+        "{}",
+        meddle.stderr
+    );
+    let delete = n2.run(&["-n", "team", "delete", "pod", "web", "--wait=false"]);
+    assert!(
+        delete.stderr.contains("node \"n2\" can only delete pods with spec.nodeName set to itself"),
+        "{}",
+        delete.stderr
+    );
+    let create = n1.stdin(&["create", "-f", "-"], r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky", "namespace": "team"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}"#);
+    assert!(create.stderr.contains("can only create mirror pods"), "{}", create.stderr);
+    assert!(n1.run(&["-n", "team", "create", "deployment", "d", "--image=busybox"]).stderr.contains("forbidden"));
+    // Moving the pod moves what each node may read.
+    admin.ok(&["-n", "team", "delete", "pod", "web", "--grace-period=0", "--force"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n1.run(&["-n", "team", "get", "secret", "db"]).ok {
+        assert!(Instant::now() < deadline, "n1 still reads the secret of a pod it no longer runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

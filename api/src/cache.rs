@@ -21,6 +21,8 @@
 //! that touches a Role, ClusterRole or binding, the applier rebuilds the policy from
 //! the cached RBAC objects and publishes it (`authorizer`) before it reports the batch
 //! applied, so a read that waited for a revision also authorizes by its bindings.
+//! Likewise the Node authorizer's graph (what each node's pods use) follows every pod
+//! and claim change.
 
 use crate::authz::rbac::{Objects, Policy};
 use crate::authz::Authorizer;
@@ -103,7 +105,11 @@ pub struct WatchCache {
     /// The shards of the RBAC kinds: ClusterRoles, Roles, ClusterRoleBindings,
     /// RoleBindings, in that order.
     rbac: [usize; 4],
-    /// The RBAC policy, as of the last applied change to the RBAC shards.
+    /// The shards of Pods and PersistentVolumeClaims, which the node graph follows.
+    pods: usize,
+    claims: usize,
+    /// The RBAC policy, as of the last applied change to the RBAC shards, and the node
+    /// graph as of the last applied batch.
     pub authorizer: Authorizer,
 }
 
@@ -126,6 +132,11 @@ impl WatchCache {
                 .expect("the RBAC kinds are served");
             by_segment[info.storage]
         });
+        let core_shard = |plural: &str| {
+            let info = RESOURCES.iter().find(|r| r.group.is_empty() && r.plural == plural).expect("a core kind");
+            by_segment[info.storage]
+        };
+        let (pods, claims) = (core_shard("pods"), core_shard("persistentvolumeclaims"));
         let cache = Arc::new(WatchCache {
             store,
             shards: (0..by_segment.len()).map(|_| RwLock::new(ShardState::default())).collect(),
@@ -138,6 +149,8 @@ impl WatchCache {
             fell_back: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             rbac,
+            pods,
+            claims,
             authorizer: Authorizer::default(),
         });
         let applier = Arc::clone(&cache);
@@ -331,6 +344,12 @@ impl WatchCache {
             shard.through = revision;
         }
         self.rebuild_policy();
+        let (pods, claims) = (self.shards[self.pods].read(), self.shards[self.claims].read());
+        fn entries(shard: &ShardState) -> impl Iterator<Item = (&[u8], &[u8])> {
+            shard.objects.iter().map(|(key, cached)| (key.as_ref(), cached.value.as_ref()))
+        }
+        self.authorizer.graph.rebuild(entries(&pods), entries(&claims));
+        drop((pods, claims));
         self.advance(revision);
         self.loaded.store(true, Ordering::Release);
         Ok(watcher)
@@ -389,6 +408,18 @@ impl WatchCache {
                     drop(held);
                     if rbac_changed {
                         self.rebuild_policy();
+                    }
+                    // Outside the shard locks: reads of the pods go on meanwhile.
+                    for event in batch.iter() {
+                        match self.shard_index(&event.key) {
+                            Some(index) if index == self.pods => {
+                                self.authorizer.graph.apply_pod(&event.key, event.value.as_deref())
+                            }
+                            Some(index) if index == self.claims => {
+                                self.authorizer.graph.apply_claim(&event.key, event.value.as_deref())
+                            }
+                            _ => {}
+                        }
                     }
                     self.advance(batch.last_revision());
                 }

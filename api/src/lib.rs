@@ -24,6 +24,7 @@ pub mod kinds;
 pub mod kubelet;
 pub mod markers;
 pub mod metrics;
+pub mod node_restriction;
 pub mod object;
 pub mod openapi;
 pub mod patch;

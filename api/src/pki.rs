@@ -161,19 +161,42 @@ impl Pki {
 
     /// The kubeconfig for the admin user, pointing at `server` (an `https://` URL).
     pub fn admin_kubeconfig(&self, server: &str) -> String {
-        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: admin\n    namespace: default\ncurrent-context: keelson\npreferences: {{}}\n",
-            ca = b64(&self.ca_cert_pem),
-            cert = b64(&self.admin_cert_pem),
-            key = b64(&self.admin_key_pem),
-        )
+        kubeconfig(server, &self.ca_cert_pem, "admin", &self.admin_cert_pem, &self.admin_key_pem)
     }
 
     /// Writes the admin kubeconfig to `path`.
     pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) -> Result<(), PkiError> {
         write(path, &self.admin_kubeconfig(server), true)
     }
+}
+
+/// A kubeconfig for `server` (an `https://` URL) trusting the CA `ca_pem`, with a
+/// client certificate as the user named `user`.
+fn kubeconfig(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> String {
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user:?}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: keelson\n  context:\n    cluster: keelson\n    user: {user:?}\n    namespace: default\ncurrent-context: keelson\npreferences: {{}}\n",
+        ca = b64(ca_pem),
+        cert = b64(cert_pem),
+        key = b64(key_pem),
+    )
+}
+
+/// A kubeconfig for `user` in `groups` (CN and O of a fresh client certificate signed
+/// by the cluster CA in `data_dir/pki`), pointing at `server`: how a node agent gets
+/// its own identity (`system:node:NAME` in `system:nodes`) from an operator.
+pub fn client_kubeconfig(data_dir: &Path, server: &str, user: &str, groups: &[&str]) -> Result<String, PkiError> {
+    let dir = data_dir.join("pki");
+    let missing = |name: &str| PkiError::Io {
+        action: "reading",
+        path: dir.join(name),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "start the server once to create the CA"),
+    };
+    let ca_cert_pem = read(&dir.join("ca.crt"))?.ok_or_else(|| missing("ca.crt"))?;
+    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?.ok_or_else(|| missing("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
+    let (cert, key) = client_certificate(&issuer, user, groups)?;
+    Ok(kubeconfig(server, &ca_cert_pem, user, &cert, &key))
 }
 
 /// A client certificate: CN is the user name, each O a group (Kubernetes' convention).
@@ -211,5 +234,11 @@ mod tests {
         let config = first.admin_kubeconfig("https://127.0.0.1:6443");
         assert!(config.contains("server: https://127.0.0.1:6443"));
         assert!(config.contains("client-certificate-data: "));
+        // Other users' kubeconfigs, signed by the same CA.
+        let node =
+            client_kubeconfig(dir.path(), "https://127.0.0.1:6443", "system:node:n1", &["system:nodes"]).unwrap();
+        assert!(node.contains("user: \"system:node:n1\""));
+        let ca = base64::engine::general_purpose::STANDARD.encode(&first.ca_cert_pem);
+        assert!(node.contains(&ca));
     }
 }

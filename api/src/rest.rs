@@ -201,6 +201,14 @@ impl<'a> Call<'a> {
             let namespace = self.namespace().unwrap_or("");
             escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, &out, old)?;
         }
+        if let Some(node) = self.user.and_then(crate::authz::node::node_name) {
+            let old = match write {
+                Write::Create => None,
+                Write::Update { old } => Some(old),
+            };
+            let subresource = self.route.subresource.as_deref();
+            crate::node_restriction::check_write(node, self.info(), subresource, &out, old)?;
+        }
         if !unknown.is_empty() {
             let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
             if validation == FieldValidation::Strict {

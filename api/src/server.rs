@@ -481,6 +481,16 @@ async fn dispatch<B: RequestBody>(
         _ => "deletecollection",
     };
     authorize(state, &user, &request_attributes(&route, k8s_verb))?;
+    if let Some(node) = crate::authz::node::node_name(&user) {
+        let subresource = route.subresource.as_deref();
+        let removal = (k8s_verb == "delete" && subresource.is_none()) || subresource == Some("eviction");
+        if route.info.group.is_empty() && route.info.plural == "pods" && removal {
+            let name = route.name.as_deref().unwrap_or("");
+            let key = route.info.key(route.namespace.as_deref(), name);
+            let graph = &state.cache.authorizer.graph;
+            crate::node_restriction::check_pod_removal(node, graph, &key, name, subresource == Some("eviction"))?;
+        }
+    }
     if route.subresource.is_none() && !route.info.has_verb(k8s_verb) {
         return Err(method_not_allowed());
     }
@@ -565,10 +575,14 @@ fn request_attributes<'a>(route: &'a ResourceRoute, verb: &'a str) -> Attributes
 
 /// Asks the RBAC policy; a refusal is kube's 403.
 fn authorize(state: &ApiState, user: &User, request: &Attributes) -> Result<(), ApiError> {
-    if state.cache.authorizer.authorize(user, request).allowed {
+    let decision = state.cache.authorizer.authorize(user, request);
+    if decision.allowed {
         return Ok(());
     }
-    let why = crate::authz::forbidden_message(user, request);
+    let mut why = crate::authz::forbidden_message(user, request);
+    if let Some(reason) = decision.why {
+        why = format!("{why}: {reason}");
+    }
     // kube names the resource without its subresource: `pods "web" is forbidden: User
     // "x" cannot create resource "pods/exec" ...`.
     Err(ApiError::forbidden(request.group, request.resource, request.name, &why))

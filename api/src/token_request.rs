@@ -52,6 +52,17 @@ pub fn create(call: &Call<'_>, input: &Value) -> Result<Response<Body>, ApiError
     }
     let bound_ref = spec.get("boundObjectRef").filter(|r| !r.is_null());
     let bound = bound_ref.map(|reference| bound_object(call, reference, namespace, name)).transpose()?;
+    // NodeRestriction: a node asks tokens only for the pods it runs.
+    if let Some(node) = call.user.and_then(crate::authz::node::node_name) {
+        let forbidden = |why: &str| ApiError::forbidden("", "serviceaccounts", name, why);
+        let Some(("Pod", pod)) = &bound else {
+            return Err(forbidden("node requested token not bound to a pod"));
+        };
+        let key = crate::resources::find("", "v1", "pods").expect("pods are served").key(Some(namespace), &pod.name);
+        if state.cache.authorizer.graph.node_of(key.as_bytes()).as_deref() != Some(node) {
+            return Err(forbidden("node requested token bound to a pod scheduled on a different node"));
+        }
+    }
     let now = jiff::Timestamp::now();
     let service_account = ObjectRef {
         name: name.to_string(),

@@ -45,6 +45,18 @@ impl TestServer {
         self.data_dir().join("admin.kubeconfig")
     }
 
+    /// A kubeconfig for node `node`'s own identity (`keelson kubeconfig --node`).
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        let output = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["kubeconfig", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--node", node])
+            .output()
+            .expect("keelson kubeconfig runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        write(self.dir.path(), &format!("node-{node}.kubeconfig"), &String::from_utf8_lossy(&output.stdout))
+    }
+
     fn spawn(&mut self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keelson"));
         command

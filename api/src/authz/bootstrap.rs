@@ -225,24 +225,31 @@ fn controller_manager_rules() -> Vec<Value> {
     ]
 }
 
-/// A node agent's rights (kube's `system:node`): its Node and Lease, the pods bound to
-/// it and their status, what those pods mount, events. The Node authorizer, which
-/// narrows this to the agent's own node, is not built yet.
-fn node_rules() -> Vec<Value> {
+/// A node agent's rights (kube's node rules, the `system:node` ClusterRole): register
+/// and update Nodes, report its pods' status, create mirror pods and evictions, read
+/// what its pods use, events, Leases, its certificate requests. The Node authorizer
+/// applies these to every `system:node:NAME` and narrows the reads of Secrets,
+/// ConfigMaps, claims and volumes, tokens and Leases to the node's own; admission
+/// (NodeRestriction) narrows the writes to its own Node and pods.
+pub fn node_rules() -> Vec<Value> {
     vec![
-        rule(&["create", "get", "list", "watch", "patch", "update", "delete"], &[""], &["nodes"]),
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews", "localsubjectaccessreviews"]),
+        rule(READ, &[""], &["services"]),
+        rule(&["create", "get", "list", "watch", "patch", "update"], &[""], &["nodes"]),
         rule(&["patch", "update"], &[""], &["nodes/status"]),
-        rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
-        rule(&["create"], &[""], &["pods"]),
+        rule(&["create", "update", "patch"], &["", "events.k8s.io"], &["events"]),
+        rule(READ, &[""], &["pods"]),
+        rule(&["create", "delete"], &[""], &["pods"]),
         rule(&["patch", "update"], &[""], &["pods/status"]),
         rule(&["create"], &[""], &["pods/eviction"]),
-        rule(&["get", "list", "watch"], &[""], &["services", "endpoints", "configmaps", "secrets"]),
-        rule(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes"]),
-        rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
-        rule(&["create", "delete", "get", "patch", "update"], &["coordination.k8s.io"], &["leases"]),
+        rule(READ, &[""], &["secrets", "configmaps"]),
+        rule(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes", "endpoints"]),
+        rule(&["get", "update", "patch"], &[""], &["persistentvolumeclaims/status"]),
+        rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"]),
+        rule(&["get", "create", "update", "patch", "delete"], &["coordination.k8s.io"], &["leases"]),
         rule(&["create"], &[""], &["serviceaccounts/token"]),
-        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-        rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+        rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
     ]
 }
 
@@ -300,7 +307,9 @@ pub fn objects() -> Vec<Value> {
         binding("system:monitoring", &[("Group", "system:monitoring")]),
         binding("system:kube-scheduler", &[("User", "system:kube-scheduler")]),
         binding("system:kube-controller-manager", &[("User", "system:kube-controller-manager")]),
-        binding("system:node", &[("Group", "system:nodes")]),
+        // As in kube, bound to no one: the Node authorizer applies these rules to nodes,
+        // narrowed to each node's own objects.
+        binding("system:node", &[]),
     ]
 }
 

@@ -2,12 +2,14 @@
 //!
 //! A request is reduced to [`Attributes`] (kube's authorizer attributes: verb, API
 //! group, resource, subresource, namespace, name, or a non-resource path) and asked of
-//! the authorizers in turn. [`rbac`] answers from Roles, ClusterRoles and their
-//! bindings, compiled into an immutable [`rbac::Policy`] that every request reads
-//! without a lock.
+//! the authorizers in turn, as kube-apiserver's `--authorization-mode=Node,RBAC`:
+//! [`node`] answers for node agents from the [`node_graph`]; [`rbac`] from Roles,
+//! ClusterRoles and their bindings, compiled into an immutable [`rbac::Policy`].
 
 pub mod bootstrap;
 pub mod escalation;
+pub mod node;
+pub mod node_graph;
 pub mod rbac;
 
 use crate::auth::User;
@@ -57,17 +59,44 @@ impl<'a> Attributes<'a> {
     }
 }
 
-/// The policy every request reads. The watch cache's applier replaces it whole when
-/// RBAC objects change (rarely); requests only take the read side of the lock for
-/// the length of one decision, so they never wait on each other.
-#[derive(Debug, Default)]
+/// The authorizers every request asks. The watch cache's applier replaces the RBAC
+/// policy whole when RBAC objects change (rarely) and keeps the node graph current;
+/// requests only take the read side of a lock for the length of one decision, so they
+/// never wait on each other.
+#[derive(Debug)]
 pub struct Authorizer {
     policy: RwLock<Arc<rbac::Policy>>,
+    nodes: node::NodeAuthorizer,
+    /// What each node's pods use (written by the watch cache's applier).
+    pub graph: node_graph::NodeGraph,
+}
+
+impl Default for Authorizer {
+    fn default() -> Authorizer {
+        Authorizer {
+            policy: RwLock::default(),
+            nodes: node::NodeAuthorizer::new(&bootstrap::node_rules()),
+            graph: node_graph::NodeGraph::default(),
+        }
+    }
 }
 
 impl Authorizer {
+    /// The Node authorizer for nodes, then RBAC; a refusal carries the Node
+    /// authorizer's reason, if it gave one.
     pub fn authorize(&self, user: &User, request: &Attributes) -> Decision {
-        self.policy.read().authorize(user, request)
+        let mut why = None;
+        if let Some(node) = node::node_name(user) {
+            match self.nodes.authorize(node, request, &self.graph) {
+                node::Verdict::Allow => return Decision { allowed: true, grant: None, why: None },
+                node::Verdict::NoOpinion(reason) => why = reason,
+            }
+        }
+        let mut decision = self.policy.read().authorize(user, request);
+        if !decision.allowed {
+            decision.why = why;
+        }
+        decision
     }
 
     pub fn publish(&self, policy: rbac::Policy) {
@@ -87,6 +116,8 @@ impl Authorizer {
 pub struct Decision {
     pub allowed: bool,
     pub grant: Option<std::sync::Arc<str>>,
+    /// Why a refusal: what an authorizer said beyond "no rule allows it".
+    pub why: Option<String>,
 }
 
 impl Decision {

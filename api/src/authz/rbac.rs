@@ -306,11 +306,11 @@ impl Policy {
     /// Whether `user` may do `request`: members of `system:masters` may do anything.
     pub fn authorize(&self, user: &User, request: &Attributes) -> Decision {
         if user.groups.iter().any(|g| g == SUPERUSER_GROUP) {
-            return Decision { allowed: true, grant: None };
+            return Decision { allowed: true, grant: None, why: None };
         }
         match self.find(user, request) {
-            Some(grant) => Decision { allowed: true, grant: Some(Arc::clone(&grant.source)) },
-            None => Decision { allowed: false, grant: None },
+            Some(grant) => Decision { allowed: true, grant: Some(Arc::clone(&grant.source)), why: None },
+            None => Decision { allowed: false, grant: None, why: None },
         }
     }
 }

@@ -41,8 +41,9 @@ fn start_agent(server: &TestServer, socket: &str, node: &str, root: &Path) -> Ag
         |command| {
             command
                 .args(["--runtime", "cri", "--container-runtime-endpoint", socket, "--node-name", node])
+                // The node's own identity: what the Node authorizer allows must suffice.
                 .arg("--kubeconfig")
-                .arg(server.kubeconfig())
+                .arg(server.node_kubeconfig(node))
                 .arg("--root-dir")
                 .arg(root)
                 .args(["--kubelet-port", "0", "--lease-renew-seconds", "1"]);

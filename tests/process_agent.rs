@@ -23,7 +23,8 @@ fn start_agent(server: &TestServer, root: &Path) -> AgentProcess {
         |command| {
             command
                 .args(["--runtime", "process", "--node-name", "proc-1", "--kubeconfig"])
-                .arg(server.kubeconfig())
+                // The node's own identity: what the Node authorizer allows must suffice.
+                .arg(server.node_kubeconfig("proc-1"))
                 .arg("--root-dir")
                 .arg(root)
                 .args(["--kubelet-port", &free_port().to_string(), "--lease-renew-seconds", "1"]);

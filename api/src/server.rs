@@ -435,7 +435,7 @@ async fn dispatch<B: RequestBody>(
                     Method::GET | Method::HEAD => "get".to_string(),
                     ref method => method.as_str().to_ascii_lowercase(),
                 };
-                authorize(state, user, &Attributes::non_resource(&verb, &path))?;
+                authorize(state, user, &Attributes::non_resource(&verb, &path)).await?;
             }
             if request.method() != Method::GET && request.method() != Method::HEAD {
                 return Err(method_not_allowed());
@@ -480,7 +480,7 @@ async fn dispatch<B: RequestBody>(
         "DELETE" => "delete",
         _ => "deletecollection",
     };
-    authorize(state, &user, &request_attributes(&route, k8s_verb))?;
+    authorize(state, &user, &request_attributes(&route, k8s_verb)).await?;
     if let Some(node) = crate::authz::node::node_name(&user) {
         let subresource = route.subresource.as_deref();
         let removal = (k8s_verb == "delete" && subresource.is_none()) || subresource == Some("eviction");
@@ -574,8 +574,15 @@ fn request_attributes<'a>(route: &'a ResourceRoute, verb: &'a str) -> Attributes
 }
 
 /// Asks the RBAC policy; a refusal is kube's 403.
-fn authorize(state: &ApiState, user: &User, request: &Attributes) -> Result<(), ApiError> {
-    let decision = state.cache.authorizer.authorize(user, request);
+async fn authorize(state: &ApiState, user: &User, request: &Attributes<'_>) -> Result<(), ApiError> {
+    let mut decision = state.cache.authorizer.authorize(user, request);
+    // The node graph follows the watch cache: an agent that has just seen its pod bound
+    // may ask for the pod's Secret before the cache has applied the binding. Such a
+    // refusal is decided again once the cache is current.
+    let node_refused = !decision.allowed && decision.why.is_some() && crate::authz::node::node_name(user).is_some();
+    if node_refused && state.cache.ready_for_current().await {
+        decision = state.cache.authorizer.authorize(user, request);
+    }
     if decision.allowed {
         return Ok(());
     }

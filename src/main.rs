@@ -120,6 +120,10 @@ enum Command {
         /// Static bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
         #[arg(long)]
         token_auth_file: Option<PathBuf>,
+        /// Encrypt Secrets at rest (AES-256-GCM) with the keys in this file: lines
+        /// `NAME:BASE64` of 32 random bytes; the first key encrypts, all decrypt.
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
         /// Read-only requests in flight before 429.
         #[arg(long, default_value_t = 400)]
         max_requests_inflight: usize,
@@ -295,9 +299,21 @@ fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("store")
 }
 
-fn open(data_dir: &Path) -> Result<std::sync::Arc<Store>> {
+fn open(data_dir: &Path, config: StoreConfig) -> Result<std::sync::Arc<Store>> {
     let dir = store_dir(data_dir);
-    Store::open(&dir, StoreConfig::default()).with_context(|| format!("opening the store in {}", dir.display()))
+    Store::open(&dir, config).with_context(|| format!("opening the store in {}", dir.display()))
+}
+
+/// The server's store configuration: Secrets sealed at rest with the key file's keys.
+fn store_config(encryption_key_file: Option<&Path>) -> Result<StoreConfig> {
+    let mut config = StoreConfig::default();
+    if let Some(path) = encryption_key_file {
+        let secrets = keelson::api::resources::find("", "v1", "secrets").expect("secrets are served").prefix(None);
+        let sealer = keelson::store::Sealer::from_key_file(path, vec![secrets.into_bytes()])
+            .with_context(|| format!("encryption keys {}", path.display()))?;
+        config.sealer = Some(std::sync::Arc::new(sealer));
+    }
+    Ok(config)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -385,14 +401,15 @@ fn server(
     data_dir: PathBuf,
     config: ServerConfig,
     store: StoreKind,
+    store_config: StoreConfig,
     scheduler: Option<SchedulerConfig>,
     controllers: Option<ManagerOptions>,
     kubelet: Option<KubeletFlags>,
 ) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let store = match store {
-        StoreKind::Rocksdb => open(&data_dir)?,
-        StoreKind::Memory => Store::in_memory(StoreConfig::default())?,
+        StoreKind::Rocksdb => open(&data_dir, store_config)?,
+        StoreKind::Memory => Store::in_memory(store_config)?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
@@ -623,6 +640,7 @@ fn main() -> Result<()> {
             listen,
             store,
             token_auth_file,
+            encryption_key_file,
             max_requests_inflight,
             max_mutating_requests_inflight,
             no_scheduler,
@@ -644,7 +662,8 @@ fn main() -> Result<()> {
             let kubelet =
                 kubelet.then_some(KubeletFlags { endpoint: container_runtime_endpoint, node_name, port: kubelet_port });
             let controllers = if no_controllers { None } else { Some(controllers.options()?) };
-            server(data_dir, config, store, scheduler, controllers, kubelet)?;
+            let store_config = store_config(encryption_key_file.as_deref())?;
+            server(data_dir, config, store, store_config, scheduler, controllers, kubelet)?;
         }
         Command::Scheduler { kubeconfig, config, metrics_listen, leader_elect } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen, leader_elect)?
@@ -756,7 +775,7 @@ fn main() -> Result<()> {
             print!("{}", keelson::api::pki::client_kubeconfig(&data_dir, &server, &user, &groups)?);
         }
         Command::Backup { data_dir, to } => {
-            let revision = open(&data_dir)?.backup(&to)?;
+            let revision = open(&data_dir, StoreConfig::default())?.backup(&to)?;
             println!("backed up {} at revision {revision} to {}", data_dir.display(), to.display());
         }
         Command::Restore { from, data_dir } => {
@@ -764,7 +783,7 @@ fn main() -> Result<()> {
             println!("restored {} into {}", from.display(), data_dir.display());
         }
         Command::Inspect { data_dir } => {
-            let store = open(&data_dir)?;
+            let store = open(&data_dir, StoreConfig::default())?;
             let stats = store.stats();
             println!("current revision   {}", stats.current_revision);
             println!("compacted revision {}", stats.compacted_revision);

@@ -707,3 +707,55 @@ fn nodes_reach_only_their_own_objects() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Whether any file under `dir` holds `needle`.
+fn found_in_files(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            found_in_files(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_keys_rotate() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut server = TestServer::start();
+    let admin: Kubectl = server.kubectl("1.33");
+    let key_dir = server.dir.path().to_path_buf();
+    let keys = |lines: &[(&str, u8)]| {
+        let text: String = lines.iter().map(|(name, fill)| format!("{name}:{}\n", b64(&[*fill; 32]))).collect();
+        let path = common::write(&key_dir, "encryption.keys", &text);
+        vec!["--encryption-key-file".to_string(), path.display().to_string()]
+    };
+    // Without a key file, a Secret is stored as it is: the search below can find it.
+    admin.ok(&["create", "secret", "generic", "early", "--from-literal=password=EarlyPlainValue"]);
+    assert!(found_in_files(&server.data_dir(), b64(b"EarlyPlainValue").as_bytes()), "the control: plain at rest");
+
+    server.restart_with(keys(&[("k1", 1)]));
+    admin.ok(&["create", "secret", "generic", "db", "--from-literal=password=Sup3rS3cretValue"]);
+    admin.ok(&["create", "configmap", "notes", "--from-literal=note=PlainConfigValue"]);
+    let read = |name: &str| admin.ok(&["get", "secret", name, "-o", "jsonpath={.data.password}"]);
+    assert_eq!(read("db"), b64(b"Sup3rS3cretValue"));
+    assert_eq!(read("early"), b64(b"EarlyPlainValue"), "what was stored before still reads");
+    for needle in [b64(b"Sup3rS3cretValue"), "Sup3rS3cretValue".to_string()] {
+        assert!(!found_in_files(&server.data_dir(), needle.as_bytes()), "{needle} is at rest in clear");
+    }
+    assert!(found_in_files(&server.data_dir(), b"PlainConfigValue"), "only Secrets are sealed");
+    assert!(found_in_files(&server.data_dir(), b"k8s:enc:aesgcm:v1:k1:"));
+
+    // Rotation, as kube's: the new key first, every Secret rewritten, the old key dropped.
+    server.restart_with(keys(&[("k2", 2), ("k1", 1)]));
+    assert_eq!(read("db"), b64(b"Sup3rS3cretValue"));
+    let all = admin.ok(&["get", "secrets", "-o", "json"]);
+    admin.apply(&["replace", "-f", "-"], &all);
+    server.restart_with(keys(&[("k2", 2)]));
+    assert_eq!(read("db"), b64(b"Sup3rS3cretValue"));
+    assert_eq!(read("early"), b64(b"EarlyPlainValue"));
+    assert!(found_in_files(&server.data_dir(), b"k8s:enc:aesgcm:v1:k2:"));
+    server.stop();
+}

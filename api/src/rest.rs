@@ -1021,7 +1021,9 @@ impl Call<'_> {
                 _ => Vec::new(),
             };
             let bytes = self.storage_bytes(&out);
-            if bytes == old_bytes.as_ref() {
+            // An unchanged object is not written again, unless its stored form is sealed
+            // with a retired key: rewriting re-seals it (how keys are rotated).
+            if bytes == old_bytes.as_ref() && !self.state.store.needs_reseal(self.key().as_bytes()).unwrap_or(false) {
                 return self.update_response(&change, &old_bytes, old_revision.get());
             }
             if dry_run {

@@ -15,6 +15,7 @@ use crate::event::{CommitBatch, Event};
 use crate::hub::Hub;
 use crate::index::{KeyIndex, KeyMeta};
 use crate::meta;
+use crate::seal::Sealer;
 use bytes::{Bytes, BytesMut};
 use keelson_engine::{EventType, Revision};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +90,8 @@ pub(crate) struct Committer {
     pub durable: bool,
     pub max_batch: usize,
     pub index: KeyIndex,
+    /// Seals some keys' values on their way to disk (events keep them plain).
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 /// Per-batch scratch state, reused between batches to avoid reallocating.
@@ -146,6 +149,11 @@ impl Committer {
         }
     }
 
+    /// The sealer, if `key`'s values are sealed.
+    fn sealing(&self, key: &[u8]) -> Option<&Sealer> {
+        self.sealer.as_deref().filter(|sealer| sealer.applies(key))
+    }
+
     /// The full previous record of a live key: its value comes from this batch's own
     /// events when the key changed earlier in the batch, else from the `objects` table.
     fn live_record(&self, key: &[u8], meta: KeyMeta, start: Revision, scratch: &Scratch) -> Result<Record, StoreError> {
@@ -154,7 +162,10 @@ impl Committer {
             scratch.events.get(position).and_then(|e| e.value.clone())
         } else {
             match self.backend.get(Table::Objects, key)? {
-                Some(mut bytes) => codec::decode_record(&mut bytes)?.value,
+                Some(mut bytes) => match (codec::decode_record(&mut bytes)?.value, self.sealing(key)) {
+                    (Some(value), Some(sealer)) => Some(sealer.open(key, value)?),
+                    (value, _) => value,
+                },
                 None => None,
             }
         };
@@ -220,11 +231,25 @@ impl Committer {
             (false, None) => EventType::Deleted,
         };
         let entry = LogEntry { key: key.clone(), record, prev, committed_at_ms };
+        // What goes to disk: the same, with sealed values where the key is sealed.
+        let sealed = self.sealing(key).map(|sealer| {
+            let seal = |record: &Record| Record {
+                value: record.value.as_ref().map(|value| sealer.seal(key, value)),
+                ..record.clone()
+            };
+            LogEntry {
+                key: key.clone(),
+                record: seal(&entry.record),
+                prev: entry.prev.as_ref().map(seal),
+                committed_at_ms,
+            }
+        });
+        let stored = sealed.as_ref().unwrap_or(&entry);
         // One allocation holds both encodings.
-        let mut encoded = BytesMut::with_capacity(codec::record_len(&entry.record) + codec::log_entry_len(&entry));
-        codec::encode_record(&entry.record, &mut encoded);
+        let mut encoded = BytesMut::with_capacity(codec::record_len(&stored.record) + codec::log_entry_len(stored));
+        codec::encode_record(&stored.record, &mut encoded);
         scratch.write.put(Table::Objects, key.clone(), encoded.split().freeze());
-        codec::encode_log_entry(&entry, &mut encoded);
+        codec::encode_log_entry(stored, &mut encoded);
         scratch.write.put(Table::Log, Bytes::copy_from_slice(&revision.to_bytes()), encoded.freeze());
         if entry.record.is_tombstone() {
             scratch.write.put(Table::Tombstones, Bytes::copy_from_slice(&revision.to_bytes()), key.clone());

@@ -35,6 +35,9 @@ pub enum StoreError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
+    /// A sealed value does not open (see `seal`).
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 impl StoreError {

@@ -20,6 +20,7 @@ mod hub;
 mod index;
 mod meta;
 mod read;
+pub mod seal;
 mod store;
 mod watch;
 
@@ -29,6 +30,7 @@ pub use error::StoreError;
 pub use event::{CommitBatch, Event, EventBatch, Memo, WatchItem};
 pub use hub::RingLimits;
 pub use read::{ListOptions, ListPage, ReadAt};
+pub use seal::{SealError, Sealer};
 pub use store::{Pending, Retention, Store, StoreConfig, StoreStats};
 pub use watch::Watcher;
 

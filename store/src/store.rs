@@ -11,6 +11,7 @@ use crate::error::StoreError;
 use crate::hub::{Hub, RingLimits};
 use crate::index::KeyIndex;
 use crate::read::{self, ListOptions, ListPage, ReadAt};
+use crate::seal::Sealer;
 use crate::watch::{WatchShared, Watcher};
 use crate::{codec, meta};
 use bytes::Bytes;
@@ -59,6 +60,8 @@ pub struct StoreConfig {
     /// An idle watcher gets a progress notification this often.
     pub progress_interval: Duration,
     pub retention: Retention,
+    /// Seals the values of some keys at rest (see `seal`); `None`: nothing is sealed.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 impl Default for StoreConfig {
@@ -71,6 +74,7 @@ impl Default for StoreConfig {
             ring: RingLimits::default(),
             progress_interval: Duration::from_secs(5),
             retention: Retention::default(),
+            sealer: None,
         }
     }
 }
@@ -174,12 +178,14 @@ impl Store {
             durable: config.durable,
             max_batch: config.max_batch.max(1),
             index: KeyIndex::load(&*backend)?,
+            sealer: config.sealer.clone(),
         };
         let watch = Arc::new(WatchShared {
             backend: Arc::clone(&backend),
             hub: Arc::clone(&hub),
             compacted: Arc::clone(&compacted),
             progress_interval: config.progress_interval,
+            sealer: config.sealer.clone(),
         });
         let committer_thread = std::thread::Builder::new()
             .name("keelson-committer".into())
@@ -297,12 +303,40 @@ impl Store {
 
     /// The live record of `key`, at the latest revision or an older one.
     pub fn get(&self, key: &[u8], at: ReadAt) -> Result<Option<codec::Record>, StoreError> {
-        Ok(read::get(&*self.backend.snapshot(), key, at)?.1)
+        let mut record = read::get(&*self.backend.snapshot(), key, at)?.1;
+        if let Some(record) = &mut record {
+            self.open_sealed(key, record)?;
+        }
+        Ok(record)
     }
 
     /// One page of the live keys under `prefix`, in key order, all at one revision.
     pub fn list(&self, prefix: &[u8], options: &ListOptions) -> Result<ListPage, StoreError> {
-        read::list(&*self.backend.snapshot(), prefix, options)
+        let mut page = read::list(&*self.backend.snapshot(), prefix, options)?;
+        if self.config.sealer.is_some() {
+            for (key, record) in &mut page.items {
+                self.open_sealed(key, record)?;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Opens a record's value as read from disk, if it is sealed.
+    fn open_sealed(&self, key: &[u8], record: &mut codec::Record) -> Result<(), StoreError> {
+        if let Some(sealer) = self.config.sealer.as_ref().filter(|s| s.applies(key)) {
+            if let Some(value) = record.value.take() {
+                record.value = Some(sealer.open(key, value)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `key`'s stored value is sealed other than the sealer now seals (with an
+    /// older key, or not at all): rewriting it, even unchanged, re-seals it.
+    pub fn needs_reseal(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let Some(sealer) = self.config.sealer.as_ref().filter(|s| s.applies(key)) else { return Ok(false) };
+        let stored = read::get(&*self.backend.snapshot(), key, ReadAt::Latest)?.1;
+        Ok(stored.and_then(|record| record.value).is_some_and(|value| !sealer.is_current(&value)))
     }
 
     /// The number of live keys under `prefix` (latest revision).

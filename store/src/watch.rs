@@ -11,6 +11,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::event::{CommitBatch, Event, EventBatch, WatchItem};
 use crate::hub::{Hub, Lookup};
+use crate::seal::Sealer;
 use bytes::Bytes;
 use event_listener::Listener;
 use keelson_engine::{EventType, Revision};
@@ -26,6 +27,8 @@ pub(crate) struct WatchShared {
     pub hub: Arc<Hub>,
     pub compacted: Arc<AtomicU64>,
     pub progress_interval: Duration,
+    /// Opens sealed values replayed from the log.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 pub struct Watcher {
@@ -109,24 +112,25 @@ impl Watcher {
         let mut failure = None;
         let mut committed_at_ms = 0;
         let end = until.to_bytes();
-        snapshot.scan(
-            Table::Log,
-            &self.cursor.to_bytes(),
-            Some(&end),
-            &mut |_, value| match codec::decode_log_entry(Bytes::copy_from_slice(value)) {
-                Ok(entry) => {
+        snapshot.scan(Table::Log, &self.cursor.to_bytes(), Some(&end), &mut |_, value| {
+            let event =
+                codec::decode_log_entry(Bytes::copy_from_slice(value)).map_err(StoreError::from).and_then(|entry| {
                     committed_at_ms = entry.committed_at_ms;
-                    events.push(event_from_log(entry));
+                    event_from_log(entry, self.shared.sealer.as_deref())
+                });
+            match event {
+                Ok(event) => {
+                    events.push(event);
                     events.len() < REPLAY_CHUNK
                 }
                 Err(error) => {
                     failure = Some(error);
                     false
                 }
-            },
-        )?;
+            }
+        })?;
         if let Some(error) = failure {
-            return Err(error.into());
+            return Err(error);
         }
         // History on disk is contiguous above the compacted revision; a gap means the
         // range was compacted under us.
@@ -180,21 +184,27 @@ impl Watcher {
     }
 }
 
-fn event_from_log(entry: codec::LogEntry) -> Event {
+/// A logged change as a watch event, its values opened if the key is sealed.
+fn event_from_log(entry: codec::LogEntry, sealer: Option<&Sealer>) -> Result<Event, StoreError> {
     let live_prev = entry.prev.filter(|p| !p.is_tombstone());
     let kind = match (&entry.record.value, &live_prev) {
         (None, _) => EventType::Deleted,
         (Some(_), Some(_)) => EventType::Modified,
         (Some(_), None) => EventType::Added,
     };
-    Event {
+    let key = entry.key;
+    let open = |value: Option<Bytes>| match (value, sealer.filter(|s| s.applies(&key))) {
+        (Some(value), Some(sealer)) => sealer.open(&key, value).map(Some),
+        (value, _) => Ok(value),
+    };
+    Ok(Event {
         revision: entry.record.mod_revision,
         kind,
-        key: entry.key,
-        value: entry.record.value,
-        prev_value: live_prev.and_then(|p| p.value),
+        value: open(entry.record.value)?,
+        prev_value: open(live_prev.and_then(|p| p.value))?,
+        key,
         create_revision: entry.record.create_revision,
         version: entry.record.version,
         memo: Default::default(),
-    }
+    })
 }

@@ -79,6 +79,13 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Restarts with other extra flags (same data).
+    pub fn restart_with(&mut self, extra_args: Vec<String>) {
+        self.stop();
+        self.extra_args = extra_args;
+        self.spawn();
+    }
+
     pub fn kubectl(&self, version: &str) -> Kubectl {
         Kubectl {
             binary: kubectl_binary(version),

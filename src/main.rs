@@ -124,6 +124,10 @@ enum Command {
         /// `NAME:BASE64` of 32 random bytes; the first key encrypts, all decrypt.
         #[arg(long)]
         encryption_key_file: Option<PathBuf>,
+        /// Serve requests without credentials as `system:anonymous` (RBAC then lets
+        /// them read only the public paths) instead of answering 401.
+        #[arg(long)]
+        anonymous_auth: bool,
         /// Read-only requests in flight before 429.
         #[arg(long, default_value_t = 400)]
         max_requests_inflight: usize,
@@ -641,6 +645,7 @@ fn main() -> Result<()> {
             store,
             token_auth_file,
             encryption_key_file,
+            anonymous_auth,
             max_requests_inflight,
             max_mutating_requests_inflight,
             no_scheduler,
@@ -657,6 +662,7 @@ fn main() -> Result<()> {
                 if no_scheduler { None } else { Some(keelson::scheduler_config(scheduler_config.as_deref())?) };
             let mut config = ServerConfig::new(data_dir.clone(), listen);
             config.token_auth_file = token_auth_file;
+            config.anonymous_auth = anonymous_auth;
             config.max_requests_inflight = max_requests_inflight;
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
             let kubelet =

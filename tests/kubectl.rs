@@ -361,9 +361,6 @@ fn requests_authenticate_by_certificate_or_token() {
     assert!(k.ok(&["get", "ns", "default", "-o", "name"]).contains("namespace/default"));
 }
 
-/// RBAC end to end: the bootstrap roles, a RoleBinding of `view` and one of `edit` to a
-/// group, kube's 403 wording, and `kubectl auth can-i` (with `--list`) answered from
-/// the same policy. Nothing a refused request asked for is stored.
 /// Retries `args` until the user is allowed them: a new binding takes effect as soon as
 /// the server has applied it, within moments.
 fn until_allowed(who: &Kubectl, args: &[&str]) {
@@ -374,6 +371,9 @@ fn until_allowed(who: &Kubectl, args: &[&str]) {
     }
 }
 
+/// RBAC end to end: the bootstrap roles, a RoleBinding of `view` and one of `edit` to a
+/// group, kube's 403 wording, and `kubectl auth can-i` (with `--list`) answered from
+/// the same policy. Nothing a refused request asked for is stored.
 #[test]
 fn rbac_keeps_users_to_their_roles() {
     let server = TestServer::start_with(|dir| {
@@ -758,4 +758,30 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     assert_eq!(read("early"), b64(b"EarlyPlainValue"));
     assert!(found_in_files(&server.data_dir(), b"k8s:enc:aesgcm:v1:k2:"));
     server.stop();
+}
+
+#[test]
+fn anonymous_requests_are_refused_unless_anonymous_auth_is_on() {
+    // A client with no credentials at all (kubectl would prompt for a password).
+    let get = |server: &TestServer, path: &str| -> (String, String) {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(server.data_dir().join("pki/ca.crt"))
+            .arg(format!("https://127.0.0.1:{}{path}", server.port))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (code.to_string(), body.to_string())
+    };
+    let server = TestServer::start();
+    assert_eq!(get(&server, "/api/v1/namespaces").0, "401");
+
+    let server = TestServer::start_with(|_| vec!["--anonymous-auth".into()]);
+    // system:anonymous in system:unauthenticated: the public paths, and nothing else.
+    let (code, body) = get(&server, "/version");
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = get(&server, "/api/v1/namespaces");
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains(r#"User \"system:anonymous\" cannot list resource \"namespaces\""#), "{body}");
 }

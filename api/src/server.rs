@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub token_auth_file: Option<PathBuf>,
+    /// Requests without credentials are `system:anonymous` (group
+    /// `system:unauthenticated`, which RBAC lets read the public paths) instead of 401.
+    pub anonymous_auth: bool,
     /// Read-only requests in flight before 429 (kube-apiserver's `--max-requests-inflight`).
     pub max_requests_inflight: usize,
     /// Mutating requests in flight before 429 (`--max-mutating-requests-inflight`).
@@ -59,6 +62,7 @@ impl ServerConfig {
             data_dir,
             listen,
             token_auth_file: None,
+            anonymous_auth: false,
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
         }
@@ -87,6 +91,8 @@ pub struct ApiState {
     pub discovery: Discovery,
     pub openapi: OpenApi,
     pub authenticator: Authenticator,
+    /// The user of requests without credentials, when anonymous requests are allowed.
+    anonymous: Option<Arc<User>>,
     pub metrics: Metrics,
     /// Reaches node agents (`pods/log`).
     pub kubelet: crate::kubelet::KubeletClient,
@@ -172,6 +178,14 @@ impl Server {
             discovery: Discovery::build(),
             openapi: OpenApi::build(),
             authenticator,
+            anonymous: config.anonymous_auth.then(|| {
+                // Not `User::new`: an anonymous user is not in `system:authenticated`.
+                Arc::new(User {
+                    name: "system:anonymous".into(),
+                    uid: String::new(),
+                    groups: vec!["system:unauthenticated".into()],
+                })
+            }),
             metrics: Metrics::default(),
             kubelet: crate::kubelet::KubeletClient::new(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
                 .map_err(ServerError::Tls)?,
@@ -421,7 +435,9 @@ async fn dispatch<B: RequestBody>(
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
-    let user = conn_user.or_else(|| header(&request, AUTHORIZATION).and_then(|a| authenticate_bearer(state, a)));
+    let user = conn_user
+        .or_else(|| header(&request, AUTHORIZATION).and_then(|a| authenticate_bearer(state, a)))
+        .or_else(|| state.anonymous.clone());
     if user.is_none() && !is_public(&path) {
         return Err(ApiError::new(StatusReason::Unauthorized, "Unauthorized"));
     }

@@ -363,7 +363,7 @@ async fn in_process_kubelet(data_dir: &Path, kubelet: KubeletFlags) -> Result<No
     let user = format!("system:node:{}", options.node_name);
     let config = keelson::api::pki::client_kubeconfig(data_dir, &admin_server_url(data_dir)?, &user, &[NODES_GROUP])?;
     let kubeconfig = options.root_dir.join("kubelet.kubeconfig");
-    write_private(&kubeconfig, &config)?;
+    keelson::api::pki::write(&kubeconfig, &config, true)?;
     start_node(&kubeconfig, options, backend).await
 }
 
@@ -375,20 +375,6 @@ fn admin_server_url(data_dir: &Path) -> Result<String> {
         .find_map(|line| line.trim().strip_prefix("server: "))
         .map(str::to_string)
         .with_context(|| format!("no server in {}", path.display()))
-}
-
-/// Writes a file only its owner may read (it holds a private key).
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The host's name, lower-cased: a node's default name.

@@ -386,10 +386,11 @@ impl WatchCache {
                 Some(WatchItem::Events(batch)) => {
                     // Consecutive events of one shard are applied under one lock.
                     let mut held: Option<(usize, parking_lot::RwLockWriteGuard<'_, ShardState>)> = None;
-                    let mut rbac_changed = false;
+                    let (mut rbac_changed, mut graph_changed) = (false, false);
                     for event in batch.iter() {
                         let Some(index) = self.shard_index(&event.key) else { continue };
                         rbac_changed |= self.rbac.contains(&index);
+                        graph_changed |= index == self.pods || index == self.claims;
                         if held.as_ref().is_none_or(|(held_index, _)| *held_index != index) {
                             held = Some((index, self.shards[index].write()));
                         }
@@ -410,7 +411,7 @@ impl WatchCache {
                         self.rebuild_policy();
                     }
                     // Outside the shard locks: reads of the pods go on meanwhile.
-                    for event in batch.iter() {
+                    for event in batch.iter().filter(|_| graph_changed) {
                         match self.shard_index(&event.key) {
                             Some(index) if index == self.pods => {
                                 self.authorizer.graph.apply_pod(&event.key, event.value.as_deref())

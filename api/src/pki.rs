@@ -47,7 +47,7 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
 }
 
 /// Writes a file atomically (temp + rename) with owner-only permissions for keys.
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+pub fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let io = |action, source| PkiError::Io { action, path: path.into(), source };

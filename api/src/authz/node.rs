@@ -50,15 +50,9 @@ impl NodeAuthorizer {
 
     pub fn authorize(&self, node: &str, request: &Attributes, graph: &NodeGraph) -> Verdict {
         if request.is_resource_request() {
-            let graphed = |kind| {
-                let Some(found) = reachable(node, request, graph, kind) else {
-                    return deny("No Object name found");
-                };
-                if found {
-                    Verdict::Allow
-                } else {
-                    Verdict::NoOpinion(Some(format!("no relationship found between node '{node}' and this object")))
-                }
+            let graphed = |kind| match reachable(node, request, graph, kind) {
+                Some(found) => related(node, found),
+                None => deny("No Object name found"),
             };
             match (request.group, request.resource, request.subresource) {
                 ("", "secrets" | "configmaps", subresource) => {
@@ -90,11 +84,7 @@ impl NodeAuthorizer {
                     if request.resource == "persistentvolumeclaims" {
                         return graphed(Referent::Claim);
                     }
-                    return if graph.uses_volume(node, request.name) {
-                        Verdict::Allow
-                    } else {
-                        Verdict::NoOpinion(Some(format!("no relationship found between node '{node}' and this object")))
-                    };
+                    return related(node, graph.uses_volume(node, request.name));
                 }
                 ("", "serviceaccounts", subresource) => {
                     if request.verb != "create" || subresource != "token" || request.name.is_empty() {
@@ -111,6 +101,15 @@ impl NodeAuthorizer {
         } else {
             Verdict::NoOpinion(None)
         }
+    }
+}
+
+/// Allowed if the graph relates the node to the object.
+fn related(node: &str, found: bool) -> Verdict {
+    if found {
+        Verdict::Allow
+    } else {
+        Verdict::NoOpinion(Some(format!("no relationship found between node '{node}' and this object")))
     }
 }
 

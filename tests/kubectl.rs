@@ -785,3 +785,88 @@ fn anonymous_requests_are_refused_unless_anonymous_auth_is_on() {
     assert_eq!(code, "403", "{body}");
     assert!(body.contains(r#"User \"system:anonymous\" cannot list resource \"namespaces\""#), "{body}");
 }
+
+fn pod_manifest(name: &str, resources: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: web\n    resources: {resources}\n"
+    )
+}
+
+/// LimitRanger and ResourceQuota admission with kubectl: defaults filled in and noted,
+/// a limit above the range's maximum refused, creates past a quota refused with kube's
+/// message and nothing stored, each admitted create charged to `status.used` at once,
+/// and room given back once the quota's controller sees a pod go.
+#[test]
+fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
+    let server = TestServer::start();
+    let admin = server.kubectl("1.33");
+    admin.ok(&["create", "namespace", "team"]);
+    admin.apply(
+        &["-n", "team", "apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: sizes\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 250m}\n    max: {cpu: '1'}\n",
+    );
+    // The stored range has kube's defaults: the memory request from the memory limit.
+    let range = admin.json(&["-n", "team", "get", "limitrange", "sizes"]);
+    assert_eq!(range["spec"]["limits"][0]["defaultRequest"]["memory"], "256Mi", "{range}");
+    admin.ok(&["-n", "team", "create", "quota", "compute", "--hard=pods=2,requests.cpu=1,limits.memory=1Gi"]);
+    admin.ok(&["-n", "team", "create", "quota", "objects", "--hard=services=1"]);
+    for quota in ["compute", "objects"] {
+        common::eventually(&admin, &["-n", "team", "get", "quota", quota], "the quota measured", |q| {
+            let hard = q["spec"]["hard"].as_object()?.len();
+            q["status"]["used"].as_object().filter(|u| u.len() == hard).map(|_| ())
+        });
+    }
+
+    admin.apply(&["-n", "team", "apply", "-f", "-"], &pod_manifest("a", "{}"));
+    let a = admin.json(&["-n", "team", "get", "pod", "a"]);
+    assert_eq!(
+        a["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container app; cpu, memory limit for container app"
+    );
+    assert_eq!(a["spec"]["containers"][0]["resources"]["requests"]["cpu"], "250m");
+    assert_eq!(a["spec"]["containers"][0]["resources"]["limits"]["memory"], "256Mi");
+    // Charged at admission, before the controller recounts.
+    let compute = admin.json(&["-n", "team", "get", "quota", "compute"]);
+    assert_eq!(compute["status"]["used"]["pods"], "1", "{compute}");
+    assert_eq!(compute["status"]["used"]["requests.cpu"], "250m", "{compute}");
+
+    let too_big = admin.stdin(&["-n", "team", "apply", "-f", "-"], &pod_manifest("big", "{limits: {cpu: '2'}}"));
+    assert!(
+        too_big.stderr.contains("pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"),
+        "{}",
+        too_big.stderr
+    );
+    let greedy = admin.stdin(&["-n", "team", "apply", "-f", "-"], &pod_manifest("greedy", "{limits: {cpu: 800m}}"));
+    assert!(
+        greedy.stderr.contains("pods \"greedy\" is forbidden: exceeded quota: compute, requested: requests.cpu=800m, used: requests.cpu=250m, limited: requests.cpu=1"),
+        "{}",
+        greedy.stderr
+    );
+    admin.apply(&["-n", "team", "apply", "-f", "-"], &pod_manifest("b", "{}"));
+    let third = admin.stdin(&["-n", "team", "apply", "-f", "-"], &pod_manifest("c", "{}"));
+    assert!(
+        third.stderr.contains(
+            "Error from server (Forbidden): error when creating \"STDIN\": pods \"c\" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2"
+        ),
+        "{}",
+        third.stderr
+    );
+    admin.ok(&["-n", "team", "create", "service", "clusterip", "one", "--tcp=80"]);
+    let second = admin.run(&["-n", "team", "create", "service", "clusterip", "two", "--tcp=80"]);
+    assert!(
+        second.stderr.contains("services \"two\" is forbidden: exceeded quota: objects, requested: services=1, used: services=1, limited: services=1"),
+        "{}",
+        second.stderr
+    );
+    let pods = admin.ok(&["-n", "team", "get", "pods", "-o", "name"]);
+    assert_eq!(pods.lines().collect::<Vec<_>>(), ["pod/a", "pod/b"], "refused creates store nothing");
+    assert!(!admin.ok(&["-n", "team", "get", "services", "-o", "name"]).contains("two"));
+
+    // A pod that goes gives its share back once the controller recounts.
+    admin.ok(&["-n", "team", "delete", "pod", "a", "--grace-period=0", "--force"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin.stdin(&["-n", "team", "apply", "-f", "-"], &pod_manifest("c", "{}")).ok {
+        assert!(Instant::now() < deadline, "the quota never gave room back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

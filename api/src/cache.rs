@@ -276,6 +276,17 @@ impl WatchCache {
         Ok(self.store.get(key, ReadAt::Latest)?.and_then(|record| record.value))
     }
 
+    /// Every object under `prefix` as (key, value, revision), from the cache when it
+    /// serves the prefix, else from the store: [`find`](Self::find) for a namespace's
+    /// handful of policy objects (LimitRanges, ResourceQuotas) that admission reads.
+    pub fn find_under(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes, Revision)>, StoreError> {
+        if let Some((items, _)) = self.list(prefix, 0) {
+            return Ok(items.into_iter().map(|(key, cached)| (key, cached.value, cached.mod_revision)).collect());
+        }
+        let page = self.store.list(prefix, &ListOptions::default())?;
+        Ok(page.items.into_iter().filter_map(|(key, r)| Some((key, r.value?, r.mod_revision))).collect())
+    }
+
     /// The objects under `prefix` in key order, up to `limit` of them (0: all), and the
     /// revision they are the state at. `None` when the
     /// cache does not serve this prefix. Only `Bytes` handles are copied under the

@@ -14,9 +14,11 @@ use crate::auth::User;
 use crate::authz::escalation;
 use crate::filter::Filter;
 use crate::kinds::Write;
+use crate::limit_ranger;
 use crate::object::{self, stamped};
 use crate::patch::{self, PatchType};
 use crate::reply::{self, Body, Output, Wire};
+use crate::resource_quota;
 use crate::resources::ResourceInfo;
 use crate::route::{Query, ResourceRoute};
 use crate::server::ApiState;
@@ -839,7 +841,11 @@ impl Call<'_> {
 
     /// One create attempt.
     async fn create_once(&mut self, candidate: Value, dry_run: bool) -> Reply {
-        let (stored, name) = self.prepare_create(candidate)?;
+        let (stored, name, admitted) = self.prepare_create(candidate)?;
+        if let Some(ns) = self.namespace() {
+            let state = &self.state;
+            resource_quota::admit(&state.store, &state.cache, self.info(), ns, &admitted, dry_run).await?;
+        }
         if dry_run {
             return self.object_response(StatusCode::CREATED, &stored, 0);
         }
@@ -905,8 +911,8 @@ impl Call<'_> {
     }
 
     /// Metadata, status, admission and validation for a new object; returns the bytes
-    /// to store and the final name.
-    fn prepare_create(&mut self, mut candidate: Value) -> Result<(Vec<u8>, String), ApiError> {
+    /// to store, the final name and the admitted object.
+    fn prepare_create(&mut self, mut candidate: Value) -> Result<(Vec<u8>, String, Value), ApiError> {
         let info = self.info();
         let metadata = object::entry(&mut candidate, &["metadata"]);
         if !metadata.is_object() {
@@ -933,12 +939,18 @@ impl Call<'_> {
         }
         if info.group.is_empty() && info.kind == "Pod" {
             admission::admit_pod(&self.state.cache, &mut candidate)?;
+            if let Some(ns) = self.namespace() {
+                limit_ranger::default_pod(&self.state.cache, ns, &mut candidate)?;
+            }
         }
         let mut out = self.admit(&candidate, Write::Create)?;
+        if let Some(ns) = self.namespace() {
+            limit_ranger::check(&self.state.cache, info, ns, &out)?;
+        }
         if !self.applying {
             self.record_managed_fields(None, &mut out)?;
         }
-        Ok((self.storage_bytes(&out), name))
+        Ok((self.storage_bytes(&out), name, out))
     }
 
     /// PUT, PATCH and the update-shaped subresources, with `GuaranteedUpdate` retries.

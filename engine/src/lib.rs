@@ -7,6 +7,7 @@
 
 pub mod cron;
 pub mod quantity;
+pub mod quota;
 pub mod revision;
 pub mod selector;
 pub mod status;

@@ -1,10 +1,11 @@
 //! Core kinds other than pods: namespaces, nodes, services, config maps, secrets, events.
 
-use super::pod::{check_enum, check_port};
+use super::pod::{check_enum, check_port, parse_quantity};
 use super::{Kind, NameRule, Path};
 use keelson_engine::k8s_openapi::api::core::v1::{
-    ConfigMap, Event, Namespace, NamespaceSpec, Node, Secret, Service, ServiceSpec,
+    ConfigMap, Event, LimitRange, LimitRangeItem, Namespace, NamespaceSpec, Node, Secret, Service, ServiceSpec,
 };
+use keelson_engine::k8s_openapi::apimachinery::pkg::api::resource::Quantity as WireQuantity;
 use keelson_engine::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_engine::{FieldError, FieldErrorKind};
 use std::collections::{BTreeMap, HashSet};
@@ -208,6 +209,96 @@ impl Kind for Secret {
     }
 }
 
+impl Kind for LimitRange {
+    /// kube's defaulting of Container items: the default limit from `max`, the
+    /// default request from the default limit, then from `min`.
+    fn apply_defaults(&mut self) {
+        for item in self.spec.iter_mut().flat_map(|s| s.limits.iter_mut()) {
+            if item.type_ != "Container" {
+                continue;
+            }
+            let default = item.default.get_or_insert_with(BTreeMap::new);
+            for (name, max) in item.max.iter().flatten() {
+                default.entry(name.clone()).or_insert_with(|| max.clone());
+            }
+            let request = item.default_request.get_or_insert_with(BTreeMap::new);
+            for (name, value) in default.iter().chain(item.min.iter().flatten()) {
+                request.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        let items = self.spec.iter().flat_map(|s| s.limits.iter());
+        for (i, item) in items.enumerate() {
+            validate_limit_range_item(item, &Path::new("spec.limits").index(i), errors);
+        }
+    }
+}
+
+/// kube's checks of one LimitRange item: quantities parse, and min ≤ default request
+/// ≤ default ≤ max, with ratios of at least 1.
+fn validate_limit_range_item(item: &LimitRangeItem, path: &Path, errors: &mut Vec<FieldError>) {
+    if item.type_.is_empty() {
+        errors.push(FieldError::required(path.child("type").as_str(), ""));
+    }
+    let parsed = |list: &Option<BTreeMap<String, WireQuantity>>, field: &str, errors: &mut Vec<FieldError>| {
+        let mut out = BTreeMap::new();
+        for (name, value) in list.iter().flatten() {
+            if let Some(q) = parse_quantity(value, &path.child(field).key(name), errors) {
+                out.insert(name.clone(), q);
+            }
+        }
+        out
+    };
+    let max = parsed(&item.max, "max", errors);
+    let min = parsed(&item.min, "min", errors);
+    let default = parsed(&item.default, "default", errors);
+    let default_request = parsed(&item.default_request, "defaultRequest", errors);
+    let ratio = parsed(&item.max_limit_request_ratio, "maxLimitRequestRatio", errors);
+    if item.type_ == "Pod" {
+        for (field, list) in [("default", &default), ("defaultRequest", &default_request)] {
+            if !list.is_empty() {
+                errors.push(FieldError::new(
+                    FieldErrorKind::Forbidden,
+                    path.child(field).as_str(),
+                    None,
+                    "may not be specified when `type` is 'Pod'",
+                ));
+            }
+        }
+    }
+    // Each pair must be in order; the error sits at `field`, which holds the smaller
+    // (`at_small`) or the larger value of the pair.
+    let orders = [
+        ("min", true, &min, &max, "min value", "max value"),
+        ("defaultRequest", true, &default_request, &default, "default request value", "default limit value"),
+        ("defaultRequest", false, &min, &default_request, "min value", "default request value"),
+        ("defaultRequest", true, &default_request, &max, "default request value", "max value"),
+        ("default", false, &min, &default, "min value", "default value"),
+        ("default", true, &default, &max, "default value", "max value"),
+    ];
+    for (field, at_small, small, large, small_name, large_name) in orders {
+        for (name, low) in small {
+            let Some(high) = large.get(name) else { continue };
+            if low.nanos() > high.nanos() {
+                let shown = if at_small { low } else { high };
+                errors.push(FieldError::invalid(
+                    path.child(field).key(name).as_str(),
+                    &shown.to_string(),
+                    format!("{small_name} {low} is greater than {large_name} {high}"),
+                ));
+            }
+        }
+    }
+    for (name, r) in &ratio {
+        if r.nanos() < 1_000_000_000 {
+            let at = path.child("maxLimitRequestRatio").key(name);
+            errors.push(FieldError::invalid(at.as_str(), &r.to_string(), format!("ratio {r} is less than 1")));
+        }
+    }
+}
+
 impl Kind for Event {
     fn validate(&self, errors: &mut Vec<FieldError>) {
         if self.involved_object.namespace.as_deref().is_some_and(|ns| Some(ns) != self.metadata.namespace.as_deref())
@@ -224,7 +315,7 @@ impl Kind for Event {
 
 #[cfg(test)]
 mod tests {
-    use crate::kinds::{KindCodec, Write, CONFIG_MAP, NAMESPACE, SECRET, SERVICE};
+    use crate::kinds::{KindCodec, Write, CONFIG_MAP, LIMIT_RANGE, NAMESPACE, SECRET, SERVICE};
     use serde_json::json;
 
     #[test]
@@ -297,5 +388,39 @@ mod tests {
         assert_eq!(secret["data"]["k"], "dg==");
         assert_eq!(secret["type"], "Opaque");
         assert!(secret.get("stringData").is_none());
+    }
+
+    #[test]
+    fn limit_ranges_default_container_items_and_keep_their_bounds_in_order() {
+        let lr = |limits: serde_json::Value| {
+            json!({"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": "lr", "namespace": "d"}, "spec": {"limits": limits}})
+        };
+        let out = LIMIT_RANGE
+            .admit(
+                &lr(json!([{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "64Mi"}}])),
+                Write::Create,
+                None,
+            )
+            .unwrap();
+        let item = &out["spec"]["limits"][0];
+        assert_eq!(item["default"], json!({"cpu": "2"}));
+        assert_eq!(item["defaultRequest"], json!({"cpu": "2", "memory": "64Mi"}));
+        let error = LIMIT_RANGE
+            .admit(
+                &lr(json!([{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}},
+                    {"type": "Pod", "default": {"cpu": "1"}, "maxLimitRequestRatio": {"cpu": "500m"}}])),
+                Write::Create,
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(error.code(), 422);
+        for expected in [
+            "spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1",
+            "spec.limits[1].default: Forbidden: may not be specified when `type` is 'Pod'",
+            "spec.limits[1].maxLimitRequestRatio[cpu]: Invalid value: \"500m\": ratio 500m is less than 1",
+        ] {
+            assert!(error.message.contains(expected), "{expected} in {}", error.message);
+        }
     }
 }

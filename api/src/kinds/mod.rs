@@ -175,7 +175,6 @@ macro_rules! cluster_kind_path_names {
 
 plain_kind!(
     core_v1::Endpoints,
-    core_v1::LimitRange,
     core_v1::ResourceQuota,
     core_v1::ServiceAccount,
     core_v1::PersistentVolumeClaim,

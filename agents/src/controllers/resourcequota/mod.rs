@@ -3,8 +3,6 @@
 //! and every five minutes besides (kube's resync), since a pod stops being charged
 //! when its deletion grace runs out without any event saying so.
 
-pub mod usage;
-
 use super::pods;
 use super::runtime::queue::WorkQueue;
 use super::runtime::{ignore_not_found, status_patch, Action, Cache, Change, Informers, ReconcileError, Reconciler};
@@ -15,12 +13,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::jiff::Timestamp;
+use keelson_engine::quota::{self as usage, Objects, Scopes};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use usage::{Objects, Scopes};
 
 /// How often every quota is recomputed regardless of events.
 const RESYNC: Duration = Duration::from_secs(300);

@@ -1,14 +1,15 @@
 //! What a namespace uses of the resources a ResourceQuota limits: kube's quota
 //! evaluators for pods, services and claims, and object counts for the rest.
 //!
-//! Pure: the controller hands in the namespace's objects from its caches.
+//! Pure: the ResourceQuota controller hands in the namespace's objects from its
+//! caches; quota admission in the API server measures one new object the same way.
 
+use crate::quantity::{Quantity, QuantityFormat};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, Pod, PodSpec, ResourceQuotaSpec, ResourceRequirements, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use keelson_engine::quantity::Quantity;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -144,7 +145,7 @@ fn parse(quantity: &ApiQuantity) -> Quantity {
 /// containers add up; init containers run one at a time, so the pod needs the larger
 /// of that and the biggest init container; sidecars (restartable init containers) keep
 /// running and add to both; the overhead comes on top of what is set.
-fn pod_amounts(
+pub fn pod_amounts(
     spec: &PodSpec,
     pick: fn(&ResourceRequirements) -> Option<&BTreeMap<String, ApiQuantity>>,
 ) -> BTreeMap<String, Quantity> {
@@ -234,7 +235,86 @@ fn node_ports(service: &Service) -> usize {
 }
 
 fn count(n: usize) -> Quantity {
-    Quantity::from_units(n as i64, keelson_engine::quantity::QuantityFormat::DecimalSI)
+    Quantity::from_units(n as i64, QuantityFormat::DecimalSI)
+}
+
+/// Whether quota resource `name` measures objects of `resource` (a plural, with its
+/// group after a dot for grouped kinds: `pods`, `deployments.apps`): the resources
+/// kube's evaluator for that kind matches. An object's create is charged only to these.
+pub fn concerns(resource: &str, name: &str) -> bool {
+    if name.strip_prefix("count/").unwrap_or(name) == resource {
+        return true;
+    }
+    match resource {
+        "pods" => {
+            matches!(
+                name,
+                "cpu"
+                    | "memory"
+                    | "ephemeral-storage"
+                    | "requests.cpu"
+                    | "requests.memory"
+                    | "requests.ephemeral-storage"
+                    | "limits.cpu"
+                    | "limits.memory"
+                    | "limits.ephemeral-storage"
+            ) || name.starts_with("hugepages-")
+                || name.starts_with("requests.hugepages-")
+                // Extended resources (`requests.example.com/gpu`) carry a domain.
+                || name.strip_prefix("requests.").is_some_and(|r| r.contains('/'))
+        }
+        "services" => matches!(name, "services.loadbalancers" | "services.nodeports"),
+        "persistentvolumeclaims" => {
+            name == "requests.storage"
+                || name
+                    .split_once(STORAGE_CLASS_SUFFIX)
+                    .is_some_and(|(_, what)| matches!(what, "requests.storage" | "persistentvolumeclaims"))
+        }
+        _ => false,
+    }
+}
+
+/// The quota resources a pod must state for each container once a quota limits them
+/// (kube keeps this rule for compatibility: quota on CPU or memory demands explicit
+/// requests or limits, which LimitRange defaults usually supply).
+const MUST_STATE: [&str; 6] = ["cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"];
+
+/// What `pod`'s containers leave unstated of the `limited` quota resources, in kube's
+/// words (`must specify limits.cpu for: app; requests.memory for: app,init`), or
+/// `None` when every container states them all.
+pub fn unstated(pod: &Pod, limited: &[&str]) -> Option<String> {
+    let required: Vec<&str> = MUST_STATE.iter().copied().filter(|r| limited.contains(r)).collect();
+    let spec = pod.spec.as_ref()?;
+    let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        let resources = container.resources.as_ref();
+        let has = |list: Option<&BTreeMap<String, ApiQuantity>>, key: &str| list.is_some_and(|l| l.contains_key(key));
+        let requests = resources.and_then(|r| r.requests.as_ref());
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        for name in &required {
+            let stated = match *name {
+                "cpu" | "requests.cpu" => has(requests, "cpu"),
+                "memory" | "requests.memory" => has(requests, "memory"),
+                "limits.cpu" => has(limits, "cpu"),
+                _ => has(limits, "memory"),
+            };
+            if !stated {
+                missing.entry(name).or_default().push(&container.name);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = missing
+        .into_iter()
+        .map(|(resource, mut containers)| {
+            containers.sort_unstable();
+            containers.dedup();
+            format!("{resource} for: {}", containers.join(","))
+        })
+        .collect();
+    Some(format!("must specify {}", parts.join("; ")))
 }
 
 /// The usage of each resource in `hard` that keelson can measure (others are left
@@ -433,5 +513,28 @@ mod tests {
                 ("count/deployments.apps", "1"),
             ])
         );
+    }
+
+    #[test]
+    fn each_kind_is_charged_only_its_own_quota_resources() {
+        assert!(concerns("pods", "pods") && concerns("pods", "count/pods") && concerns("pods", "limits.memory"));
+        assert!(concerns("pods", "requests.example.com/gpu") && concerns("pods", "hugepages-2Mi"));
+        assert!(!concerns("pods", "requests.storage") && !concerns("pods", "services"));
+        assert!(concerns("services", "services.nodeports") && !concerns("services", "pods"));
+        assert!(concerns("persistentvolumeclaims", "gold.storageclass.storage.k8s.io/requests.storage"));
+        assert!(concerns("configmaps", "configmaps") && concerns("deployments.apps", "count/deployments.apps"));
+        assert!(!concerns("configmaps", "count/secrets"));
+    }
+
+    #[test]
+    fn quota_on_cpu_or_memory_makes_each_container_state_it() {
+        let p = pod(json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [{"name": "init"}],
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "1"}}}]}}));
+        assert_eq!(
+            unstated(&p, &["pods", "requests.cpu", "limits.memory"]).unwrap(),
+            "must specify limits.memory for: app,init; requests.cpu for: init"
+        );
+        assert_eq!(unstated(&p, &["pods", "requests.storage"]), None);
     }
 }

@@ -128,6 +128,16 @@ enum Command {
         /// them read only the public paths) instead of answering 401.
         #[arg(long)]
         anonymous_auth: bool,
+        /// Write one audit line (kube's audit.k8s.io/v1 Event, Metadata level) per
+        /// request to this file.
+        #[arg(long)]
+        audit_log_path: Option<PathBuf>,
+        /// Rotate the audit log once it reaches this many megabytes.
+        #[arg(long, default_value_t = 100)]
+        audit_log_maxsize: u64,
+        /// Rotated audit logs kept (FILE.1 is the newest).
+        #[arg(long, default_value_t = 5)]
+        audit_log_maxbackup: usize,
         /// Read-only requests in flight before 429.
         #[arg(long, default_value_t = 400)]
         max_requests_inflight: usize,
@@ -632,6 +642,9 @@ fn main() -> Result<()> {
             token_auth_file,
             encryption_key_file,
             anonymous_auth,
+            audit_log_path,
+            audit_log_maxsize,
+            audit_log_maxbackup,
             max_requests_inflight,
             max_mutating_requests_inflight,
             no_scheduler,
@@ -649,6 +662,11 @@ fn main() -> Result<()> {
             let mut config = ServerConfig::new(data_dir.clone(), listen);
             config.token_auth_file = token_auth_file;
             config.anonymous_auth = anonymous_auth;
+            config.audit = audit_log_path.map(|path| keelson_api::audit::AuditConfig {
+                path,
+                max_bytes: audit_log_maxsize.max(1) * 1024 * 1024,
+                backups: audit_log_maxbackup,
+            });
             config.max_requests_inflight = max_requests_inflight;
             config.max_mutating_requests_inflight = max_mutating_requests_inflight;
             let kubelet =

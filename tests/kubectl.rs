@@ -378,7 +378,13 @@ fn until_allowed(who: &Kubectl, args: &[&str]) {
 fn rbac_keeps_users_to_their_roles() {
     let server = TestServer::start_with(|dir| {
         let tokens = common::write(dir, "tokens.csv", "v1ew,vera,u-1,\"auditors\"\ned1t,ed,u-2,\"devs\"\n");
-        vec!["--token-auth-file".into(), tokens.display().to_string()]
+        let audit = dir.join("audit").join("audit.log");
+        vec![
+            "--token-auth-file".into(),
+            tokens.display().to_string(),
+            "--audit-log-path".into(),
+            audit.display().to_string(),
+        ]
     });
     let admin: Kubectl = server.kubectl("1.33");
     let vera = admin.as_user(token_kubeconfig(&server, "v1ew"), "vera");
@@ -444,6 +450,70 @@ fn rbac_keeps_users_to_their_roles() {
     // ed edits: the write goes through.
     ed.ok(&["-n", "team", "create", "configmap", "from-ed", "--from-literal=a=1"]);
     ed.ok(&["-n", "team", "delete", "configmap", "from-ed"]);
+
+    // Reviews about others, for delegating components: SubjectAccessReview (and its
+    // namespaced form) and TokenReview, which only auth delegators may ask.
+    let review = |who: &Kubectl, namespace: &str, body: Value| -> (bool, Value, String) {
+        let run = who.stdin(&["-n", namespace, "create", "-f", "-", "-o", "json"], &body.to_string());
+        (run.ok, serde_json::from_str(&run.stdout).unwrap_or(Value::Null), run.stderr)
+    };
+    let sar = |verb: &str| {
+        serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "vera", "groups": ["auditors"],
+                "resourceAttributes": {"namespace": "team", "verb": verb, "resource": "configmaps"}}})
+    };
+    let (ok, answer, stderr) = review(&admin, "team", sar("get"));
+    assert!(ok, "{stderr}");
+    assert_eq!(answer["status"]["allowed"], true, "{answer}");
+    assert_eq!(review(&admin, "team", sar("delete")).1["status"]["allowed"], false);
+    let mut local = sar("list");
+    local["kind"] = "LocalSubjectAccessReview".into();
+    local["spec"]["resourceAttributes"]["namespace"] = "".into();
+    let (_, answer, _) = review(&admin, "team", local.clone());
+    assert_eq!(
+        (answer["status"]["allowed"].clone(), answer["spec"]["resourceAttributes"]["namespace"].clone()),
+        (true.into(), "team".into())
+    );
+    let (ok, _, stderr) = review(&admin, "default", {
+        local["spec"]["resourceAttributes"]["namespace"] = "team".into();
+        local
+    });
+    assert!(!ok && stderr.contains("must match metadata.namespace"), "{stderr}");
+    let token_review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": "v1ew"}});
+    let (_, answer, _) = review(&admin, "default", token_review.clone());
+    assert_eq!(answer["status"]["user"]["username"], "vera", "{answer}");
+    // (kubectl lists CRDs to validate a review, which vera may not, as in kube.)
+    let refused = vera.stdin(&["create", "--validate=false", "-f", "-"], &token_review.to_string());
+    assert!(!refused.ok && refused.stderr.contains("cannot create resource \"tokenreviews\""), "{}", refused.stderr);
+
+    // Every request above is in the audit log, one kube audit Event per line, with
+    // who, what and the answer; a Secret's value never is.
+    admin.ok(&["-n", "team", "create", "secret", "generic", "vault", "--from-literal=key=s3cr3t-audit-value"]);
+    let audit_path = server.data_dir().parent().expect("the temp dir").join("audit").join("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        if events.iter().any(|e| e["objectRef"]["name"] == "vault") {
+            assert!(!text.contains("s3cr3t-audit-value") && !text.contains("czNjcjN0"), "no Secret value is logged");
+            break events;
+        }
+        assert!(Instant::now() < deadline, "the audit log never showed the secret's create");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let found = |user: &str, verb: &str, name: &str, code: u64| {
+        events.iter().any(|e| {
+            e["user"]["username"] == user
+                && e["verb"] == verb
+                && e["objectRef"]["name"] == name
+                && e["responseStatus"]["code"] == code
+                && e["objectRef"]["namespace"] == "team"
+        })
+    };
+    assert!(found("vera", "delete", "settings", 403), "vera's refused delete is audited");
+    assert!(found("ed", "delete", "from-ed", 200), "ed's delete is audited");
+    assert!(events.iter().all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["stage"] == "ResponseComplete"));
 }
 
 #[test]
@@ -869,4 +939,53 @@ fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
         assert!(Instant::now() < deadline, "the quota never gave room back");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// PodSecurity by namespace label with kubectl: the enforced level refuses a pod in
+/// kube's words and stores nothing, the warned level warns, a workload's template is
+/// warned about, and a namespace without labels admits anything.
+#[test]
+fn pod_security_levels_follow_namespace_labels() {
+    let server = TestServer::start();
+    let admin = server.kubectl("1.33");
+    admin.ok(&["create", "namespace", "locked"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=baseline",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\nspec:\n  containers:\n  - name: app\n    image: web\n    securityContext: {privileged: true}\n";
+    let refused = admin.stdin(&["-n", "locked", "apply", "-f", "-"], privileged);
+    assert!(
+        refused.stderr.contains("pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\": privileged (container \"app\" must not set securityContext.privileged=true)"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!admin.ok(&["-n", "locked", "get", "pods", "-o", "name"]).contains("root"), "nothing stored");
+
+    let bare = admin.run(&["-n", "locked", "run", "bare", "--image=web"]);
+    assert!(bare.ok, "{}", bare.stderr);
+    assert!(
+        bare.stderr.contains("Warning: would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"bare\" must set securityContext.allowPrivilegeEscalation=false)"),
+        "{}",
+        bare.stderr
+    );
+    let deployment =
+        admin.run(&["-n", "locked", "create", "deployment", "net", "--image=web", "--dry-run=client", "-o", "json"]);
+    let mut deployment: Value = serde_json::from_str(&deployment.stdout).expect("a deployment");
+    deployment["spec"]["template"]["spec"]["hostNetwork"] = true.into();
+    let created = admin.stdin(&["-n", "locked", "create", "-f", "-"], &deployment.to_string());
+    assert!(created.ok, "{}", created.stderr);
+    assert!(
+        created
+            .stderr
+            .contains("Warning: would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"),
+        "{}",
+        created.stderr
+    );
+    // No labels: privileged.
+    admin.ok(&["create", "namespace", "open"]);
+    admin.apply(&["-n", "open", "apply", "-f", "-"], privileged);
 }

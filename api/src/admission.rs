@@ -8,6 +8,7 @@
 
 use crate::cache::WatchCache;
 use crate::object;
+use crate::pod_security;
 use crate::resources::ResourceInfo;
 use keelson_engine::{ApiError, StatusReason};
 use serde_json::{json, Value};
@@ -37,12 +38,21 @@ struct NamespaceLife {
 struct LifeMeta {
     #[serde(default, rename = "deletionTimestamp")]
     deletion_timestamp: Option<serde::de::IgnoredAny>,
+    /// Only PodSecurity's labels are decoded.
+    #[serde(default)]
+    labels: pod_security::Labels,
 }
 
-/// NamespaceLifecycle for a create of a namespaced object.
-pub fn check_namespace(cache: &WatchCache, info: &ResourceInfo, namespace: &str, name: &str) -> Result<(), ApiError> {
+/// NamespaceLifecycle for a create of a namespaced object; returns the namespace's
+/// PodSecurity labels, read in the same decode.
+pub fn check_namespace(
+    cache: &WatchCache,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> Result<pod_security::Labels, ApiError> {
     if !info.namespaced {
-        return Ok(());
+        return Ok(pod_security::Labels::default());
     }
     let key = keelson_store::object_key("namespaces", None, namespace);
     let namespace_life = match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
@@ -60,7 +70,7 @@ pub fn check_namespace(cache: &WatchCache, info: &ResourceInfo, namespace: &str,
                 ),
             ))
         }
-        Some(_) => Ok(()),
+        Some(ns) => Ok(ns.metadata.labels),
     }
 }
 

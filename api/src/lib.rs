@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
@@ -30,11 +31,13 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod pod_security;
 pub mod protobuf;
 pub mod reply;
 pub mod resource_quota;
 pub mod resources;
 pub mod rest;
+pub mod review;
 pub mod route;
 pub mod server;
 pub mod service_alloc;

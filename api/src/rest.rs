@@ -17,6 +17,7 @@ use crate::kinds::Write;
 use crate::limit_ranger;
 use crate::object::{self, stamped};
 use crate::patch::{self, PatchType};
+use crate::pod_security;
 use crate::reply::{self, Body, Output, Wire};
 use crate::resource_quota;
 use crate::resources::ResourceInfo;
@@ -64,6 +65,8 @@ pub struct Call<'a> {
     pub wire: Wire,
     /// `Warning` headers to send back.
     pub warnings: Vec<String>,
+    /// The name a create stored its object under (the audit log names it).
+    pub created: Option<String>,
     /// The client's `User-Agent`: the default field manager is its product name.
     pub user_agent: &'a str,
     /// Set while server-side apply creates an object: its managed fields are the apply's.
@@ -90,6 +93,7 @@ impl<'a> Call<'a> {
             output,
             wire: Wire::Json,
             warnings: Vec::new(),
+            created: None,
             user_agent,
             applying: false,
             user: None,
@@ -851,7 +855,10 @@ impl Call<'_> {
         }
         let key = self.info().key(self.namespace(), &name);
         match self.state.store.create(key, stored.clone()).await {
-            Ok(outcome) => self.object_response(StatusCode::CREATED, &stored, outcome.revision.get()),
+            Ok(outcome) => {
+                self.created = Some(name);
+                self.object_response(StatusCode::CREATED, &stored, outcome.revision.get())
+            }
             Err(e) => Err(reply::store_error(e, self.group_resource(), &name)),
         }
     }
@@ -934,9 +941,10 @@ impl Call<'_> {
         }
         initial_status(info, &mut candidate);
         let name = object::name(&candidate).to_string();
-        if let Some(ns) = self.namespace() {
-            admission::check_namespace(&self.state.cache, info, ns, &name)?;
-        }
+        let pod_security = match self.namespace() {
+            Some(ns) => admission::check_namespace(&self.state.cache, info, ns, &name)?,
+            None => Default::default(),
+        };
         if info.group.is_empty() && info.kind == "Pod" {
             admission::admit_pod(&self.state.cache, &mut candidate)?;
             if let Some(ns) = self.namespace() {
@@ -947,6 +955,7 @@ impl Call<'_> {
         if let Some(ns) = self.namespace() {
             limit_ranger::check(&self.state.cache, info, ns, &out)?;
         }
+        pod_security::check(&pod_security, info, &out, &mut self.warnings)?;
         if !self.applying {
             self.record_managed_fields(None, &mut out)?;
         }

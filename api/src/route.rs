@@ -34,7 +34,7 @@ pub enum Route {
 }
 
 /// A resource path: a collection, an object, or an object's subresource.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ResourceRoute {
     pub info: &'static ResourceInfo,
     pub namespace: Option<String>,

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub max_requests_inflight: usize,
     /// Mutating requests in flight before 429 (`--max-mutating-requests-inflight`).
     pub max_mutating_requests_inflight: usize,
+    /// Where the audit log goes, if anywhere.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 impl ServerConfig {
@@ -65,6 +67,7 @@ impl ServerConfig {
             anonymous_auth: false,
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
+            audit: None,
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum ServerError {
     Tls(String),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("opening the audit log: {0}")]
+    Audit(std::io::Error),
     #[error("creating the system namespaces: {0}")]
     Bootstrap(String),
 }
@@ -94,6 +99,8 @@ pub struct ApiState {
     /// The user of requests without credentials, when anonymous requests are allowed.
     anonymous: Option<Arc<User>>,
     pub metrics: Metrics,
+    /// The audit log, when the server keeps one.
+    pub audit: Option<crate::audit::AuditLog>,
     /// Reaches node agents (`pods/log`).
     pub kubelet: crate::kubelet::KubeletClient,
     /// Flips to `true` when the server shuts down; open watches end.
@@ -187,6 +194,7 @@ impl Server {
                 })
             }),
             metrics: Metrics::default(),
+            audit: config.audit.clone().map(crate::audit::AuditLog::open).transpose().map_err(ServerError::Audit)?,
             kubelet: crate::kubelet::KubeletClient::new(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
                 .map_err(ServerError::Tls)?,
             shutdown: shutdown_rx,
@@ -362,6 +370,18 @@ async fn bootstrap_rbac(state: &Arc<ApiState>) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// keelson serves no CustomResourceDefinitions, but kubectl lists them to decide how
+/// to validate a kind whose OpenAPI has no PATCH operation (the review kinds): a 404
+/// there fails `kubectl create -f`, an empty list lets it validate from the schema.
+const NO_CUSTOM_RESOURCES: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+fn no_custom_resources(state: &ApiState) -> Response<Body> {
+    let revision = state.store.current_revision().get().to_string();
+    let list = json!({"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+        "metadata": {"resourceVersion": revision}, "items": []});
+    reply::json(StatusCode::OK, serde_json::to_vec(&list).unwrap_or_default())
+}
+
 /// Paths anonymous clients may read (kube-apiserver's `system:public-info-viewer`).
 fn is_public(path: &str) -> bool {
     matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
@@ -377,14 +397,43 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn handle<B: RequestBody>(state: Arc<ApiState>, user: Option<Arc<User>>, request: Request<B>) -> Response<Body> {
     let started = Instant::now();
-    let mut trace = Trace { verb: "GET", resource: None, wire: Wire::Json };
+    let mut trace = Trace { verb: "GET", resource: None, wire: Wire::Json, audit: None };
+    // What the audit line needs of the request itself, taken before dispatch consumes it.
+    let audited = state.audit.as_ref().map(|_| {
+        let uri = request.uri().path_and_query().map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
+        let agent = header(&request, ::http::header::USER_AGENT).unwrap_or("").to_string();
+        let verb = request.method().as_str().to_ascii_lowercase();
+        (uri, agent, verb, jiff::Timestamp::now())
+    });
+    if audited.is_some() {
+        trace.audit = Some(Audited::default());
+    }
     let result = dispatch(&state, user, request, &mut trace).await;
     let mut response = result.unwrap_or_else(|e| reply::error(&e));
     // A watch streams and encodes its own events.
     if trace.wire == Wire::Protobuf && trace.verb != "WATCH" {
         response = reply::to_protobuf(response).await;
     }
-    state.metrics.record(trace.resource, trace.verb, response.status().as_u16(), started.elapsed());
+    let code = response.status().as_u16();
+    state.metrics.record(trace.resource, trace.verb, code, started.elapsed());
+    if let (Some(log), Some((uri, agent, method, received)), Some(facts)) = (&state.audit, &audited, &trace.audit) {
+        let object = facts.route.as_ref();
+        log.record(&crate::audit::Entry {
+            request_uri: uri,
+            verb: facts.verb.unwrap_or(method),
+            user: facts.user.as_deref(),
+            user_agent: agent,
+            group: object.map_or("", |r| r.info.group),
+            version: object.map_or("", |r| r.info.version),
+            resource: object.map_or("", |r| r.info.plural),
+            subresource: object.and_then(|r| r.subresource.as_deref()).unwrap_or(""),
+            namespace: object.and_then(|r| r.namespace.as_deref()).unwrap_or(""),
+            name: object.and_then(|r| r.name.as_deref()).unwrap_or(""),
+            code,
+            received: *received,
+            latency: started.elapsed(),
+        });
+    }
     response
 }
 
@@ -394,6 +443,17 @@ struct Trace {
     verb: &'static str,
     resource: Option<usize>,
     wire: Wire,
+    /// Filled in only when the server keeps an audit log.
+    audit: Option<Audited>,
+}
+
+/// What the audit line records that dispatching learns: who asked, kube's verb, and
+/// the object.
+#[derive(Default)]
+struct Audited {
+    user: Option<Arc<User>>,
+    verb: Option<&'static str>,
+    route: Option<ResourceRoute>,
 }
 
 fn header<B>(request: &Request<B>, name: ::http::header::HeaderName) -> Option<&str> {
@@ -438,8 +498,18 @@ async fn dispatch<B: RequestBody>(
     let user = conn_user
         .or_else(|| header(&request, AUTHORIZATION).and_then(|a| authenticate_bearer(state, a)))
         .or_else(|| state.anonymous.clone());
+    if let (Some(audit), Some(user)) = (trace.audit.as_mut(), &user) {
+        audit.user = Some(Arc::clone(user));
+    }
     if user.is_none() && !is_public(&path) {
         return Err(ApiError::new(StatusReason::Unauthorized, "Unauthorized"));
+    }
+    if path == NO_CUSTOM_RESOURCES && request.method() == Method::GET {
+        if let Some(user) = &user {
+            let list = Attributes::resource("list", "apiextensions.k8s.io", "customresourcedefinitions", "");
+            authorize(state, user, &list).await?;
+        }
+        return Ok(no_custom_resources(state));
     }
     let route = Route::parse(&path)?;
     let accept = header(&request, ::http::header::ACCEPT).unwrap_or("").to_string();
@@ -496,6 +566,10 @@ async fn dispatch<B: RequestBody>(
         "DELETE" => "delete",
         _ => "deletecollection",
     };
+    if let Some(audit) = trace.audit.as_mut() {
+        audit.verb = Some(k8s_verb);
+        audit.route = Some(route.clone());
+    }
     authorize(state, &user, &request_attributes(&route, k8s_verb)).await?;
     if let Some(node) = crate::authz::node::node_name(&user) {
         let subresource = route.subresource.as_deref();
@@ -537,7 +611,13 @@ async fn dispatch<B: RequestBody>(
     let mut call = Call::new(state, &route, &query, output, &user_agent);
     call.wire = wire;
     call.user = Some(&user);
-    let mut response = resource_verb(&mut call, &method, body, Some(&user)).await?;
+    let result = resource_verb(&mut call, &method, body, Some(&user)).await;
+    if let (Some(audit), Some(name)) = (trace.audit.as_mut(), call.created.take()) {
+        if let Some(route) = audit.route.as_mut() {
+            route.name.get_or_insert(name);
+        }
+    }
+    let mut response = result?;
     for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -549,7 +629,7 @@ async fn dispatch<B: RequestBody>(
 
 /// The user a bearer token speaks for; a ServiceAccount token's objects are looked up
 /// in the watch cache.
-fn authenticate_bearer(state: &ApiState, authorization: &str) -> Option<Arc<User>> {
+pub(crate) fn authenticate_bearer(state: &ApiState, authorization: &str) -> Option<Arc<User>> {
     let lookup = |kind: &'static str, namespace: &str, name: &str| live_uid(&state.cache, kind, namespace, name);
     state.authenticator.token(authorization, jiff::Timestamp::now().as_second(), &lookup)
 }
@@ -633,8 +713,13 @@ async fn resource_verb(
         (&Method::POST, false, None) => {
             let input = parse(&body)?;
             match info.kind {
-                "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview" => {
-                    review(&call.state.cache.authorizer, info.kind, input, user)
+                "SelfSubjectAccessReview"
+                | "SelfSubjectRulesReview"
+                | "SelfSubjectReview"
+                | "SubjectAccessReview"
+                | "LocalSubjectAccessReview"
+                | "TokenReview" => {
+                    crate::review::answer(call.state, info.kind, call.route.namespace.as_deref(), input, user)
                 }
                 "Binding" => {
                     let pod = object::name(&input).to_string();
@@ -747,88 +832,6 @@ async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiErr
     Ok(reply::json(StatusCode::OK, rest::success_status(StatusCode::OK)))
 }
 
-/// The requester asks about itself: whoami (SelfSubjectReview), may I
-/// (SelfSubjectAccessReview, `kubectl auth can-i`), what may I in a namespace
-/// (SelfSubjectRulesReview, `kubectl auth can-i --list`), answered from the policy.
-fn review(
-    authorizer: &crate::authz::Authorizer,
-    kind: &str,
-    mut input: Value,
-    user: Option<&User>,
-) -> Result<Response<Body>, ApiError> {
-    let user = user.ok_or_else(|| ApiError::new(StatusReason::Unauthorized, "Unauthorized"))?;
-    let group = match kind {
-        "SelfSubjectReview" => "authentication.k8s.io/v1",
-        _ => "authorization.k8s.io/v1",
-    };
-    input["apiVersion"] = json!(group);
-    input["kind"] = json!(kind);
-    input["status"] = match kind {
-        "SelfSubjectAccessReview" => {
-            let request = review_attributes(&input["spec"])?;
-            let decision = authorizer.authorize(user, &request);
-            match decision.allowed {
-                true => json!({"allowed": true, "reason": decision.reason(user)}),
-                false => json!({"allowed": false}),
-            }
-        }
-        "SelfSubjectRulesReview" => {
-            let namespace = input["spec"]["namespace"].as_str().unwrap_or("");
-            let policy = authorizer.policy();
-            match policy.rules_for(user, namespace) {
-                None => json!({
-                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                    "incomplete": false,
-                }),
-                Some(rules) => {
-                    let (urls, resources): (Vec<_>, Vec<_>) = rules.into_iter().partition(|r| r.is_non_resource());
-                    json!({
-                        "resourceRules": resources.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
-                        "nonResourceRules": urls.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
-                        "incomplete": false,
-                    })
-                }
-            }
-        }
-        _ => json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}),
-    };
-    Ok(reply::json(StatusCode::CREATED, serde_json::to_vec(&input).map_err(ApiError::internal)?))
-}
-
-/// A SelfSubjectAccessReview's question: `spec.resourceAttributes` or
-/// `spec.nonResourceAttributes`.
-fn review_attributes(spec: &Value) -> Result<Attributes<'_>, ApiError> {
-    fn text<'v>(value: &'v Value, field: &str) -> &'v str {
-        value[field].as_str().unwrap_or("")
-    }
-    if let Some(resource) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
-        return Ok(Attributes {
-            verb: text(resource, "verb"),
-            path: "",
-            group: text(resource, "group"),
-            resource: text(resource, "resource"),
-            subresource: text(resource, "subresource"),
-            namespace: text(resource, "namespace"),
-            name: text(resource, "name"),
-        });
-    }
-    if let Some(path) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-        return Ok(Attributes::non_resource(text(path, "verb"), text(path, "path")));
-    }
-    Err(ApiError::invalid(
-        "authorization.k8s.io",
-        "SelfSubjectAccessReview",
-        "",
-        vec![keelson_engine::FieldError::new(
-            keelson_engine::FieldErrorKind::Required,
-            "spec.resourceAttributes",
-            None,
-            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-        )],
-    ))
-}
-
 fn status_item(name: &str, status: &str, message: &str) -> Value {
     json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
         "conditions": [{"type": "Healthy", "status": status, "message": message}]})
@@ -915,6 +918,11 @@ fn non_resource(state: &ApiState, route: Route, accept: &str) -> Result<Response
         Route::Metrics => {
             let mut text = state.metrics.render(&state.store.stats());
             state.cache.render_metrics(&mut text);
+            if let Some(audit) = &state.audit {
+                text.push_str("# HELP apiserver_audit_event_dropped_total Audit lines dropped because the writer fell behind.\n");
+                text.push_str("# TYPE apiserver_audit_event_dropped_total counter\n");
+                text.push_str(&format!("apiserver_audit_event_dropped_total {}\n", audit.dropped()));
+            }
             for component in state.components.read().unwrap_or_else(|e| e.into_inner()).iter() {
                 (component.metrics)(&mut text);
             }

@@ -287,6 +287,14 @@ pub fn objects() -> Vec<Value> {
                 rule(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
             ],
         ),
+        cluster_role(
+            "system:auth-delegator",
+            none(),
+            vec![
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+            ],
+        ),
         cluster_role("system:discovery", none(), vec![url_rule(&["get"], DISCOVERY_URLS)]),
         cluster_role("system:public-info-viewer", none(), vec![url_rule(&["get"], PUBLIC_URLS)]),
         cluster_role(

@@ -189,9 +189,14 @@ cluster_kind_path_names!(
     rbac_v1::ClusterRole,
     rbac_v1::ClusterRoleBinding,
     authn_v1::SelfSubjectReview,
+    authn_v1::TokenReview,
     authz_v1::SelfSubjectAccessReview,
     authz_v1::SelfSubjectRulesReview,
+    authz_v1::SubjectAccessReview,
 );
+impl Kind for authz_v1::LocalSubjectAccessReview {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
 impl Kind for rbac_v1::Role {
     const NAME_RULE: NameRule = NameRule::PathSegment;
 }
@@ -228,6 +233,9 @@ pub static STATEFUL_SET: Typed<apps_v1::StatefulSet> = Typed::new();
 pub static SELF_SUBJECT_REVIEW: Typed<authn_v1::SelfSubjectReview> = Typed::new();
 pub static SELF_SUBJECT_ACCESS_REVIEW: Typed<authz_v1::SelfSubjectAccessReview> = Typed::new();
 pub static SELF_SUBJECT_RULES_REVIEW: Typed<authz_v1::SelfSubjectRulesReview> = Typed::new();
+pub static SUBJECT_ACCESS_REVIEW: Typed<authz_v1::SubjectAccessReview> = Typed::new();
+pub static LOCAL_SUBJECT_ACCESS_REVIEW: Typed<authz_v1::LocalSubjectAccessReview> = Typed::new();
+pub static TOKEN_REVIEW: Typed<authn_v1::TokenReview> = Typed::new();
 pub static CRON_JOB: Typed<batch_v1::CronJob> = Typed::new();
 pub static JOB: Typed<batch_v1::Job> = Typed::new();
 pub static LEASE: Typed<coordination_v1::Lease> = Typed::new();

@@ -100,6 +100,14 @@ fn document(group: &str, version: &str) -> Value {
                 "x-kubernetes-group-version-kind".into(),
                 json!([{"group": info.group, "version": info.version, "kind": info.kind}]),
             );
+            // The typed structs always carry metadata, but a client may leave it out
+            // (a review has none): kube's schemas never require it.
+            if let Some(Value::Array(required)) = schema.get_mut("required") {
+                required.retain(|field| field != "metadata");
+                if required.is_empty() {
+                    schema.remove("required");
+                }
+            }
         }
     }
     json!({

@@ -1,0 +1,413 @@
+//! PodSecurity admission: the Pod Security Standards, chosen per namespace by the
+//! `pod-security.kubernetes.io/enforce` and `warn` labels (`privileged`, `baseline`,
+//! `restricted`). A pod that violates its namespace's enforced level is refused with
+//! kube's message; one that violates the warned level gets kube's warning; a workload
+//! (Deployment, Job, ...) whose pod template would be refused or warned about gets the
+//! warning, since its pods will be judged when they are created.
+//!
+//! The checks are kube's for the current policy version (`latest`; a `-version` label
+//! only changes the level's name in messages), in kube's order (by check id), except
+//! AppArmor, SELinux options and Windows host processes, which no keelson runtime has.
+//! The `audit` mode has no audit log to write to yet and is not evaluated.
+
+use crate::resources::ResourceInfo;
+use keelson_engine::k8s_openapi::api::core::v1::{Capabilities, PodSpec, SecurityContext};
+use keelson_engine::ApiError;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The namespace labels PodSecurity reads (only these are decoded from a namespace).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Labels {
+    #[serde(rename = "pod-security.kubernetes.io/enforce")]
+    enforce: Option<String>,
+    #[serde(rename = "pod-security.kubernetes.io/enforce-version")]
+    enforce_version: Option<String>,
+    #[serde(rename = "pod-security.kubernetes.io/warn")]
+    warn: Option<String>,
+    #[serde(rename = "pod-security.kubernetes.io/warn-version")]
+    warn_version: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl Level {
+    /// A label's level; an unknown value is the most restrictive, as kube reads it.
+    fn of(label: Option<&str>) -> Level {
+        match label {
+            None | Some("privileged") => Level::Privileged,
+            Some("baseline") => Level::Baseline,
+            _ => Level::Restricted,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Level::Privileged => "privileged",
+            Level::Baseline => "baseline",
+            Level::Restricted => "restricted",
+        }
+    }
+}
+
+/// The capabilities baseline allows a container to add.
+const BASELINE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The sysctls baseline allows (namespaced and safe).
+const SAFE_SYSCTLS: [&str; 9] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+];
+
+/// The volume types restricted allows.
+const RESTRICTED_VOLUMES: [&str; 8] =
+    ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+
+/// Where a workload kind keeps its pod template's spec.
+fn template_spec(info: &ResourceInfo) -> Option<&'static [&'static str]> {
+    match (info.group, info.kind) {
+        ("", "Pod") => Some(&["spec"]),
+        ("", "ReplicationController" | "PodTemplate") | ("apps", _) | ("batch", "Job") => {
+            Some(&["spec", "template", "spec"])
+        }
+        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
+        _ => None,
+    }
+}
+
+/// Judges a new pod, or a workload's pod template, against the namespace's levels:
+/// `Err` refuses a pod; warnings are added to `warnings`.
+pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mut Vec<String>) -> Result<(), ApiError> {
+    let enforce = Level::of(labels.enforce.as_deref());
+    let warn = Level::of(labels.warn.as_deref());
+    if enforce == Level::Privileged && warn == Level::Privileged {
+        return Ok(());
+    }
+    let Some(path) = template_spec(info) else { return Ok(()) };
+    let Some(spec) = crate::object::get(object, path) else { return Ok(()) };
+    let spec: PodSpec = serde_json::from_value(spec.clone()).map_err(ApiError::internal)?;
+    let is_pod = info.kind == "Pod";
+    let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "latest".into());
+    let enforced = violations(&spec, enforce);
+    if !enforced.is_empty() {
+        let policy =
+            format!("PodSecurity \"{}:{}\": {}", enforce.name(), version(&labels.enforce_version), enforced.join(", "));
+        if is_pod {
+            let why = format!("violates {policy}");
+            return Err(ApiError::forbidden(info.group, info.plural, crate::object::name(object), &why));
+        }
+        warnings.push(format!("would violate {policy}"));
+    }
+    let warned = violations(&spec, warn);
+    if !warned.is_empty() && (is_pod || warn != enforce) {
+        warnings.push(format!(
+            "would violate PodSecurity \"{}:{}\": {}",
+            warn.name(),
+            version(&labels.warn_version),
+            warned.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A container, with what PodSecurity reads of it.
+struct Container<'a> {
+    name: &'a str,
+    security: Option<&'a SecurityContext>,
+    host_ports: Vec<i32>,
+}
+
+fn capabilities<'a>(c: &Container<'a>) -> Option<&'a Capabilities> {
+    c.security.and_then(|s| s.capabilities.as_ref())
+}
+
+fn container_seccomp<'a>(c: &Container<'a>) -> Option<&'a str> {
+    c.security.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str())
+}
+
+/// `container "a"` or `containers "a", "b"`.
+fn containers_phrase(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let noun = if names.len() == 1 { "container" } else { "containers" };
+    format!("{noun} {}", quoted.join(", "))
+}
+
+fn quoted(values: &[&str]) -> String {
+    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Every check of `level` the pod spec fails, as kube words them (`reason (detail)`).
+fn violations(spec: &PodSpec, level: Level) -> Vec<String> {
+    if level == Level::Privileged {
+        return Vec::new();
+    }
+    let restricted = level == Level::Restricted;
+    let mut containers: Vec<Container<'_>> = Vec::new();
+    let init = spec.init_containers.iter().flatten();
+    for c in init.chain(&spec.containers) {
+        let host_ports = c.ports.iter().flatten().filter_map(|p| p.host_port).filter(|p| *p != 0).collect();
+        containers.push(Container { name: &c.name, security: c.security_context.as_ref(), host_ports });
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        let host_ports = c.ports.iter().flatten().filter_map(|p| p.host_port).filter(|p| *p != 0).collect();
+        containers.push(Container { name: &c.name, security: c.security_context.as_ref(), host_ports });
+    }
+    let pod_security = spec.security_context.as_ref();
+    let named = |keep: &dyn Fn(&Container<'_>) -> bool| -> Vec<&str> {
+        containers.iter().filter(|c| keep(c)).map(|c| c.name).collect()
+    };
+    let mut out = Vec::new();
+    let mut fail = |reason: &str, details: Vec<String>| {
+        if !details.is_empty() {
+            out.push(format!("{reason} ({})", details.join("; ")));
+        }
+    };
+
+    // allowPrivilegeEscalation
+    if restricted {
+        let open = named(&|c| c.security.and_then(|s| s.allow_privilege_escalation) != Some(false));
+        if !open.is_empty() {
+            fail(
+                "allowPrivilegeEscalation != false",
+                vec![format!("{} must set securityContext.allowPrivilegeEscalation=false", containers_phrase(&open))],
+            );
+        }
+    }
+    // capabilities: baseline's list of additions, or restricted's drop-all
+    let adds = |c: &Container<'_>, allowed: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let added = capabilities(c).and_then(|caps| caps.add.as_ref());
+        added.into_iter().flatten().filter(|cap| !allowed(cap)).cloned().collect()
+    };
+    let mut details = Vec::new();
+    if restricted {
+        let undropped = named(&|c| {
+            !capabilities(c).and_then(|caps| caps.drop.as_ref()).is_some_and(|d| d.iter().any(|x| x == "ALL"))
+        });
+        if !undropped.is_empty() {
+            details.push(format!(
+                "{} must set securityContext.capabilities.drop=[\"ALL\"]",
+                containers_phrase(&undropped)
+            ));
+        }
+    }
+    for c in &containers {
+        let forbidden: Vec<String> = if restricted {
+            adds(c, &|cap| cap == "NET_BIND_SERVICE")
+        } else {
+            adds(c, &|cap| BASELINE_CAPABILITIES.contains(&cap))
+        };
+        if !forbidden.is_empty() {
+            let caps: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+            details.push(format!(
+                "{} must not include {} in securityContext.capabilities.add",
+                containers_phrase(&[c.name]),
+                quoted(&caps)
+            ));
+        }
+    }
+    fail(if restricted { "unrestricted capabilities" } else { "non-default capabilities" }, details);
+    // hostNamespaces
+    let mut hosts = Vec::new();
+    for (set, name) in [(spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")] {
+        if set == Some(true) {
+            hosts.push(format!("{name}=true"));
+        }
+    }
+    if !hosts.is_empty() {
+        fail("host namespaces", vec![hosts.join(", ")]);
+    }
+    // hostPathVolumes
+    let host_paths: Vec<&str> =
+        spec.volumes.iter().flatten().filter(|v| v.host_path.is_some()).map(|v| v.name.as_str()).collect();
+    if !host_paths.is_empty() {
+        let noun = if host_paths.len() == 1 { "volume" } else { "volumes" };
+        fail("hostPath volumes", vec![format!("{noun} {}", quoted(&host_paths))]);
+    }
+    // hostPorts
+    let mut details = Vec::new();
+    for c in containers.iter().filter(|c| !c.host_ports.is_empty()) {
+        let ports: Vec<String> = c.host_ports.iter().map(i32::to_string).collect();
+        let noun = if ports.len() == 1 { "hostPort" } else { "hostPorts" };
+        details.push(format!("{} uses {noun} {}", containers_phrase(&[c.name]), ports.join(", ")));
+    }
+    fail("hostPort", details);
+    // privileged
+    let privileged = named(&|c| c.security.and_then(|s| s.privileged) == Some(true));
+    if !privileged.is_empty() {
+        fail(
+            "privileged",
+            vec![format!("{} must not set securityContext.privileged=true", containers_phrase(&privileged))],
+        );
+    }
+    // procMount
+    let mut details = Vec::new();
+    for c in &containers {
+        if let Some(mount) = c.security.and_then(|s| s.proc_mount.as_deref()).filter(|m| *m != "Default") {
+            details
+                .push(format!("{} must not set securityContext.procMount to {mount:?}", containers_phrase(&[c.name])));
+        }
+    }
+    fail("procMount", details);
+    // restrictedVolumes
+    if restricted {
+        let mut details = Vec::new();
+        for volume in spec.volumes.iter().flatten() {
+            let source = serde_json::to_value(volume).unwrap_or(Value::Null);
+            let kind = source.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned());
+            if let Some(kind) = kind.filter(|k| !RESTRICTED_VOLUMES.contains(&k.as_str())) {
+                details.push(format!("volume {:?} uses restricted volume type {kind:?}", volume.name));
+            }
+        }
+        fail("restricted volume types", details);
+    }
+    // runAsNonRoot
+    if restricted {
+        let pod_value = pod_security.and_then(|s| s.run_as_non_root);
+        let mut details = Vec::new();
+        if pod_value == Some(false) {
+            details.push("pod must not set securityContext.runAsNonRoot=false".to_string());
+        }
+        let explicit_false = named(&|c| c.security.and_then(|s| s.run_as_non_root) == Some(false));
+        if !explicit_false.is_empty() {
+            details.push(format!(
+                "{} must not set securityContext.runAsNonRoot=false",
+                containers_phrase(&explicit_false)
+            ));
+        }
+        if pod_value != Some(true) {
+            let unset = named(&|c| c.security.and_then(|s| s.run_as_non_root).is_none());
+            if !unset.is_empty() {
+                details
+                    .push(format!("pod or {} must set securityContext.runAsNonRoot=true", containers_phrase(&unset)));
+            }
+        }
+        fail("runAsNonRoot != true", details);
+    }
+    // runAsUser
+    if restricted {
+        let mut details = Vec::new();
+        if pod_security.and_then(|s| s.run_as_user) == Some(0) {
+            details.push("pod must not set runAsUser=0".to_string());
+        }
+        let root = named(&|c| c.security.and_then(|s| s.run_as_user) == Some(0));
+        if !root.is_empty() {
+            details.push(format!("{} must not set runAsUser=0", containers_phrase(&root)));
+        }
+        fail("runAsUser=0", details);
+    }
+    // seccompProfile: baseline forbids Unconfined; restricted requires RuntimeDefault or Localhost
+    let pod_seccomp = pod_security.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
+    let mut details = Vec::new();
+    if pod_seccomp == Some("Unconfined") {
+        details.push("pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string());
+    }
+    let unconfined = named(&|c| container_seccomp(c) == Some("Unconfined"));
+    if !unconfined.is_empty() {
+        details.push(format!(
+            "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
+            containers_phrase(&unconfined)
+        ));
+    }
+    if restricted && !matches!(pod_seccomp, Some("RuntimeDefault" | "Localhost")) {
+        let unset = named(&|c| container_seccomp(c).is_none());
+        if !unset.is_empty() {
+            details.push(format!(
+                "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
+                containers_phrase(&unset)
+            ));
+        }
+    }
+    fail("seccompProfile", details);
+    // sysctls
+    let sysctls: Vec<&str> = pod_security
+        .and_then(|s| s.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .filter(|name| !SAFE_SYSCTLS.contains(name))
+        .collect();
+    if !sysctls.is_empty() {
+        fail("forbidden sysctls", vec![sysctls.join(", ")]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: Value) -> PodSpec {
+        serde_json::from_value(value).expect("a pod spec")
+    }
+
+    #[test]
+    fn a_bare_pod_passes_baseline_and_fails_restricted_in_kubes_words() {
+        let bare = spec(json!({"containers": [{"name": "app", "image": "web"}]}));
+        assert!(violations(&bare, Level::Baseline).is_empty());
+        assert_eq!(
+            violations(&bare, Level::Restricted).join(", "),
+            "allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false), \
+             unrestricted capabilities (container \"app\" must set securityContext.capabilities.drop=[\"ALL\"]), \
+             runAsNonRoot != true (pod or container \"app\" must set securityContext.runAsNonRoot=true), \
+             seccompProfile (pod or container \"app\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"
+        );
+        let hardened =
+            spec(json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}));
+        assert!(violations(&hardened, Level::Restricted).is_empty());
+    }
+
+    #[test]
+    fn baseline_refuses_host_access_and_privilege() {
+        let risky = spec(json!({"hostNetwork": true, "hostPID": true,
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+            "securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]},
+            "containers": [
+                {"name": "a", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_ADMIN", "CHOWN"]}},
+                 "ports": [{"containerPort": 80, "hostPort": 8080}]},
+                {"name": "b", "securityContext": {"privileged": true, "seccompProfile": {"type": "Unconfined"}}}]}));
+        assert_eq!(
+            violations(&risky, Level::Baseline),
+            [
+                "non-default capabilities (container \"a\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)",
+                "host namespaces (hostNetwork=true, hostPID=true)",
+                "hostPath volumes (volume \"root\")",
+                "hostPort (container \"a\" uses hostPort 8080)",
+                "privileged (containers \"a\", \"b\" must not set securityContext.privileged=true)",
+                "seccompProfile (container \"b\" must not set securityContext.seccompProfile.type to \"Unconfined\")",
+                "forbidden sysctls (kernel.msgmax)",
+            ]
+        );
+        assert!(violations(&risky, Level::Restricted).contains(
+            &"restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")".to_string()
+        ));
+    }
+}

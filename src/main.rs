@@ -195,14 +195,34 @@ enum Command {
         /// Act only while holding the `kube-system/kube-controller-manager` Lease.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         leader_elect: bool,
+        /// The CA certificate (PEM) `csrsigning` issues client certificates from (the
+        /// server's `pki/ca.crt`); with `--cluster-signing-key-file`.
+        #[arg(long, requires = "cluster_signing_key_file")]
+        cluster_signing_cert_file: Option<PathBuf>,
+        /// The CA's private key (PEM; the server's `pki/ca.key`).
+        #[arg(long, requires = "cluster_signing_cert_file")]
+        cluster_signing_key_file: Option<PathBuf>,
     },
     /// Runs a node agent. `--runtime hollow`: `--nodes N` simulated nodes (named
     /// PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running without
     /// running anything. `--runtime process`: one node (`--node-name`, default the host
     /// name) whose containers run as host processes. The `cri` runtime is not built yet.
     Agent {
+        /// The agent's credentials (default: ROOT_DIR/kubelet.kubeconfig). With
+        /// `--token`, written by TLS bootstrap when missing; a node's own certificate
+        /// is renewed there when little of its lifetime is left.
         #[arg(long)]
-        kubeconfig: PathBuf,
+        kubeconfig: Option<PathBuf>,
+        /// Join with a bootstrap token (`ID.SECRET`, a `bootstrap-token-ID` Secret in
+        /// kube-system): the agent asks for its node's client certificate with it.
+        #[arg(long, requires_all = ["server", "certificate_authority"])]
+        token: Option<String>,
+        /// The API server to join (`https://HOST:PORT`), with `--token`.
+        #[arg(long)]
+        server: Option<String>,
+        /// The cluster CA certificate (PEM, the server's `pki/ca.crt`), with `--token`.
+        #[arg(long)]
+        certificate_authority: Option<PathBuf>,
         /// Default: `cri` where the CRI socket exists (one node), else `hollow`.
         #[arg(long, value_enum)]
         runtime: Option<Runtime>,
@@ -414,6 +434,12 @@ fn server(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let server = Server::bind(config, store.clone()).await?;
+        // The CA exists once the server has bound: the in-process signer issues from it.
+        let mut controllers = controllers;
+        if let Some(options) = controllers.as_mut() {
+            options.signing =
+                Some(signing_ca(&data_dir.join("pki").join("ca.crt"), &data_dir.join("pki").join("ca.key"))?);
+        }
         // The in-process components campaign as this host and data dir: after a crash,
         // the restarted server is the same candidate and takes its Leases back at once.
         let identity = format!("{}_{}", host_name().unwrap_or_default(), data_dir.canonicalize()?.display());
@@ -532,6 +558,16 @@ fn run_component(
             task.abort();
         }
         anyhow::Ok(())
+    })
+}
+
+/// The CA the CSR signer issues from, read from its PEM files.
+fn signing_ca(cert: &Path, key: &Path) -> Result<keelson::agents::controllers::certificates::signer::SigningCa> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    Ok(keelson::agents::controllers::certificates::signer::SigningCa {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+        duration: keelson::agents::controllers::certificates::signer::DEFAULT_DURATION,
     })
 }
 
@@ -678,8 +714,19 @@ fn main() -> Result<()> {
         Command::Scheduler { kubeconfig, config, metrics_listen, leader_elect } => {
             scheduler(&kubeconfig, config.as_deref(), metrics_listen, leader_elect)?
         }
-        Command::ControllerManager { kubeconfig, controllers, metrics_listen, leader_elect } => {
-            controller_manager(&kubeconfig, controllers.options()?, metrics_listen, leader_elect)?
+        Command::ControllerManager {
+            kubeconfig,
+            controllers,
+            metrics_listen,
+            leader_elect,
+            cluster_signing_cert_file,
+            cluster_signing_key_file,
+        } => {
+            let mut options = controllers.options()?;
+            if let (Some(cert), Some(key)) = (cluster_signing_cert_file, cluster_signing_key_file) {
+                options.signing = Some(signing_ca(&cert, &key)?);
+            }
+            controller_manager(&kubeconfig, options, metrics_listen, leader_elect)?
         }
         Command::TestImages { containerd_socket, busybox, out } => {
             use keelson::agents::node::test_images;
@@ -705,6 +752,9 @@ fn main() -> Result<()> {
         }
         Command::Agent {
             kubeconfig,
+            token,
+            server,
+            certificate_authority,
             runtime,
             node_name,
             nodes,
@@ -733,6 +783,28 @@ fn main() -> Result<()> {
             let labels = objects::parse_labels(&node_labels).map_err(anyhow::Error::msg)?;
             let taints = parse_taints(&register_with_taints)?;
             let renew_interval = std::time::Duration::from_secs(lease_renew_seconds.max(1));
+            let kubeconfig = kubeconfig.unwrap_or_else(|| root_dir.join("kubelet.kubeconfig"));
+            // One node's own credentials (a fleet shares one identity, as kubemark's).
+            let own_node = match (nodes, &node_name) {
+                (Some(_), _) => None,
+                (None, Some(name)) => Some(name.clone()),
+                (None, None) if matches!(runtime, Runtime::Hollow) => Some(format!("{node_name_prefix}0")),
+                (None, None) => Some(host_name()?),
+            };
+            let bootstrap = match (token, server, certificate_authority) {
+                (Some(token), Some(server), Some(ca)) => {
+                    let ca_pem = std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?;
+                    Some(keelson::agents::node::bootstrap::Bootstrap { server, token, ca_pem })
+                }
+                _ => None,
+            };
+            match &own_node {
+                Some(node) => tokio::runtime::Runtime::new()?.block_on(
+                    keelson::agents::node::bootstrap::ensure_credentials(&kubeconfig, node, bootstrap.as_ref()),
+                )?,
+                None if bootstrap.is_some() => anyhow::bail!("--token joins one node: give --node-name, not --nodes"),
+                None => {}
+            }
             if let Runtime::Hollow = runtime {
                 let mut options = HollowOptions::numbered(&node_name_prefix, nodes.unwrap_or(1));
                 if let Some(name) = node_name {

@@ -147,3 +147,197 @@ fn five_thousand_hollow_nodes_in_one_process_keep_every_lease_fresh() {
     assert_eq!(ready.lines().filter(|l| l.contains(" Ready ")).count(), MANY);
     agent.stop();
 }
+
+/// TLS bootstrap end to end: an agent with only a bootstrap token and the CA joins.
+/// It asks for its node's certificate; the approver approves (after a
+/// SubjectAccessReview) and the signer issues it; the agent writes its own kubeconfig
+/// and registers as `system:node:NAME`. The token can do nothing but ask, a restart
+/// reuses the written credentials, and a deleted token no longer authenticates.
+#[test]
+fn a_bootstrap_token_joins_a_node_with_its_own_certificate() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    kubectl.ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "secret",
+        "generic",
+        "bootstrap-token-abcdef",
+        "--type=bootstrap.kubernetes.io/token",
+        "--from-literal=token-id=abcdef",
+        "--from-literal=token-secret=0123456789abcdef",
+        "--from-literal=usage-bootstrap-authentication=true",
+    ]);
+    let token = "abcdef.0123456789abcdef";
+    let root = tempfile::tempdir().expect("a temp dir");
+    let join = |root: &std::path::Path| {
+        let root = root.to_path_buf();
+        let ca = server.data_dir().join("pki").join("ca.crt");
+        let url = format!("https://127.0.0.1:{}", server.port);
+        AgentProcess::start(
+            move |command| {
+                command.args(["--runtime", "hollow", "--node-name", "joiner", "--token", token, "--server", &url]);
+                command.arg("--certificate-authority").arg(&ca).arg("--root-dir").arg(&root);
+            },
+            Duration::from_secs(120),
+        )
+    };
+    let agent = join(root.path());
+
+    // The node registered under its own name, with a certificate the controllers issued.
+    let node = kubectl.json(&["get", "node", "joiner"]);
+    assert_eq!(node["metadata"]["name"], "joiner");
+    let csrs = kubectl.json(&["get", "csr"]);
+    let csr = &csrs["items"][0];
+    assert_eq!(csrs["items"].as_array().unwrap().len(), 1, "{csrs}");
+    assert_eq!(csr["spec"]["username"], "system:bootstrap:abcdef");
+    assert_eq!(csr["spec"]["signerName"], "kubernetes.io/kube-apiserver-client-kubelet");
+    let approved = &csr["status"]["conditions"][0];
+    assert_eq!((approved["type"].as_str(), approved["reason"].as_str()), (Some("Approved"), Some("AutoApproved")));
+    assert!(csr["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()));
+    let table = kubectl.ok(&["get", "csr"]);
+    assert!(
+        table.contains("kubernetes.io/kube-apiserver-client-kubelet   system:bootstrap:abcdef   <none>              Approved,Issued"),
+        "{table}"
+    );
+    let written = root.path().join("kubelet.kubeconfig");
+    let node_kubectl = kubectl.as_user(written.clone(), "joiner");
+    assert_eq!(
+        node_kubectl.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]),
+        "system:node:joiner"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&written).unwrap().permissions()) & 0o777,
+        0o600
+    );
+
+    // The token asks for certificates and nothing else.
+    let as_token = kubectl.run(&[
+        "--token",
+        token,
+        "--kubeconfig",
+        "/dev/null",
+        "--server",
+        &format!("https://127.0.0.1:{}", server.port),
+        "--insecure-skip-tls-verify",
+        "get",
+        "pods",
+    ]);
+    assert!(
+        as_token.stderr.contains("User \"system:bootstrap:abcdef\" cannot list resource \"pods\""),
+        "{}",
+        as_token.stderr
+    );
+
+    // A restart keeps the node's credentials: no second request.
+    agent.stop();
+    let agent = join(root.path());
+    assert_eq!(kubectl.json(&["get", "csr"])["items"].as_array().unwrap().len(), 1);
+    agent.stop();
+
+    // Without its Secret the token is nobody.
+    kubectl.ok(&["-n", "kube-system", "delete", "secret", "bootstrap-token-abcdef"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = kubectl.run(&[
+            "--token",
+            token,
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &format!("https://127.0.0.1:{}", server.port),
+            "--insecure-skip-tls-verify",
+            "get",
+            "pods",
+        ]);
+        if refused.stderr.contains("You must be logged in to the server") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", refused.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A key and a certificate request (PEM) for `user` in `group`.
+fn certificate_request(user: &str, group: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, user);
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, group);
+    (key.serialize_pem(), params.serialize_request(&key).expect("a request").pem().expect("PEM"))
+}
+
+fn csr_manifest(name: &str, request_pem: &str) -> String {
+    use base64::Engine;
+    let request = base64::engine::general_purpose::STANDARD.encode(request_pem);
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [client auth]\n"
+    )
+}
+
+/// A user's certificate the way kube's docs issue one: a CSR for the API server's
+/// client signer, `kubectl certificate approve`, the signer issues it, and the
+/// certificate authenticates. Approving needs `approve` on the signer: a user who may
+/// update approvals but not approve for that signer is refused in kube's words.
+#[test]
+fn kubectl_certificate_approve_issues_a_users_certificate() {
+    use base64::Engine;
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let (key, request) = certificate_request("ada", "devs");
+    kubectl.apply(&["apply", "-f", "-"], &csr_manifest("ada", &request));
+    let pending = kubectl.ok(&["get", "csr", "ada"]);
+    assert!(pending.contains("24h") && pending.contains("Pending"), "{pending}");
+    kubectl.ok(&["certificate", "approve", "ada"]);
+    let certificate = eventually(&kubectl, &["get", "csr", "ada"], "the certificate", |csr| {
+        csr["status"]["certificate"].as_str().filter(|c| !c.is_empty()).map(String::from)
+    });
+    let pem = base64::engine::general_purpose::STANDARD.decode(certificate).expect("base64");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let kubeconfig = dir.path().join("ada.kubeconfig");
+    let ca = std::fs::read_to_string(server.data_dir().join("pki").join("ca.crt")).unwrap();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: ada\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: k\n  context: {{cluster: k, user: ada}}\ncurrent-context: k\n",
+            server.port,
+            b64(ca.as_bytes()),
+            b64(&pem),
+            b64(key.as_bytes())
+        ),
+    )
+    .unwrap();
+    let ada = kubectl.as_user(kubeconfig, "ada");
+    assert_eq!(ada.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]), "ada");
+
+    // Updating approvals is not enough: approving takes `approve` on the signer.
+    kubectl.ok(&[
+        "create",
+        "clusterrole",
+        "csr-clerk",
+        "--verb=get,list,update",
+        "--resource=certificatesigningrequests,certificatesigningrequests/approval",
+    ]);
+    kubectl.ok(&["create", "clusterrolebinding", "ada-clerk", "--clusterrole=csr-clerk", "--user=ada"]);
+    let (_, other) = certificate_request("bob", "devs");
+    kubectl.apply(&["apply", "-f", "-"], &csr_manifest("bob", &other));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let run = ada.run(&["certificate", "approve", "bob"]);
+        if !run.stderr.contains("cannot get resource") && !run.stderr.contains("cannot update resource") {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", run.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        refused
+            .stderr
+            .contains("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(kubectl.ok(&["get", "csr", "bob"]).contains("Pending"));
+}

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cache;
+pub mod certificates;
 pub mod discovery;
 pub mod event_view;
 pub mod eviction;

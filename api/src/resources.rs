@@ -236,6 +236,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("batch", "v1", "jobs", "job", "Job", true, short: NONE, cat: ALL, verbs: ALL_VERBS,
         subs: &[status_of("batch", "v1", "Job")], codec: &kinds::JOB),
     // coordination, discovery, events, policy, rbac, scheduling
+    resource!("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest",
+        "CertificateSigningRequest", false, short: &["csr"], cat: NONE, verbs: ALL_VERBS,
+        subs: &[status_of("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            Subresource { name: "approval", group: "certificates.k8s.io", version: "v1",
+                kind: "CertificateSigningRequest", verbs: SUB_RW }],
+        codec: &kinds::CERTIFICATE_SIGNING_REQUEST),
     resource!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, short: NONE, cat: NONE,
         verbs: ALL_VERBS, subs: &[], codec: &kinds::LEASE),
     resource!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, short: NONE,

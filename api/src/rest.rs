@@ -12,6 +12,7 @@ use crate::admission;
 use crate::apply;
 use crate::auth::User;
 use crate::authz::escalation;
+use crate::certificates;
 use crate::filter::Filter;
 use crate::kinds::Write;
 use crate::limit_ranger;
@@ -206,6 +207,11 @@ impl<'a> Call<'a> {
             };
             let namespace = self.namespace().unwrap_or("");
             escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, &out, old)?;
+        }
+        if let (Some(user), Write::Update { old }) = (self.user, write) {
+            if self.info().group == certificates::GROUP && self.info().kind == certificates::KIND {
+                certificates::check_signer(&self.state.cache.authorizer, user, &out, old)?;
+            }
         }
         if let Some(node) = self.user.and_then(crate::authz::node::node_name) {
             let old = match write {
@@ -945,6 +951,9 @@ impl Call<'_> {
             Some(ns) => admission::check_namespace(&self.state.cache, info, ns, &name)?,
             None => Default::default(),
         };
+        if let Some(user) = self.user.filter(|_| info.group == certificates::GROUP && info.kind == certificates::KIND) {
+            certificates::stamp_requester(&mut candidate, user);
+        }
         if info.group.is_empty() && info.kind == "Pod" {
             admission::admit_pod(&self.state.cache, &mut candidate)?;
             if let Some(ns) = self.namespace() {
@@ -1250,7 +1259,9 @@ impl Call<'_> {
                 return Ok(Some(new));
             }
         };
+        let is_csr = info.group == certificates::GROUP && info.kind == certificates::KIND;
         match subresource {
+            _ if is_csr => candidate = certificates::update(old, &candidate, subresource),
             Some("status") => {
                 // Only status changes through the status subresource.
                 let mut new = old.clone();

@@ -631,7 +631,14 @@ async fn dispatch<B: RequestBody>(
 /// in the watch cache.
 pub(crate) fn authenticate_bearer(state: &ApiState, authorization: &str) -> Option<Arc<User>> {
     let lookup = |kind: &'static str, namespace: &str, name: &str| live_uid(&state.cache, kind, namespace, name);
-    state.authenticator.token(authorization, jiff::Timestamp::now().as_second(), &lookup)
+    let now = jiff::Timestamp::now().as_second();
+    if let Some(user) = state.authenticator.token(authorization, now, &lookup) {
+        return Some(user);
+    }
+    let token = authorization.strip_prefix("Bearer ").or_else(|| authorization.strip_prefix("bearer "))?.trim();
+    let (id, _) = auth::bootstrap_token::parse(token)?;
+    let stored = state.cache.find(auth::bootstrap_token::secret_key(id).as_bytes()).ok()?;
+    auth::bootstrap_token::authenticate(token, stored.as_deref(), now).map(Arc::new)
 }
 
 /// The uid of a core object (`Pod`, `Secret`, `ServiceAccount`, `Node`) if it exists.
@@ -708,7 +715,7 @@ async fn resource_verb(
         (&Method::GET, false, None) if info.kind == "ComponentStatus" => component_statuses(call),
         (&Method::GET, true, None) if info.kind == "ComponentStatus" => component_statuses(call),
         (&Method::GET, false, None) => call.list().await,
-        (&Method::GET, true, None | Some("status" | "scale")) => call.get().await,
+        (&Method::GET, true, None | Some("status" | "scale" | "approval")) => call.get().await,
         (&Method::GET, true, Some("log")) => crate::kubelet::pod_log(call).await,
         (&Method::POST, false, None) => {
             let input = parse(&body)?;
@@ -746,11 +753,11 @@ async fn resource_verb(
             let input = parse(&body)?;
             call.update(Change::Scale(None, &input)).await
         }
-        (&Method::PUT, true, None | Some("status" | "finalize")) => {
+        (&Method::PUT, true, None | Some("status" | "finalize" | "approval")) => {
             let input = parse(&body)?;
             call.update(Change::Replace(&input)).await
         }
-        (&Method::PATCH, true, sub @ (None | Some("status" | "scale"))) => {
+        (&Method::PATCH, true, sub @ (None | Some("status" | "scale" | "approval"))) => {
             let content_type = body.as_ref().and_then(|(c, _)| c.clone()).unwrap_or_default();
             let kind = PatchType::from_content_type(&content_type).ok_or_else(|| {
                 ApiError::new(

@@ -363,6 +363,31 @@ fn lease_cells(v: &Value) -> Vec<Value> {
     vec![name(v), json!(none_if_empty(str_at(v, &["spec", "holderIdentity"]))), age(v)]
 }
 
+/// kube's CSR columns: the condition is the true Approved/Denied/Failed conditions,
+/// then `Issued` once a certificate is there, or `Pending`.
+fn csr_cells(v: &Value) -> Vec<Value> {
+    let mut states: Vec<&str> = v["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "True")
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    if v["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()) {
+        states.push("Issued");
+    }
+    let condition = if states.is_empty() { "Pending".to_string() } else { states.join(",") };
+    let duration = v["spec"]["expirationSeconds"].as_i64().map_or_else(|| "<none>".to_string(), human_duration);
+    vec![
+        name(v),
+        age(v),
+        json!(str_at(v, &["spec", "signerName"])),
+        json!(str_at(v, &["spec", "username"])),
+        json!(duration),
+        json!(condition),
+    ]
+}
+
 /// kubectl's componentstatuses columns: the `Healthy` condition read as a status.
 fn component_status_cells(v: &Value) -> Vec<Value> {
     let healthy = v["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Healthy");
@@ -511,6 +536,17 @@ fn layout(info: &ResourceInfo) -> (&'static [Column], Cells) {
             event_cells(&core)
         }),
         ("coordination.k8s.io", "Lease") => (&[NAME, Column("Holder", "string", 0), AGE], lease_cells),
+        ("certificates.k8s.io", "CertificateSigningRequest") => (
+            &[
+                NAME,
+                AGE,
+                Column("SignerName", "string", 0),
+                Column("Requestor", "string", 0),
+                Column("RequestedDuration", "string", 0),
+                Column("Condition", "string", 0),
+            ],
+            csr_cells,
+        ),
         ("", "ComponentStatus") => (
             &[NAME, Column("Status", "string", 0), Column("Message", "string", 0), Column("Error", "string", 0)],
             component_status_cells,

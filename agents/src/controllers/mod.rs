@@ -7,6 +7,7 @@
 //! them; see [`crate::leader`].
 
 pub mod batch;
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -52,6 +53,8 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "taint-eviction-controller",
     "podgc",
+    "csrapproving",
+    "csrsigning",
 ];
 
 /// Tunables of the manager.
@@ -61,6 +64,9 @@ pub struct ManagerOptions {
     pub workers: HashMap<String, usize>,
     pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
     pub pod_gc: podgc::PodGcOptions,
+    /// The CA node and client certificates are issued from; without it `csrsigning`
+    /// does not run (as kube's signer needs its signing files).
+    pub signing: Option<certificates::signer::SigningCa>,
 }
 
 impl ManagerOptions {
@@ -118,6 +124,12 @@ impl ControllerManager {
         add("serviceaccount", 5, &|i, q| {
             launcher("serviceaccount", serviceaccount::ServiceAccountController::register(i, q))
         });
+        add("csrapproving", 1, &|i, q| launcher("csrapproving", certificates::approver::CsrApprover::register(i, q)));
+        if let Some(ca) = options.signing.clone() {
+            add("csrsigning", 1, &move |i, q| {
+                launcher("csrsigning", certificates::signer::CsrSigner::register(i, q, ca.clone()))
+            });
+        }
         let mut tasks = informers.start();
         tasks.push(event_writer);
         tasks.push(tokio::spawn(async move {

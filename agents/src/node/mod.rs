@@ -7,6 +7,7 @@
 //! - [`kubelet`]: one real node: its pods run through a [`runtime::Runtime`], one
 //!   [`pod::worker::Worker`] each.
 
+pub mod bootstrap;
 mod heartbeat;
 pub mod hollow;
 pub mod kubelet;

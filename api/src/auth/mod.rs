@@ -4,8 +4,10 @@
 //! cluster CA (CN = user, O = groups; checked once per connection by the TLS layer),
 //! a bearer token listed in a static token file (`--token-auth-file`, the CSV
 //! `token,user,uid,"group1,group2"`), or a ServiceAccount token the server signed
-//! ([`service_account`]). Anything else is anonymous and gets 401.
+//! ([`service_account`]), or a bootstrap token ([`bootstrap_token`]) that lets a new
+//! node ask for its certificate. Anything else is anonymous and gets 401.
 
+pub mod bootstrap_token;
 pub mod jwt;
 pub mod service_account;
 

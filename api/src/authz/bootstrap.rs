@@ -45,15 +45,24 @@ fn aggregated(name: &str, labels: Value, selector_label: &str) -> Value {
 /// A ClusterRoleBinding of the ClusterRole of the same name to `subjects`
 /// (`("User" | "Group", name)`).
 fn binding(name: &str, subjects: &[(&str, &str)]) -> Value {
+    binding_to(name, name, subjects)
+}
+
+/// A ClusterRoleBinding named `name` of ClusterRole `role` to `subjects`.
+fn binding_to(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
     let subjects: Vec<Value> = subjects
         .iter()
         .map(|(kind, who)| json!({"kind": kind, "apiGroup": "rbac.authorization.k8s.io", "name": who}))
         .collect();
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": metadata(name, json!({})),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": subjects})
 }
+
+const BOOTSTRAPPERS: &str = crate::auth::bootstrap_token::GROUP;
+const NODE_CLIENT_ROLE: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+const SELF_NODE_CLIENT_ROLE: &str = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 
 const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
@@ -222,6 +231,9 @@ fn controller_manager_rules() -> Vec<Value> {
         rule(&["create"], &["coordination.k8s.io"], &["leases"]),
         rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
         rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+        // The CSR approver and signer, for the signers keelson serves.
+        json!({"verbs": ["approve", "sign"], "apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+            "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kube-apiserver-client"]}),
     ]
 }
 
@@ -308,6 +320,24 @@ pub fn objects() -> Vec<Value> {
         cluster_role("system:kube-scheduler", none(), scheduler_rules()),
         cluster_role("system:kube-controller-manager", none(), controller_manager_rules()),
         cluster_role("system:node", none(), node_rules()),
+        // Joining nodes: kube's roles, bound as kubeadm binds them. A bootstrap token
+        // may ask for a node client certificate, which is then approved at once; a node
+        // may ask to renew its own.
+        cluster_role(
+            "system:node-bootstrapper",
+            none(),
+            vec![rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"])],
+        ),
+        cluster_role(
+            NODE_CLIENT_ROLE,
+            none(),
+            vec![rule(&["create"], &["certificates.k8s.io"], &["certificatesigningrequests/nodeclient"])],
+        ),
+        cluster_role(
+            SELF_NODE_CLIENT_ROLE,
+            none(),
+            vec![rule(&["create"], &["certificates.k8s.io"], &["certificatesigningrequests/selfnodeclient"])],
+        ),
         binding("cluster-admin", &[("Group", crate::authz::SUPERUSER_GROUP)]),
         binding("system:basic-user", &[("Group", "system:authenticated")]),
         binding("system:discovery", &[("Group", "system:authenticated")]),
@@ -318,6 +348,13 @@ pub fn objects() -> Vec<Value> {
         // As in kube, bound to no one: the Node authorizer applies these rules to nodes,
         // narrowed to each node's own objects.
         binding("system:node", &[]),
+        binding_to("keelson:kubelet-bootstrap", "system:node-bootstrapper", &[("Group", BOOTSTRAPPERS)]),
+        binding_to("keelson:node-autoapprove-bootstrap", NODE_CLIENT_ROLE, &[("Group", BOOTSTRAPPERS)]),
+        binding_to(
+            "keelson:node-autoapprove-certificate-rotation",
+            SELF_NODE_CLIENT_ROLE,
+            &[("Group", "system:nodes")],
+        ),
     ]
 }
 

@@ -2,6 +2,7 @@
 
 use super::pod::{check_enum, check_port, parse_quantity};
 use super::{Kind, NameRule, Path};
+use keelson_engine::k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use keelson_engine::k8s_openapi::api::core::v1::{
     ConfigMap, Event, LimitRange, LimitRangeItem, Namespace, NamespaceSpec, Node, Secret, Service, ServiceSpec,
 };
@@ -295,6 +296,48 @@ fn validate_limit_range_item(item: &LimitRangeItem, path: &Path, errors: &mut Ve
         if r.nanos() < 1_000_000_000 {
             let at = path.child("maxLimitRequestRatio").key(name);
             errors.push(FieldError::invalid(at.as_str(), &r.to_string(), format!("ratio {r} is less than 1")));
+        }
+    }
+}
+
+impl Kind for CertificateSigningRequest {
+    const NAMESPACED: bool = false;
+
+    /// kube's checks: a PEM certificate request that parses, a signer, usages, and
+    /// a lifetime of at least ten minutes if one is asked for.
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        let pem = x509_parser::pem::parse_x509_pem(&self.spec.request.0);
+        match pem {
+            Ok((_, pem)) if pem.label == "CERTIFICATE REQUEST" => {
+                use x509_parser::prelude::FromDer;
+                if x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents).is_err() {
+                    errors.push(FieldError::new(
+                        FieldErrorKind::Invalid,
+                        "spec.request",
+                        None,
+                        "invalid certificate request: the request does not parse",
+                    ));
+                }
+            }
+            _ => errors.push(FieldError::new(
+                FieldErrorKind::Invalid,
+                "spec.request",
+                None,
+                "PEM block type must be CERTIFICATE REQUEST",
+            )),
+        }
+        if self.spec.signer_name.is_empty() {
+            errors.push(FieldError::required("spec.signerName", ""));
+        }
+        if self.spec.usages.as_ref().is_none_or(Vec::is_empty) {
+            errors.push(FieldError::required("spec.usages", ""));
+        }
+        if let Some(seconds) = self.spec.expiration_seconds.filter(|s| *s < 600) {
+            errors.push(FieldError::invalid(
+                "spec.expirationSeconds",
+                &seconds.to_string(),
+                "may not specify a duration less than 600 seconds (10 minutes)",
+            ));
         }
     }
 }

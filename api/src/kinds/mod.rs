@@ -14,8 +14,9 @@ mod pod;
 use keelson_engine::k8s_openapi;
 use keelson_engine::k8s_openapi::api::{
     apps::v1 as apps_v1, authentication::v1 as authn_v1, authorization::v1 as authz_v1, batch::v1 as batch_v1,
-    coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1, events::v1 as events_v1,
-    policy::v1 as policy_v1, rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1,
+    certificates::v1 as certificates_v1, coordination::v1 as coordination_v1, core::v1 as core_v1,
+    discovery::v1 as discovery_v1, events::v1 as events_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1,
+    scheduling::v1 as scheduling_v1,
 };
 use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_engine::k8s_openapi::schemars::{JsonSchema, SchemaGenerator};
@@ -236,6 +237,7 @@ pub static SELF_SUBJECT_RULES_REVIEW: Typed<authz_v1::SelfSubjectRulesReview> = 
 pub static SUBJECT_ACCESS_REVIEW: Typed<authz_v1::SubjectAccessReview> = Typed::new();
 pub static LOCAL_SUBJECT_ACCESS_REVIEW: Typed<authz_v1::LocalSubjectAccessReview> = Typed::new();
 pub static TOKEN_REVIEW: Typed<authn_v1::TokenReview> = Typed::new();
+pub static CERTIFICATE_SIGNING_REQUEST: Typed<certificates_v1::CertificateSigningRequest> = Typed::new();
 pub static CRON_JOB: Typed<batch_v1::CronJob> = Typed::new();
 pub static JOB: Typed<batch_v1::Job> = Typed::new();
 pub static LEASE: Typed<coordination_v1::Lease> = Typed::new();

@@ -620,29 +620,34 @@ fn statefulsets_keep_names_and_claims_and_roll_out_by_partition() {
 fn resource_quotas_report_what_their_namespace_uses() {
     let server = TestServer::start();
     let kubectl = server.kubectl("");
-    kubectl.ok(&[
-        "create",
-        "quota",
-        "everything",
-        "--hard=pods=10,requests.cpu=2,limits.memory=4Gi,configmaps=5,count/deployments.apps=3,services=4",
-    ]);
     kubectl.ok(&["create", "quota", "best-effort", "--hard=pods=10", "--scopes=BestEffort"]);
     let pod = |name: &str, resources: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: x{resources}}}]\n"
         )
     };
+    // A pod without requests is created before the quota that names cpu and memory:
+    // admission would refuse it afterwards (it must specify them), but the
+    // controller still counts what is already there.
+    kubectl.apply(&["apply", "-f", "-"], &pod("plain", ""));
+    kubectl.ok(&[
+        "create",
+        "quota",
+        "everything",
+        "--hard=pods=10,requests.cpu=2,limits.memory=4Gi,configmaps=5,count/deployments.apps=3,services=4",
+    ]);
+    let used = |quota: &str| kubectl.json(&["get", "quota", quota, "-o", "json"])["status"]["used"].clone();
+    // Until the controller has measured a quota, admission refuses what it covers.
+    wait_until("the quota measured", || used("everything").is_object());
     let sized = ", resources: {requests: {cpu: 250m}, limits: {memory: 1Gi}}";
     kubectl.apply(&["apply", "-f", "-"], &pod("a", sized));
     kubectl.apply(&["apply", "-f", "-"], &pod("b", sized));
-    kubectl.apply(&["apply", "-f", "-"], &pod("plain", ""));
     kubectl.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
     kubectl.ok(&["create", "deployment", "web", "--image=x", "--replicas=0"]);
     kubectl.ok(&["create", "service", "clusterip", "web", "--tcp=80:80"]);
     // The default namespace also holds the `kubernetes` Service, and may hold ConfigMaps.
     let configmaps = count(&kubectl, &["get", "configmaps"]).to_string();
     let services = count(&kubectl, &["get", "services"]).to_string();
-    let used = |quota: &str| kubectl.json(&["get", "quota", quota, "-o", "json"])["status"]["used"].clone();
     let expected = serde_json::json!({"pods": "3", "requests.cpu": "500m", "limits.memory": "2Gi",
         "configmaps": configmaps, "count/deployments.apps": "1", "services": services});
     wait_until("the quota's usage", || used("everything") == expected);

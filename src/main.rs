@@ -202,6 +202,10 @@ enum Command {
         /// The CA's private key (PEM; the server's `pki/ca.key`).
         #[arg(long, requires = "cluster_signing_cert_file")]
         cluster_signing_key_file: Option<PathBuf>,
+        /// The CA bundle (PEM) published to every namespace as the ConfigMap
+        /// `kube-root-ca.crt` (default: the kubeconfig's certificate authority).
+        #[arg(long)]
+        root_ca_file: Option<PathBuf>,
     },
     /// Runs a node agent. `--runtime hollow`: `--nodes N` simulated nodes (named
     /// PREFIX0..PREFIX{N-1}, or `--node-name` for one) whose pods go Running without
@@ -437,8 +441,10 @@ fn server(
         // The CA exists once the server has bound: the in-process signer issues from it.
         let mut controllers = controllers;
         if let Some(options) = controllers.as_mut() {
-            options.signing =
-                Some(signing_ca(&data_dir.join("pki").join("ca.crt"), &data_dir.join("pki").join("ca.key"))?);
+            let (cert, key) = (data_dir.join("pki").join("ca.crt"), data_dir.join("pki").join("ca.key"));
+            let signing = signing_ca(&cert, &key)?;
+            options.root_ca = Some(signing.cert_pem.clone());
+            options.signing = Some(signing);
         }
         // The in-process components campaign as this host and data dir: after a crash,
         // the restarted server is the same candidate and takes its Leases back at once.
@@ -721,11 +727,18 @@ fn main() -> Result<()> {
             leader_elect,
             cluster_signing_cert_file,
             cluster_signing_key_file,
+            root_ca_file,
         } => {
             let mut options = controllers.options()?;
             if let (Some(cert), Some(key)) = (cluster_signing_cert_file, cluster_signing_key_file) {
                 options.signing = Some(signing_ca(&cert, &key)?);
             }
+            options.root_ca = match root_ca_file {
+                Some(path) => {
+                    Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
+                }
+                None => keelson::agents::client::cluster_ca_pem(&kubeconfig)?,
+            };
             controller_manager(&kubeconfig, options, metrics_listen, leader_elect)?
         }
         Command::TestImages { containerd_socket, busybox, out } => {

@@ -645,7 +645,9 @@ fn resource_quotas_report_what_their_namespace_uses() {
     kubectl.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
     kubectl.ok(&["create", "deployment", "web", "--image=x", "--replicas=0"]);
     kubectl.ok(&["create", "service", "clusterip", "web", "--tcp=80:80"]);
-    // The default namespace also holds the `kubernetes` Service, and may hold ConfigMaps.
+    // The default namespace also holds the `kubernetes` Service and the cluster CA's
+    // ConfigMap, published by a controller.
+    wait_until("the CA's ConfigMap", || kubectl.run(&["get", "configmap", "kube-root-ca.crt"]).ok);
     let configmaps = count(&kubectl, &["get", "configmaps"]).to_string();
     let services = count(&kubectl, &["get", "services"]).to_string();
     let expected = serde_json::json!({"pods": "3", "requests.cpu": "500m", "limits.memory": "2Gi",

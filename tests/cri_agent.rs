@@ -6,7 +6,8 @@
 //! default command serves its page; a failing liveness probe restarts its container; a
 //! missing image shows ErrImagePull, then ImagePullBackOff; a container past its memory
 //! limit is OOMKilled; ConfigMap, Secret, downward API, emptyDir and hostPath volumes are
-//! mounted with their contents; a sidecar runs beside its pod's container and stops when
+//! mounted with their contents, and the ServiceAccount's API access volume holds a
+//! token that authenticates as the pod's ServiceAccount; a sidecar runs beside its pod's container and stops when
 //! it finishes; a restarted agent takes its
 //! running containers back; `kubectl delete pod` stops a container that ignores SIGTERM
 //! within the grace period and removes the sandbox; a stopped agent's Lease goes stale.
@@ -210,6 +211,20 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
         "{}",
         exec.stderr
     );
+
+    // ServiceAccount admission gave the pod its API access volume: its namespace, the
+    // cluster's CA (the ConfigMap kube-root-ca.crt) and a token bound to the pod that
+    // authenticates as the pod's ServiceAccount.
+    let account_file = |file: &str| {
+        kubectl.ok(&["exec", "volumes", "--", "cat", &format!("/var/run/secrets/kubernetes.io/serviceaccount/{file}")])
+    };
+    assert_eq!(account_file("namespace"), "default");
+    let ca = std::fs::read_to_string(server.data_dir().join("pki").join("ca.crt")).unwrap();
+    assert_eq!(account_file("ca.crt").trim(), ca.trim());
+    let token = account_file("token");
+    let pod_account = kubectl.as_user(token_kubeconfig(&server, token.trim()), "pod-account");
+    let whoami = pod_account.json(&["auth", "whoami"]);
+    assert_eq!(whoami["status"]["userInfo"]["username"], "system:serviceaccount:default:default", "{whoami}");
 
     // Interactive sessions go through CRI Exec and Attach to containerd's streaming
     // server (over SPDY, as the kubelet reaches it), whichever transport kubectl uses:

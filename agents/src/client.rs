@@ -18,6 +18,8 @@ pub enum ClientError {
     Kubeconfig { path: String, source: kube::config::KubeconfigError },
     #[error("building a client from {path}: {source}")]
     Build { path: String, source: kube::Error },
+    #[error("the certificate authority of {path}: {message}")]
+    Authority { path: String, message: String },
 }
 
 /// A client for the cluster `path`'s current context points at.
@@ -41,6 +43,28 @@ pub async fn cluster_ca(path: &Path) -> Result<Vec<Vec<u8>>, ClientError> {
         .await
         .map_err(|source| ClientError::Kubeconfig { path: display, source })?;
     Ok(config.root_cert.unwrap_or_default())
+}
+
+/// The certificate authority (PEM) the current cluster of the kubeconfig at `path`
+/// names, inline or by file; `None` when it names none.
+pub fn cluster_ca_pem(path: &Path) -> Result<Option<String>, ClientError> {
+    use base64::Engine;
+    let display = path.display().to_string();
+    let fail = |message: String| ClientError::Authority { path: display.clone(), message };
+    let config = kube::config::Kubeconfig::read_from(path)
+        .map_err(|source| ClientError::Kubeconfig { path: display.clone(), source })?;
+    let context = config.current_context.as_deref().and_then(|c| config.contexts.iter().find(|n| n.name == c));
+    let cluster_name = context.and_then(|c| c.context.as_ref()).map(|c| c.cluster.as_str());
+    let cluster = config.clusters.iter().find(|c| Some(c.name.as_str()) == cluster_name).or(config.clusters.first());
+    let Some(cluster) = cluster.and_then(|c| c.cluster.as_ref()) else { return Ok(None) };
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| fail(e.to_string()))?;
+        return String::from_utf8(pem).map(Some).map_err(|_| fail("certificate-authority-data is not PEM".into()));
+    }
+    match &cluster.certificate_authority {
+        Some(file) => std::fs::read_to_string(file).map(Some).map_err(|e| fail(format!("reading {file}: {e}"))),
+        None => Ok(None),
+    }
 }
 
 /// A client whose requests go to `call` (an in-process transport). Must be called

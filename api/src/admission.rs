@@ -2,7 +2,8 @@
 //! and before storage (kube-apiserver's default admission plugins that matter here).
 //!
 //! - NamespaceLifecycle: no creates in a namespace that is missing or terminating.
-//! - ServiceAccount: a pod without one runs as `default`.
+//! - ServiceAccount: a pod without one runs as `default`, and gets its API access
+//!   volume ([`crate::token_volume`]).
 //! - Priority: `priorityClassName` resolves to `priority` (unknown classes are refused).
 //! - DefaultTolerationSeconds: pods tolerate not-ready/unreachable nodes for 300 s.
 
@@ -75,11 +76,18 @@ pub fn check_namespace(
 }
 
 /// The pod admission plugins, on the raw object before it is decoded.
-pub fn admit_pod(cache: &WatchCache, pod: &mut Value) -> Result<(), ApiError> {
+pub fn admit_pod(
+    cache: &WatchCache,
+    namespace: &str,
+    pod: &mut Value,
+    suffix: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
     let spec = object::entry(pod, &["spec"]);
     if spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").is_empty() {
         spec["serviceAccountName"] = json!("default");
     }
+    crate::token_volume::add(cache, namespace, pod, suffix)?;
+    let spec = object::entry(pod, &["spec"]);
     let class = spec.get("priorityClassName").and_then(Value::as_str).unwrap_or("").to_string();
     if class.is_empty() {
         if spec.get("priority").is_none_or(Value::is_null) {
@@ -149,16 +157,16 @@ mod tests {
         let store = keelson_store::Store::in_memory(Default::default()).unwrap();
         let cache = WatchCache::start(store.clone());
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
-        admit_pod(&cache, &mut pod).unwrap();
+        admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap();
         assert_eq!(pod["spec"]["serviceAccountName"], "default");
         assert_eq!(pod["spec"]["priority"], 0);
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
         assert_eq!(pod["spec"]["tolerations"][0]["tolerationSeconds"], 300);
-        admit_pod(&cache, &mut pod).unwrap();
+        admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap();
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2, "idempotent");
 
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold"}});
-        assert_eq!(admit_pod(&cache, &mut pod).unwrap_err().code(), 403);
+        assert_eq!(admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap_err().code(), 403);
         cache.stop();
         store.close();
     }

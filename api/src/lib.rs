@@ -44,6 +44,7 @@ pub mod server;
 pub mod service_alloc;
 pub mod table;
 pub mod token_request;
+pub mod token_volume;
 pub mod watch;
 
 pub use server::{LocalTransport, MetricsSource, Server, ServerConfig, ServerError};

@@ -955,10 +955,9 @@ impl Call<'_> {
             certificates::stamp_requester(&mut candidate, user);
         }
         if info.group.is_empty() && info.kind == "Pod" {
-            admission::admit_pod(&self.state.cache, &mut candidate)?;
-            if let Some(ns) = self.namespace() {
-                limit_ranger::default_pod(&self.state.cache, ns, &mut candidate)?;
-            }
+            let ns = self.namespace().unwrap_or("default");
+            admission::admit_pod(&self.state.cache, ns, &mut candidate, random_suffix)?;
+            limit_ranger::default_pod(&self.state.cache, ns, &mut candidate)?;
         }
         let mut out = self.admit(&candidate, Write::Create)?;
         if let Some(ns) = self.namespace() {

@@ -309,6 +309,21 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A kubeconfig for the same server with a bearer token instead of the client
+/// certificate.
+pub fn token_kubeconfig(server: &TestServer, token: &str) -> std::path::PathBuf {
+    let config = std::fs::read_to_string(server.kubeconfig()).unwrap();
+    let with_token: String = config
+        .lines()
+        .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+        .map(|l| if l.trim() == "user:" { format!("  user:\n    token: {token}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // A JWT is too long for a file name; its end (the signature) tells tokens apart.
+    let tail = &token[token.len().saturating_sub(24)..];
+    write(server.dir.path(), &format!("token-{tail}.kubeconfig"), &with_token)
+}
+
 /// Polls `check` (kubectl's JSON of `args`) until it returns `Some`, for up to 30 s.
 pub fn eventually<T>(
     kubectl: &Kubectl,

@@ -24,6 +24,7 @@ pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootcacert;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -55,6 +56,7 @@ pub const CONTROLLERS: &[&str] = &[
     "podgc",
     "csrapproving",
     "csrsigning",
+    "root-ca-cert-publisher",
 ];
 
 /// Tunables of the manager.
@@ -67,6 +69,9 @@ pub struct ManagerOptions {
     /// The CA node and client certificates are issued from; without it `csrsigning`
     /// does not run (as kube's signer needs its signing files).
     pub signing: Option<certificates::signer::SigningCa>,
+    /// The CA bundle (PEM) published to every namespace as `kube-root-ca.crt`;
+    /// without it `root-ca-cert-publisher` does not run.
+    pub root_ca: Option<String>,
 }
 
 impl ManagerOptions {
@@ -128,6 +133,11 @@ impl ControllerManager {
         if let Some(ca) = options.signing.clone() {
             add("csrsigning", 1, &move |i, q| {
                 launcher("csrsigning", certificates::signer::CsrSigner::register(i, q, ca.clone()))
+            });
+        }
+        if let Some(root_ca) = options.root_ca.clone() {
+            add("root-ca-cert-publisher", 1, &move |i, q| {
+                launcher("root-ca-cert-publisher", rootcacert::RootCaPublisher::register(i, q, root_ca.clone()))
             });
         }
         let mut tasks = informers.start();

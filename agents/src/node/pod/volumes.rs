@@ -5,7 +5,8 @@
 //! - `hostPath`: the node's own path, checked (or created) per its `type`;
 //! - `configMap`, `secret`, `downwardAPI` and `projected`: files written from the API
 //!   (keys or `items`, modes, `optional`), rewritten atomically when their content
-//!   changes while the pod runs.
+//!   changes while the pod runs; a projected `serviceAccountToken` is a TokenRequest
+//!   bound to the pod, asked again once 80% of its lifetime has passed.
 //!
 //! Volumes live in `POD_DIR/volumes/KIND/NAME`, removed with the pod.
 
@@ -76,8 +77,10 @@ async fn prepare_one(
         downward_files(pod, source.items.iter().flatten(), source.default_mode, placement)?
     } else if let Some(source) = &volume.projected {
         let mut files = Vec::new();
+        let written = dir("projected");
         for projection in source.sources.iter().flatten() {
-            files.extend(projection_files(client, namespace, pod, projection, source.default_mode, placement).await?);
+            let found = projection_files(client, namespace, pod, projection, source.default_mode, placement, &written);
+            files.extend(found.await?);
         }
         files
     } else {
@@ -230,6 +233,7 @@ async fn projection_files(
     projection: &VolumeProjection,
     default_mode: Option<i32>,
     placement: &Placement<'_>,
+    written: &Path,
 ) -> Result<Vec<File>, VolumeError> {
     if let Some(source) = &projection.config_map {
         let optional = source.optional.unwrap_or(false);
@@ -244,13 +248,63 @@ async fn projection_files(
     if let Some(source) = &projection.downward_api {
         return downward_files(pod, source.items.iter().flatten(), default_mode, placement);
     }
-    if projection.service_account_token.is_some() {
-        // Tokens come with the security issue (TokenRequest); until then the volume
-        // holds the other sources and no token file.
-        tracing::warn!(pod = ?pod.metadata.name, "serviceAccountToken projections are not served yet");
-        return Ok(Vec::new());
+    if let Some(source) = &projection.service_account_token {
+        let mode = default_mode.map_or(0o644, |m| m as u32);
+        let current = std::fs::read(written.join(&source.path)).ok();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let token = match current.filter(|token| fresh(token, now)) {
+            Some(token) => token,
+            None => service_account_token(client, namespace, pod, source).await?.into_bytes(),
+        };
+        return Ok(vec![(source.path.clone(), token, mode)]);
     }
     Ok(Vec::new())
+}
+
+/// Whether a token written before is still good to keep: less than 80% of its
+/// lifetime gone (the kubelet's refresh point). Its claims are read, not verified:
+/// the server that issued it checks them on every use.
+fn fresh(token: &[u8], now: i64) -> bool {
+    use base64::Engine;
+    let claims = std::str::from_utf8(token).ok().and_then(|t| t.split('.').nth(1)).and_then(|payload| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    });
+    let Some(claims) = claims else { return false };
+    let (Some(issued), Some(expires)) = (claims["iat"].as_i64(), claims["exp"].as_i64()) else { return false };
+    now < issued + (expires - issued) * 4 / 5
+}
+
+/// A token for the pod's ServiceAccount, bound to the pod (it dies with it), with the
+/// projection's audience and lifetime: TokenRequest, which the Node authorizer grants
+/// a node for its own pods only.
+async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+    source: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> Result<String, VolumeError> {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: source.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),
+            expiration_seconds: Some(source.expiration_seconds.unwrap_or(3600)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let issued = api
+        .create_token_request(&account, &kube::api::PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("requesting a token for serviceaccount {account:?}: {e}"))?;
+    issued.status.map(|s| s.token).filter(|t| !t.is_empty()).ok_or_else(|| "the token request returned no token".into())
 }
 
 /// A relative path that stays inside its volume.
@@ -311,6 +365,21 @@ pub fn mounts(container: &Container, volumes: &BTreeMap<String, PathBuf>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_kept_until_four_fifths_of_its_life() {
+        use base64::Engine;
+        let token = |claims: serde_json::Value| {
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+            format!("header.{payload}.signature").into_bytes()
+        };
+        let hour = token(serde_json::json!({"iat": 1000, "exp": 4600}));
+        assert!(fresh(&hour, 1000));
+        assert!(fresh(&hour, 3879));
+        assert!(!fresh(&hour, 3880), "80% of 3600 s gone");
+        assert!(!fresh(&token(serde_json::json!({"exp": 4600})), 1000), "no issue time: ask again");
+        assert!(!fresh(b"not a token", 1000));
+    }
 
     #[test]
     fn items_pick_keys_and_modes() {

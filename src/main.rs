@@ -73,6 +73,10 @@ struct ControllerFlags {
     /// Terminated pods kept before PodGC deletes the oldest (0: keep all).
     #[arg(long, default_value_t = 12_500)]
     terminated_pod_gc_threshold: usize,
+    /// The longest lifetime `csrsigning` gives a certificate (nodes renew theirs at
+    /// 70-90% of it).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
 }
 
 impl ControllerFlags {
@@ -88,6 +92,7 @@ impl ControllerFlags {
             unhealthy_zone_threshold: self.unhealthy_zone_threshold,
         };
         options.pod_gc.terminated_threshold = self.terminated_pod_gc_threshold;
+        options.signing_duration = self.cluster_signing_duration;
         Ok(options)
     }
 }
@@ -442,7 +447,7 @@ fn server(
         let mut controllers = controllers;
         if let Some(options) = controllers.as_mut() {
             let (cert, key) = (data_dir.join("pki").join("ca.crt"), data_dir.join("pki").join("ca.key"));
-            let signing = signing_ca(&cert, &key)?;
+            let signing = signing_ca(&cert, &key, options.signing_duration)?;
             options.root_ca = Some(signing.cert_pem.clone());
             options.signing = Some(signing);
         }
@@ -568,12 +573,16 @@ fn run_component(
 }
 
 /// The CA the CSR signer issues from, read from its PEM files.
-fn signing_ca(cert: &Path, key: &Path) -> Result<keelson::agents::controllers::certificates::signer::SigningCa> {
+fn signing_ca(
+    cert: &Path,
+    key: &Path,
+    duration: Duration,
+) -> Result<keelson::agents::controllers::certificates::signer::SigningCa> {
     let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
     Ok(keelson::agents::controllers::certificates::signer::SigningCa {
         cert_pem: read(cert)?,
         key_pem: read(key)?,
-        duration: keelson::agents::controllers::certificates::signer::DEFAULT_DURATION,
+        duration,
     })
 }
 
@@ -614,10 +623,10 @@ fn controller_manager(
 }
 
 /// `keelson agent --runtime hollow`: registers the fleet, keeps it alive until SIGTERM.
-fn hollow_agent(kubeconfig: &Path, options: HollowOptions) -> Result<()> {
+fn hollow_agent(kubeconfig: &Path, options: HollowOptions, own_node: Option<&str>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+        let client = keelson::agents::node::rotation::node_client(kubeconfig, own_node).await?;
         client.apiserver_version().await.context("reaching the API server")?;
         let count = options.names.len();
         let fleet = HollowFleet::start(client, options).await?;
@@ -636,7 +645,7 @@ enum Backend {
 
 /// Registers one node whose pods really run on `backend`, and starts its agent.
 async fn start_node(kubeconfig: &Path, options: AgentOptions, backend: Backend) -> Result<NodeAgent> {
-    let client = keelson::agents::client::from_kubeconfig(kubeconfig).await?;
+    let client = keelson::agents::node::rotation::node_client(kubeconfig, Some(&options.node_name)).await?;
     client.apiserver_version().await.context("reaching the API server")?;
     let cluster_ca = keelson::agents::client::cluster_ca(kubeconfig).await?;
     let root_dir = options.root_dir.clone();
@@ -731,7 +740,7 @@ fn main() -> Result<()> {
         } => {
             let mut options = controllers.options()?;
             if let (Some(cert), Some(key)) = (cluster_signing_cert_file, cluster_signing_key_file) {
-                options.signing = Some(signing_ca(&cert, &key)?);
+                options.signing = Some(signing_ca(&cert, &key, options.signing_duration)?);
             }
             options.root_ca = match root_ca_file {
                 Some(path) => {
@@ -830,7 +839,7 @@ fn main() -> Result<()> {
                 options.shape.pods = node_pods;
                 options.startup_delay = std::time::Duration::from_millis(pod_startup_delay_ms);
                 options.renew_interval = renew_interval;
-                return hollow_agent(&kubeconfig, options);
+                return hollow_agent(&kubeconfig, options, own_node.as_deref());
             }
             std::fs::create_dir_all(&root_dir).with_context(|| format!("creating {}", root_dir.display()))?;
             let root_dir = root_dir.canonicalize()?;

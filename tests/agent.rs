@@ -2,7 +2,8 @@
 //! through the real kubectl. Nodes register Ready with their Leases, the Leases are
 //! renewed while the agent runs and go stale once it stops, pods bound to the nodes go
 //! Running (or Succeeded when asked), deletions complete, and a restarted agent takes
-//! its nodes and running pods back.
+//! its nodes and running pods back. A node joins with a bootstrap token and renews its
+//! own certificate while it runs.
 
 mod common;
 
@@ -153,10 +154,8 @@ fn five_thousand_hollow_nodes_in_one_process_keep_every_lease_fresh() {
 /// SubjectAccessReview) and the signer issues it; the agent writes its own kubeconfig
 /// and registers as `system:node:NAME`. The token can do nothing but ask, a restart
 /// reuses the written credentials, and a deleted token no longer authenticates.
-#[test]
-fn a_bootstrap_token_joins_a_node_with_its_own_certificate() {
-    let server = TestServer::start();
-    let kubectl = server.kubectl("");
+/// A bootstrap token (its Secret in kube-system); returns the token.
+fn bootstrap_token(kubectl: &Kubectl) -> &'static str {
     kubectl.ok(&[
         "-n",
         "kube-system",
@@ -169,20 +168,31 @@ fn a_bootstrap_token_joins_a_node_with_its_own_certificate() {
         "--from-literal=token-secret=0123456789abcdef",
         "--from-literal=usage-bootstrap-authentication=true",
     ]);
-    let token = "abcdef.0123456789abcdef";
+    "abcdef.0123456789abcdef"
+}
+
+/// A hollow node `node` that joins with `token`, keeping its credentials under `root`.
+fn join(server: &TestServer, root: &std::path::Path, node: &str, token: &str) -> AgentProcess {
+    let ca = server.data_dir().join("pki").join("ca.crt");
+    let url = format!("https://127.0.0.1:{}", server.port);
+    let (root, node, token) = (root.to_path_buf(), node.to_string(), token.to_string());
+    AgentProcess::start(
+        move |command| {
+            command.args(["--runtime", "hollow", "--node-name", &node, "--token", &token, "--server", &url]);
+            command.arg("--certificate-authority").arg(&ca).arg("--root-dir").arg(&root);
+            command.args(["--lease-renew-seconds", "1"]);
+        },
+        Duration::from_secs(120),
+    )
+}
+
+#[test]
+fn a_bootstrap_token_joins_a_node_with_its_own_certificate() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl("");
+    let token = bootstrap_token(&kubectl);
     let root = tempfile::tempdir().expect("a temp dir");
-    let join = |root: &std::path::Path| {
-        let root = root.to_path_buf();
-        let ca = server.data_dir().join("pki").join("ca.crt");
-        let url = format!("https://127.0.0.1:{}", server.port);
-        AgentProcess::start(
-            move |command| {
-                command.args(["--runtime", "hollow", "--node-name", "joiner", "--token", token, "--server", &url]);
-                command.arg("--certificate-authority").arg(&ca).arg("--root-dir").arg(&root);
-            },
-            Duration::from_secs(120),
-        )
-    };
+    let join = |root: &std::path::Path| join(&server, root, "joiner", token);
     let agent = join(root.path());
 
     // The node registered under its own name, with a certificate the controllers issued.
@@ -257,6 +267,53 @@ fn a_bootstrap_token_joins_a_node_with_its_own_certificate() {
         assert!(std::time::Instant::now() < deadline, "{}", refused.stderr);
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_running_agent_renews_its_certificate_before_it_expires() {
+    // Certificates live 40 s here; the agent renews its own at 70-90% of that.
+    let server = TestServer::start_with(|_| vec!["--cluster-signing-duration=40s".into()]);
+    let kubectl = server.kubectl("");
+    let token = bootstrap_token(&kubectl);
+    let root = tempfile::tempdir().expect("a temp dir");
+    let agent = join(&server, root.path(), "rotor", token);
+    let joined = std::time::Instant::now();
+    let written = root.path().join("kubelet.kubeconfig");
+    let first = std::fs::read_to_string(&written).unwrap();
+
+    // The renewal is asked for with the node's own certificate and approved as one.
+    let requests = |kubectl: &Kubectl| {
+        let csrs = kubectl.json(&["get", "csr"]);
+        csrs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["spec"]["username"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let deadline = joined + Duration::from_secs(60);
+    while requests(&kubectl).len() < 2 || std::fs::read_to_string(&written).unwrap() == first {
+        assert!(std::time::Instant::now() < deadline, "no renewal: {:?}", requests(&kubectl));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut users = requests(&kubectl);
+    users.sort();
+    assert_eq!(users, ["system:bootstrap:abcdef", "system:node:rotor"]);
+    let node_kubectl = kubectl.as_user(written.clone(), "rotor");
+    assert_eq!(node_kubectl.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]), "system:node:rotor");
+
+    // Past the first certificate's end, the agent still renews its Lease: its open
+    // connections were made again with the new certificate.
+    let past_first = joined + Duration::from_secs(45);
+    std::thread::sleep(past_first.saturating_duration_since(std::time::Instant::now()));
+    let renewed = || kubectl.json(&["-n", "kube-node-lease", "get", "lease", "rotor"])["spec"]["renewTime"].clone();
+    let before = renewed();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while renewed() == before {
+        assert!(std::time::Instant::now() < deadline, "the Lease stopped at {before}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    agent.stop();
 }
 
 /// A key and a certificate request (PEM) for `user` in `group`.

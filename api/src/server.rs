@@ -242,16 +242,22 @@ impl Server {
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let user = tls
+                        let identity = tls
                             .get_ref()
                             .1
                             .peer_certificates()
                             .and_then(|certs| certs.first())
                             .and_then(|cert| auth::user_from_certificate(cert))
-                            .map(Arc::new);
+                            .map(|(user, not_after)| (Arc::new(user), not_after));
                         let service = hyper::service::service_fn(move |request| {
                             let state = state.clone();
-                            let user = user.clone();
+                            // As kube's x509 authenticator checks the chain on every
+                            // request: a long-lived connection stops authenticating
+                            // when its certificate ends (a rotating client reconnects).
+                            let user = identity
+                                .as_ref()
+                                .filter(|(_, not_after)| jiff::Timestamp::now().as_second() < *not_after)
+                                .map(|(user, _)| Arc::clone(user));
                             async move { Ok::<_, Infallible>(handle(state, user, request).await) }
                         });
                         let builder = auto::Builder::new(TokioExecutor::new());

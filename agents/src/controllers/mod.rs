@@ -60,7 +60,7 @@ pub const CONTROLLERS: &[&str] = &[
 ];
 
 /// Tunables of the manager.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ManagerOptions {
     /// Workers per controller; a controller not named gets its default.
     pub workers: HashMap<String, usize>,
@@ -72,6 +72,21 @@ pub struct ManagerOptions {
     /// The CA bundle (PEM) published to every namespace as `kube-root-ca.crt`;
     /// without it `root-ca-cert-publisher` does not run.
     pub root_ca: Option<String>,
+    /// The longest lifetime `csrsigning` gives (kube's `--cluster-signing-duration`).
+    pub signing_duration: std::time::Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            workers: HashMap::new(),
+            node_lifecycle: Default::default(),
+            pod_gc: Default::default(),
+            signing: None,
+            root_ca: None,
+            signing_duration: certificates::signer::DEFAULT_DURATION,
+        }
+    }
 }
 
 impl ManagerOptions {

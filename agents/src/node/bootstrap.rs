@@ -6,7 +6,7 @@
 //! time and with its current certificate to renew.
 //!
 //! Certificates are renewed when an agent starts with less than a fifth of its
-//! certificate's lifetime left; a running agent keeps its client.
+//! certificate's lifetime left; a running agent renews its own ([`super::rotation`]).
 
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -62,15 +62,21 @@ fn kubeconfig_certificate(text: &str) -> Option<Vec<u8>> {
     Some(pem.contents)
 }
 
-/// The share of its lifetime the kubeconfig's certificate for `user` has left at
-/// `now` (Unix seconds): `None` if there is no such certificate or it is not valid.
-fn lifetime_left(text: &str, user: &str, now: i64) -> Option<f64> {
+/// When the kubeconfig's certificate for `user` starts and ends (Unix seconds), if it
+/// holds one.
+pub(crate) fn validity(text: &str, user: &str) -> Option<(i64, i64)> {
     use x509_parser::prelude::FromDer;
     let der = kubeconfig_certificate(text)?;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
     let named = cert.subject().iter_common_name().filter_map(|n| n.as_str().ok()).any(|n| n == user);
-    let (from, to) = (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp());
-    (named && from <= now && now < to).then(|| (to - now) as f64 / ((to - from).max(1)) as f64)
+    named.then(|| (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+}
+
+/// The share of its lifetime the kubeconfig's certificate for `user` has left at
+/// `now` (Unix seconds): `None` if there is no such certificate or it is not valid.
+fn lifetime_left(text: &str, user: &str, now: i64) -> Option<f64> {
+    let (from, to) = validity(text, user)?;
+    (from <= now && now < to).then(|| (to - now) as f64 / ((to - from).max(1)) as f64)
 }
 
 /// Whether the certificate can be used as it is (more than a fifth of its life left).
@@ -95,7 +101,7 @@ fn render_kubeconfig(server: &str, ca_pem: &str, user: &str, credentials: &str) 
 }
 
 /// The server and CA a kubeconfig names (for renewing with it).
-fn server_and_ca(text: &str) -> Option<(String, String)> {
+pub(crate) fn server_and_ca(text: &str) -> Option<(String, String)> {
     use base64::Engine;
     let server = text.lines().find_map(|l| l.trim().strip_prefix("server:"))?.trim().to_string();
     let ca = text.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))?.trim();
@@ -143,6 +149,15 @@ pub async fn ensure_credentials(
         (None, None) => return Err(BootstrapError::NoCredentials(kubeconfig.display().to_string())),
     };
     let client = client_for(&asking).await?;
+    let (certificate, key) = request_certificate(&client, node).await?;
+    write_credentials(kubeconfig, &server, &ca_pem, node, &certificate, &key)
+}
+
+/// Asks for a new client certificate for node `node` with a CertificateSigningRequest
+/// made with `client`, and waits until it is issued; returns the certificate and its
+/// private key (PEM).
+pub async fn request_certificate(client: &kube::Client, node: &str) -> Result<(String, String), BootstrapError> {
+    let user = format!("system:node:{node}");
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, user.as_str());
@@ -159,11 +174,11 @@ pub async fn ensure_credentials(
         },
         ..Default::default()
     };
-    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     api.create(&PostParams::default(), &csr).await?;
     tracing::info!(csr = %name, node, "asked for the node's client certificate");
     let started = Instant::now();
-    let certificate = loop {
+    loop {
         let current = api.get(&name).await?;
         let status = current.status.unwrap_or_default();
         if let Some(decided) = status
@@ -179,22 +194,29 @@ pub async fn ensure_credentials(
             });
         }
         if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8_lossy(&certificate.0).into_owned();
+            return Ok((String::from_utf8_lossy(&certificate.0).into_owned(), key.serialize_pem()));
         }
         if started.elapsed() > ISSUE_TIMEOUT {
             return Err(BootstrapError::Timeout(name, ISSUE_TIMEOUT));
         }
         tokio::time::sleep(POLL).await;
-    };
+    }
+}
+
+/// Writes node `node`'s kubeconfig at `path` with its certificate and key embedded.
+pub fn write_credentials(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    node: &str,
+    certificate: &str,
+    key: &str,
+) -> Result<(), BootstrapError> {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let credentials = format!(
-        "    client-certificate-data: {}\n    client-key-data: {}\n",
-        b64(&certificate),
-        b64(&key.serialize_pem())
-    );
-    write_private(kubeconfig, &render_kubeconfig(&server, &ca_pem, &user, &credentials))?;
-    tracing::info!(csr = %name, node, path = %kubeconfig.display(), "wrote the node's credentials");
+    let credentials = format!("    client-certificate-data: {}\n    client-key-data: {}\n", b64(certificate), b64(key));
+    write_private(path, &render_kubeconfig(server, ca_pem, &format!("system:node:{node}"), &credentials))?;
+    tracing::info!(node, path = %path.display(), "wrote the node's credentials");
     Ok(())
 }
 

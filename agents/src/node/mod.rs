@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod logserver;
 pub mod objects;
 pub mod pod;
+pub mod rotation;
 pub mod runtime;
 pub mod stream;
 pub mod test_images;

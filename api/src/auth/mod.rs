@@ -125,13 +125,15 @@ fn split_csv(line: &str) -> Vec<String> {
     fields.into_iter().map(|f| f.trim().to_string()).collect()
 }
 
-/// The user a verified client certificate names: CN is the user, each O a group.
-pub fn user_from_certificate(der: &[u8]) -> Option<User> {
+/// The user a verified client certificate names (CN is the user, each O a group), and
+/// when the certificate ends (Unix seconds): a connection made with it authenticates
+/// only until then, however long it stays open.
+pub fn user_from_certificate(der: &[u8]) -> Option<(User, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
     let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(String::from).collect();
-    Some(User::new(name, String::new(), groups))
+    Some((User::new(name, String::new(), groups), cert.validity().not_after.timestamp()))
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ impl std::fmt::Debug for SigningCa {
 
 /// kube's default `--cluster-signing-duration`.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// How far back a certificate's validity starts, for clocks a little behind.
+/// How far back a certificate's validity starts, for clocks a little behind (less for
+/// certificates shorter than ten times this).
 const BACKDATE: Duration = Duration::from_secs(300);
 
 pub struct CsrSigner {
@@ -62,7 +63,9 @@ pub fn sign(csr: &CertificateSigningRequest, ca: &SigningCa, now: time::OffsetDa
     let asked = csr.spec.expiration_seconds.map(|s| Duration::from_secs(s.max(600) as u64));
     let lifetime = asked.map_or(ca.duration, |asked| asked.min(ca.duration));
     let params = &mut request.params;
-    params.not_before = now - BACKDATE;
+    // A short-lived certificate is backdated by at most a tenth of its life, so that
+    // most of its validity lies ahead (its holder renews at 70-90% of it).
+    params.not_before = now - BACKDATE.min(lifetime / 10);
     params.not_after = now + lifetime;
     params.subject_alt_names.clear();
     params.is_ca = rcgen::IsCa::ExplicitNoCa;

@@ -746,7 +746,9 @@ fn main() -> Result<()> {
                 Some(path) => {
                     Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
                 }
-                None => keelson::agents::client::cluster_ca_pem(&kubeconfig)?,
+                None => {
+                    tokio::runtime::Runtime::new()?.block_on(keelson::agents::client::cluster_ca_pem(&kubeconfig))?
+                }
             };
             controller_manager(&kubeconfig, options, metrics_listen, leader_elect)?
         }

@@ -18,8 +18,6 @@ pub enum ClientError {
     Kubeconfig { path: String, source: kube::config::KubeconfigError },
     #[error("building a client from {path}: {source}")]
     Build { path: String, source: kube::Error },
-    #[error("the certificate authority of {path}: {message}")]
-    Authority { path: String, message: String },
 }
 
 /// A client for the cluster `path`'s current context points at.
@@ -45,26 +43,16 @@ pub async fn cluster_ca(path: &Path) -> Result<Vec<Vec<u8>>, ClientError> {
     Ok(config.root_cert.unwrap_or_default())
 }
 
-/// The certificate authority (PEM) the current cluster of the kubeconfig at `path`
-/// names, inline or by file; `None` when it names none.
-pub fn cluster_ca_pem(path: &Path) -> Result<Option<String>, ClientError> {
+/// [`cluster_ca`] as PEM, for publishing it; `None` when the kubeconfig trusts none.
+pub async fn cluster_ca_pem(path: &Path) -> Result<Option<String>, ClientError> {
     use base64::Engine;
-    let display = path.display().to_string();
-    let fail = |message: String| ClientError::Authority { path: display.clone(), message };
-    let config = kube::config::Kubeconfig::read_from(path)
-        .map_err(|source| ClientError::Kubeconfig { path: display.clone(), source })?;
-    let context = config.current_context.as_deref().and_then(|c| config.contexts.iter().find(|n| n.name == c));
-    let cluster_name = context.and_then(|c| c.context.as_ref()).map(|c| c.cluster.as_str());
-    let cluster = config.clusters.iter().find(|c| Some(c.name.as_str()) == cluster_name).or(config.clusters.first());
-    let Some(cluster) = cluster.and_then(|c| c.cluster.as_ref()) else { return Ok(None) };
-    if let Some(data) = &cluster.certificate_authority_data {
-        let pem = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| fail(e.to_string()))?;
-        return String::from_utf8(pem).map(Some).map_err(|_| fail("certificate-authority-data is not PEM".into()));
-    }
-    match &cluster.certificate_authority {
-        Some(file) => std::fs::read_to_string(file).map(Some).map_err(|e| fail(format!("reading {file}: {e}"))),
-        None => Ok(None),
-    }
+    let certificates = cluster_ca(path).await?;
+    let pem = certificates.iter().map(|der| {
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64")).collect();
+        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    });
+    Ok((!certificates.is_empty()).then(|| pem.collect()))
 }
 
 /// A client whose requests go to `call` (an in-process transport). Must be called
@@ -148,5 +136,25 @@ mod tests {
         .await;
         assert!(matches!(answer, Err(kube::Error::Api(s)) if s.code == 409));
         assert_eq!(calls.get(), 1, "a conflict is the caller's to handle");
+    }
+
+    #[tokio::test]
+    async fn the_kubeconfigs_authority_comes_back_as_the_same_pem() {
+        use base64::Engine;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()]).unwrap().self_signed(&key).unwrap().pem();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let data = base64::engine::general_purpose::STANDARD.encode(&ca);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    \
+                 certificate-authority-data: {data}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n\
+                 users:\n- name: u\n  user: {{token: t}}\ncurrent-context: c\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(cluster_ca_pem(&path).await.unwrap().as_deref().map(str::trim), Some(ca.trim()));
     }
 }

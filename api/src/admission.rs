@@ -129,11 +129,7 @@ pub fn admit_pod(
 }
 
 fn add_default_tolerations(spec: &mut Value) {
-    let tolerations = object::entry(spec, &["tolerations"]);
-    if !tolerations.is_array() {
-        *tolerations = json!([]);
-    }
-    let list = tolerations.as_array_mut().expect("made an array above");
+    let list = object::array_entry(spec, &["tolerations"]);
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         let covered = list.iter().any(|t| {
             let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");

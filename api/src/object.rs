@@ -110,6 +110,15 @@ pub fn entry<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Value {
     })
 }
 
+/// The list at `path`, created empty where missing or not a list.
+pub fn array_entry<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Vec<Value> {
+    let list = entry(value, path);
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    list.as_array_mut().expect("made an array above")
+}
+
 pub fn set(value: &mut Value, path: &[&str], new: Value) {
     *entry(value, path) = new;
 }

@@ -1218,11 +1218,7 @@ impl Call<'_> {
                 }
                 let mut new = old.clone();
                 object::set_str(&mut new, &["spec", "nodeName"], node);
-                let conditions = object::entry(&mut new, &["status", "conditions"]);
-                if !conditions.is_array() {
-                    *conditions = json!([]);
-                }
-                let list = conditions.as_array_mut().expect("made an array above");
+                let list = object::array_entry(&mut new, &["status", "conditions"]);
                 list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
                 list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
                     "lastTransitionTime": object::now_rfc3339()}));
@@ -1243,11 +1239,7 @@ impl Call<'_> {
                     }
                 }
                 if let Some(finalizer) = add_finalizer {
-                    let list = object::entry(&mut new, &["metadata", "finalizers"]);
-                    if !list.is_array() {
-                        *list = json!([]);
-                    }
-                    let list = list.as_array_mut().expect("made an array above");
+                    let list = object::array_entry(&mut new, &["metadata", "finalizers"]);
                     if !list.iter().any(|f| f == finalizer) {
                         list.push(json!(finalizer));
                     }

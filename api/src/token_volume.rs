@@ -71,11 +71,7 @@ pub fn add(
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else { continue };
         for container in containers {
-            let mounts = object::entry(container, &["volumeMounts"]);
-            if !mounts.is_array() {
-                *mounts = json!([]);
-            }
-            let mounts = mounts.as_array_mut().expect("made an array above");
+            let mounts = object::array_entry(container, &["volumeMounts"]);
             if mounts.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(MOUNT_PATH)) {
                 continue;
             }
@@ -84,11 +80,7 @@ pub fn add(
         }
     }
     if mounted && existing.is_none() {
-        let volumes = object::entry(spec, &["volumes"]);
-        if !volumes.is_array() {
-            *volumes = json!([]);
-        }
-        volumes.as_array_mut().expect("made an array above").push(volume(&volume_name));
+        object::array_entry(spec, &["volumes"]).push(volume(&volume_name));
     }
     Ok(())
 }

@@ -53,12 +53,19 @@ const POLL: Duration = Duration::from_millis(250);
 /// Renew once less than this share of the certificate's lifetime is left.
 const RENEW_AT_REMAINING: f64 = 0.2;
 
+/// The text of an embedded (base64) field of a kubeconfig this module wrote, such
+/// as `client-certificate-data`.
+pub(crate) fn embedded_field(text: &str, field: &str) -> Option<String> {
+    use base64::Engine;
+    let value = text.lines().find_map(|l| l.trim().strip_prefix(field)?.strip_prefix(':'))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim().trim_matches('"')).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// The client certificate a kubeconfig holds (`client-certificate-data`), as DER.
 fn kubeconfig_certificate(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let line = text.lines().find_map(|l| l.trim().strip_prefix("client-certificate-data:"))?;
-    let pem = base64::engine::general_purpose::STANDARD.decode(line.trim().trim_matches('"')).ok()?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+    let pem = embedded_field(text, "client-certificate-data")?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     Some(pem.contents)
 }
 
@@ -102,11 +109,8 @@ fn render_kubeconfig(server: &str, ca_pem: &str, user: &str, credentials: &str) 
 
 /// The server and CA a kubeconfig names (for renewing with it).
 pub(crate) fn server_and_ca(text: &str) -> Option<(String, String)> {
-    use base64::Engine;
     let server = text.lines().find_map(|l| l.trim().strip_prefix("server:"))?.trim().to_string();
-    let ca = text.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))?.trim();
-    let ca = base64::engine::general_purpose::STANDARD.decode(ca.trim_matches('"')).ok()?;
-    Some((server, String::from_utf8(ca).ok()?))
+    Some((server, embedded_field(text, "certificate-authority-data")?))
 }
 
 async fn client_for(kubeconfig: &str) -> Result<kube::Client, BootstrapError> {

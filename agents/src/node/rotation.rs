@@ -11,7 +11,7 @@
 //! so that a rotation can shut them down (hyper then reconnects, with the new
 //! certificate, on the next request; watches are restarted by their owners).
 
-use super::bootstrap::{request_certificate, server_and_ca, validity, write_credentials};
+use super::bootstrap::{embedded_field, request_certificate, server_and_ca, validity, write_credentials};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::client::ConfigExt;
@@ -198,13 +198,7 @@ impl hyper::rt::Write for Tracked {
 
 /// The client certificate and key (PEM) a kubeconfig embeds.
 fn embedded_credentials(text: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    let field = |name: &str| {
-        let value = text.lines().find_map(|l| l.trim().strip_prefix(name))?.trim().trim_matches('"');
-        let bytes = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
-        String::from_utf8(bytes).ok()
-    };
-    Some((field("client-certificate-data:")?, field("client-key-data:")?))
+    Some((embedded_field(text, "client-certificate-data")?, embedded_field(text, "client-key-data")?))
 }
 
 /// A client for the agent of `node`. When `kubeconfig` holds the node's own

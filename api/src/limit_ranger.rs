@@ -28,11 +28,11 @@ fn limit_ranges(cache: &WatchCache, namespace: &str) -> Result<Vec<LimitRange>, 
 }
 
 /// Fills in the containers' missing requests and limits from the namespace's
-/// Container defaults, on the pod as sent (before decoding), and notes what it set in
-/// the `kubernetes.io/limit-ranger` annotation. A container that states a limit but
-/// no request gets the limit as its request first, as pod defaulting would give it,
-/// so a default request never undercuts a stated limit.
-pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Result<(), ApiError> {
+/// Container defaults, on the defaulted pod, and notes what it set in the
+/// `kubernetes.io/limit-ranger` annotation; returns whether it set anything. A
+/// container that states a limit but no request gets the limit as its request first,
+/// as pod defaulting gives it, so a default request never undercuts a stated limit.
+pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Result<bool, ApiError> {
     let ranges = limit_ranges(cache, namespace)?;
     let mut requests = Map::new();
     let mut limits = Map::new();
@@ -49,7 +49,7 @@ pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Resu
         }
     }
     if requests.is_empty() && limits.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut notes = Vec::new();
     for (list, what) in [("containers", "container"), ("initContainers", "init container")] {
@@ -89,7 +89,7 @@ pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Resu
         }
         annotations[ANNOTATION] = Value::String(format!("LimitRanger plugin set: {}", notes.join("; ")));
     }
-    Ok(())
+    Ok(!notes.is_empty())
 }
 
 /// Adds each default `list` lacks; returns the resources it added, sorted.

@@ -6,12 +6,14 @@
 //! warning, since its pods will be judged when they are created.
 //!
 //! The checks are kube's for the current policy version (`latest`; a `-version` label
-//! only changes the level's name in messages), in kube's order (by check id), except
-//! AppArmor, SELinux options and Windows host processes, which no keelson runtime has.
-//! The `audit` mode has no audit log to write to yet and is not evaluated.
+//! only changes the level's name in messages), in kube's order (by check id),
+//! including those for fields no keelson runtime acts on (AppArmor, SELinux options,
+//! Windows host processes): a policy is about what the pod asks for.
 
 use crate::resources::ResourceInfo;
-use keelson_engine::k8s_openapi::api::core::v1::{Capabilities, PodSpec, SecurityContext};
+use keelson_engine::k8s_openapi::api::core::v1::{
+    Capabilities, PodSpec, SELinuxOptions, SecurityContext, WindowsSecurityContextOptions,
+};
 use keelson_engine::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -89,14 +91,14 @@ const SAFE_SYSCTLS: [&str; 9] = [
 const RESTRICTED_VOLUMES: [&str; 8] =
     ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
 
-/// Where a workload kind keeps its pod template's spec.
-fn template_spec(info: &ResourceInfo) -> Option<&'static [&'static str]> {
+/// Where a kind keeps the pod (metadata and spec) it describes: a pod is its own,
+/// a workload has a template.
+fn template_path(info: &ResourceInfo) -> Option<&'static [&'static str]> {
     match (info.group, info.kind) {
-        ("", "Pod") => Some(&["spec"]),
-        ("", "ReplicationController" | "PodTemplate") | ("apps", _) | ("batch", "Job") => {
-            Some(&["spec", "template", "spec"])
-        }
-        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
+        ("", "Pod") => Some(&[]),
+        ("", "PodTemplate") => Some(&["template"]),
+        ("", "ReplicationController") | ("apps", _) | ("batch", "Job") => Some(&["spec", "template"]),
+        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
 }
@@ -109,12 +111,15 @@ pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mu
     if enforce == Level::Privileged && warn == Level::Privileged {
         return Ok(());
     }
-    let Some(path) = template_spec(info) else { return Ok(()) };
-    let Some(spec) = crate::object::get(object, path) else { return Ok(()) };
+    let Some(path) = template_path(info) else { return Ok(()) };
+    let Some(template) = crate::object::get(object, path) else { return Ok(()) };
+    let Some(spec) = template.get("spec") else { return Ok(()) };
     let spec: PodSpec = serde_json::from_value(spec.clone()).map_err(ApiError::internal)?;
+    let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
+    let pod = Judged { spec: &spec, annotations };
     let is_pod = info.kind == "Pod";
     let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "latest".into());
-    let enforced = violations(&spec, enforce);
+    let enforced = violations(&pod, enforce);
     if !enforced.is_empty() {
         let policy =
             format!("PodSecurity \"{}:{}\": {}", enforce.name(), version(&labels.enforce_version), enforced.join(", "));
@@ -124,7 +129,7 @@ pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mu
         }
         warnings.push(format!("would violate {policy}"));
     }
-    let warned = violations(&spec, warn);
+    let warned = violations(&pod, warn);
     if !warned.is_empty() && (is_pod || warn != enforce) {
         warnings.push(format!(
             "would violate PodSecurity \"{}:{}\": {}",
@@ -135,6 +140,18 @@ pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mu
     }
     Ok(())
 }
+
+/// What PodSecurity judges: the pod's spec and its annotations (AppArmor's legacy
+/// profiles are annotations).
+struct Judged<'a> {
+    spec: &'a PodSpec,
+    annotations: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// The prefix of the annotations that set a container's AppArmor profile.
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+/// The SELinux types baseline allows (besides none).
+const SELINUX_TYPES: [&str; 4] = ["container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
 
 /// A container, with what PodSecurity reads of it.
 struct Container<'a> {
@@ -163,10 +180,11 @@ fn quoted(values: &[&str]) -> String {
 }
 
 /// Every check of `level` the pod spec fails, as kube words them (`reason (detail)`).
-fn violations(spec: &PodSpec, level: Level) -> Vec<String> {
+fn violations(pod: &Judged<'_>, level: Level) -> Vec<String> {
     if level == Level::Privileged {
         return Vec::new();
     }
+    let spec = pod.spec;
     let restricted = level == Level::Restricted;
     let mut containers: Vec<Container<'_>> = Vec::new();
     let init = spec.init_containers.iter().flatten();
@@ -198,6 +216,49 @@ fn violations(spec: &PodSpec, level: Level) -> Vec<String> {
                 vec![format!("{} must set securityContext.allowPrivilegeEscalation=false", containers_phrase(&open))],
             );
         }
+    }
+    // appArmorProfile: the field's type, or the legacy annotation's value
+    let mut setters = Vec::new();
+    let mut bad_types: Vec<&str> = Vec::new();
+    let pod_apparmor = pod_security.and_then(|s| s.app_armor_profile.as_ref()).map(|p| p.type_.as_str());
+    if let Some(kind) = pod_apparmor.filter(|t| !allowed_apparmor_type(t)) {
+        setters.push("pod".to_string());
+        bad_types.push(kind);
+    }
+    let mut bad = Vec::new();
+    for c in &containers {
+        let kind = c.security.and_then(|s| s.app_armor_profile.as_ref()).map(|p| p.type_.as_str());
+        if let Some(kind) = kind.filter(|t| !allowed_apparmor_type(t)) {
+            bad.push(c.name);
+            bad_types.push(kind);
+        }
+    }
+    if !bad.is_empty() {
+        setters.push(containers_phrase(&bad));
+    }
+    bad_types.sort_unstable();
+    bad_types.dedup();
+    let mut bad_values: Vec<String> = bad_types.iter().map(|t| format!("{t:?}")).collect();
+    let mut annotations: Vec<String> = pod
+        .annotations
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with(APPARMOR_ANNOTATION_PREFIX))
+        .filter_map(|(key, value)| value.as_str().map(|v| (key, v)))
+        .filter(|(_, value)| !(value.is_empty() || *value == "runtime/default" || value.starts_with("localhost/")))
+        .map(|(key, value)| format!("{key}={value:?}"))
+        .collect();
+    if !annotations.is_empty() {
+        annotations.sort();
+        setters.push(if annotations.len() == 1 { "annotation" } else { "annotations" }.to_string());
+        bad_values.extend(annotations.iter().map(|a| format!("{a:?}")));
+    }
+    if !setters.is_empty() {
+        let reason = if bad_values.len() == 1 { "forbidden AppArmor profile" } else { "forbidden AppArmor profiles" };
+        fail(
+            reason,
+            vec![format!("{} must not set AppArmor profile type to {}", setters.join(" and "), bad_values.join(", "))],
+        );
     }
     // capabilities: baseline's list of additions, or restricted's drop-all
     let adds = |c: &Container<'_>, allowed: &dyn Fn(&str) -> bool| -> Vec<String> {
@@ -321,6 +382,31 @@ fn violations(spec: &PodSpec, level: Level) -> Vec<String> {
         }
         fail("runAsUser=0", details);
     }
+    // seLinuxOptions: only the container types; no user or role
+    let mut setters = Vec::new();
+    let mut selinux = SelinuxFindings::default();
+    if pod_security.and_then(|s| s.se_linux_options.as_ref()).is_some_and(|o| !selinux.judge(o)) {
+        setters.push("pod".to_string());
+    }
+    let mut bad = Vec::new();
+    for c in &containers {
+        if c.security.and_then(|s| s.se_linux_options.as_ref()).is_some_and(|o| !selinux.judge(o)) {
+            bad.push(c.name);
+        }
+    }
+    if !bad.is_empty() {
+        setters.push(containers_phrase(&bad));
+    }
+    if !setters.is_empty() {
+        fail(
+            "seLinuxOptions",
+            vec![format!(
+                "{} set forbidden securityContext.seLinuxOptions: {}",
+                setters.join(" and "),
+                selinux.detail()
+            )],
+        );
+    }
     // seccompProfile: baseline forbids Unconfined; restricted requires RuntimeDefault or Localhost
     let pod_seccomp = pod_security.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
     let mut details = Vec::new();
@@ -355,7 +441,76 @@ fn violations(spec: &PodSpec, level: Level) -> Vec<String> {
     if !sysctls.is_empty() {
         fail("forbidden sysctls", vec![sysctls.join(", ")]);
     }
+    // windowsHostProcess
+    let mut setters = Vec::new();
+    let host_process = |w: Option<&WindowsSecurityContextOptions>| w.and_then(|w| w.host_process) == Some(true);
+    if host_process(pod_security.and_then(|s| s.windows_options.as_ref())) {
+        setters.push("pod".to_string());
+    }
+    let bad = named(&|c| host_process(c.security.and_then(|s| s.windows_options.as_ref())));
+    if !bad.is_empty() {
+        setters.push(containers_phrase(&bad));
+    }
+    if !setters.is_empty() {
+        fail(
+            "hostProcess",
+            vec![format!("{} must not set securityContext.windowsOptions.hostProcess=true", setters.join(" and "))],
+        );
+    }
     out
+}
+
+fn allowed_apparmor_type(kind: &str) -> bool {
+    matches!(kind, "RuntimeDefault" | "Localhost")
+}
+
+/// What the SELinux check found wrong, across the pod and its containers.
+#[derive(Default)]
+struct SelinuxFindings {
+    types: Vec<String>,
+    user: bool,
+    role: bool,
+}
+
+impl SelinuxFindings {
+    /// Whether `options` pass; what fails is noted.
+    fn judge(&mut self, options: &SELinuxOptions) -> bool {
+        let mut allowed = true;
+        let kind = options.type_.as_deref().unwrap_or("");
+        if !kind.is_empty() && !SELINUX_TYPES.contains(&kind) {
+            allowed = false;
+            if !self.types.iter().any(|t| t == kind) {
+                self.types.push(kind.to_string());
+            }
+        }
+        if options.user.as_deref().is_some_and(|u| !u.is_empty()) {
+            allowed = false;
+            self.user = true;
+        }
+        if options.role.as_deref().is_some_and(|r| !r.is_empty()) {
+            allowed = false;
+            self.role = true;
+        }
+        allowed
+    }
+
+    /// kube's wording: `type "x"; user may not be set; role may not be set`.
+    fn detail(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.types.is_empty() {
+            let mut types: Vec<&str> = self.types.iter().map(String::as_str).collect();
+            types.sort_unstable();
+            let noun = if types.len() == 1 { "type" } else { "types" };
+            parts.push(format!("{noun} {}", quoted(&types)));
+        }
+        if self.user {
+            parts.push("user may not be set".to_string());
+        }
+        if self.role {
+            parts.push("role may not be set".to_string());
+        }
+        parts.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -363,8 +518,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(value: Value) -> PodSpec {
-        serde_json::from_value(value).expect("a pod spec")
+    fn spec(value: Value) -> Value {
+        json!({"spec": value})
+    }
+
+    /// What `level` finds wrong with the pod `{metadata, spec}`.
+    fn violations(pod: &Value, level: Level) -> Vec<String> {
+        let spec: PodSpec = serde_json::from_value(pod["spec"].clone()).expect("a pod spec");
+        let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+        super::violations(&Judged { spec: &spec, annotations }, level)
     }
 
     #[test]
@@ -409,5 +571,34 @@ mod tests {
         assert!(violations(&risky, Level::Restricted).contains(
             &"restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")".to_string()
         ));
+    }
+
+    #[test]
+    fn baseline_judges_apparmor_selinux_and_windows_host_processes_too() {
+        let pod = json!({
+            "metadata": {"annotations": {
+                "container.apparmor.security.beta.kubernetes.io/a": "unconfined",
+                "container.apparmor.security.beta.kubernetes.io/b": "localhost/custom"}},
+            "spec": {
+                "securityContext": {"appArmorProfile": {"type": "Unconfined"},
+                    "seLinuxOptions": {"type": "spc_t"}, "windowsOptions": {"hostProcess": true}},
+                "containers": [
+                    {"name": "a", "securityContext": {"seLinuxOptions": {"user": "root", "type": "container_t"}}},
+                    {"name": "b", "securityContext": {"appArmorProfile": {"type": "RuntimeDefault"},
+                        "windowsOptions": {"hostProcess": true}}}]}});
+        assert_eq!(
+            violations(&pod, Level::Baseline),
+            [
+                "forbidden AppArmor profiles (pod and annotation must not set AppArmor profile type to \"Unconfined\", \
+                 \"container.apparmor.security.beta.kubernetes.io/a=\\\"unconfined\\\"\")",
+                "seLinuxOptions (pod and container \"a\" set forbidden securityContext.seLinuxOptions: type \"spc_t\"; \
+                 user may not be set)",
+                "hostProcess (pod and container \"b\" must not set securityContext.windowsOptions.hostProcess=true)",
+            ]
+        );
+        let allowed = json!({"spec": {"securityContext": {"seLinuxOptions": {"type": "container_init_t", "level": "s0:c1"}},
+            "containers": [{"name": "a", "securityContext": {"appArmorProfile": {"type": "Localhost",
+                "localhostProfile": "p"}, "windowsOptions": {"hostProcess": false}}}]}});
+        assert!(violations(&allowed, Level::Baseline).is_empty());
     }
 }

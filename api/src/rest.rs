@@ -954,19 +954,28 @@ impl Call<'_> {
         if let Some(user) = self.user.filter(|_| info.group == certificates::GROUP && info.kind == certificates::KIND) {
             certificates::stamp_requester(&mut candidate, user);
         }
+        // The client's object, defaulted and validated, is what its manager owns: as in
+        // kube, whose field manager runs before admission, what the admission plugins
+        // add below (the API access volume, tolerations, priority, LimitRanger's
+        // defaults) belongs to no manager.
+        let mut out = self.admit(&candidate, Write::Create)?;
+        if !self.applying {
+            self.record_managed_fields(None, &mut out)?;
+        }
         if info.group.is_empty() && info.kind == "Pod" {
             let ns = self.namespace().unwrap_or("default");
-            admission::admit_pod(&self.state.cache, ns, &mut candidate, random_suffix)?;
-            limit_ranger::default_pod(&self.state.cache, ns, &mut candidate)?;
+            admission::admit_pod(&self.state.cache, ns, &mut out, random_suffix)?;
+            if limit_ranger::default_pod(&self.state.cache, ns, &mut out)? {
+                // A default limit can contradict a request the client gave: validated
+                // again, as kube validates after admission. What the other plugins add
+                // is valid as they build it.
+                out = info.codec.admit(&out, Write::Create, None)?;
+            }
         }
-        let mut out = self.admit(&candidate, Write::Create)?;
         if let Some(ns) = self.namespace() {
             limit_ranger::check(&self.state.cache, info, ns, &out)?;
         }
         pod_security::check(&pod_security, info, &out, &mut self.warnings)?;
-        if !self.applying {
-            self.record_managed_fields(None, &mut out)?;
-        }
         Ok((self.storage_bytes(&out), name, out))
     }
 

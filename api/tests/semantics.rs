@@ -592,3 +592,29 @@ async fn events_api_and_core_events_share_one_storage() {
     assert_eq!(h.send(deleted).await.0, 200);
     assert_eq!(h.get(&format!("{EVENTS}/web.noted")).await.0, 404);
 }
+
+#[tokio::test]
+async fn what_admission_adds_to_a_pod_belongs_to_no_manager() {
+    let h = start(|_| {}).await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+    let (code, created) = h.post("/api/v1/namespaces/default/pods", pod).await;
+    assert_eq!(code, 201, "{created}");
+    let spec = &created["spec"];
+    assert!(spec["volumes"][0]["name"].as_str().unwrap().starts_with("kube-api-access-"), "{spec}");
+    assert_eq!(spec["containers"][0]["volumeMounts"][0]["mountPath"], "/var/run/secrets/kubernetes.io/serviceaccount");
+    assert_eq!(spec["tolerations"].as_array().map(Vec::len), Some(2), "{spec}");
+    assert_eq!(spec["serviceAccountName"], "default");
+
+    // As in kube, the client owns what it sent and what defaulting filled in; the
+    // admission plugins' additions are nobody's.
+    let managed = &created["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+    for defaulted in ["f:containers", "f:dnsPolicy", "f:restartPolicy", "f:schedulerName"] {
+        assert!(managed.get(defaulted).is_some(), "{defaulted} missing from {managed}");
+    }
+    for added in ["f:volumes", "f:tolerations", "f:serviceAccountName", "f:priority", "f:preemptionPolicy"] {
+        assert!(managed.get(added).is_none(), "{added} in {managed}");
+    }
+    let container = &managed["f:containers"]["k:{\"name\":\"app\"}"];
+    assert!(container.get("f:image").is_some() && container.get("f:volumeMounts").is_none(), "{container}");
+}

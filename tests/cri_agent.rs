@@ -225,6 +225,10 @@ fn cri_pods_run_restart_probe_log_pull_and_stop() {
     let pod_account = kubectl.as_user(token_kubeconfig(&server, token.trim()), "pod-account");
     let whoami = pod_account.json(&["auth", "whoami"]);
     assert_eq!(whoami["status"]["userInfo"]["username"], "system:serviceaccount:default:default", "{whoami}");
+    assert_eq!(
+        whoami["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"][0], "volumes",
+        "{whoami}"
+    );
 
     // Interactive sessions go through CRI Exec and Attach to containerd's streaming
     // server (over SPDY, as the kubelet reaches it), whichever transport kubectl uses:

@@ -869,7 +869,7 @@ fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
     let range = admin.json(&["-n", "team", "get", "limitrange", "sizes"]);
     assert_eq!(range["spec"]["limits"][0]["defaultRequest"]["memory"], "256Mi", "{range}");
     admin.ok(&["-n", "team", "create", "quota", "compute", "--hard=pods=2,requests.cpu=1,limits.memory=1Gi"]);
-    admin.ok(&["-n", "team", "create", "quota", "objects", "--hard=services=1"]);
+    admin.ok(&["-n", "team", "create", "quota", "objects", "--hard=services=1,services.nodeports=0"]);
     for quota in ["compute", "objects"] {
         common::eventually(&admin, &["-n", "team", "get", "quota", quota], "the quota measured", |q| {
             let hard = q["spec"]["hard"].as_object()?.len();
@@ -918,6 +918,14 @@ fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
         "{}",
         second.stderr
     );
+    // An update is charged what it adds: the Service may not become a NodePort.
+    let exposed = admin.run(&["-n", "team", "patch", "service", "one", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    assert!(
+        exposed.stderr.contains("services \"one\" is forbidden: exceeded quota: objects, requested: services.nodeports=1, used: services.nodeports=0, limited: services.nodeports=0"),
+        "{}",
+        exposed.stderr
+    );
+    assert_eq!(admin.json(&["-n", "team", "get", "service", "one"])["spec"]["type"], "ClusterIP");
     let pods = admin.ok(&["-n", "team", "get", "pods", "-o", "name"]);
     assert_eq!(pods.lines().collect::<Vec<_>>(), ["pod/a", "pod/b"], "refused creates store nothing");
     assert!(!admin.ok(&["-n", "team", "get", "services", "-o", "name"]).contains("two"));
@@ -936,7 +944,9 @@ fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
 /// warned about, and a namespace without labels admits anything.
 #[test]
 fn pod_security_levels_follow_namespace_labels() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(|dir| {
+        vec!["--audit-log-path".into(), dir.join("audit").join("audit.log").display().to_string()]
+    });
     let admin = server.kubectl("1.33");
     admin.ok(&["create", "namespace", "locked"]);
     admin.ok(&[
@@ -945,6 +955,7 @@ fn pod_security_levels_follow_namespace_labels() {
         "locked",
         "pod-security.kubernetes.io/enforce=baseline",
         "pod-security.kubernetes.io/warn=restricted",
+        "pod-security.kubernetes.io/audit=restricted",
     ]);
     let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\nspec:\n  containers:\n  - name: app\n    image: web\n    securityContext: {privileged: true}\n";
     let refused = admin.stdin(&["-n", "locked", "apply", "-f", "-"], privileged);
@@ -978,4 +989,39 @@ fn pod_security_levels_follow_namespace_labels() {
     // No labels: privileged.
     admin.ok(&["create", "namespace", "open"]);
     admin.apply(&["-n", "open", "apply", "-f", "-"], privileged);
+
+    // Once the namespace enforces baseline, an update that changes what the pod runs
+    // is judged again; one that only labels it is not.
+    admin.ok(&["label", "namespace", "open", "pod-security.kubernetes.io/enforce=baseline"]);
+    admin.ok(&["-n", "open", "label", "pod", "root", "tier=db"]);
+    let reimaged = admin.run(&["-n", "open", "set", "image", "pod/root", "app=web:2"]);
+    assert!(
+        !reimaged.ok
+            && reimaged.stderr.contains("pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\""),
+        "{}",
+        reimaged.stderr
+    );
+
+    // The audit log records the level each pod was judged at, and what the audited
+    // level (restricted) found wrong with the bare pod.
+    let audit_path = server.data_dir().parent().expect("the temp dir").join("audit").join("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let created_bare = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        let found = text.lines().map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")).find(|e| {
+            e["verb"] == "create" && e["objectRef"]["resource"] == "pods" && e["objectRef"]["name"] == "bare"
+        });
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "the audit log never showed the bare pod's create");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let annotations = &created_bare["annotations"];
+    assert_eq!(annotations["pod-security.kubernetes.io/enforce-policy"], "baseline:latest", "{annotations}");
+    let violations = annotations["pod-security.kubernetes.io/audit-violations"].as_str().unwrap_or("");
+    assert!(
+        violations.starts_with("would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"),
+        "{annotations}"
+    );
 }

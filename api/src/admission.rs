@@ -55,12 +55,7 @@ pub fn check_namespace(
     if !info.namespaced {
         return Ok(pod_security::Labels::default());
     }
-    let key = keelson_store::object_key("namespaces", None, namespace);
-    let namespace_life = match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
-        Some(bytes) => Some(serde_json::from_slice::<NamespaceLife>(&bytes).map_err(ApiError::internal)?),
-        None => None,
-    };
-    match namespace_life {
+    match namespace_life(cache, namespace)? {
         None => Err(ApiError::not_found("", "namespaces", namespace)),
         Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
             Err(ApiError::new(
@@ -75,7 +70,20 @@ pub fn check_namespace(
     }
 }
 
-/// The pod admission plugins, on the raw object before it is decoded.
+fn namespace_life(cache: &WatchCache, namespace: &str) -> Result<Option<NamespaceLife>, ApiError> {
+    let key = keelson_store::object_key("namespaces", None, namespace);
+    match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::internal),
+        None => Ok(None),
+    }
+}
+
+/// The namespace's PodSecurity labels (none if it is gone), for judging an update.
+pub fn pod_security_labels(cache: &WatchCache, namespace: &str) -> Result<pod_security::Labels, ApiError> {
+    Ok(namespace_life(cache, namespace)?.map(|ns| ns.metadata.labels).unwrap_or_default())
+}
+
+/// The pod admission plugins, on the defaulted pod.
 pub fn admit_pod(
     cache: &WatchCache,
     namespace: &str,

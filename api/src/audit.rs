@@ -48,6 +48,8 @@ pub struct Entry<'a> {
     /// When the request arrived, and how long it took to answer.
     pub received: jiff::Timestamp,
     pub latency: Duration,
+    /// Annotations admission added (`pod-security.kubernetes.io/...`).
+    pub annotations: &'a [(&'static str, String)],
 }
 
 pub struct AuditLog {
@@ -101,6 +103,9 @@ fn line(entry: &Entry<'_>) -> Vec<u8> {
         "stageTimestamp": micros(stage),
         "annotations": {"keelson.io/latency": format!("{:?}", entry.latency)},
     });
+    for (key, value) in entry.annotations {
+        event["annotations"][*key] = value.as_str().into();
+    }
     if !entry.resource.is_empty() {
         let mut object = serde_json::json!({"resource": entry.resource, "apiVersion": entry.version});
         for (field, value) in [

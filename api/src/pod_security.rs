@@ -1,9 +1,13 @@
 //! PodSecurity admission: the Pod Security Standards, chosen per namespace by the
-//! `pod-security.kubernetes.io/enforce` and `warn` labels (`privileged`, `baseline`,
-//! `restricted`). A pod that violates its namespace's enforced level is refused with
-//! kube's message; one that violates the warned level gets kube's warning; a workload
-//! (Deployment, Job, ...) whose pod template would be refused or warned about gets the
-//! warning, since its pods will be judged when they are created.
+//! `pod-security.kubernetes.io/enforce`, `warn` and `audit` labels (`privileged`,
+//! `baseline`, `restricted`). A pod that violates its namespace's enforced level is
+//! refused with kube's message; one that violates the warned level gets kube's
+//! warning; a workload (Deployment, Job, ...) whose pod template would be refused or
+//! warned about gets the warning, since its pods will be judged when they are
+//! created. What the audited level finds wrong is recorded on the request's audit
+//! event (`pod-security.kubernetes.io/audit-violations`), next to the level a pod was
+//! judged at (`.../enforce-policy`). Updates are judged when they change what could
+//! matter: a pod's images or containers, a workload's template.
 //!
 //! The checks are kube's for the current policy version (`latest`; a `-version` label
 //! only changes the level's name in messages), in kube's order (by check id),
@@ -29,6 +33,10 @@ pub struct Labels {
     warn: Option<String>,
     #[serde(rename = "pod-security.kubernetes.io/warn-version")]
     warn_version: Option<String>,
+    #[serde(rename = "pod-security.kubernetes.io/audit")]
+    audit: Option<String>,
+    #[serde(rename = "pod-security.kubernetes.io/audit-version")]
+    audit_version: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,26 +111,68 @@ fn template_path(info: &ResourceInfo) -> Option<&'static [&'static str]> {
     }
 }
 
-/// Judges a new pod, or a workload's pod template, against the namespace's levels:
-/// `Err` refuses a pod; warnings are added to `warnings`.
-pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mut Vec<String>) -> Result<(), ApiError> {
-    let enforce = Level::of(labels.enforce.as_deref());
-    let warn = Level::of(labels.warn.as_deref());
-    if enforce == Level::Privileged && warn == Level::Privileged {
+/// The audit annotation naming the level a pod was judged at.
+pub const ENFORCE_POLICY_ANNOTATION: &str = "pod-security.kubernetes.io/enforce-policy";
+/// The audit annotation listing what the `audit` level finds wrong.
+pub const AUDIT_VIOLATIONS_ANNOTATION: &str = "pod-security.kubernetes.io/audit-violations";
+
+/// Annotations PodSecurity adds to the request's audit event.
+pub type AuditAnnotations = Vec<(&'static str, String)>;
+
+/// Whether PodSecurity has anything to judge in objects of this kind.
+pub fn judges(info: &ResourceInfo) -> bool {
+    template_path(info).is_some()
+}
+
+/// Judges a new pod, or a workload's pod template, against the namespace's levels
+/// (on an update, `old` is the stored object, and only a change that could matter is
+/// judged): `Err` refuses a pod; warnings go to `warnings`, and what the audit log
+/// should record to `audit` when the server keeps one.
+pub fn check(
+    labels: &Labels,
+    info: &ResourceInfo,
+    object: &Value,
+    old: Option<&Value>,
+    warnings: &mut Vec<String>,
+    mut audit: Option<&mut AuditAnnotations>,
+) -> Result<(), ApiError> {
+    let Some(path) = template_path(info) else { return Ok(()) };
+    let is_pod = info.kind == "Pod";
+    if old.is_some_and(|old| !significant_update(is_pod, path, object, old)) {
         return Ok(());
     }
-    let Some(path) = template_path(info) else { return Ok(()) };
+    let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "latest".into());
+    let enforce = Level::of(labels.enforce.as_deref());
+    let warn = Level::of(labels.warn.as_deref());
+    let audited = Level::of(labels.audit.as_deref());
+    if is_pod {
+        if let Some(audit) = audit.as_deref_mut() {
+            audit.push((ENFORCE_POLICY_ANNOTATION, format!("{}:{}", enforce.name(), version(&labels.enforce_version))));
+        }
+    }
+    if enforce == Level::Privileged && warn == Level::Privileged && audited == Level::Privileged {
+        return Ok(());
+    }
     let Some(template) = crate::object::get(object, path) else { return Ok(()) };
     let Some(spec) = template.get("spec") else { return Ok(()) };
     let spec: PodSpec = serde_json::from_value(spec.clone()).map_err(ApiError::internal)?;
     let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
     let pod = Judged { spec: &spec, annotations };
-    let is_pod = info.kind == "Pod";
-    let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "latest".into());
+    let policy = |level: Level, version_label: &Option<String>, found: &[String]| {
+        format!("PodSecurity \"{}:{}\": {}", level.name(), version(version_label), found.join(", "))
+    };
+    if let Some(audit) = audit.filter(|_| audited != Level::Privileged) {
+        let found = violations(&pod, audited);
+        if !found.is_empty() {
+            audit.push((
+                AUDIT_VIOLATIONS_ANNOTATION,
+                format!("would violate {}", policy(audited, &labels.audit_version, &found)),
+            ));
+        }
+    }
     let enforced = violations(&pod, enforce);
     if !enforced.is_empty() {
-        let policy =
-            format!("PodSecurity \"{}:{}\": {}", enforce.name(), version(&labels.enforce_version), enforced.join(", "));
+        let policy = policy(enforce, &labels.enforce_version, &enforced);
         if is_pod {
             let why = format!("violates {policy}");
             return Err(ApiError::forbidden(info.group, info.plural, crate::object::name(object), &why));
@@ -131,15 +181,49 @@ pub fn check(labels: &Labels, info: &ResourceInfo, object: &Value, warnings: &mu
     }
     let warned = violations(&pod, warn);
     if !warned.is_empty() && (is_pod || warn != enforce) {
-        warnings.push(format!(
-            "would violate PodSecurity \"{}:{}\": {}",
-            warn.name(),
-            version(&labels.warn_version),
-            warned.join(", ")
-        ));
+        warnings.push(format!("would violate {}", policy(warn, &labels.warn_version, &warned)));
     }
     Ok(())
 }
+
+/// Whether an update changes what PodSecurity judges, as kube tells: for a pod, a
+/// container's image, the number of containers, a seccomp annotation or a new
+/// ephemeral container (nothing else of a running pod's security can change); for a
+/// workload, anything in its pod template.
+fn significant_update(is_pod: bool, path: &[&str], new: &Value, old: &Value) -> bool {
+    if !is_pod {
+        return crate::object::get(new, path) != crate::object::get(old, path);
+    }
+    let annotation = |pod: &Value, key: &str| -> Option<String> {
+        pod.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str).map(str::to_string)
+    };
+    let containers = |pod: &Value, list: &str| -> Vec<(String, String)> {
+        let list = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array);
+        let field = |c: &Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        list.into_iter().flatten().map(|c| (field(c, "name"), field(c, "image"))).collect()
+    };
+    if annotation(new, SECCOMP_POD_ANNOTATION) != annotation(old, SECCOMP_POD_ANNOTATION) {
+        return true;
+    }
+    for list in ["containers", "initContainers"] {
+        let (now, before) = (containers(new, list), containers(old, list));
+        if now.len() != before.len() {
+            return true;
+        }
+        for ((name, image), (_, old_image)) in now.iter().zip(&before) {
+            let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{name}");
+            if image != old_image || annotation(new, &key) != annotation(old, &key) {
+                return true;
+            }
+        }
+    }
+    let before = containers(old, "ephemeralContainers");
+    containers(new, "ephemeralContainers").iter().any(|c| !before.contains(c))
+}
+
+/// The legacy seccomp annotations kube still looks at on updates.
+const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
+const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str = "container.seccomp.security.alpha.kubernetes.io/";
 
 /// What PodSecurity judges: the pod's spec and its annotations (AppArmor's legacy
 /// profiles are annotations).

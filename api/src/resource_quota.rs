@@ -7,7 +7,9 @@
 //! a quota whose `status.used` lacks a resource the create would use refuses it until
 //! the controller has measured it. A create that fails after being charged leaves
 //! the charge until the ResourceQuota controller next recomputes `used` from what
-//! exists. Creates are charged; updates are not (a pod's resources cannot change).
+//! exists. An update is charged what it adds (a claim asking for more storage, a
+//! Service that becomes a NodePort or LoadBalancer); one that adds nothing is not
+//! judged, as in kube.
 
 use crate::cache::WatchCache;
 use crate::object;
@@ -43,14 +45,16 @@ struct Charge {
     used: BTreeMap<String, Quantity>,
 }
 
-/// Checks a create of `candidate` against every quota in `namespace` and, unless
-/// `dry_run`, charges it to them; `Err` is the 403 to answer.
+/// Checks a create of `candidate` (or an update of `old` to it) against every quota
+/// in `namespace` and, unless `dry_run`, charges it to them; `Err` is the 403 to
+/// answer.
 pub async fn admit(
     store: &Store,
     cache: &WatchCache,
     info: &ResourceInfo,
     namespace: &str,
     candidate: &Value,
+    old: Option<&Value>,
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let prefix = keelson_store::resource_prefix("resourcequotas", Some(namespace));
@@ -61,12 +65,8 @@ pub async fn admit(
     }
     let resource =
         if info.group.is_empty() { info.plural.to_string() } else { format!("{}.{}", info.plural, info.group) };
-    let measured = match (info.group, info.kind) {
-        ("", "Pod") => Measured::Pod(Arc::new(decode(candidate)?)),
-        ("", "Service") => Measured::Service(Arc::new(decode(candidate)?)),
-        ("", "PersistentVolumeClaim") => Measured::Claim(Arc::new(decode(candidate)?)),
-        _ => Measured::Counted,
-    };
+    let measured = Measured::of(info, candidate)?;
+    let before = old.map(|old| Measured::of(info, old)).transpose()?;
     let refuse = |why: String| ApiError::forbidden(info.group, info.plural, object::name(candidate), &why);
     let mut charged: Vec<Bytes> = Vec::new();
     for _ in 0..ATTEMPTS {
@@ -74,7 +74,7 @@ pub async fn admit(
         for (key, bytes, revision) in quotas.iter().filter(|(key, ..)| !charged.contains(key)) {
             let stored: Value = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
             let quota: ResourceQuota = serde_json::from_value(stored.clone()).map_err(ApiError::internal)?;
-            if let Some(used) = assess(&quota, &resource, &measured).map_err(refuse)? {
+            if let Some(used) = assess(&quota, &resource, &measured, before.as_ref()).map_err(refuse)? {
                 charges.push(Charge { key: key.clone(), revision: *revision, stored, used });
             }
         }
@@ -107,13 +107,38 @@ fn decode<T: serde::de::DeserializeOwned>(candidate: &Value) -> Result<T, ApiErr
     serde_json::from_value(candidate.clone()).map_err(ApiError::internal)
 }
 
-/// What one quota makes of the create: `Ok(None)` when it is not charged to this
-/// quota, `Ok(Some(used))` with the quota's new usage of what it is charged, or the
-/// reason for refusing it.
+impl Measured {
+    fn of(info: &ResourceInfo, object: &Value) -> Result<Measured, ApiError> {
+        Ok(match (info.group, info.kind) {
+            ("", "Pod") => Measured::Pod(Arc::new(decode(object)?)),
+            ("", "Service") => Measured::Service(Arc::new(decode(object)?)),
+            ("", "PersistentVolumeClaim") => Measured::Claim(Arc::new(decode(object)?)),
+            _ => Measured::Counted,
+        })
+    }
+
+    /// What this object alone uses of the `limited` resources.
+    fn usage(&self, resource: &str, limited: &[&str], scopes: &Scopes) -> BTreeMap<String, Quantity> {
+        let one = |r: &str| (r == resource).then_some(1);
+        let (pods, services, claims) = match self {
+            Measured::Pod(p) => (vec![Arc::clone(p)], vec![], vec![]),
+            Measured::Service(s) => (vec![], vec![Arc::clone(s)], vec![]),
+            Measured::Claim(c) => (vec![], vec![], vec![Arc::clone(c)]),
+            Measured::Counted => (vec![], vec![], vec![]),
+        };
+        let objects = Objects { pods: &pods, services: &services, claims: &claims, count: &one };
+        quota::used(limited.iter().copied(), scopes, &objects, Timestamp::now())
+    }
+}
+
+/// What one quota makes of the create (or of the update from `before`): `Ok(None)`
+/// when it is not charged to this quota, `Ok(Some(used))` with the quota's new usage
+/// of what it is charged, or the reason for refusing it.
 fn assess(
     quota: &ResourceQuota,
     resource: &str,
     measured: &Measured,
+    before: Option<&Measured>,
 ) -> Result<Option<BTreeMap<String, Quantity>>, String> {
     let name = quota.metadata.name.as_deref().unwrap_or("");
     let spec = quota.spec.clone().unwrap_or_default();
@@ -131,6 +156,19 @@ fn assess(
     if !matches || limited.is_empty() {
         return Ok(None);
     }
+    let mut requested = measured.usage(resource, &limited, &scopes);
+    if let Some(before) = before {
+        // An update is charged only what it adds.
+        let was = before.usage(resource, &limited, &scopes);
+        for (what, amount) in requested.iter_mut() {
+            *amount = amount.minus(was.get(what).copied().unwrap_or(Quantity::ZERO));
+        }
+        requested.retain(|_, amount| amount.nanos() > 0);
+        if requested.is_empty() {
+            return Ok(None);
+        }
+    }
+    requested.retain(|_, amount| !amount.is_zero());
     if let Measured::Pod(pod) = measured {
         if let Some(missing) = quota::unstated(pod, &limited) {
             return Err(format!("failed quota: {name}: {missing}"));
@@ -142,19 +180,6 @@ fn assess(
         names.sort_unstable();
         return Err(format!("status unknown for quota: {name}, resources: {}", names.join(",")));
     }
-    let one = |r: &str| (r == resource).then_some(1);
-    let (pods, services, claims) = match measured {
-        Measured::Pod(p) => (vec![Arc::clone(p)], vec![], vec![]),
-        Measured::Service(s) => (vec![], vec![Arc::clone(s)], vec![]),
-        Measured::Claim(c) => (vec![], vec![], vec![Arc::clone(c)]),
-        Measured::Counted => (vec![], vec![], vec![]),
-    };
-    let objects = Objects { pods: &pods, services: &services, claims: &claims, count: &one };
-    let requested: BTreeMap<String, Quantity> =
-        quota::used(limited.iter().copied(), &scopes, &objects, Timestamp::now())
-            .into_iter()
-            .filter(|(_, amount)| !amount.is_zero())
-            .collect();
     if requested.is_empty() {
         return Ok(None);
     }
@@ -218,34 +243,58 @@ mod tests {
             json!({"pods": "1", "requests.cpu": "500m", "configmaps": "5"}),
             json!({}),
         );
-        let charged = assess(&q, "pods", &web("250m")).unwrap().unwrap();
+        let charged = assess(&q, "pods", &web("250m"), None).unwrap().unwrap();
         assert_eq!(strings(charged), [("pods".into(), "2".into()), ("requests.cpu".into(), "750m".into())]);
         assert_eq!(
-            assess(&q, "pods", &web("600m")).unwrap_err(),
+            assess(&q, "pods", &web("600m"), None).unwrap_err(),
             "exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
         );
         assert_eq!(
-            assess(&q, "configmaps", &Measured::Counted).unwrap_err(),
+            assess(&q, "configmaps", &Measured::Counted, None).unwrap_err(),
             "exceeded quota: q, requested: configmaps=1, used: configmaps=5, limited: configmaps=5"
         );
-        assert_eq!(assess(&q, "secrets", &Measured::Counted).unwrap(), None, "not limited here");
+        assert_eq!(assess(&q, "secrets", &Measured::Counted, None).unwrap(), None, "not limited here");
     }
 
     #[test]
     fn unmeasured_and_unstated_resources_refuse_and_scopes_pick_pods() {
         let q = quota(json!({"pods": "2", "limits.cpu": "2"}), json!({"pods": "0"}), json!({}));
         assert_eq!(
-            assess(&q, "pods", &web("1")).unwrap_err(),
+            assess(&q, "pods", &web("1"), None).unwrap_err(),
             "status unknown for quota: q, resources: limits.cpu,pods"
         );
         let bare = Measured::Pod(Arc::new(
             serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}}))
                 .unwrap(),
         ));
-        assert_eq!(assess(&q, "pods", &bare).unwrap_err(), "failed quota: q: must specify limits.cpu for: app");
+        assert_eq!(assess(&q, "pods", &bare, None).unwrap_err(), "failed quota: q: must specify limits.cpu for: app");
         let best_effort = quota(json!({"pods": "1"}), json!({"pods": "1"}), json!({"scopes": ["BestEffort"]}));
-        assert_eq!(assess(&best_effort, "pods", &web("1")).unwrap(), None, "not best effort");
-        assert!(assess(&best_effort, "pods", &bare).is_err());
-        assert_eq!(assess(&best_effort, "configmaps", &Measured::Counted).unwrap(), None);
+        assert_eq!(assess(&best_effort, "pods", &web("1"), None).unwrap(), None, "not best effort");
+        assert!(assess(&best_effort, "pods", &bare, None).is_err());
+        assert_eq!(assess(&best_effort, "configmaps", &Measured::Counted, None).unwrap(), None);
+    }
+
+    #[test]
+    fn an_update_is_charged_only_what_it_adds() {
+        let claim = |size: &str| {
+            Measured::Claim(Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "data"},
+                    "spec": {"resources": {"requests": {"storage": size}}}}))
+                .expect("a claim"),
+            ))
+        };
+        let q = quota(
+            json!({"requests.storage": "2Gi", "persistentvolumeclaims": "1"}),
+            json!({"requests.storage": "1Gi", "persistentvolumeclaims": "1"}),
+            json!({}),
+        );
+        assert_eq!(
+            assess(&q, "persistentvolumeclaims", &claim("3Gi"), Some(&claim("1Gi"))).unwrap_err(),
+            "exceeded quota: q, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"
+        );
+        let grown = assess(&q, "persistentvolumeclaims", &claim("2Gi"), Some(&claim("1Gi"))).unwrap().unwrap();
+        assert_eq!(strings(grown), [("requests.storage".into(), "2Gi".into())], "the count is not charged again");
+        assert_eq!(assess(&q, "persistentvolumeclaims", &claim("1Gi"), Some(&claim("1Gi"))).unwrap(), None);
+        assert_eq!(assess(&q, "persistentvolumeclaims", &claim("512Mi"), Some(&claim("1Gi"))).unwrap(), None);
     }
 }

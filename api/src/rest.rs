@@ -68,6 +68,9 @@ pub struct Call<'a> {
     pub warnings: Vec<String>,
     /// The name a create stored its object under (the audit log names it).
     pub created: Option<String>,
+    /// What admission adds to the request's audit event; `None` when the server keeps
+    /// no audit log, so nothing is gathered for it.
+    pub audit_annotations: Option<pod_security::AuditAnnotations>,
     /// The client's `User-Agent`: the default field manager is its product name.
     pub user_agent: &'a str,
     /// Set while server-side apply creates an object: its managed fields are the apply's.
@@ -95,6 +98,7 @@ impl<'a> Call<'a> {
             wire: Wire::Json,
             warnings: Vec::new(),
             created: None,
+            audit_annotations: state.audit.as_ref().map(|_| Vec::new()),
             user_agent,
             applying: false,
             user: None,
@@ -854,7 +858,7 @@ impl Call<'_> {
         let (stored, name, admitted) = self.prepare_create(candidate)?;
         if let Some(ns) = self.namespace() {
             let state = &self.state;
-            resource_quota::admit(&state.store, &state.cache, self.info(), ns, &admitted, dry_run).await?;
+            resource_quota::admit(&state.store, &state.cache, self.info(), ns, &admitted, None, dry_run).await?;
         }
         if dry_run {
             return self.object_response(StatusCode::CREATED, &stored, 0);
@@ -975,7 +979,7 @@ impl Call<'_> {
         if let Some(ns) = self.namespace() {
             limit_ranger::check(&self.state.cache, info, ns, &out)?;
         }
-        pod_security::check(&pod_security, info, &out, &mut self.warnings)?;
+        pod_security::check(&pod_security, info, &out, None, &mut self.warnings, self.audit_annotations.as_mut())?;
         Ok((self.storage_bytes(&out), name, out))
     }
 
@@ -1041,6 +1045,13 @@ impl Call<'_> {
             let mut old_plain = old.clone();
             object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
             let mut out = self.admit(&new, Write::Update { old: &old })?;
+            let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers");
+            let route = self.route;
+            if let Some(ns) = route.namespace.as_deref().filter(|_| judged && pod_security::judges(info)) {
+                let labels = admission::pod_security_labels(&self.state.cache, ns)?;
+                let audit = self.audit_annotations.as_mut();
+                pod_security::check(&labels, info, &out, Some(&old), &mut self.warnings, audit)?;
+            }
             if !matches!(change, Change::Patch(PatchType::Apply, _)) {
                 self.record_managed_fields(Some(&old), &mut out)?;
             }
@@ -1048,8 +1059,12 @@ impl Call<'_> {
                 let generation = object::get(&old, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
                 object::set(&mut out, &["metadata", "generation"], json!(generation + 1));
             }
-            // A Service that now exposes node ports gets them before it is written.
             let dry_run = self.dry_run()?;
+            if let Some(ns) = self.namespace().filter(|_| subresource.is_none()) {
+                let state = &self.state;
+                resource_quota::admit(&state.store, &state.cache, info, ns, &out, Some(&old), dry_run).await?;
+            }
+            // A Service that now exposes node ports gets them before it is written.
             let held = if self.is_service() { service_alloc::node_ports_of(&old) } else { Vec::new() };
             let reserved = match (self.is_service(), dry_run) {
                 (true, false) => {

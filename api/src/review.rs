@@ -67,7 +67,11 @@ pub fn answer(
 }
 
 fn user_info(user: &User) -> Value {
-    json!({"username": user.name, "uid": user.uid, "groups": user.groups})
+    let mut info = json!({"username": user.name, "uid": user.uid, "groups": user.groups});
+    if !user.extra.is_empty() {
+        info["extra"] = json!(user.extra);
+    }
+    info
 }
 
 fn required(kind: &str, field: &str, detail: &str) -> ApiError {
@@ -102,7 +106,8 @@ fn subject(spec: &Value, kind: &str) -> Result<User, ApiError> {
             vec![FieldError::invalid("spec.user", "", "at least one of user or group must be specified")],
         ));
     }
-    Ok(User { name, uid: spec["uid"].as_str().unwrap_or("").to_string(), groups })
+    let extra = serde_json::from_value(spec["extra"].clone()).unwrap_or_default();
+    Ok(User { name, uid: spec["uid"].as_str().unwrap_or("").to_string(), groups, extra })
 }
 
 /// A LocalSubjectAccessReview asks about its own namespace only: an empty namespace

@@ -191,6 +191,7 @@ impl Server {
                     name: "system:anonymous".into(),
                     uid: String::new(),
                     groups: vec!["system:unauthenticated".into()],
+                    extra: Default::default(),
                 })
             }),
             metrics: Metrics::default(),
@@ -438,6 +439,7 @@ async fn handle<B: RequestBody>(state: Arc<ApiState>, user: Option<Arc<User>>, r
             code,
             received: *received,
             latency: started.elapsed(),
+            annotations: &facts.annotations,
         });
     }
     response
@@ -460,6 +462,8 @@ struct Audited {
     user: Option<Arc<User>>,
     verb: Option<&'static str>,
     route: Option<ResourceRoute>,
+    /// What admission had to say (PodSecurity's levels and violations).
+    annotations: crate::pod_security::AuditAnnotations,
 }
 
 fn header<B>(request: &Request<B>, name: ::http::header::HeaderName) -> Option<&str> {
@@ -618,13 +622,16 @@ async fn dispatch<B: RequestBody>(
     call.wire = wire;
     call.user = Some(&user);
     let result = resource_verb(&mut call, &method, body, Some(&user)).await;
-    if let (Some(audit), Some(name)) = (trace.audit.as_mut(), call.created.take()) {
-        if let Some(route) = audit.route.as_mut() {
+    if let Some(audit) = trace.audit.as_mut() {
+        if let (Some(route), Some(name)) = (audit.route.as_mut(), call.created.take()) {
             route.name.get_or_insert(name);
         }
+        audit.annotations = call.audit_annotations.take().unwrap_or_default();
     }
     let mut response = result?;
-    for warning in &call.warnings {
+    // An update retried after a conflict is judged again: each warning is sent once.
+    let warnings = &call.warnings;
+    for warning in warnings.iter().enumerate().filter(|(i, w)| !warnings[..*i].contains(w)).map(|(_, w)| w) {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append("Warning", value);

@@ -90,6 +90,12 @@ impl Quantity {
         Quantity { nanos: (self.nanos + other.nanos).clamp(-NANOS_MAX, NANOS_MAX), format }
     }
 
+    /// The difference, in the first operand's format unless it is zero (kube's `Sub`).
+    pub fn minus(self, other: Quantity) -> Quantity {
+        let format = if self.nanos == 0 { other.format } else { self.format };
+        Quantity { nanos: (self.nanos - other.nanos).clamp(-NANOS_MAX, NANOS_MAX), format }
+    }
+
     /// The larger of the two (the first on a tie).
     pub fn larger(self, other: Quantity) -> Quantity {
         if other.nanos > self.nanos {

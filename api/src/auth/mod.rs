@@ -11,6 +11,7 @@ pub mod bootstrap_token;
 pub mod jwt;
 pub mod service_account;
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// What else the authenticator knows (a pod-bound token's pod and credential id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -28,7 +31,7 @@ impl User {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
-        User { name, uid, groups }
+        User { name, uid, groups, extra: BTreeMap::new() }
     }
 }
 

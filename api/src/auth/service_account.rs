@@ -66,11 +66,26 @@ impl Claims {
     /// The user the token speaks for.
     pub fn user(&self) -> User {
         let namespace = &self.kubernetes.namespace;
-        User::new(
+        let mut user = User::new(
             super::super::authz::rbac::service_account_user(namespace, &self.kubernetes.serviceaccount.name),
             self.kubernetes.serviceaccount.uid.clone(),
             vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}")],
-        )
+        );
+        // As kube tells an authorizer which pod (and node) a bound token came from, and
+        // which credential it was (its `jti`).
+        let mut extra = |key: &str, value: &str| {
+            user.extra.insert(format!("authentication.kubernetes.io/{key}"), vec![value.to_string()]);
+        };
+        extra("credential-id", &format!("JTI={}", self.jti));
+        if let Some(pod) = &self.kubernetes.pod {
+            extra("pod-name", &pod.name);
+            extra("pod-uid", &pod.uid);
+        }
+        if let Some(node) = &self.kubernetes.node {
+            extra("node-name", &node.name);
+            extra("node-uid", &node.uid);
+        }
+        user
     }
 }
 
@@ -263,7 +278,11 @@ mod tests {
             _ => None,
         };
         let without_pod = |kind: &'static str, _: &str, _: &str| (kind == "ServiceAccount").then(|| "sa-1".to_string());
-        assert!(tokens.authenticate(&token, 10, &with_pod).is_ok());
+        let user = tokens.authenticate(&token, 10, &with_pod).unwrap();
+        let extra = |key: &str| user.extra.get(&format!("authentication.kubernetes.io/{key}")).map(|v| v[0].clone());
+        assert_eq!(extra("pod-name").as_deref(), Some("web"), "the pod is the user's extra, as in kube");
+        assert_eq!(extra("pod-uid").as_deref(), Some("pod-1"));
+        assert!(extra("credential-id").is_some_and(|id| id.starts_with("JTI=")));
         assert_eq!(
             tokens.authenticate(&token, 10, &without_pod),
             Err(TokenError::Gone { kind: "Pod", name: "web".into() })

@@ -918,6 +918,30 @@ fn limit_ranges_and_quotas_bound_what_a_namespace_takes() {
         "{}",
         second.stderr
     );
+    // A claim is bounded when it is created and when it asks for more.
+    admin.apply(
+        &["-n", "team", "apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: claims\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {storage: 1Gi}\n",
+    );
+    admin.apply(
+        &["-n", "team", "apply", "-f", "-"],
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 512Mi}}\n",
+    );
+    let grown = admin.run(&[
+        "-n",
+        "team",
+        "patch",
+        "pvc",
+        "data",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+    ]);
+    assert!(
+        grown.stderr.contains("persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 2Gi"),
+        "{}",
+        grown.stderr
+    );
+
     // An update is charged what it adds: the Service may not become a NodePort.
     let exposed = admin.run(&["-n", "team", "patch", "service", "one", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
     assert!(

@@ -3,7 +3,8 @@
 //! for, refusing a create that goes outside them with kube's messages.
 //!
 //! Pods are checked when created only: their containers' resources cannot change
-//! afterwards. Claims are checked when created.
+//! afterwards. Claims are checked when created and when updated (a claim asking for
+//! more storage).
 
 use crate::cache::WatchCache;
 use crate::object;

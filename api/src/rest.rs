@@ -1045,8 +1045,13 @@ impl Call<'_> {
             let mut old_plain = old.clone();
             object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
             let mut out = self.admit(&new, Write::Update { old: &old })?;
-            let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers");
             let route = self.route;
+            // LimitRanger bounds a claim that asks for more (a pod's resources do not
+            // change on update).
+            if let Some(ns) = route.namespace.as_deref().filter(|_| subresource.is_none() && info.kind != "Pod") {
+                limit_ranger::check(&self.state.cache, info, ns, &out)?;
+            }
+            let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers");
             if let Some(ns) = route.namespace.as_deref().filter(|_| judged && pod_security::judges(info)) {
                 let labels = admission::pod_security_labels(&self.state.cache, ns)?;
                 let audit = self.audit_annotations.as_mut();

@@ -119,28 +119,24 @@ pub const AUDIT_VIOLATIONS_ANNOTATION: &str = "pod-security.kubernetes.io/audit-
 /// Annotations PodSecurity adds to the request's audit event.
 pub type AuditAnnotations = Vec<(&'static str, String)>;
 
-/// Whether PodSecurity has anything to judge in objects of this kind.
-pub fn judges(info: &ResourceInfo) -> bool {
-    template_path(info).is_some()
+/// Whether an update of `old` to `new` is judged: only a change to what PodSecurity
+/// looks at is, as kube tells (so the namespace's labels are read only then).
+pub fn judges_update(info: &ResourceInfo, new: &Value, old: &Value) -> bool {
+    template_path(info).is_some_and(|path| significant_update(info.kind == "Pod", path, new, old))
 }
 
-/// Judges a new pod, or a workload's pod template, against the namespace's levels
-/// (on an update, `old` is the stored object, and only a change that could matter is
-/// judged): `Err` refuses a pod; warnings go to `warnings`, and what the audit log
-/// should record to `audit` when the server keeps one.
+/// Judges a pod, or a workload's pod template, against the namespace's levels: `Err`
+/// refuses a pod; warnings go to `warnings`, and what the audit log should record to
+/// `audit` when the server keeps one.
 pub fn check(
     labels: &Labels,
     info: &ResourceInfo,
     object: &Value,
-    old: Option<&Value>,
     warnings: &mut Vec<String>,
     mut audit: Option<&mut AuditAnnotations>,
 ) -> Result<(), ApiError> {
     let Some(path) = template_path(info) else { return Ok(()) };
     let is_pod = info.kind == "Pod";
-    if old.is_some_and(|old| !significant_update(is_pod, path, object, old)) {
-        return Ok(());
-    }
     let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "latest".into());
     let enforce = Level::of(labels.enforce.as_deref());
     let warn = Level::of(labels.warn.as_deref());
@@ -194,14 +190,14 @@ fn significant_update(is_pod: bool, path: &[&str], new: &Value, old: &Value) -> 
     if !is_pod {
         return crate::object::get(new, path) != crate::object::get(old, path);
     }
-    let annotation = |pod: &Value, key: &str| -> Option<String> {
-        pod.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str).map(str::to_string)
-    };
-    let containers = |pod: &Value, list: &str| -> Vec<(String, String)> {
-        let list = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array);
-        let field = |c: &Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    fn annotation<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+        pod.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
+    }
+    fn containers<'a>(pod: &'a Value, list: &str) -> Vec<(&'a str, &'a str)> {
+        let list = pod.get("spec").and_then(|s| s.get(list)).and_then(Value::as_array);
+        let field = |c: &'a Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or("");
         list.into_iter().flatten().map(|c| (field(c, "name"), field(c, "image"))).collect()
-    };
+    }
     if annotation(new, SECCOMP_POD_ANNOTATION) != annotation(old, SECCOMP_POD_ANNOTATION) {
         return true;
     }

@@ -163,12 +163,11 @@ fn assess(
         for (what, amount) in requested.iter_mut() {
             *amount = amount.minus(was.get(what).copied().unwrap_or(Quantity::ZERO));
         }
-        requested.retain(|_, amount| amount.nanos() > 0);
-        if requested.is_empty() {
-            return Ok(None);
-        }
     }
-    requested.retain(|_, amount| !amount.is_zero());
+    requested.retain(|_, amount| amount.nanos() > 0);
+    if before.is_some() && requested.is_empty() {
+        return Ok(None);
+    }
     if let Measured::Pod(pod) = measured {
         if let Some(missing) = quota::unstated(pod, &limited) {
             return Err(format!("failed quota: {name}: {missing}"));

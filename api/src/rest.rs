@@ -979,7 +979,7 @@ impl Call<'_> {
         if let Some(ns) = self.namespace() {
             limit_ranger::check(&self.state.cache, info, ns, &out)?;
         }
-        pod_security::check(&pod_security, info, &out, None, &mut self.warnings, self.audit_annotations.as_mut())?;
+        pod_security::check(&pod_security, info, &out, &mut self.warnings, self.audit_annotations.as_mut())?;
         Ok((self.storage_bytes(&out), name, out))
     }
 
@@ -1009,7 +1009,13 @@ impl Call<'_> {
                 )));
             }
         }
+        // What admission says of an attempt that loses a conflict is not said twice.
+        let said = (self.warnings.len(), self.audit_annotations.as_ref().map_or(0, Vec::len));
         for _ in 0..UPDATE_ATTEMPTS {
+            self.warnings.truncate(said.0);
+            if let Some(annotations) = self.audit_annotations.as_mut() {
+                annotations.truncate(said.1);
+            }
             let Some((old, old_bytes, old_revision)) = self.current()? else {
                 if let Change::Patch(PatchType::Apply, input) = change {
                     // Server-side apply creates what does not exist yet.
@@ -1051,11 +1057,12 @@ impl Call<'_> {
             if let Some(ns) = route.namespace.as_deref().filter(|_| subresource.is_none() && info.kind != "Pod") {
                 limit_ranger::check(&self.state.cache, info, ns, &out)?;
             }
-            let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers");
-            if let Some(ns) = route.namespace.as_deref().filter(|_| judged && pod_security::judges(info)) {
+            let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers")
+                && pod_security::judges_update(info, &out, &old);
+            if let Some(ns) = route.namespace.as_deref().filter(|_| judged) {
                 let labels = admission::pod_security_labels(&self.state.cache, ns)?;
                 let audit = self.audit_annotations.as_mut();
-                pod_security::check(&labels, info, &out, Some(&old), &mut self.warnings, audit)?;
+                pod_security::check(&labels, info, &out, &mut self.warnings, audit)?;
             }
             if !matches!(change, Change::Patch(PatchType::Apply, _)) {
                 self.record_managed_fields(Some(&old), &mut out)?;

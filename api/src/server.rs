@@ -629,9 +629,7 @@ async fn dispatch<B: RequestBody>(
         audit.annotations = call.audit_annotations.take().unwrap_or_default();
     }
     let mut response = result?;
-    // An update retried after a conflict is judged again: each warning is sent once.
-    let warnings = &call.warnings;
-    for warning in warnings.iter().enumerate().filter(|(i, w)| !warnings[..*i].contains(w)).map(|(_, w)| w) {
+    for warning in &call.warnings {
         let value = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append("Warning", value);

@@ -12,6 +12,7 @@ use crate::admission;
 use crate::apply;
 use crate::auth::User;
 use crate::authz::escalation;
+use crate::binding;
 use crate::certificates;
 use crate::filter::Filter;
 use crate::kinds::Write;
@@ -483,8 +484,6 @@ pub enum Change<'a> {
     Patch(PatchType, &'a Value),
     /// PUT/PATCH on `scale`: the new replica count comes from the patched Scale.
     Scale(Option<PatchType>, &'a Value),
-    /// `pods/binding`: bind to a node.
-    Bind(String),
     /// Start graceful deletion: set the deletion timestamp and finalizers.
     MarkDeleted {
         grace_seconds: i64,
@@ -1129,20 +1128,27 @@ impl Call<'_> {
     /// changes) and no managedFields entry is recorded for the node name. This is the
     /// scheduler's hot path, one write per placed pod.
     pub async fn bind(&mut self, node: &str) -> Reply {
-        let change = Change::Bind(node.to_owned());
-        for _ in 0..UPDATE_ATTEMPTS {
-            let Some((old, _, old_revision)) = self.current()? else {
-                return Err(self.not_found());
+        let dry_run = self.dry_run()?;
+        for attempt in 0..UPDATE_ATTEMPTS {
+            // The first attempt edits the watch cache's copy, as kube's guaranteed
+            // update starts from its cached object: the write is conditional on that
+            // revision, so a stale copy only costs a retry from the store. A refusal is
+            // confirmed against the store too (the name may be a recreated pod's).
+            let cached = if attempt == 0 { self.state.cache.get(self.key().as_bytes()).flatten() } else { None };
+            let from_cache = cached.is_some();
+            let (bytes, old_revision) = match cached {
+                Some(cached) => (cached.value, cached.mod_revision),
+                None => self.stored()?.ok_or_else(|| self.not_found())?,
             };
-            let Some(mut new) = self.apply_change(&change, &old, Some("binding"))? else {
-                return Err(ApiError::internal("binding left the pod unchanged"));
+            let bound = match binding::bind_stored(&bytes, node, &object::now_rfc3339()) {
+                Ok(bound) => bound,
+                Err(_) if from_cache => continue,
+                Err(refusal) => return Err(self.binding_refused(refusal)),
             };
-            object::remove(&mut new, &["metadata", "resourceVersion"]);
-            let bytes = object::encode(&new);
-            if self.dry_run()? {
+            if dry_run {
                 return Ok(reply::json(StatusCode::CREATED, success_status(StatusCode::CREATED)));
             }
-            match self.state.store.update(self.key(), bytes, Some(old_revision)).await {
+            match self.state.store.update(self.key(), bound, Some(old_revision)).await {
                 Ok(_) => return Ok(reply::json(StatusCode::CREATED, success_status(StatusCode::CREATED))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound { .. }) => return Err(self.not_found()),
@@ -1151,6 +1157,23 @@ impl Call<'_> {
         }
         let info = self.info();
         Err(ApiError::conflict(info.group, info.plural, self.name(), "too many concurrent updates; please retry"))
+    }
+
+    /// kube's answers to a binding the pod refuses.
+    fn binding_refused(&self, refusal: binding::Refusal) -> ApiError {
+        let name = self.name();
+        match refusal {
+            binding::Refusal::AlreadyAssigned(current) => ApiError::new(
+                StatusReason::Conflict,
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+                ),
+            ),
+            binding::Refusal::Terminating => {
+                ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host")
+            }
+            binding::Refusal::Malformed(error) => ApiError::internal(error),
+        }
     }
 
     fn update_response(&self, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
@@ -1232,32 +1255,6 @@ impl Call<'_> {
                 }
                 let mut new = old.clone();
                 object::set(&mut new, &["spec", "replicas"], json!(replicas));
-                return Ok(Some(new));
-            }
-            Change::Bind(node) => {
-                if let Some(current) = object::get_str(old, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
-                    return Err(ApiError::new(
-                        StatusReason::Conflict,
-                        format!(
-                            "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"",
-                            name = self.name()
-                        ),
-                    ));
-                }
-                if is_terminating(old) {
-                    return Err(ApiError::conflict(
-                        "",
-                        "pods",
-                        self.name(),
-                        "pod is being deleted, cannot be assigned to a host",
-                    ));
-                }
-                let mut new = old.clone();
-                object::set_str(&mut new, &["spec", "nodeName"], node);
-                let list = object::array_entry(&mut new, &["status", "conditions"]);
-                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-                    "lastTransitionTime": object::now_rfc3339()}));
                 return Ok(Some(new));
             }
             Change::MarkDeleted { grace_seconds, add_finalizer } => {

@@ -159,7 +159,29 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
     assert_eq!(h.post("/api/v1/namespaces/default/pods", pod).await.0, 201);
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
     assert_eq!(h.post("/api/v1/namespaces/default/pods/p/binding", binding.clone()).await.0, 201);
-    assert_eq!(h.post("/api/v1/namespaces/default/pods/p/binding", binding).await.0, 409);
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/p/binding", binding).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on pods/binding \"p\": pod p is already assigned to node \"n1\""
+    );
+    // A pod being deleted cannot be bound; a pod that does not exist is not found.
+    let held = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    assert_eq!(h.post("/api/v1/namespaces/default/pods", held).await.0, 201);
+    let (code, _, _) = h.send(h.http.delete(format!("{}/api/v1/namespaces/default/pods/held", h.base))).await;
+    assert_eq!(code, 200);
+    let to_n1 = |name: &str| json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}});
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/held/binding", to_n1("held")).await;
+    assert_eq!(
+        (code, status["message"].as_str()),
+        (
+            409,
+            Some("Operation cannot be fulfilled on pods \"held\": pod is being deleted, cannot be assigned to a host")
+        ),
+        "{status}"
+    );
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/nobody/binding", to_n1("nobody")).await.0, 404);
     let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["status"]["phase"], "Pending");

@@ -206,14 +206,21 @@ where
     Ok(summarize(clients, tallies, started.elapsed()))
 }
 
+/// Creates namespace `name` unless it exists, with its `default` ServiceAccount as a
+/// cluster's ServiceAccount controller would make it: an embedded control plane may run
+/// without controllers, and every pod's admission looks its ServiceAccount up (a
+/// missing one costs a store read per pod that no real cluster pays).
 pub(crate) async fn ensure_namespace(http: &reqwest::Client, server: &str, name: &str) -> Result<()> {
-    let response = http
-        .post(format!("{server}/api/v1/namespaces"))
-        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
-        .send()
-        .await?;
-    if !(response.status().is_success() || response.status() == reqwest::StatusCode::CONFLICT) {
-        bail!("creating namespace {name}: {}", response.status());
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    for (url, body) in [
+        (format!("{server}/api/v1/namespaces"), namespace),
+        (format!("{server}/api/v1/namespaces/{name}/serviceaccounts"), account),
+    ] {
+        let response = http.post(url).json(&body).send().await?;
+        if !(response.status().is_success() || response.status() == reqwest::StatusCode::CONFLICT) {
+            bail!("creating {} in namespace {name}: {}", body["kind"], response.status());
+        }
     }
     Ok(())
 }

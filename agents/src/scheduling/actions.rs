@@ -194,20 +194,32 @@ async fn report_loop(client: Client, mut reports: mpsc::Receiver<Report>, metric
 async fn scheduled(client: &Client, pod: &Pod, node: &str) {
     let (namespace, name) = namespace_and_name(pod);
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let event = event(pod, EventType::Normal, "Scheduled", "Binding", message);
-    let params = PostParams::default();
-    if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
+    if let Err(error) = write_event(client, namespace, &event).await {
         tracing::debug!(%error, pod = name, "writing a Scheduled event");
     }
 }
 
+/// Creates `event` in `namespace`, waiting out throttling. The created Event the
+/// server answers with is not decoded: nothing reads it, and this is one write per
+/// placed pod.
+async fn write_event(client: &Client, namespace: &str, event: &Event) -> Result<(), kube::Error> {
+    let body = serde_json::to_vec(event).map_err(kube::Error::SerdeError)?;
+    let uri = format!("/api/v1/namespaces/{namespace}/events");
+    retry_throttled(|| {
+        let request = http::Request::post(&uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .map_err(kube::Error::HttpError);
+        async move { client.request_text(request?).await.map(drop) }
+    })
+    .await
+}
+
 async fn unschedulable(client: &Client, pod: &Pod, message: String) {
     let (namespace, name) = namespace_and_name(pod);
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let event = event(pod, EventType::Warning, "FailedScheduling", "Scheduling", message.clone());
-    let params = PostParams::default();
-    if let Err(error) = retry_throttled(|| events.create(&params, &event)).await {
+    if let Err(error) = write_event(client, namespace, &event).await {
         tracing::debug!(%error, pod = name, "writing a FailedScheduling event");
     }
     let already = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {

@@ -1,0 +1,193 @@
+//! `pods/binding` as an edit of the stored pod's bytes.
+//!
+//! Binding is the scheduler's hot path: one write per placed pod. It changes two
+//! things, `spec.nodeName` and the `PodScheduled` condition, yet decoding the whole pod
+//! into a `serde_json::Value` tree, cloning it and encoding it again cost more than the
+//! rest of the request. Here only the three levels the edit touches are split into
+//! their fields (the object, its `spec` and its `metadata`), each field kept as the raw
+//! bytes it was stored as; only `status` (a handful of fields) is decoded. The result
+//! is byte for byte what encoding the edited `Value` would give: the stored layout
+//! (see [`crate::object`]) keeps `apiVersion`, `kind` and `metadata` first and every
+//! other map's keys sorted, and the edit keeps both.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a pod cannot be bound.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `spec.nodeName` is already set, to this node.
+    AlreadyAssigned(String),
+    /// The pod has a deletion timestamp.
+    Terminating,
+    /// The stored bytes are not an object of the stored layout.
+    Malformed(String),
+}
+
+/// The stored pod `stored` bound to `node`, its `PodScheduled` condition (any earlier
+/// one replaced) stamped `now`.
+pub fn bind_stored(stored: &[u8], node: &str, now: &str) -> Result<Vec<u8>, Refusal> {
+    let top = fields(stored)?;
+    let metadata = top.iter().find(|(k, _)| k == "metadata").map(|(_, v)| fields(v.get().as_bytes())).transpose()?;
+    let terminating = metadata.iter().flatten().any(|(k, v)| k == "deletionTimestamp" && v.get() != "null");
+    let spec = match top.iter().find(|(k, _)| k == "spec") {
+        Some((_, raw)) => fields(raw.get().as_bytes())?,
+        None => Vec::new(),
+    };
+    if let Some((_, current)) = spec.iter().find(|(k, _)| k == "nodeName") {
+        let current: String = serde_json::from_str(current.get()).unwrap_or_default();
+        if !current.is_empty() {
+            return Err(Refusal::AlreadyAssigned(current));
+        }
+    }
+    if terminating {
+        return Err(Refusal::Terminating);
+    }
+    let mut status = match top.iter().find(|(k, _)| k == "status") {
+        Some((_, raw)) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(e) => return Err(Refusal::Malformed(e.to_string())),
+        },
+        None => Map::new(),
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| Value::Array(Vec::new()));
+    if !conditions.is_array() {
+        *conditions = Value::Array(Vec::new());
+    }
+    let list = conditions.as_array_mut().expect("made an array above");
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+    list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+
+    let node = serde_json::to_string(node).expect("a string encodes");
+    let mut new_spec = Vec::with_capacity(stored.len());
+    write_object(&mut new_spec, &spec, &[], &[("nodeName", node.as_bytes())]);
+    let status = serde_json::to_vec(&status).expect("a map encodes");
+    let mut out = Vec::with_capacity(stored.len() + 128);
+    write_object(&mut out, &top, &["apiVersion", "kind", "metadata"], &[("spec", &new_spec), ("status", &status)]);
+    Ok(out)
+}
+
+/// An object's fields in stored order, each value as its raw bytes.
+fn fields(bytes: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Refusal> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(FieldsVisitor).map_err(|e| Refusal::Malformed(e.to_string()))
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            out.push((key, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `fields` as an object with each of `sets` (sorted by name) put in: replacing
+/// the field of its name, or else inserted where sorted order puts it among the fields
+/// not in `head` (which stay first, in their order).
+fn write_object(out: &mut Vec<u8>, fields: &[(Cow<'_, str>, &RawValue)], head: &[&str], sets: &[(&str, &[u8])]) {
+    let mut first = true;
+    let mut put = |out: &mut Vec<u8>, key: &str, raw: &[u8]| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("writing to a Vec cannot fail");
+        out.push(b':');
+        out.extend_from_slice(raw);
+    };
+    let mut pending = sets.iter().peekable();
+    out.push(b'{');
+    for (key, raw) in fields {
+        let key = key.as_ref();
+        let mut replaced = false;
+        if !head.contains(&key) {
+            while let Some((name, value)) = pending.next_if(|(name, _)| *name <= key) {
+                put(out, name, value);
+                replaced |= *name == key;
+            }
+        }
+        if !replaced {
+            put(out, key, raw.get().as_bytes());
+        }
+    }
+    for (name, value) in pending {
+        put(out, name, value);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object;
+
+    /// What binding does to a decoded pod: the edit the byte path must reproduce.
+    fn bind_value(stored: &[u8], node: &str, now: &str) -> Vec<u8> {
+        let mut pod: Value = serde_json::from_slice(stored).unwrap();
+        object::set_str(&mut pod, &["spec", "nodeName"], node);
+        let list = object::array_entry(&mut pod, &["status", "conditions"]);
+        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        object::encode(&pod)
+    }
+
+    fn stored(pod: Value) -> Vec<u8> {
+        object::encode(&pod)
+    }
+
+    #[test]
+    fn the_edit_is_what_editing_the_decoded_pod_gives() {
+        let now = "2026-11-23T10:00:00Z";
+        let pods = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "d",
+                "labels": {"app.kubernetes.io/\"q\"": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}], "schedulerName": "default-scheduler"},
+                "status": {"phase": "Pending", "qosClass": "BestEffort"}}),
+            // No status; a spec whose keys all sort after nodeName.
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
+                "spec": {"priority": 0, "tolerations": []}}),
+            // An earlier PodScheduled=False condition is replaced; an empty nodeName set.
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"},
+                "spec": {"affinity": {}, "nodeName": ""},
+                "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+                    {"type": "Other", "status": "True"}]}}),
+            // No spec at all, and fields sorting after status.
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "d"}, "zz": 1}),
+        ];
+        for pod in pods {
+            let bytes = stored(pod);
+            let edited = bind_stored(&bytes, "node-7", now).unwrap();
+            assert_eq!(
+                String::from_utf8(edited).unwrap(),
+                String::from_utf8(bind_value(&bytes, "node-7", now)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_assigned_or_terminating_pod_is_refused() {
+        let assigned = stored(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"nodeName": "n1"}}));
+        assert_eq!(bind_stored(&assigned, "n2", "t"), Err(Refusal::AlreadyAssigned("n1".into())));
+        let deleting = stored(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "deletionTimestamp": "2026-11-23T10:00:00Z"}, "spec": {}}));
+        assert_eq!(bind_stored(&deleting, "n2", "t"), Err(Refusal::Terminating));
+        let deletion_null = stored(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "deletionTimestamp": null}, "spec": {}}));
+        assert!(bind_stored(&deletion_null, "n2", "t").is_ok());
+        assert!(matches!(bind_stored(b"[1]", "n", "t"), Err(Refusal::Malformed(_))));
+    }
+}

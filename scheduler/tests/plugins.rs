@@ -496,6 +496,70 @@ fn a_nomination_holds_the_host_ports_of_its_preemptor() {
     assert_eq!(place(&mut s, &with_port("urgent", 1000)), Ok("a".to_string()));
 }
 
+/// A pod nominated for `node` at `priority`, with `labels` and `spec` extras.
+fn nominee(
+    name: &str,
+    node: &str,
+    priority: i32,
+    labels: serde_json::Value,
+    mut spec: serde_json::Value,
+) -> keelson_engine::k8s_openapi::api::core::v1::Pod {
+    spec["priority"] = json!(priority);
+    let mut pod = pod_with(name, "100m", "1Mi", labels, spec);
+    pod.status = Some(serde_json::from_value(json!({"nominatedNodeName": node})).unwrap());
+    pod
+}
+
+#[test]
+fn a_nomination_counts_toward_hard_topology_spread() {
+    let mut s = scheduler(&zones(1));
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    assert!(s.restore_nomination(&nominee("preemptor", "z1-0", 500, json!({"app": "web"}), json!({}))));
+    let web = |name: &str| pod_with(name, "100m", "1Mi", json!({"app": "web"}), spread.clone());
+    // Zone 1 counts the preemptor waiting there: the next two web pods go elsewhere...
+    let first = place(&mut s, &web("w1")).unwrap();
+    let second = place(&mut s, &web("w2")).unwrap();
+    let mut zones_taken = [first[..2].to_owned(), second[..2].to_owned()];
+    zones_taken.sort();
+    assert_eq!(zones_taken, ["z2", "z3"]);
+    // ...until the other zones have caught up with it: then the skew with the nominee
+    // (1 + 1 - 1) is allowed as well as without it.
+    assert_eq!(place(&mut s, &web("w3")).unwrap(), "z1-0");
+}
+
+#[test]
+fn a_nomination_counts_toward_required_anti_affinity_both_ways() {
+    let hosts = [node("a", "4", "8Gi", json!({})), node("b", "4", "8Gi", json!({}))];
+    let anti = |label: serde_json::Value| {
+        json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": label}, "topologyKey": "kubernetes.io/hostname"}]}}})
+    };
+    // The incoming pod's anti-affinity toward the nominee waiting on `a`.
+    let mut s = scheduler(&hosts);
+    assert!(s.restore_nomination(&nominee("db", "a", 500, json!({"app": "db"}), json!({}))));
+    for i in 0..3 {
+        assert_eq!(
+            place(&mut s, &pod_with(&format!("x{i}"), "100m", "1Mi", json!({}), anti(json!({"app": "db"})))).unwrap(),
+            "b"
+        );
+    }
+    // An anti-affinity the nominee does not match leaves `a` open (and emptier).
+    assert_eq!(place(&mut s, &pod_with("other", "100m", "1Mi", json!({}), anti(json!({"app": "x"})))).unwrap(), "a");
+    // The nominee's anti-affinity toward the incoming pod (which has a required term of
+    // its own, so InterPodAffinity runs for it, as kube's PreFilter would).
+    let mut s = scheduler(&hosts);
+    assert!(s.restore_nomination(&nominee("loner", "a", 500, json!({}), anti(json!({"app": "web"})))));
+    for i in 0..3 {
+        let web = pod_with(&format!("w{i}"), "100m", "1Mi", json!({"app": "web"}), anti(json!({"app": "none"})));
+        assert_eq!(place(&mut s, &web).unwrap(), "b");
+    }
+    // The nomination does not hold against a pod of higher priority: `a` is emptier.
+    let mut urgent = pod_with("urgent", "100m", "1Mi", json!({"app": "web"}), anti(json!({"app": "none"})));
+    urgent.spec.as_mut().unwrap().priority = Some(1000);
+    assert_eq!(place(&mut s, &urgent).unwrap(), "a");
+}
+
 #[test]
 fn node_affinity_naming_its_nodes_narrows_the_cycle() {
     let nodes: Vec<_> = (0..500).map(|i| node(&format!("n{i:03}"), "4", "8Gi", json!({}))).collect();

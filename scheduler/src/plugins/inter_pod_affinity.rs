@@ -100,6 +100,29 @@ fn selects(term: &AffinityTerm, snapshot: &Snapshot, pod: PodIx) -> bool {
     term.selects(snapshot.pods.namespace[p], &snapshot.pods.labels[p], snapshot)
 }
 
+impl InterPodAffinity {
+    /// The node's nominees of no lower priority count as placed on it (kube filters such
+    /// a node with them added, as well as without). Added pods can only satisfy the
+    /// pod's required affinity, which the pass without them already decided; what they
+    /// can change is anti-affinity: the pod's toward them, or theirs toward the pod.
+    fn filter_with_nominees(&self, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
+        let required_anti = pod.record.affinity.as_deref().map_or(&[][..], |a| &a.required_anti_affinity[..]);
+        for nominee in snapshot.nodes.nominees_against(node, &pod.record) {
+            // A term's domain always holds the node the nominee waits on, so a match
+            // is a match in the node's own domain (if it has the term's key at all).
+            let in_domain = |t: &AffinityTerm| snapshot.nodes.columns.get(t.topology).domain(node) != ABSENT;
+            if required_anti.iter().any(|t| in_domain(t) && t.selects(nominee.namespace, &nominee.labels, snapshot)) {
+                return Err(Rejection::unschedulable(ANTI_AFFINITY));
+            }
+            let theirs = nominee.affinity.as_deref().map_or(&[][..], |a| &a.required_anti_affinity[..]);
+            if theirs.iter().any(|t| in_domain(t) && t.selects(pod.record.namespace, &pod.record.labels, snapshot)) {
+                return Err(Rejection::unschedulable(EXISTING_ANTI_AFFINITY));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Plugin for InterPodAffinity {
     fn name(&self) -> &'static str {
         "InterPodAffinity"
@@ -170,6 +193,9 @@ impl Plugin for InterPodAffinity {
         }
         if state.existing_anti.any_positive(snapshot, node) {
             return Err(Rejection::unschedulable(EXISTING_ANTI_AFFINITY));
+        }
+        if !snapshot.nodes.nominated[node as usize].is_empty() {
+            return self.filter_with_nominees(pod, snapshot, node);
         }
         Ok(())
     }

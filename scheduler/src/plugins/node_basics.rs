@@ -100,9 +100,9 @@ impl Plugin for NodePorts {
         let conflict = pod.record.ports.iter().any(|wanted| used.iter().any(|u| u.conflicts(wanted)));
         // Ports a nominated preemptor will take are held too, like its resources.
         let held = || {
-            snapshot.nodes.nominated[node as usize]
-                .iter()
-                .filter(|n| n.holds_against(&pod.record))
+            snapshot
+                .nodes
+                .nominees_against(node, &pod.record)
                 .any(|n| pod.record.ports.iter().any(|wanted| n.ports.iter().any(|u| u.conflicts(wanted))))
         };
         if conflict || held() {

@@ -136,11 +136,9 @@ impl NodeResourcesFit {
             // Room a preemptor of no lower priority waits for is taken (kube adds
             // nominated pods before filtering); the pod's own nomination is not.
             let mut with_nominees = *requested;
-            for nominee in &snapshot.nodes.nominated[n] {
-                if nominee.holds_against(&pod.record) {
-                    with_nominees.add(&nominee.requests);
-                    pod_count += 1;
-                }
+            for nominee in snapshot.nodes.nominees_against(node, &pod.record) {
+                with_nominees.add(&nominee.requests);
+                pod_count += 1;
             }
             held = with_nominees;
             requested = &held;

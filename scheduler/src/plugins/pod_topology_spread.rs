@@ -58,6 +58,30 @@ struct HardConstraint {
     min: i64,
     /// 1 if the incoming pod itself matches the selector (it will add to the count).
     self_match: i64,
+    /// Domains of included nodes, which `min` is taken over.
+    eligible: Vec<bool>,
+    /// Whether there are at least minDomains of them (else `min` is 0).
+    enough_domains: bool,
+}
+
+impl HardConstraint {
+    /// Whether placing the pod in `domain`, which holds `extra` more matching pods than
+    /// counted (nominees), keeps the skew within maxSkew.
+    #[inline]
+    fn allows(&self, domain: usize, extra: i64) -> bool {
+        let count = self.counts.get(domain).copied().map_or(0, i64::from) + extra;
+        let mut min = self.min;
+        if extra > 0 && self.enough_domains && self.eligible.get(domain) == Some(&true) {
+            // The nominees raise their domain's count, and with it the minimum when
+            // that domain was the only one at it.
+            min = (self.counts.iter().zip(&self.eligible).enumerate())
+                .filter(|(_, (_, &e))| e)
+                .map(|(d, (&n, _))| i64::from(n) + if d == domain { extra } else { 0 })
+                .min()
+                .unwrap_or(0);
+        }
+        count + self.self_match - min <= i64::from(self.spec.max_skew)
+    }
 }
 
 impl Plugin for PodTopologySpread {
@@ -78,42 +102,56 @@ impl Plugin for PodTopologySpread {
                 counts: vec![0; columns.get(c.topology).domain_count()],
                 min: 0,
                 self_match: i64::from(c.selector.matches(&pod.record.labels)),
+                eligible: vec![false; columns.get(c.topology).domain_count()],
+                enough_domains: false,
             })
             .collect();
-        let mut eligible: Vec<Vec<bool>> = constraints.iter().map(|c| vec![false; c.counts.len()]).collect();
         for node in 0..snapshot.nodes.rows() as NodeIx {
             if !snapshot.nodes.live[node as usize] || !has_all_keys(&hard, snapshot, node) {
                 continue;
             }
-            for (c, eligible) in constraints.iter_mut().zip(eligible.iter_mut()) {
+            for c in constraints.iter_mut() {
                 if !included(&c.spec, pod, snapshot, node) {
                     continue;
                 }
                 let domain = columns.get(c.spec.topology).domain(node) as usize;
-                eligible[domain] = true;
+                c.eligible[domain] = true;
                 c.counts[domain] += matching_pods_on(snapshot, node, &c.spec.selector, pod.record.namespace);
             }
         }
-        for (c, eligible) in constraints.iter_mut().zip(&eligible) {
-            let domains = eligible.iter().filter(|&&e| e).count();
-            let min = c.counts.iter().zip(eligible).filter(|(_, &e)| e).map(|(&n, _)| i64::from(n)).min();
-            c.min = if domains < c.spec.min_domains as usize { 0 } else { min.unwrap_or(0) };
+        for c in constraints.iter_mut() {
+            let domains = c.eligible.iter().filter(|&&e| e).count();
+            let min = c.counts.iter().zip(&c.eligible).filter(|(_, &e)| e).map(|(&n, _)| i64::from(n)).min();
+            c.enough_domains = domains >= c.spec.min_domains as usize;
+            c.min = if c.enough_domains { min.unwrap_or(0) } else { 0 };
         }
         Ok(Prepared::with_state(HardState { constraints }))
     }
 
     #[inline]
-    fn filter(&self, state: &PluginState, _: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
+    fn filter(&self, state: &PluginState, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
         let state = crate::framework::state::<HardState>(state);
         let columns = &snapshot.nodes.columns;
         if state.constraints.iter().any(|c| columns.get(c.spec.topology).domain(node) == ABSENT) {
             return Err(Rejection::unresolvable(MISSING_LABEL));
         }
+        let nominated = !snapshot.nodes.nominated[node as usize].is_empty();
         for c in &state.constraints {
             let domain = columns.get(c.spec.topology).domain(node) as usize;
-            let count = c.counts.get(domain).copied().map_or(0, i64::from);
-            if count + c.self_match - c.min > i64::from(c.spec.max_skew) {
+            if !c.allows(domain, 0) {
                 return Err(Rejection::unschedulable(SKEW));
+            }
+            // Nominees of no lower priority on the node count as placed there (kube's
+            // AddPod with nominated pods), if the node counts for the constraint.
+            if nominated && included(&c.spec, pod, snapshot, node) {
+                let extra = snapshot
+                    .nodes
+                    .nominees_against(node, &pod.record)
+                    .filter(|n| n.namespace == pod.record.namespace && c.spec.selector.matches(&n.labels))
+                    .count() as i64;
+                if extra > 0 && !c.allows(domain, extra) {
+                    return Err(Rejection::unschedulable(SKEW));
+                }
             }
         }
         Ok(())

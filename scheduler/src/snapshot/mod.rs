@@ -133,6 +133,10 @@ pub struct Nominee {
     pub requests: Resources,
     /// Host ports the nominee will take: held like its resources.
     pub ports: Box<[HostPort]>,
+    /// What inter-pod affinity and topology spread see of the nominee on its node.
+    pub namespace: StrId,
+    pub labels: LabelSet,
+    pub affinity: Option<Arc<AffinityTerms>>,
 }
 
 impl Nominee {
@@ -141,6 +145,15 @@ impl Nominee {
     #[inline]
     pub fn holds_against(&self, pod: &PodRecord) -> bool {
         self.priority >= pod.priority && self.key != pod.key
+    }
+}
+
+impl NodeTable {
+    /// The nominees on `node` that hold their room against `pod` (usually none): kube
+    /// filters such a node once with them added and once without, and both must pass.
+    #[inline]
+    pub fn nominees_against<'a>(&'a self, node: NodeIx, pod: &'a PodRecord) -> impl Iterator<Item = &'a Nominee> + 'a {
+        self.nominated[node as usize].iter().filter(move |n| n.holds_against(pod))
     }
 }
 
@@ -441,6 +454,9 @@ impl Snapshot {
             priority: record.priority,
             requests: record.requests,
             ports: record.ports.clone(),
+            namespace: record.namespace,
+            labels: record.labels.clone(),
+            affinity: record.affinity.clone(),
         };
         self.nodes.nominated[node as usize].push(nominee);
         self.nominations.insert(record.key.clone(), node);

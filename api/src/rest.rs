@@ -830,7 +830,8 @@ impl Call<'_> {
             .filter(|g| !g.is_empty());
         let dry_run = self.dry_run()?;
         for attempt in 0.. {
-            let mut candidate = input.clone();
+            // Only a generated name is ever tried again: otherwise the input is used once.
+            let mut candidate = if generate.is_some() { input.clone() } else { std::mem::take(&mut input) };
             if let Some(prefix) = &generate {
                 object::set_str(&mut candidate, &["metadata", "name"], &format!("{prefix}{}", random_suffix()));
             }

@@ -39,7 +39,8 @@ pub fn kib_field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The git commit of the working tree the run came from (`-dirty` if code was modified).
+/// The git commit of the working tree the run came from (`-dirty` if code was modified),
+/// or, run outside a repository, the one the binary was built from.
 pub fn commit() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -61,7 +62,7 @@ pub fn commit() -> String {
                 hash
             }
         }
-        None => "unknown".to_owned(),
+        None => env!("LOADGEN_BUILD_COMMIT").to_owned(),
     }
 }
 

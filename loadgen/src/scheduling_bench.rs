@@ -55,6 +55,11 @@ pub struct SchedulingArgs {
     /// Concurrent HTTPS clients creating objects.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// HTTP/2 connections the clients share (0: one each). client-go multiplexes a
+    /// component's requests over one connection; a few shared ones cost the server and
+    /// the load generator fewer, larger socket writes than one per client.
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// The embedded scheduler's KubeSchedulerConfiguration.
     #[arg(long)]
     pub scheduler_config: Option<PathBuf>,
@@ -89,6 +94,8 @@ pub struct SchedulingResult {
     pub init_pods: usize,
     pub pods: usize,
     pub clients: usize,
+    /// The HTTP/2 connections they shared.
+    pub connections: usize,
     /// The offered load (`--rate`), if any.
     pub rate: Option<f64>,
     /// Measured pods created per second (the create phase alone).
@@ -189,7 +196,7 @@ async fn delete_pods(http: &reqwest::Client, server: &str, namespace: &str, dead
 /// (µs) and the time the phase took.
 async fn create_all(
     target: &Target,
-    clients: usize,
+    (clients, connections): (usize, usize),
     rate: Option<f64>,
     url: String,
     count: usize,
@@ -199,9 +206,11 @@ async fn create_all(
     let next = Arc::new(AtomicUsize::new(0));
     let make = Arc::new(make);
     let started = Instant::now();
+    let shared = (0..connections.min(clients.max(1))).map(|_| client(target)).collect::<Result<Vec<_>>>()?;
     let mut tasks = Vec::new();
-    for _ in 0..clients.max(1) {
-        let (http, next, make, url) = (client(target)?, next.clone(), make.clone(), url.clone());
+    for i in 0..clients.max(1) {
+        let http = if shared.is_empty() { client(target)? } else { shared[i % shared.len()].clone() };
+        let (next, make, url) = (next.clone(), make.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut latency = report::micros_histogram();
             loop {
@@ -345,7 +354,16 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         options.concurrency = args.clients;
         Some(HollowFleet::start(agent_client, options).await?)
     } else {
-        create_all(&target, args.clients, None, format!("{server}/api/v1/nodes"), args.nodes, node, "node").await?;
+        create_all(
+            &target,
+            (args.clients, args.connections),
+            None,
+            format!("{server}/api/v1/nodes"),
+            args.nodes,
+            node,
+            "node",
+        )
+        .await?;
         None
     };
     let (kind, nodes) = match (&cri_node, args.hollow) {
@@ -378,7 +396,8 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         ));
         let url = format!("{server}/api/v1/namespaces/init/pods");
         let make = template.clone();
-        create_all(&target, args.clients, None, url, args.init_pods, move |n| make(n), "init").await?;
+        create_all(&target, (args.clients, args.connections), None, url, args.init_pods, move |n| make(n), "init")
+            .await?;
         let binds = watch.await??;
         if binds.at.len() < args.init_pods {
             bail!("only {} of {} initial pods were scheduled in time", binds.at.len(), args.init_pods);
@@ -400,7 +419,8 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
     let url = format!("{server}/api/v1/namespaces/measure/pods");
     let make = template.clone();
     let (create_latency, create_took) =
-        create_all(&target, args.clients, args.rate, url, args.pods, move |n| make(n), "pod").await?;
+        create_all(&target, (args.clients, args.connections), args.rate, url, args.pods, move |n| make(n), "pod")
+            .await?;
     let binds = watch.await??;
     if let Some(fleet) = fleet {
         fleet.stop();
@@ -426,6 +446,7 @@ async fn measure(target: Target, kubeconfig: &Path, args: &SchedulingArgs, label
         init_pods: args.init_pods,
         pods: args.pods,
         clients: args.clients,
+        connections: if args.connections == 0 { args.clients } else { args.connections.min(args.clients) },
         rate: args.rate,
         creates_per_sec: args.pods as f64 / create_took.as_secs_f64(),
         create_latency_ms: LatencyMs::from_micros(&create_latency),

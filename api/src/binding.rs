@@ -23,15 +23,25 @@ pub enum Refusal {
     AlreadyAssigned(String),
     /// The pod has a deletion timestamp.
     Terminating,
+    /// The Binding names a pod UID (as the scheduler's do) that is not the stored
+    /// pod's: the pod was deleted and created again under the same name.
+    UidMismatch { expected: String, actual: String },
     /// The stored bytes are not an object of the stored layout.
     Malformed(String),
 }
 
 /// The stored pod `stored` bound to `node`, its `PodScheduled` condition (any earlier
-/// one replaced) stamped `now`.
-pub fn bind_stored(stored: &[u8], node: &str, now: &str) -> Result<Vec<u8>, Refusal> {
+/// one replaced) stamped `now`; `uid`, when the Binding gives one, must be the pod's.
+pub fn bind_stored(stored: &[u8], node: &str, now: &str, uid: Option<&str>) -> Result<Vec<u8>, Refusal> {
     let top = fields(stored)?;
     let metadata = top.iter().find(|(k, _)| k == "metadata").map(|(_, v)| fields(v.get().as_bytes())).transpose()?;
+    if let Some(expected) = uid.filter(|u| !u.is_empty()) {
+        let actual = metadata.iter().flatten().find(|(k, _)| k == "uid").map(|(_, v)| v.get());
+        let actual: String = actual.and_then(|raw| serde_json::from_str(raw).ok()).unwrap_or_default();
+        if actual != expected {
+            return Err(Refusal::UidMismatch { expected: expected.to_owned(), actual });
+        }
+    }
     let terminating = metadata.iter().flatten().any(|(k, v)| k == "deletionTimestamp" && v.get() != "null");
     let spec = match top.iter().find(|(k, _)| k == "spec") {
         Some((_, raw)) => fields(raw.get().as_bytes())?,
@@ -169,7 +179,7 @@ mod tests {
         ];
         for pod in pods {
             let bytes = stored(pod);
-            let edited = bind_stored(&bytes, "node-7", now).unwrap();
+            let edited = bind_stored(&bytes, "node-7", now, None).unwrap();
             assert_eq!(
                 String::from_utf8(edited).unwrap(),
                 String::from_utf8(bind_value(&bytes, "node-7", now)).unwrap()
@@ -181,13 +191,21 @@ mod tests {
     fn an_assigned_or_terminating_pod_is_refused() {
         let assigned = stored(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
             "spec": {"nodeName": "n1"}}));
-        assert_eq!(bind_stored(&assigned, "n2", "t"), Err(Refusal::AlreadyAssigned("n1".into())));
+        assert_eq!(bind_stored(&assigned, "n2", "t", None), Err(Refusal::AlreadyAssigned("n1".into())));
         let deleting = stored(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "a", "deletionTimestamp": "2026-11-23T10:00:00Z"}, "spec": {}}));
-        assert_eq!(bind_stored(&deleting, "n2", "t"), Err(Refusal::Terminating));
+        assert_eq!(bind_stored(&deleting, "n2", "t", None), Err(Refusal::Terminating));
         let deletion_null = stored(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "a", "deletionTimestamp": null}, "spec": {}}));
-        assert!(bind_stored(&deletion_null, "n2", "t").is_ok());
-        assert!(matches!(bind_stored(b"[1]", "n", "t"), Err(Refusal::Malformed(_))));
+        assert!(bind_stored(&deletion_null, "n2", "t", None).is_ok());
+        assert!(matches!(bind_stored(b"[1]", "n", "t", None), Err(Refusal::Malformed(_))));
+        // A Binding for another pod of the same name.
+        let pod =
+            stored(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "uid": "u-2"}, "spec": {}}));
+        assert!(bind_stored(&pod, "n", "t", Some("u-2")).is_ok());
+        assert_eq!(
+            bind_stored(&pod, "n", "t", Some("u-1")),
+            Err(Refusal::UidMismatch { expected: "u-1".into(), actual: "u-2".into() })
+        );
     }
 }

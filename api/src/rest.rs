@@ -477,6 +477,13 @@ fn is_terminating(value: &Value) -> bool {
     object::get(value, &["metadata", "deletionTimestamp"]).is_some_and(|v| !v.is_null())
 }
 
+/// What a Binding's metadata asks of the pod it binds (kube's storage preconditions).
+#[derive(Clone, Copy, Default)]
+pub struct BindPreconditions<'a> {
+    pub uid: Option<&'a str>,
+    pub resource_version: Option<&'a str>,
+}
+
 /// How an update computes the new object from the current one.
 pub enum Change<'a> {
     /// PUT of a whole object (on the resource or its status).
@@ -1128,7 +1135,7 @@ impl Call<'_> {
     /// as kube-apiserver's does: the pod itself is not re-admitted (nothing else of it
     /// changes) and no managedFields entry is recorded for the node name. This is the
     /// scheduler's hot path, one write per placed pod.
-    pub async fn bind(&mut self, node: &str) -> Reply {
+    pub async fn bind(&mut self, node: &str, preconditions: BindPreconditions<'_>) -> Reply {
         let dry_run = self.dry_run()?;
         for attempt in 0..UPDATE_ATTEMPTS {
             // The first attempt edits the watch cache's copy, as kube's guaranteed
@@ -1141,7 +1148,18 @@ impl Call<'_> {
                 Some(cached) => (cached.value, cached.mod_revision),
                 None => self.stored()?.ok_or_else(|| self.not_found())?,
             };
-            let bound = match binding::bind_stored(&bytes, node, &object::now_rfc3339()) {
+            if let Some(expected) = preconditions.resource_version.filter(|rv| !rv.is_empty()) {
+                if expected != old_revision.get().to_string() {
+                    if from_cache {
+                        continue;
+                    }
+                    return Err(self.precondition_failed(format!(
+                        "Precondition failed: ResourceVersion in precondition: {expected}, ResourceVersion in object meta: {}",
+                        old_revision.get()
+                    )));
+                }
+            }
+            let bound = match binding::bind_stored(&bytes, node, &object::now_rfc3339(), preconditions.uid) {
                 Ok(bound) => bound,
                 Err(_) if from_cache => continue,
                 Err(refusal) => return Err(self.binding_refused(refusal)),
@@ -1173,8 +1191,17 @@ impl Call<'_> {
             binding::Refusal::Terminating => {
                 ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host")
             }
+            binding::Refusal::UidMismatch { expected, actual } => self.precondition_failed(format!(
+                "Precondition failed: UID in precondition: {expected}, UID in object meta: {actual}"
+            )),
             binding::Refusal::Malformed(error) => ApiError::internal(error),
         }
+    }
+
+    /// kube's 409 for a write whose preconditions the stored object fails.
+    fn precondition_failed(&self, why: String) -> ApiError {
+        let info = self.info();
+        ApiError::conflict(info.group, info.plural, self.name(), &why)
     }
 
     fn update_response(&self, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {

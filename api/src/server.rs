@@ -827,7 +827,11 @@ async fn bind(call: &mut Call<'_>, binding: &Value, pod: String) -> Result<Respo
         legacy_watch: false,
     };
     let mut pod_call = Call::new(call.state, &route, call.query, Output::Json, call.user_agent);
-    pod_call.bind(&node).await
+    let preconditions = rest::BindPreconditions {
+        uid: object::get_str(binding, &["metadata", "uid"]),
+        resource_version: object::get_str(binding, &["metadata", "resourceVersion"]),
+    };
+    pod_call.bind(&node, preconditions).await
 }
 
 async fn delete_collection(call: &mut Call<'_>) -> Result<Response<Body>, ApiError> {

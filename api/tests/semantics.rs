@@ -182,6 +182,33 @@ async fn optimistic_concurrency_subresources_and_finalizers() {
         "{status}"
     );
     assert_eq!(h.post("/api/v1/namespaces/default/pods/nobody/binding", to_n1("nobody")).await.0, 404);
+    // A Binding naming another pod's UID or a stale resourceVersion (kube's storage
+    // preconditions) binds nothing.
+    let (_, fresh) = h
+        .post(
+            "/api/v1/namespaces/default/pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fresh"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .await;
+    let mut other_uid = to_n1("fresh");
+    other_uid["metadata"]["uid"] = json!("0000-gone");
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/fresh/binding", other_uid).await;
+    let uid = fresh["metadata"]["uid"].as_str().unwrap();
+    let expected = format!("Operation cannot be fulfilled on pods \"fresh\": Precondition failed: UID in precondition: 0000-gone, UID in object meta: {uid}");
+    assert_eq!((code, status["message"].as_str()), (409, Some(expected.as_str())), "{status}");
+    let mut stale_rv = to_n1("fresh");
+    stale_rv["metadata"]["resourceVersion"] = json!("1");
+    let (code, status) = h.post("/api/v1/namespaces/default/pods/fresh/binding", stale_rv).await;
+    assert_eq!(code, 409, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("Precondition failed: ResourceVersion in precondition: 1,"),
+        "{status}"
+    );
+    let mut exact = to_n1("fresh");
+    exact["metadata"]["uid"] = json!(uid);
+    exact["metadata"]["resourceVersion"] = fresh["metadata"]["resourceVersion"].clone();
+    assert_eq!(h.post("/api/v1/namespaces/default/pods/fresh/binding", exact).await.0, 201);
     let (_, pod) = h.get("/api/v1/namespaces/default/pods/p").await;
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["status"]["phase"], "Pending");

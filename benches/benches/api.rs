@@ -1,6 +1,7 @@
 //! API server work per request: recording field ownership (`metadata.managedFields`)
 //! on a create and an update, a server-side apply, and the protobuf codec (a
-//! response re-encoded for a client that asks for protobuf; a protobuf body decoded).
+//! response re-encoded for a client that asks for protobuf; a protobuf body decoded),
+//! authorization, and `pods/binding`'s edit of a stored pod.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keelson_api::apply::{self, Writer};
@@ -232,5 +233,32 @@ fn authorization(c: &mut Criterion) {
     graph.finish();
 }
 
-criterion_group!(benches, managed_fields, protobuf, authorization);
+/// `pods/binding` on a pending pod as stored: the byte edit the server does, against
+/// the decode → edit → encode it replaced.
+fn binding(c: &mut Criterion) {
+    let mut pending: Value = serde_json::from_slice(&stored_pod()).unwrap();
+    pending["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    pending["spec"].as_object_mut().unwrap().remove("nodeName");
+    pending["status"] = json!({"phase": "Pending", "qosClass": "Burstable"});
+    let stored = keelson_api::object::encode(&pending);
+    let now = "2026-11-23T00:00:00Z";
+    let mut group = c.benchmark_group("binding");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("edit_stored_pod", |b| {
+        b.iter(|| keelson_api::binding::bind_stored(black_box(&stored), "node-0042", now, None).unwrap())
+    });
+    group.bench_function("decode_edit_encode_baseline", |b| {
+        b.iter(|| {
+            let old: Value = serde_json::from_slice(black_box(&stored)).unwrap();
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = json!("node-0042");
+            new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": now}]);
+            keelson_api::object::encode(&new)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, managed_fields, protobuf, authorization, binding);
 criterion_main!(benches);

@@ -191,6 +191,7 @@ fn deletion_follows_each_propagation_policy_and_namespaces_empty_out() {
     // Orphaned: the ReplicaSet and its pods stay, without the owner reference.
     std::thread::sleep(Duration::from_secs(1));
     let orphans = kubectl.json(&["get", "rs", "-l", "app=d-orphan", "-o", "json"]);
+    assert_eq!(orphans["items"].as_array().map_or(0, Vec::len), 1, "the orphaned ReplicaSet stays: {orphans}");
     let set = &orphans["items"][0];
     assert!(set["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{set}");
     assert_eq!(count(&kubectl, &["get", "pods", "-l", "app=d-orphan"]), 2);

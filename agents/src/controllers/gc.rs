@@ -7,7 +7,8 @@
 //! - an object whose owners are all gone is deleted (in the foreground if an owner is
 //!   itself waiting in the foreground); one with some owners left loses the
 //!   references to the missing ones. An owner not in the graph is looked up through
-//!   the API before it is declared gone, so a lagging watch never costs a live child;
+//!   the API before it is declared gone, and the object's own references are read
+//!   again before it is written, so a lagging watch never costs a live child;
 //! - an owner deleted with `orphan` has its dependents' references to it removed, then
 //!   the `orphan` finalizer;
 //! - an owner deleted with `foregroundDeletion` has its dependents deleted, and keeps
@@ -264,18 +265,23 @@ impl Reconciler for GarbageCollector {
         if node.owners.is_empty() {
             return Ok(Action::Done);
         }
-        let (mut solid, mut dangling, mut waiting) = (0, Vec::new(), Vec::new());
-        for owner in &node.owners {
-            let known = self.graph.lock().nodes.get(&owner.uid).cloned();
-            match known {
-                Some(o) if o.deleting && o.finalizers.iter().any(|f| f == FOREGROUND) => {
-                    waiting.push(owner.uid.clone())
-                }
-                Some(_) => solid += 1,
-                None if self.owner_exists(owner, node.namespace.as_deref()).await? => solid += 1,
-                None => dangling.push(owner.uid.clone()),
+        let mut verdict = self.classify(&node.owners, node.namespace.as_deref()).await?;
+        if verdict.needs_write() {
+            // Decide on the object as it is now, as kube's collector reads the latest
+            // before it acts: the graph may not have seen an orphaning owner remove its
+            // reference yet (its own deletion can arrive first, on another watch), and a
+            // reference already gone must not doom the object.
+            let latest = self.api(&node).get_opt(&node.name).await?;
+            let Some(latest) = latest.filter(|o| o.metadata.uid.as_deref() == Some(uid)) else {
+                return Ok(Action::Done);
+            };
+            let owners = latest.metadata.owner_references.unwrap_or_default();
+            if owners.is_empty() {
+                return Ok(Action::Done);
             }
+            verdict = self.classify(&owners, node.namespace.as_deref()).await?;
         }
+        let Verdict { solid, dangling, waiting } = verdict;
         if solid > 0 {
             if !dangling.is_empty() {
                 self.remove_owner_refs(uid, &node, &dangling).await?;
@@ -286,6 +292,41 @@ impl Reconciler for GarbageCollector {
         let policy = if waiting.is_empty() { PropagationPolicy::Background } else { PropagationPolicy::Foreground };
         self.delete(&node, policy).await?;
         Ok(Action::Done)
+    }
+}
+
+/// A dependent's owner references, sorted by what became of each owner.
+struct Verdict {
+    /// Owners that stand.
+    solid: usize,
+    /// Owners that are gone.
+    dangling: Vec<String>,
+    /// Owners deleting in the foreground, waiting for their dependents.
+    waiting: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the dependent must be written: references dropped, or itself deleted.
+    fn needs_write(&self) -> bool {
+        self.solid == 0 || !self.dangling.is_empty()
+    }
+}
+
+impl GarbageCollector {
+    async fn classify(&self, owners: &[OwnerReference], namespace: Option<&str>) -> Result<Verdict, kube::Error> {
+        let mut verdict = Verdict { solid: 0, dangling: Vec::new(), waiting: Vec::new() };
+        for owner in owners {
+            let known = self.graph.lock().nodes.get(&owner.uid).cloned();
+            match known {
+                Some(o) if o.deleting && o.finalizers.iter().any(|f| f == FOREGROUND) => {
+                    verdict.waiting.push(owner.uid.clone())
+                }
+                Some(_) => verdict.solid += 1,
+                None if self.owner_exists(owner, namespace).await? => verdict.solid += 1,
+                None => verdict.dangling.push(owner.uid.clone()),
+            }
+        }
+        Ok(verdict)
     }
 }
 
@@ -344,5 +385,14 @@ mod tests {
         sync(&rig);
         gc.reconcile(&orphaned.uid().expect("a uid")).await.expect("reconciled");
         assert_eq!(rig.writes(), ["delete pods c"]);
+
+        // An orphaning owner removed its reference before the graph heard of it (its own
+        // deletion can arrive first): the object as it is now decides, and it stays.
+        let released = rig.fake.insert(&owned_pod("d", &set, false));
+        sync(&rig);
+        rig.fake.modify::<Pod>("default", "d", |object| object["metadata"]["ownerReferences"] = json!([]));
+        gc.reconcile(&released.uid().expect("a uid")).await.expect("reconciled");
+        assert_eq!(rig.writes(), Vec::<String>::new());
+        assert!(rig.fake.get::<Pod>("default", "d").is_some());
     }
 }

@@ -2,15 +2,11 @@
 //! repository (a copied binary, as side-by-side comparisons use) still says which code
 //! it measured.
 
-use std::process::Command;
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
+include!("src/git_head.rs");
 
 fn main() {
-    // Rebuilt when HEAD moves (a commit, a checkout) or the branch it names does.
+    // Rebuilt when HEAD moves (a commit, a checkout), the branch it names does, or the
+    // index changes (what is staged).
     for path in ["HEAD", "index"] {
         if let Some(path) = git(&["rev-parse", "--git-path", path]) {
             println!("cargo:rerun-if-changed={path}");
@@ -21,17 +17,6 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
-    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(hash) => {
-            let status = ["status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"];
-            let dirty = git(&status).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{hash}-dirty")
-            } else {
-                hash
-            }
-        }
-        None => "unknown".to_owned(),
-    };
+    let commit = head_commit().unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=LOADGEN_BUILD_COMMIT={commit}");
 }

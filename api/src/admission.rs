@@ -12,7 +12,11 @@ use crate::object;
 use crate::pod_security;
 use crate::resources::ResourceInfo;
 use keelson_engine::{ApiError, StatusReason};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Namespaces that always exist and may not be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -44,10 +48,44 @@ struct LifeMeta {
     labels: pod_security::Labels,
 }
 
+/// How long a namespace this server deleted is read from the store, not the watch cache
+/// (kube's NamespaceLifecycle keeps its force-live-lookup names as long).
+const LIVE_LOOKUP_AFTER_DELETE: Duration = Duration::from_secs(30);
+
+/// Namespaces whose deletion went through this server in the last
+/// [`LIVE_LOOKUP_AFTER_DELETE`], as kube's NamespaceLifecycle remembers them: the watch
+/// cache may not show the deletion yet, and a create a client sends after its delete
+/// was answered must still be refused. Almost always empty, which a create learns
+/// without taking the lock.
+#[derive(Default)]
+pub struct DeletedNamespaces {
+    remembered: AtomicUsize,
+    names: Mutex<HashMap<String, Instant>>,
+}
+
+impl DeletedNamespaces {
+    pub fn note(&self, namespace: &str) {
+        let mut names = self.names.lock();
+        names.insert(namespace.to_owned(), Instant::now());
+        self.remembered.store(names.len(), Ordering::Release);
+    }
+
+    fn recently(&self, namespace: &str) -> bool {
+        if self.remembered.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut names = self.names.lock();
+        names.retain(|_, at| at.elapsed() < LIVE_LOOKUP_AFTER_DELETE);
+        self.remembered.store(names.len(), Ordering::Release);
+        names.contains_key(namespace)
+    }
+}
+
 /// NamespaceLifecycle for a create of a namespaced object; returns the namespace's
 /// PodSecurity labels, read in the same decode.
 pub fn check_namespace(
     cache: &WatchCache,
+    deleted: &DeletedNamespaces,
     info: &ResourceInfo,
     namespace: &str,
     name: &str,
@@ -55,7 +93,11 @@ pub fn check_namespace(
     if !info.namespaced {
         return Ok(pod_security::Labels::default());
     }
-    match namespace_life(cache, namespace)? {
+    let mut life = namespace_life(cache, namespace, false)?;
+    if life.as_ref().is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()) && deleted.recently(namespace) {
+        life = namespace_life(cache, namespace, true)?;
+    }
+    match life {
         None => Err(ApiError::not_found("", "namespaces", namespace)),
         Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
             Err(ApiError::new(
@@ -70,9 +112,11 @@ pub fn check_namespace(
     }
 }
 
-fn namespace_life(cache: &WatchCache, namespace: &str) -> Result<Option<NamespaceLife>, ApiError> {
+/// The namespace's lifecycle fields, from the watch cache or (`live`) the store.
+fn namespace_life(cache: &WatchCache, namespace: &str, live: bool) -> Result<Option<NamespaceLife>, ApiError> {
     let key = keelson_store::object_key("namespaces", None, namespace);
-    match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
+    let found = if live { cache.find_in_store(key.as_bytes()) } else { cache.find(key.as_bytes()) };
+    match found.map_err(ApiError::internal)? {
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::internal),
         None => Ok(None),
     }
@@ -80,7 +124,7 @@ fn namespace_life(cache: &WatchCache, namespace: &str) -> Result<Option<Namespac
 
 /// The namespace's PodSecurity labels (none if it is gone), for judging an update.
 pub fn pod_security_labels(cache: &WatchCache, namespace: &str) -> Result<pod_security::Labels, ApiError> {
-    Ok(namespace_life(cache, namespace)?.map(|ns| ns.metadata.labels).unwrap_or_default())
+    Ok(namespace_life(cache, namespace, false)?.map(|ns| ns.metadata.labels).unwrap_or_default())
 }
 
 /// The pod admission plugins, on the defaulted pod.
@@ -155,6 +199,15 @@ fn add_default_tolerations(spec: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deleted_namespaces_are_remembered_by_name() {
+        let deleted = DeletedNamespaces::default();
+        assert!(!deleted.recently("doomed"), "nothing noted: no lock taken, nothing found");
+        deleted.note("doomed");
+        assert!(deleted.recently("doomed"));
+        assert!(!deleted.recently("other"));
+    }
 
     #[test]
     fn pods_get_a_service_account_priority_and_tolerations() {

@@ -10,6 +10,7 @@
 //! (see [`crate::object`]) keeps `apiVersion`, `kind` and `metadata` first and every
 //! other map's keys sorted, and the edit keeps both.
 
+use crate::object;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -34,51 +35,44 @@ pub enum Refusal {
 /// one replaced) stamped `now`; `uid`, when the Binding gives one, must be the pod's.
 pub fn bind_stored(stored: &[u8], node: &str, now: &str, uid: Option<&str>) -> Result<Vec<u8>, Refusal> {
     let top = fields(stored)?;
-    let metadata = top.iter().find(|(k, _)| k == "metadata").map(|(_, v)| fields(v.get().as_bytes())).transpose()?;
+    let metadata = field(&top, "metadata").map(|raw| fields(raw.get().as_bytes())).transpose()?.unwrap_or_default();
+    let string = |raw: Option<&RawValue>| -> String {
+        raw.and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default()
+    };
     if let Some(expected) = uid.filter(|u| !u.is_empty()) {
-        let actual = metadata.iter().flatten().find(|(k, _)| k == "uid").map(|(_, v)| v.get());
-        let actual: String = actual.and_then(|raw| serde_json::from_str(raw).ok()).unwrap_or_default();
+        let actual = string(field(&metadata, "uid"));
         if actual != expected {
             return Err(Refusal::UidMismatch { expected: expected.to_owned(), actual });
         }
     }
-    let terminating = metadata.iter().flatten().any(|(k, v)| k == "deletionTimestamp" && v.get() != "null");
-    let spec = match top.iter().find(|(k, _)| k == "spec") {
-        Some((_, raw)) => fields(raw.get().as_bytes())?,
-        None => Vec::new(),
-    };
-    if let Some((_, current)) = spec.iter().find(|(k, _)| k == "nodeName") {
-        let current: String = serde_json::from_str(current.get()).unwrap_or_default();
-        if !current.is_empty() {
-            return Err(Refusal::AlreadyAssigned(current));
-        }
+    let spec = field(&top, "spec").map(|raw| fields(raw.get().as_bytes())).transpose()?.unwrap_or_default();
+    let current = string(field(&spec, "nodeName"));
+    if !current.is_empty() {
+        return Err(Refusal::AlreadyAssigned(current));
     }
-    if terminating {
+    if field(&metadata, "deletionTimestamp").is_some_and(|raw| raw.get() != "null") {
         return Err(Refusal::Terminating);
     }
-    let mut status = match top.iter().find(|(k, _)| k == "status") {
-        Some((_, raw)) => match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => Map::new(),
-            Err(e) => return Err(Refusal::Malformed(e.to_string())),
-        },
-        None => Map::new(),
+    let mut status = match field(&top, "status") {
+        Some(raw) => serde_json::from_str::<Value>(raw.get()).map_err(|e| Refusal::Malformed(e.to_string()))?,
+        None => Value::Object(Map::new()),
     };
-    let conditions = status.entry("conditions").or_insert_with(|| Value::Array(Vec::new()));
-    if !conditions.is_array() {
-        *conditions = Value::Array(Vec::new());
-    }
-    let list = conditions.as_array_mut().expect("made an array above");
+    let list = object::array_entry(&mut status, &["conditions"]);
     list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
     list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
 
     let node = serde_json::to_string(node).expect("a string encodes");
     let mut new_spec = Vec::with_capacity(stored.len());
     write_object(&mut new_spec, &spec, &[], &[("nodeName", node.as_bytes())]);
-    let status = serde_json::to_vec(&status).expect("a map encodes");
+    let status = serde_json::to_vec(&status).expect("a value encodes");
     let mut out = Vec::with_capacity(stored.len() + 128);
-    write_object(&mut out, &top, &["apiVersion", "kind", "metadata"], &[("spec", &new_spec), ("status", &status)]);
+    write_object(&mut out, &top, &object::HEAD, &[("spec", &new_spec), ("status", &status)]);
     Ok(out)
+}
+
+/// The raw value of the field `name`, if present.
+fn field<'a>(fields: &[(Cow<'_, str>, &'a RawValue)], name: &str) -> Option<&'a RawValue> {
+    fields.iter().find(|(key, _)| key == name).map(|(_, raw)| *raw)
 }
 
 /// An object's fields in stored order, each value as its raw bytes.
@@ -142,7 +136,6 @@ fn write_object(out: &mut Vec<u8>, fields: &[(Cow<'_, str>, &RawValue)], head: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object;
 
     /// What binding does to a decoded pod: the edit the byte path must reproduce.
     fn bind_value(stored: &[u8], node: &str, now: &str) -> Vec<u8> {

@@ -273,6 +273,12 @@ impl WatchCache {
             return Ok(Some(cached.value));
         }
         self.fell_back.fetch_add(1, Ordering::Relaxed);
+        self.find_in_store(key)
+    }
+
+    /// The object at `key` as the store has it now, for a lookup the cache may be
+    /// behind on.
+    pub fn find_in_store(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         Ok(self.store.get(key, ReadAt::Latest)?.and_then(|record| record.value))
     }
 

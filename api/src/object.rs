@@ -16,13 +16,15 @@ pub fn encode(object: &Value) -> Vec<u8> {
     out
 }
 
+/// The fields a stored object leads with, in this order; the rest follow sorted.
+pub const HEAD: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
 pub fn encode_into(object: &Value, out: &mut Vec<u8>) {
     let Some(map) = object.as_object() else {
         // Not an object: only reachable through a bug; keep the bytes valid JSON.
         serde_json::to_writer(&mut *out, object).expect("writing to a Vec cannot fail");
         return;
     };
-    const HEAD: [&str; 3] = ["apiVersion", "kind", "metadata"];
     out.push(b'{');
     let mut first = true;
     let mut field = |out: &mut Vec<u8>, key: &str, value: &Value| {

@@ -959,7 +959,7 @@ impl Call<'_> {
         initial_status(info, &mut candidate);
         let name = object::name(&candidate).to_string();
         let pod_security = match self.namespace() {
-            Some(ns) => admission::check_namespace(&self.state.cache, info, ns, &name)?,
+            Some(ns) => admission::check_namespace(&self.state.cache, &self.state.deleted_namespaces, info, ns, &name)?,
             None => Default::default(),
         };
         if let Some(user) = self.user.filter(|_| info.group == certificates::GROUP && info.kind == certificates::KIND) {
@@ -1153,10 +1153,8 @@ impl Call<'_> {
                     if from_cache {
                         continue;
                     }
-                    return Err(self.precondition_failed(format!(
-                        "Precondition failed: ResourceVersion in precondition: {expected}, ResourceVersion in object meta: {}",
-                        old_revision.get()
-                    )));
+                    let actual = old_revision.get().to_string();
+                    return Err(precondition_failed(self.info(), self.name(), "ResourceVersion", expected, &actual));
                 }
             }
             let bound = match binding::bind_stored(&bytes, node, &object::now_rfc3339(), preconditions.uid) {
@@ -1191,17 +1189,11 @@ impl Call<'_> {
             binding::Refusal::Terminating => {
                 ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host")
             }
-            binding::Refusal::UidMismatch { expected, actual } => self.precondition_failed(format!(
-                "Precondition failed: UID in precondition: {expected}, UID in object meta: {actual}"
-            )),
+            binding::Refusal::UidMismatch { expected, actual } => {
+                precondition_failed(self.info(), name, "UID", &expected, &actual)
+            }
             binding::Refusal::Malformed(error) => ApiError::internal(error),
         }
-    }
-
-    /// kube's 409 for a write whose preconditions the stored object fails.
-    fn precondition_failed(&self, why: String) -> ApiError {
-        let info = self.info();
-        ApiError::conflict(info.group, info.plural, self.name(), &why)
     }
 
     fn update_response(&self, change: &Change<'_>, stored: &[u8], revision: u64) -> Reply {
@@ -1406,6 +1398,9 @@ impl Call<'_> {
         };
         let graceful = pod_grace > 0 || info.kind == "Namespace";
         if graceful || add_finalizer.is_some() || !finalizers_empty(&current) {
+            if info.kind == "Namespace" && info.group.is_empty() && !self.dry_run()? {
+                self.state.deleted_namespaces.note(self.name());
+            }
             let change = Change::MarkDeleted { grace_seconds: pod_grace, add_finalizer };
             return self.update(change).await;
         }
@@ -1453,28 +1448,22 @@ fn check_delete_preconditions(
     if let Some(uid) = pre.get("uid").and_then(Value::as_str) {
         let actual = object::get_str(current, &["metadata", "uid"]).unwrap_or("");
         if uid != actual {
-            return Err(ApiError::conflict(
-                info.group,
-                info.plural,
-                name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
-            ));
+            return Err(precondition_failed(info, name, "UID", uid, actual));
         }
     }
     if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str) {
         if rv != revision.get().to_string() {
-            return Err(ApiError::conflict(
-                info.group,
-                info.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    revision.get()
-                ),
-            ));
+            return Err(precondition_failed(info, name, "ResourceVersion", rv, &revision.get().to_string()));
         }
     }
     Ok(())
+}
+
+/// kube's 409 for a write whose precondition (`what`: `UID` or `ResourceVersion`) the
+/// stored object fails.
+fn precondition_failed(info: &ResourceInfo, name: &str, what: &str, expected: &str, actual: &str) -> ApiError {
+    let why = format!("Precondition failed: {what} in precondition: {expected}, {what} in object meta: {actual}");
+    ApiError::conflict(info.group, info.plural, name, &why)
 }
 
 pub fn success_status(code: StatusCode) -> Vec<u8> {

@@ -110,6 +110,8 @@ pub struct ApiState {
     /// Components running in this process (the scheduler, the controllers): their
     /// health shows in `componentstatuses` and their metrics at `/metrics`.
     components: std::sync::RwLock<Vec<Component>>,
+    /// Namespaces deleted through this server lately (NamespaceLifecycle reads them live).
+    pub deleted_namespaces: crate::admission::DeletedNamespaces,
 }
 
 /// Appends a component's metrics, in the Prometheus text format, to the exposition.
@@ -202,6 +204,7 @@ impl Server {
             readonly: Semaphore::new(config.max_requests_inflight),
             mutating: Semaphore::new(config.max_mutating_requests_inflight),
             components: Default::default(),
+            deleted_namespaces: Default::default(),
         });
         bootstrap(&state).await?;
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));

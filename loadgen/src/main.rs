@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod api_bench;
 mod controllers_bench;
 mod embedded;
+mod git_head;
 mod index;
 mod plot;
 mod podlite;

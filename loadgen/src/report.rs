@@ -42,28 +42,7 @@ pub fn kib_field(text: &str, name: &str) -> u64 {
 /// The git commit of the working tree the run came from (`-dirty` if code was modified),
 /// or, run outside a repository, the one the binary was built from.
 pub fn commit() -> String {
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match run(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(hash) => {
-            // Result files and their generated index change between runs; only code
-            // (anything outside results/) makes a run "dirty".
-            let status = ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"];
-            let dirty = run(&status).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{hash}-dirty")
-            } else {
-                hash
-            }
-        }
-        None => env!("LOADGEN_BUILD_COMMIT").to_owned(),
-    }
+    crate::git_head::head_commit().unwrap_or_else(|| env!("LOADGEN_BUILD_COMMIT").to_owned())
 }
 
 /// p50/p90/p99/max of a histogram recorded in microseconds, in milliseconds.

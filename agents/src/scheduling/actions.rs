@@ -274,8 +274,9 @@ async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[String], met
                 metrics.preemption_victims.inc();
                 let message = format!("Preempted by pod {preemptor} on node {node}");
                 let event = event(&victim_pod, EventType::Normal, "Preempted", "Preempting", message);
-                let events: Api<Event> = Api::namespaced(client.clone(), victim_ns);
-                let _ = events.create(&PostParams::default(), &event).await;
+                if let Err(error) = write_event(client, victim_ns, &event).await {
+                    tracing::debug!(%error, victim, "writing a Preempted event");
+                }
             }
             Err(error) => tracing::warn!(%error, victim, "deleting a preemption victim"),
         }

@@ -107,10 +107,10 @@ impl InterPodAffinity {
     /// can change is anti-affinity: the pod's toward them, or theirs toward the pod.
     fn filter_with_nominees(&self, pod: &PodQuery, snapshot: &Snapshot, node: NodeIx) -> Result<(), Rejection> {
         let required_anti = pod.record.affinity.as_deref().map_or(&[][..], |a| &a.required_anti_affinity[..]);
+        // A term's domain always holds the node the nominee waits on, so a match is a
+        // match in the node's own domain (if it has the term's key at all).
+        let in_domain = |t: &AffinityTerm| snapshot.nodes.columns.get(t.topology).domain(node) != ABSENT;
         for nominee in snapshot.nodes.nominees_against(node, &pod.record) {
-            // A term's domain always holds the node the nominee waits on, so a match
-            // is a match in the node's own domain (if it has the term's key at all).
-            let in_domain = |t: &AffinityTerm| snapshot.nodes.columns.get(t.topology).domain(node) != ABSENT;
             if required_anti.iter().any(|t| in_domain(t) && t.selects(nominee.namespace, &nominee.labels, snapshot)) {
                 return Err(Rejection::unschedulable(ANTI_AFFINITY));
             }

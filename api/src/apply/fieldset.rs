@@ -7,11 +7,16 @@
 //! item or map entry that is owned as well as its fields).
 
 use serde_json::{Map, Value};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 /// A path element for a field or map key.
 pub fn field(name: &str) -> String {
-    format!("f:{name}")
+    // Built directly, not through `format!`: one per field of every object written.
+    let mut element = String::with_capacity(name.len() + 2);
+    element.push_str("f:");
+    element.push_str(name);
+    element
 }
 
 /// Key fields the schemas default: an item without one is the item with the default
@@ -69,6 +74,41 @@ pub struct FieldSet {
 impl FieldSet {
     pub fn is_empty(&self) -> bool {
         !self.member && self.children.is_empty()
+    }
+
+    /// Marks this node itself a member.
+    pub fn mark(&mut self) {
+        self.member = true;
+    }
+
+    /// Runs `fill` on the child at `element` (a new, empty one if missing) and keeps the
+    /// child only if it ends up non-empty. A walk that descends with this touches each
+    /// node once, where inserting whole paths from the root looks every ancestor up
+    /// again for every leaf.
+    pub fn within(&mut self, element: String, fill: impl FnOnce(&mut FieldSet)) {
+        match self.children.entry(element) {
+            Entry::Vacant(vacant) => {
+                let mut child = FieldSet::default();
+                fill(&mut child);
+                if !child.is_empty() {
+                    vacant.insert(child);
+                }
+            }
+            Entry::Occupied(mut occupied) => {
+                fill(occupied.get_mut());
+                if occupied.get().is_empty() {
+                    occupied.remove();
+                }
+            }
+        }
+    }
+
+    /// [`FieldSet::within`] along a whole path.
+    pub fn within_path(&mut self, path: &[String], fill: impl FnOnce(&mut FieldSet)) {
+        match path.split_first() {
+            None => fill(self),
+            Some((first, rest)) => self.within(first.clone(), |child| child.within_path(rest, fill)),
+        }
     }
 
     pub fn insert(&mut self, path: &[String]) {
@@ -160,13 +200,14 @@ impl FieldSet {
         Some(node)
     }
 
-    pub fn to_fields_v1(&self) -> Value {
+    /// The set as `FieldsV1`, its path elements moved into the keys.
+    pub fn into_fields_v1(self) -> Value {
         let mut object = Map::new();
         if self.member && !self.children.is_empty() {
             object.insert(".".into(), Value::Object(Map::new()));
         }
-        for (element, child) in &self.children {
-            object.insert(element.clone(), child.to_fields_v1());
+        for (element, child) in self.children {
+            object.insert(element, child.into_fields_v1());
         }
         Value::Object(object)
     }
@@ -206,7 +247,7 @@ mod tests {
         assert!(set.contains(&path(&["f:spec", "f:replicas"])));
         assert!(set.contains(&path(&["f:spec", "f:template", "f:spec", "f:containers", "k:{\"name\":\"web\"}"])));
         assert!(!set.contains(&path(&["f:spec"])));
-        assert_eq!(set.to_fields_v1(), v1);
+        assert_eq!(set.clone().into_fields_v1(), v1);
     }
 
     #[test]
@@ -221,6 +262,19 @@ mod tests {
         assert_eq!(a.members(), vec![path(&["f:spec", "f:paused"])]);
         a.subtract(&a.clone());
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_walk_within_keeps_only_what_it_filled() {
+        let mut set = FieldSet::default();
+        set.within_path(&path(&["f:spec", "f:template"]), |_| {});
+        assert!(set.is_empty(), "an empty child is not kept: {set:?}");
+        set.within_path(&path(&["f:spec", "f:replicas"]), FieldSet::mark);
+        set.within("f:spec".into(), |spec| spec.within("f:paused".into(), FieldSet::mark));
+        let mut inserted = FieldSet::default();
+        inserted.insert(&path(&["f:spec", "f:replicas"]));
+        inserted.insert(&path(&["f:spec", "f:paused"]));
+        assert_eq!(set, inserted);
     }
 
     #[test]

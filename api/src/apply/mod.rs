@@ -106,7 +106,7 @@ fn visit_owned<'v>(
 fn field_set(types: &Types, definition: &str, writer: &Writer<'_>, object: &Value) -> FieldSet {
     let mut set = FieldSet::default();
     visit_owned(types, definition, writer, object, &mut |path, _, value, shape| {
-        walk::to_set(types, value, shape, path, &mut set)
+        set.within_path(path, |at| walk::to_set(types, value, shape, at))
     });
     set
 }
@@ -115,7 +115,7 @@ fn field_set(types: &Types, definition: &str, writer: &Writer<'_>, object: &Valu
 fn changed_fields(types: &Types, definition: &str, writer: &Writer<'_>, old: Option<&Value>, new: &Value) -> FieldSet {
     let mut changed = FieldSet::default();
     visit_owned(types, definition, writer, new, &mut |path, key, value, shape| {
-        walk::changed(types, old.and_then(|o| lookup(o, key)), value, shape, path, &mut changed)
+        changed.within_path(path, |at| walk::changed(types, old.and_then(|o| lookup(o, key)), value, shape, at))
     });
     changed
 }
@@ -124,7 +124,7 @@ fn changed_fields(types: &Types, definition: &str, writer: &Writer<'_>, old: Opt
 fn removed_fields(types: &Types, definition: &str, writer: &Writer<'_>, old: &Value, new: &Value) -> FieldSet {
     let mut gone = FieldSet::default();
     visit_owned(types, definition, writer, old, &mut |path, key, value, shape| {
-        walk::removed(types, value, lookup(new, key), shape, path, &mut gone)
+        gone.within_path(path, |at| walk::removed(types, value, lookup(new, key), shape, at))
     });
     gone
 }
@@ -151,18 +151,18 @@ impl Entry {
         })
     }
 
-    fn write(&self) -> Value {
+    fn write(self) -> Value {
         let mut entry = Map::new();
-        entry.insert("manager".into(), json!(self.manager));
-        entry.insert("operation".into(), json!(self.operation));
-        entry.insert("apiVersion".into(), json!(self.api_version));
+        entry.insert("manager".into(), Value::String(self.manager));
+        entry.insert("operation".into(), Value::String(self.operation));
+        entry.insert("apiVersion".into(), Value::String(self.api_version));
         if !self.time.is_empty() {
-            entry.insert("time".into(), json!(self.time));
+            entry.insert("time".into(), Value::String(self.time));
         }
         entry.insert("fieldsType".into(), json!("FieldsV1"));
-        entry.insert("fieldsV1".into(), self.fields.to_fields_v1());
+        entry.insert("fieldsV1".into(), self.fields.into_fields_v1());
         if !self.subresource.is_empty() {
-            entry.insert("subresource".into(), json!(self.subresource));
+            entry.insert("subresource".into(), Value::String(self.subresource));
         }
         Value::Object(entry)
     }
@@ -194,9 +194,9 @@ fn read_entries(object: &Value) -> Vec<Entry> {
     object["metadata"]["managedFields"].as_array().into_iter().flatten().filter_map(Entry::read).collect()
 }
 
-fn write_entries(object: &mut Value, entries: &[Entry]) {
+fn write_entries(object: &mut Value, entries: Vec<Entry>) {
     let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
-    let kept: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::write).collect();
+    let kept: Vec<Value> = entries.into_iter().filter(|e| !e.fields.is_empty()).map(Entry::write).collect();
     if kept.is_empty() {
         metadata.remove("managedFields");
     } else {
@@ -234,11 +234,16 @@ pub fn record_update(types: &Types, definition: &str, writer: &Writer<'_>, old: 
     }
     if !changed.is_empty() {
         let mine = entry_for(&mut entries, writer, "Update");
-        mine.fields.union(&changed);
+        if mine.fields.is_empty() {
+            // A create, or this manager's first write: nothing to merge with.
+            mine.fields = changed;
+        } else {
+            mine.fields.union(&changed);
+        }
         mine.api_version = writer.api_version.to_owned();
         mine.time = writer.now.to_owned();
     }
-    write_entries(new, &entries);
+    write_entries(new, entries);
 }
 
 /// Applies `config` to `live` (`None`: the object does not exist yet) as `writer`.
@@ -300,7 +305,7 @@ pub fn apply(
             entry.fields.subtract(&gone);
         }
     }
-    write_entries(&mut merged, &entries);
+    write_entries(&mut merged, entries);
     Ok(merged)
 }
 

@@ -6,86 +6,72 @@ use super::types::{Shape, Types};
 use serde_json::Value;
 
 /// The fields `value` sets: every atomic value, list item and map entry, as server-side
-/// apply owns them. Struct fields are not members themselves; nulls set nothing.
-pub fn to_set(types: &Types, value: &Value, shape: &Shape, path: &mut Vec<String>, set: &mut FieldSet) {
+/// apply owns them. Struct fields are not members themselves; nulls set nothing. `node`
+/// is the set's node at the value's path.
+pub fn to_set(types: &Types, value: &Value, shape: &Shape, node: &mut FieldSet) {
     if value.is_null() {
         return;
     }
     match (shape, value) {
         (Shape::Struct(def), Value::Object(object)) if types.is_struct(def) => {
             for (name, child) in object {
-                path.push(fieldset::field(name));
-                to_set(types, child, types.field(def, name), path, set);
-                path.pop();
+                node.within(fieldset::field(name), |at| to_set(types, child, types.field(def, name), at));
             }
         }
         (Shape::Map(item), Value::Object(object)) => {
-            for (name, child) in object {
-                path.push(fieldset::field(name));
-                to_set(types, child, item, path, set);
-                if !child.is_null() {
-                    set.insert(path);
-                }
-                path.pop();
+            for (name, child) in object.iter().filter(|(_, child)| !child.is_null()) {
+                node.within(fieldset::field(name), |at| {
+                    to_set(types, child, item, at);
+                    at.mark();
+                });
             }
         }
         (Shape::Set, Value::Array(items)) => {
             for item in items {
-                path.push(fieldset::set_item(item));
-                set.insert(path);
-                path.pop();
+                node.within(fieldset::set_item(item), FieldSet::mark);
             }
         }
         (Shape::Keyed { keys, item: item_shape }, Value::Array(items)) => {
             for item in items {
-                path.push(fieldset::key(item, keys));
-                to_set(types, item, item_shape, path, set);
-                set.insert(path);
-                path.pop();
+                node.within(fieldset::key(item, keys), |at| {
+                    to_set(types, item, item_shape, at);
+                    at.mark();
+                });
             }
         }
-        _ => set.insert(path),
+        _ => node.mark(),
     }
 }
 
 /// What an update set: the values that are new or different in `new`, and the list
-/// items and map entries that did not exist in `old`.
-pub fn changed(
-    types: &Types,
-    old: Option<&Value>,
-    new: &Value,
-    shape: &Shape,
-    path: &mut Vec<String>,
-    set: &mut FieldSet,
-) {
+/// items and map entries that did not exist in `old`. `node` is the set's node at the
+/// values' path.
+pub fn changed(types: &Types, old: Option<&Value>, new: &Value, shape: &Shape, node: &mut FieldSet) {
     if new.is_null() || old == Some(new) {
         return;
     }
     match (shape, new) {
         (Shape::Struct(def), Value::Object(object)) if types.is_struct(def) => {
             for (name, child) in object {
-                path.push(fieldset::field(name));
-                changed(types, old.and_then(|o| o.get(name)), child, types.field(def, name), path, set);
-                path.pop();
+                let before = old.and_then(|o| o.get(name));
+                node.within(fieldset::field(name), |at| changed(types, before, child, types.field(def, name), at));
             }
         }
         (Shape::Map(item), Value::Object(object)) => {
             for (name, child) in object {
                 let before = old.and_then(|o| o.get(name));
-                path.push(fieldset::field(name));
-                changed(types, before, child, item, path, set);
-                if before.is_none() && !child.is_null() {
-                    set.insert(path);
-                }
-                path.pop();
+                node.within(fieldset::field(name), |at| {
+                    changed(types, before, child, item, at);
+                    if before.is_none() && !child.is_null() {
+                        at.mark();
+                    }
+                });
             }
         }
         (Shape::Set, Value::Array(items)) => {
             let before = old.and_then(Value::as_array);
             for item in items.iter().filter(|i| !before.is_some_and(|b| b.contains(i))) {
-                path.push(fieldset::set_item(item));
-                set.insert(path);
-                path.pop();
+                node.within(fieldset::set_item(item), FieldSet::mark);
             }
         }
         (Shape::Keyed { keys, item: item_shape }, Value::Array(items)) => {
@@ -93,30 +79,24 @@ pub fn changed(
             for item in items {
                 let element = fieldset::key(item, keys);
                 let previous = before.and_then(|b| b.iter().find(|o| fieldset::key(o, keys) == element));
-                path.push(element);
-                changed(types, previous, item, item_shape, path, set);
-                if previous.is_none() {
-                    set.insert(path);
-                }
-                path.pop();
+                node.within(element, |at| {
+                    changed(types, previous, item, item_shape, at);
+                    if previous.is_none() {
+                        at.mark();
+                    }
+                });
             }
         }
-        _ => set.insert(path),
+        _ => node.mark(),
     }
 }
 
 /// What `new` no longer has of `old`: the fields, list items and map entries gone.
-/// (A value replaced by another is not gone: its path still exists.)
-pub fn removed(
-    types: &Types,
-    old: &Value,
-    new: Option<&Value>,
-    shape: &Shape,
-    path: &mut Vec<String>,
-    set: &mut FieldSet,
-) {
+/// (A value replaced by another is not gone: its path still exists.) `node` is the
+/// set's node at the values' path.
+pub fn removed(types: &Types, old: &Value, new: Option<&Value>, shape: &Shape, node: &mut FieldSet) {
     let Some(new) = new.filter(|n| !n.is_null()) else {
-        to_set(types, old, shape, path, set);
+        to_set(types, old, shape, node);
         return;
     };
     if old == new {
@@ -125,28 +105,26 @@ pub fn removed(
     match (shape, old) {
         (Shape::Struct(def), Value::Object(object)) if types.is_struct(def) && new.is_object() => {
             for (name, child) in object {
-                path.push(fieldset::field(name));
-                removed(types, child, new.get(name), types.field(def, name), path, set);
-                path.pop();
+                node.within(fieldset::field(name), |at| {
+                    removed(types, child, new.get(name), types.field(def, name), at)
+                });
             }
         }
         (Shape::Map(item), Value::Object(object)) if new.is_object() => {
             for (name, child) in object {
                 let after = new.get(name).filter(|v| !v.is_null());
-                path.push(fieldset::field(name));
-                removed(types, child, after, item, path, set);
-                if after.is_none() && !child.is_null() {
-                    set.insert(path);
-                }
-                path.pop();
+                node.within(fieldset::field(name), |at| {
+                    removed(types, child, after, item, at);
+                    if after.is_none() && !child.is_null() {
+                        at.mark();
+                    }
+                });
             }
         }
         (Shape::Set, Value::Array(items)) => {
             let after = new.as_array();
             for item in items.iter().filter(|i| !after.is_some_and(|a| a.contains(i))) {
-                path.push(fieldset::set_item(item));
-                set.insert(path);
-                path.pop();
+                node.within(fieldset::set_item(item), FieldSet::mark);
             }
         }
         (Shape::Keyed { keys, item: item_shape }, Value::Array(items)) => {
@@ -154,12 +132,12 @@ pub fn removed(
             for item in items {
                 let element = fieldset::key(item, keys);
                 let current = after.and_then(|a| a.iter().find(|n| fieldset::key(n, keys) == element));
-                path.push(element);
-                removed(types, item, current, item_shape, path, set);
-                if current.is_none() {
-                    set.insert(path);
-                }
-                path.pop();
+                node.within(element, |at| {
+                    removed(types, item, current, item_shape, at);
+                    if current.is_none() {
+                        at.mark();
+                    }
+                });
             }
         }
         _ => {}
@@ -286,7 +264,7 @@ mod tests {
 
     fn set_of(types: &Types, value: &Value) -> Vec<String> {
         let mut set = FieldSet::default();
-        to_set(types, value, &Shape::Struct("Obj".into()), &mut Vec::new(), &mut set);
+        to_set(types, value, &Shape::Struct("Obj".into()), &mut set);
         set.members().iter().map(|p| fieldset::render(p)).collect()
     }
 
@@ -315,7 +293,7 @@ mod tests {
         let old = json!({"replicas": 1, "containers": [{"name": "web", "image": "x"}]});
         let new = json!({"replicas": 1, "containers": [{"name": "web", "image": "y"}, {"name": "side", "image": "z"}]});
         let mut set = FieldSet::default();
-        changed(&t, Some(&old), &new, &shape, &mut Vec::new(), &mut set);
+        changed(&t, Some(&old), &new, &shape, &mut set);
         let rendered: Vec<String> = set.members().iter().map(|p| fieldset::render(p)).collect();
         assert_eq!(
             rendered,
@@ -339,7 +317,7 @@ mod tests {
         remove(&t, &mut live, &path[..2], &shape);
         assert_eq!(live["containers"].as_array().unwrap().len(), 1);
         let mut gone = FieldSet::default();
-        removed(&t, &before, Some(&live), &shape, &mut Vec::new(), &mut gone);
+        removed(&t, &before, Some(&live), &shape, &mut gone);
         let rendered: Vec<String> = gone.members().iter().map(|p| fieldset::render(p)).collect();
         assert_eq!(
             rendered,

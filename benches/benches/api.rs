@@ -1,7 +1,9 @@
 //! API server work per request: recording field ownership (`metadata.managedFields`)
 //! on a create and an update, a server-side apply, and the protobuf codec (a
 //! response re-encoded for a client that asks for protobuf; a protobuf body decoded),
-//! authorization, and `pods/binding`'s edit of a stored pod.
+//! authorization, `pods/binding`'s edit of a stored pod, and a create's decoding,
+//! defaulting and validation (with unknown fields found, as the default
+//! `fieldValidation=Warn` asks).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keelson_api::apply::{self, Writer};
@@ -260,5 +262,22 @@ fn binding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, managed_fields, protobuf, authorization, binding);
+fn admission(c: &mut Criterion) {
+    use keelson_api::kinds::{KindCodec, Write, POD};
+    let stored: Value = serde_json::from_slice(&stored_pod()).unwrap();
+    let mut group = c.benchmark_group("admission");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("admit_pod_finding_unknown_fields", |b| {
+        b.iter(|| {
+            let mut unknown = Vec::new();
+            let admitted = POD.admit(black_box(&stored), Write::Create, Some(&mut unknown)).unwrap();
+            assert!(unknown.is_empty());
+            admitted
+        })
+    });
+    group.bench_function("admit_pod", |b| b.iter(|| POD.admit(black_box(&stored), Write::Create, None).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, managed_fields, protobuf, authorization, binding, admission);
 criterion_main!(benches);

@@ -87,11 +87,10 @@ impl<T> Default for Typed<T> {
 
 impl<T: Kind> KindCodec for Typed<T> {
     fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError> {
-        let mut object = decode::<T>(input)?;
-        if let Some(unknown) = unknown {
-            let known = serde_json::to_value(&object).map_err(ApiError::internal)?;
-            unknown_fields(input, &known, &mut String::new(), unknown);
-        }
+        let mut object = match unknown {
+            Some(unknown) => decode_noting_unknown::<T>(input, unknown)?,
+            None => decode::<T>(input)?,
+        };
         object.apply_defaults();
         let mut errors = Vec::new();
         meta::validate(object.metadata(), T::NAME_RULE, T::NAMESPACED, &mut errors);
@@ -120,46 +119,84 @@ impl<T: Kind> KindCodec for Typed<T> {
 
 /// Decodes a JSON value into a kind, with kube-apiserver's wording for failures.
 pub fn decode<T: k8s_openapi::Resource + DeserializeOwned>(input: &Value) -> Result<T, ApiError> {
-    T::deserialize(input).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
-            kind = T::KIND,
-            version = T::VERSION
-        ))
+    T::deserialize(input).map_err(|e| decode_error::<T>(&e))
+}
+
+fn decode_error<T: k8s_openapi::Resource>(error: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: {error}",
+        kind = T::KIND,
+        version = T::VERSION
+    ))
+}
+
+/// [`decode`], noting in `unknown` the path (`spec.containers[0].foo`) of every field
+/// the typed struct has no place for, as kube's decoder finds them for
+/// `fieldValidation`. Nulls count as absent (Kubernetes treats them so).
+pub fn decode_noting_unknown<T: k8s_openapi::Resource + DeserializeOwned>(
+    input: &Value,
+    unknown: &mut Vec<String>,
+) -> Result<T, ApiError> {
+    let mut ignored = Vec::new();
+    let object =
+        serde_ignored::deserialize(input, |path| ignored.push(elements(&path))).map_err(|e| decode_error::<T>(&e))?;
+    for path in ignored {
+        if !lookup(input, &path).is_none_or(Value::is_null) {
+            unknown.push(render(&path));
+        }
+    }
+    Ok(object)
+}
+
+/// A path segment of a field the decoder ignored.
+enum Element {
+    Key(String),
+    Index(usize),
+}
+
+fn elements(path: &serde_ignored::Path<'_>) -> Vec<Element> {
+    use serde_ignored::Path;
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        at = match at {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                out.push(Element::Index(*index));
+                parent
+            }
+            Path::Map { parent, key } => {
+                out.push(Element::Key(key.clone()));
+                parent
+            }
+            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => parent,
+        };
+    }
+    out.reverse();
+    out
+}
+
+fn lookup<'v>(input: &'v Value, path: &[Element]) -> Option<&'v Value> {
+    path.iter().try_fold(input, |value, element| match element {
+        Element::Key(key) => value.get(key),
+        Element::Index(index) => value.get(index),
     })
 }
 
-/// Collects the paths of fields in `input` that did not survive decoding into `known`.
-/// Nulls count as absent (Kubernetes treats them so).
-pub fn unknown_fields(input: &Value, known: &Value, path: &mut String, out: &mut Vec<String>) {
-    match (input, known) {
-        (Value::Object(input), Value::Object(known)) => {
-            for (key, value) in input {
-                if value.is_null() {
-                    continue;
+fn render(path: &[Element]) -> String {
+    let mut out = String::new();
+    for element in path {
+        match element {
+            Element::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
                 }
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                match known.get(key) {
-                    Some(known) => unknown_fields(value, known, path, out),
-                    None => out.push(path.clone()),
-                }
-                path.truncate(len);
+                out.push_str(key);
             }
+            Element::Index(index) => out.push_str(&format!("[{index}]")),
         }
-        (Value::Array(input), Value::Array(known)) => {
-            for (i, (value, known)) in input.iter().zip(known).enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                unknown_fields(value, known, path, out);
-                path.truncate(len);
-            }
-        }
-        _ => {}
     }
+    out
 }
 
 macro_rules! plain_kind {
@@ -291,12 +328,22 @@ mod tests {
     #[test]
     fn unknown_fields_are_found_by_path() {
         let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d", "bogus": 1,
-            "creationTimestamp": null}, "data": {"k": "v"}, "extra": {"x": 1}});
+            "creationTimestamp": null, "nothing": null}, "data": {"k": "v"}, "extra": {"x": 1}});
         let mut unknown = Vec::new();
         let out = CONFIG_MAP.admit(&input, Write::Create, Some(&mut unknown)).unwrap();
         assert_eq!(unknown, vec!["extra".to_string(), "metadata.bogus".to_string()]);
         assert_eq!(out["data"]["k"], "v");
         assert!(out.get("extra").is_none());
+
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
+            "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x", "imagePullPolicy": "Always",
+                "ports": [{"containerPort": 80, "hostPot": 80}], "colour": "red"}], "nodeName": null}});
+        let mut unknown = Vec::new();
+        POD.admit(&pod, Write::Create, Some(&mut unknown)).unwrap();
+        assert_eq!(
+            unknown,
+            vec!["spec.containers[1].colour".to_string(), "spec.containers[1].ports[0].hostPot".into()]
+        );
     }
 
     #[test]

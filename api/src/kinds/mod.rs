@@ -133,7 +133,7 @@ fn decode_error<T: k8s_openapi::Resource>(error: &serde_json::Error) -> ApiError
 /// [`decode`], noting in `unknown` the path (`spec.containers[0].foo`) of every field
 /// the typed struct has no place for, as kube's decoder finds them for
 /// `fieldValidation`. Nulls count as absent (Kubernetes treats them so).
-pub fn decode_noting_unknown<T: k8s_openapi::Resource + DeserializeOwned>(
+fn decode_noting_unknown<T: k8s_openapi::Resource + DeserializeOwned>(
     input: &Value,
     unknown: &mut Vec<String>,
 ) -> Result<T, ApiError> {

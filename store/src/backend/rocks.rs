@@ -3,8 +3,8 @@
 use super::{Backend, BackendError, Snapshot, Table, Visitor, WriteBatch, WriteOp};
 use bytes::Bytes;
 use rocksdb::{
-    checkpoint::Checkpoint, ColumnFamily, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
-    WriteOptions, DB,
+    checkpoint::Checkpoint, BlockBasedOptions, ColumnFamily, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions, WriteOptions, DB,
 };
 use std::path::Path;
 
@@ -34,6 +34,17 @@ fn cf_options(table: Table) -> Options {
         // The log is written in revision order and read in ranges: no point lookups by
         // arbitrary key, so a prefix-free layout with large blocks fits it.
         options.set_write_buffer_size(64 << 20);
+    } else {
+        // The other tables are read by key, and often for keys that are not there: a
+        // create checks the key is free, admission asks for a ServiceAccount or a
+        // PriorityClass that may not exist. Bloom filters on the tables' files and on
+        // the memtable answer most such misses without searching either.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_whole_key_filtering(true);
+        options.set_block_based_table_factory(&table);
+        options.set_memtable_whole_key_filtering(true);
+        options.set_memtable_prefix_bloom_ratio(0.05);
     }
     options
 }

@@ -267,10 +267,26 @@ impl WatchCache {
     /// The object at `key`, from the cache when it holds it, else from the store: for
     /// lookups that tolerate a moment's staleness (admission reads a namespace or a
     /// priority class), but must never miss an object just created.
+    ///
+    /// A miss is final without asking the store when the cache had applied every
+    /// commit acknowledged before the lookup began (admission often asks for what is
+    /// not there: the default ServiceAccount of a cluster without its controller).
     pub fn find(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        if let Some(Some(cached)) = self.lookup(key) {
-            self.served.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(cached.value));
+        // In this order: every write acknowledged before now is at or before
+        // `committed`, and the shards hold every commit through `applied` before the
+        // lookup reads them.
+        let committed = self.store.current_revision();
+        let applied = self.applied();
+        match self.lookup(key) {
+            Some(Some(cached)) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(cached.value));
+            }
+            Some(None) if applied >= committed => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+            _ => {}
         }
         self.fell_back.fetch_add(1, Ordering::Relaxed);
         self.find_in_store(key)
@@ -497,6 +513,27 @@ mod tests {
         assert_eq!(page.len(), 1);
         // Keys outside the served resources are not cached.
         assert_eq!(cache.get(b"/registry/serviceips/10.96.0.1"), None);
+        cache.stop();
+        store.close();
+    }
+
+    #[test]
+    fn find_never_misses_an_acknowledged_create() {
+        let store = Store::in_memory(Default::default()).unwrap();
+        let cache = WatchCache::start(Arc::clone(&store));
+        wait_loaded(&cache);
+        // Each object is looked up the moment its create is acknowledged, before the
+        // applier has necessarily seen it: the cache must not answer that miss itself.
+        for i in 0..500 {
+            let key = key("serviceaccounts", "x", &format!("a{i}"));
+            store.create(key.clone(), &b"{}"[..]).wait().unwrap();
+            assert_eq!(cache.find(&key).unwrap(), Some(Bytes::from_static(b"{}")), "a{i}");
+        }
+        // Once current, a miss is answered by the cache.
+        assert!(block_on(cache.ready_for_current()));
+        let fell_back = cache.fell_back.load(Ordering::Relaxed);
+        assert_eq!(cache.find(&key("serviceaccounts", "x", "missing")).unwrap(), None);
+        assert_eq!(cache.fell_back.load(Ordering::Relaxed), fell_back);
         cache.stop();
         store.close();
     }

@@ -36,6 +36,11 @@ const PROTOBUF_WATCH: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 /// Frames buffered per watcher before the pump waits for the client.
 const FRAMES_BUFFERED: usize = 256;
 
+/// Events already waiting are sent together up to this size: HTTP/2's default largest
+/// frame, so a burst of events (a commit batch) costs one DATA frame and one socket
+/// write instead of one each.
+const COALESCED_BYTES: usize = 16 * 1024;
+
 /// A response body fed by a channel of frames.
 struct ChannelBody(mpsc::Receiver<Bytes>);
 
@@ -47,8 +52,27 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|frame| frame.map(|bytes| Ok(Frame::data(bytes))))
+        let Some(first) = std::task::ready!(self.0.poll_recv(cx)) else { return Poll::Ready(None) };
+        Poll::Ready(Some(Ok(Frame::data(coalesce(first, &mut self.0)))))
     }
+}
+
+/// `first` followed by the frames already waiting in `rx`, while the total stays under
+/// [`COALESCED_BYTES`] (the last frame joined may take it over; events are
+/// self-delimiting, so any split of the stream is valid).
+fn coalesce(first: Bytes, rx: &mut mpsc::Receiver<Bytes>) -> Bytes {
+    if first.len() >= COALESCED_BYTES {
+        return first;
+    }
+    let Ok(second) = rx.try_recv() else { return first };
+    let mut joined = Vec::with_capacity(COALESCED_BYTES.max(first.len() + second.len()));
+    joined.extend_from_slice(&first);
+    joined.extend_from_slice(&second);
+    while joined.len() < COALESCED_BYTES {
+        let Ok(next) = rx.try_recv() else { break };
+        joined.extend_from_slice(&next);
+    }
+    Bytes::from(joined)
 }
 
 struct Stream {
@@ -384,5 +408,32 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_frames_go_out_together_up_to_the_limit() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..3 {
+            tx.try_send(Bytes::from(format!("event {i}\n"))).unwrap();
+        }
+        let first = rx.try_recv().unwrap();
+        assert_eq!(coalesce(first, &mut rx), "event 0\nevent 1\nevent 2\n");
+
+        tx.try_send(Bytes::from_static(b"alone\n")).unwrap();
+        let first = rx.try_recv().unwrap();
+        assert_eq!(coalesce(first, &mut rx), "alone\n");
+
+        let half = Bytes::from(vec![b'a'; COALESCED_BYTES / 2]);
+        for _ in 0..4 {
+            tx.try_send(half.clone()).unwrap();
+        }
+        let first = rx.try_recv().unwrap();
+        assert_eq!(coalesce(first, &mut rx).len(), COALESCED_BYTES);
+        assert_eq!(rx.len(), 2, "what did not fit waits for the next frame");
     }
 }

@@ -6,10 +6,11 @@
 //! memory grow. A re-list reports what vanished meanwhile as deletions, so the
 //! snapshot never keeps an object the server no longer has.
 
+use super::watched_pod::WatchedPod;
 use super::Update;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use keelson_engine::Selector;
@@ -176,11 +177,11 @@ pub fn start(client: &Client, updates: &flume::Sender<Update>, pod_resync: &Arc<
         Update::NodeGone,
     )));
     spawn(Box::pin(watch(
-        Api::<Pod>::all(client.clone()),
+        Api::<WatchedPod>::all(client.clone()),
         "Pod",
         u(),
         pod_resync.clone(),
-        |pod| Some(Update::Pod(Arc::new(pod))),
+        |pod| Some(Update::Pod(Arc::new(pod.0))),
         Update::PodGone,
     )));
     spawn(Box::pin(watch(

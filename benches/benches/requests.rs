@@ -13,7 +13,6 @@ use keelson_api::server::{LocalTransport, Server, ServerConfig};
 use keelson_store::{Store, StoreConfig};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -30,7 +29,8 @@ struct Bench {
     _dir: tempfile::TempDir,
     runtime: Runtime,
     transport: LocalTransport,
-    next: Arc<AtomicU64>,
+    /// Sequence numbers for object names (the benches share one server).
+    next: AtomicU64,
 }
 
 fn start() -> Bench {
@@ -42,10 +42,11 @@ fn start() -> Bench {
         let server = Server::bind(config, store).await.expect("server");
         server.local_transport("bench", &["system:masters"])
     });
-    Bench { _dir: dir, runtime, transport, next: Arc::new(AtomicU64::new(0)) }
+    Bench { _dir: dir, runtime, transport, next: AtomicU64::new(0) }
 }
 
-/// scheduler_perf's `pod-default.yaml`, as `loadgen scheduling` sends it.
+/// scheduler_perf's `pod-default.yaml`, as `loadgen scheduling` sends it (its `pod`,
+/// which lives in the loadgen binary).
 fn pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "annotations": {"loadgen.keelson.dev/sent-us": "1763942400000000"}},

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod batched_writes;
 pub mod binding;
 pub mod cache;
 pub mod certificates;

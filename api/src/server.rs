@@ -3,6 +3,7 @@
 
 use crate::auth::{self, Authenticator, User};
 use crate::authz::Attributes;
+use crate::batched_writes::{self, Flushed};
 use crate::cache::WatchCache;
 use crate::discovery::{self, Discovery, Format};
 use crate::metrics::{self, Metrics};
@@ -265,8 +266,10 @@ impl Server {
                             async move { Ok::<_, Infallible>(handle(state, user, request).await) }
                         });
                         let builder = auto::Builder::new(TokioExecutor::new());
-                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                        let _ = watcher.watch(connection.into_owned()).await;
+                        // Responses finished together leave in one socket write.
+                        let (stream, flusher) = batched_writes::batched(tls);
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let _ = Flushed::new(watcher.watch(connection.into_owned()), flusher).await;
                     });
                 }
             }

@@ -99,7 +99,11 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for BatchedWrites<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.shared.lock().io).poll_read(cx, buf)
+        let mut shared = self.shared.lock();
+        // A connection that only reads (an idle HTTP/1.1 one) learns of a failed write
+        // here, and ends instead of waiting for a peer it can no longer answer.
+        shared.check()?;
+        Pin::new(&mut shared.io).poll_read(cx, buf)
     }
 }
 
@@ -195,11 +199,13 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    /// A socket that records each write call and can refuse writes (full).
+    /// A socket that records each write call and can refuse writes (full) or fail them
+    /// (broken).
     #[derive(Default)]
     struct Socket {
         writes: Vec<Vec<u8>>,
         full: bool,
+        broken: bool,
         flushes: usize,
     }
 
@@ -211,6 +217,9 @@ mod tests {
 
     impl AsyncWrite for Socket {
         fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            if self.broken {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             if self.full {
                 return Poll::Pending;
             }
@@ -280,6 +289,20 @@ mod tests {
         assert!(socket_of(&peek).writes.is_empty(), "a write alone is buffered");
         upgraded.flush().await.expect("flush");
         assert_eq!(socket_of(&peek).writes, vec![b"exec output".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_connection_at_its_next_read() {
+        let (mut stream, flusher) = batched(Socket { broken: true, ..Socket::default() });
+        let connection = async move {
+            stream.write_all(b"response").await.expect("buffered");
+            stream.flush().await.expect("deferred");
+            // Waits for the peer: the failed write must end this wait.
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await
+        };
+        let read = Flushed::new(connection, flusher).await;
+        assert_eq!(read.expect_err("the write failed").kind(), io::ErrorKind::BrokenPipe);
     }
 
     /// Polls `future` once with a waker that does nothing.

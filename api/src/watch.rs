@@ -37,8 +37,9 @@ const PROTOBUF_WATCH: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 const FRAMES_BUFFERED: usize = 256;
 
 /// Events already waiting are sent together up to this size: HTTP/2's default largest
-/// frame, so a burst of events (a commit batch) costs one DATA frame and one socket
-/// write instead of one each.
+/// frame, so a burst of events (a commit batch) costs one DATA frame instead of one
+/// each. (That the burst also leaves in one socket write is now the connection's doing,
+/// `batched_writes`, for every response.)
 const COALESCED_BYTES: usize = 16 * 1024;
 
 /// A response body fed by a channel of frames.

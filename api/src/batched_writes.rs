@@ -53,14 +53,17 @@ pub fn batched<S>(io: S) -> (BatchedWrites<S>, Flusher<S>) {
     (BatchedWrites { shared: Arc::clone(&shared) }, Flusher { shared })
 }
 
-impl<S: AsyncWrite + Unpin> Shared<S> {
+impl<S> Shared<S> {
+    /// The failure a write recorded, for reads as well as writes.
     fn check(&self) -> io::Result<()> {
         match self.failed {
             Some(kind) => Err(kind.into()),
             None => Ok(()),
         }
     }
+}
 
+impl<S: AsyncWrite + Unpin> Shared<S> {
     /// Writes the buffer to `io` and flushes it.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check()?;

@@ -11,7 +11,7 @@
 //! Memory is bounded: past [`LIMIT`] buffered bytes a write first pushes the buffer to
 //! the socket and waits (the socket's backpressure) if it cannot. Once the connection
 //! has ended, or handed its stream to an upgrade (exec, port-forward), the stream
-//! writes through: its flushes reach the socket themselves.
+//! writes through: each write reaches the socket, as on the bare stream.
 
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
@@ -90,6 +90,24 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// A write once nothing defers any more (the connection ended or handed its stream
+    /// to an upgrade): what is buffered goes first, then `write` reaches `io` itself, as
+    /// it would on the bare stream, whose writers need not flush.
+    fn write_through(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        let result = write(Pin::new(&mut self.io), cx);
+        match &result {
+            Poll::Ready(Ok(_)) => self.unflushed = true,
+            Poll::Ready(Err(error)) => self.failed = Some(error.kind()),
+            Poll::Pending => {}
+        }
+        result
+    }
+
     /// Room for more: past [`LIMIT`], the buffer goes to the socket first.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check()?;
@@ -113,6 +131,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for BatchedWrites<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut shared = self.shared.lock();
+        if !shared.deferring {
+            return shared.write_through(cx, |io, cx| io.poll_write(cx, buf));
+        }
         ready!(shared.poll_room(cx))?;
         shared.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -124,6 +145,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut shared = self.shared.lock();
+        if !shared.deferring {
+            return shared.write_through(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        }
         ready!(shared.poll_room(cx))?;
         let mut written = 0;
         for buf in bufs {
@@ -178,7 +202,7 @@ where
         if this.output.is_none() {
             if let Poll::Ready(output) = this.connection.as_mut().poll(cx) {
                 this.output = Some(output);
-                // Over, or its stream handed to an upgrade: flushes write through now.
+                // Over, or its stream handed to an upgrade: writes go straight to the socket now.
                 this.flusher.shared.lock().deferring = false;
             }
         }
@@ -283,15 +307,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_the_connection_ends_flushes_write_through() {
+    async fn after_the_connection_ends_writes_go_straight_to_the_socket() {
         let (stream, flusher) = batched(Socket::default());
         let peek = Flusher { shared: Arc::clone(&flusher.shared) };
         // An upgrade: the connection's future ends and hands its stream on.
         let mut upgraded = Flushed::new(async move { stream }, flusher).await;
+        // Whoever writes on the upgraded stream need not flush: the bare stream's
+        // writes reach the socket, and so do these.
         upgraded.write_all(b"exec output").await.expect("write");
-        assert!(socket_of(&peek).writes.is_empty(), "a write alone is buffered");
-        upgraded.flush().await.expect("flush");
         assert_eq!(socket_of(&peek).writes, vec![b"exec output".to_vec()]);
+        upgraded.flush().await.expect("flush");
+        assert_eq!(socket_of(&peek).flushes, 1);
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use super::fieldset::{self, FieldSet};
 use super::types::{Shape, Types};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The fields `value` sets: every atomic value, list item and map entry, as server-side
 /// apply owns them. Struct fields are not members themselves; nulls set nothing. `node`
@@ -40,6 +40,87 @@ pub fn to_set(types: &Types, value: &Value, shape: &Shape, node: &mut FieldSet) 
             }
         }
         _ => node.mark(),
+    }
+}
+
+/// [`to_set`] of `value` written straight in the `FieldsV1` form, without building a
+/// [`FieldSet`] first: what a create records, once per object created. `None` is the
+/// empty set; an empty map is a member leaf (`{}`); a member with fields has `"."`.
+pub fn fields_v1(types: &Types, value: &Value, shape: &Shape) -> Option<Map<String, Value>> {
+    if value.is_null() {
+        return None;
+    }
+    let mut node = Map::new();
+    match (shape, value) {
+        (Shape::Struct(def), Value::Object(object)) if types.is_struct(def) => {
+            for (name, child) in object {
+                if let Some(fields) = fields_v1(types, child, types.field(def, name)) {
+                    node.insert(fieldset::field(name), Value::Object(fields));
+                }
+            }
+        }
+        (Shape::Map(item), Value::Object(object)) => {
+            for (name, child) in object.iter().filter(|(_, child)| !child.is_null()) {
+                node.insert(fieldset::field(name), Value::Object(marked(fields_v1(types, child, item))));
+            }
+        }
+        (Shape::Set, Value::Array(items)) => {
+            for item in items {
+                node.insert(fieldset::set_item(item), Value::Object(Map::new()));
+            }
+        }
+        (Shape::Keyed { keys, item: item_shape }, Value::Array(items)) => {
+            for item in items {
+                let fields = marked(fields_v1(types, item, item_shape));
+                match node.entry(fieldset::key(item, keys)) {
+                    serde_json::map::Entry::Vacant(vacant) => {
+                        vacant.insert(Value::Object(fields));
+                    }
+                    // Two items with one key are one item, as a field set sees them.
+                    serde_json::map::Entry::Occupied(mut occupied) => {
+                        if let Value::Object(existing) = occupied.get_mut() {
+                            merge_fields_v1(existing, fields);
+                        }
+                    }
+                }
+            }
+        }
+        _ => return Some(node),
+    }
+    (!node.is_empty()).then_some(node)
+}
+
+/// A `FieldsV1` node made a member itself.
+fn marked(node: Option<Map<String, Value>>) -> Map<String, Value> {
+    let mut node = node.unwrap_or_default();
+    if !node.is_empty() {
+        node.entry(".").or_insert_with(|| Value::Object(Map::new()));
+    }
+    node
+}
+
+/// Whether a (non-empty) `FieldsV1` node is a member itself.
+fn is_member(node: &Map<String, Value>) -> bool {
+    node.is_empty() || node.contains_key(".")
+}
+
+/// The union of two `FieldsV1` nodes, into `into`.
+pub fn merge_fields_v1(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    let member = is_member(into) || is_member(&from);
+    for (element, child) in from {
+        if element == "." {
+            continue;
+        }
+        match (into.get_mut(&element), child) {
+            (Some(Value::Object(existing)), Value::Object(child)) => merge_fields_v1(existing, child),
+            (_, child) => {
+                into.insert(element, child);
+            }
+        }
+    }
+    into.remove(".");
+    if member && !into.is_empty() {
+        into.insert(".".into(), Value::Object(Map::new()));
     }
 }
 

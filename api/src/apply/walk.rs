@@ -99,7 +99,7 @@ fn marked(node: Option<Map<String, Value>>) -> Map<String, Value> {
     node
 }
 
-/// Whether a (non-empty) `FieldsV1` node is a member itself.
+/// Whether a `FieldsV1` node is a member itself: a leaf (`{}`), or a node with `"."`.
 fn is_member(node: &Map<String, Value>) -> bool {
     node.is_empty() || node.contains_key(".")
 }

@@ -23,7 +23,7 @@ fn label_value(labels: &[(StrId, StrId)], key: StrId) -> Option<StrId> {
     labels.binary_search_by_key(&key, |&(k, _)| k).ok().map(|i| labels[i].1)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum SetOp {
     In,
     NotIn,
@@ -31,7 +31,7 @@ enum SetOp {
     DoesNotExist,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LabelRequirement {
     key: StrId,
     op: SetOp,
@@ -40,7 +40,7 @@ struct LabelRequirement {
 
 /// A label selector over interned labels. `LabelMatcher::nothing()` is what a nil
 /// `metav1.LabelSelector` means in affinity terms and spread constraints.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LabelMatcher {
     requirements: Box<[LabelRequirement]>,
     nothing: bool,

@@ -6,6 +6,7 @@
 use crate::intern::{Interner, StrId, NONE};
 use crate::matchers::{label_set, CompiledToleration, LabelMatcher, NodeMatcher, NodeTerm};
 use crate::resources::pod_requests;
+use crate::snapshot::affinity_index::{Targets, TargetsId};
 use crate::snapshot::columns::ColId;
 use crate::snapshot::{pod_key, HostPort, PodRecord, Snapshot};
 use keelson_engine::k8s_openapi::api::core::v1::{
@@ -18,7 +19,7 @@ pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
 /// Which namespaces an affinity term's selector looks at: the listed ones, plus those
 /// whose labels match `selector`. No list and no selector means the pod's own namespace.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamespaceFilter {
     names: Box<[StrId]>,
     selector: Option<LabelMatcher>,
@@ -30,6 +31,17 @@ impl NamespaceFilter {
         self.names.contains(&namespace)
             || self.selector.as_ref().is_some_and(|s| s.matches(snapshot.namespace_labels(namespace)))
     }
+
+    /// [`NamespaceFilter::matches`], given the namespace's labels.
+    #[inline]
+    pub fn matches_labels(&self, namespace: StrId, namespace_labels: &[(StrId, StrId)]) -> bool {
+        self.names.contains(&namespace) || self.selector.as_ref().is_some_and(|s| s.matches(namespace_labels))
+    }
+
+    /// Whether what it matches depends on namespaces' labels.
+    pub fn reads_labels(&self) -> bool {
+        self.selector.is_some()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +49,8 @@ pub struct AffinityTerm {
     pub selector: LabelMatcher,
     pub namespaces: NamespaceFilter,
     pub topology: ColId,
+    /// `selector` and `namespaces` as interned in the snapshot's affinity index.
+    pub targets: TargetsId,
 }
 
 impl AffinityTerm {
@@ -420,15 +434,14 @@ pub fn compile_affinity_terms(spec: &PodSpec, own_namespace: StrId, snapshot: &m
 fn compile_term(term: &PodAffinityTerm, own_namespace: StrId, snapshot: &mut Snapshot) -> AffinityTerm {
     let strings = &mut snapshot.strings;
     let mut names: Vec<StrId> = term.namespaces.iter().flatten().map(|n| strings.intern(n)).collect();
-    let selector = term.namespace_selector.as_ref().map(|s| LabelMatcher::from_wire(Some(s), strings));
-    if names.is_empty() && selector.is_none() {
+    let namespace_selector = term.namespace_selector.as_ref().map(|s| LabelMatcher::from_wire(Some(s), strings));
+    if names.is_empty() && namespace_selector.is_none() {
         names.push(own_namespace);
     }
-    AffinityTerm {
-        selector: LabelMatcher::from_wire(term.label_selector.as_ref(), strings),
-        namespaces: NamespaceFilter { names: names.into(), selector },
-        topology: snapshot.nodes.columns.column_for(&term.topology_key),
-    }
+    let selector = LabelMatcher::from_wire(term.label_selector.as_ref(), strings);
+    let namespaces = NamespaceFilter { names: names.into(), selector: namespace_selector };
+    let targets = snapshot.affinity.intern(Targets { selector: selector.clone(), namespaces: namespaces.clone() });
+    AffinityTerm { selector, namespaces, targets, topology: snapshot.nodes.columns.column_for(&term.topology_key) }
 }
 
 /// Host ports of the pod's containers (and sidecars), the only ports that occupy a node.

@@ -1,12 +1,15 @@
 //! InterPodAffinity: required and preferred pod affinity and anti-affinity, including the
 //! anti-affinity of pods already placed toward the incoming pod.
 //!
-//! PreFilter and PreScore scan the placed pods once and count, per topology column and
-//! domain, the pods that matter; Filter and Score then read those counts by the node's
-//! domain.
+//! PreFilter and PreScore count, per topology column and domain, the pods that matter;
+//! Filter and Score then read those counts by the node's domain. The counts come from
+//! the snapshot's affinity index (per-node counts kept as pods come and go, see
+//! `snapshot::affinity_index`), so a cycle costs what the nodes cost, not what the
+//! placed pods do; a selection the index does not keep is counted by a scan.
 
 use crate::framework::{Plugin, PluginState, Prepared, Rejection, Status, MAX_NODE_SCORE};
 use crate::query::{AffinityTerm, PodQuery, WeightedTerm};
+use crate::snapshot::affinity_index::{Role, TargetsId};
 use crate::snapshot::columns::{ColId, ABSENT};
 use crate::snapshot::{NodeIx, PodIx, Snapshot, NO_NODE};
 
@@ -75,6 +78,30 @@ impl DomainCounts {
     fn is_empty(&self) -> bool {
         self.columns.is_empty()
     }
+
+    /// Adds `amount` for each pod counted in `per_node` (indexed by node), on live nodes.
+    fn add_per_node(&mut self, snapshot: &Snapshot, column: ColId, per_node: &[u32], amount: i64) {
+        for (node, &pods) in per_node.iter().enumerate() {
+            if pods > 0 && snapshot.nodes.live.get(node).copied().unwrap_or(false) {
+                self.add(snapshot, column, node as NodeIx, amount * i64::from(pods));
+            }
+        }
+    }
+
+    /// Adds `amount` for each carrier in `carriers` (node → count), on live nodes.
+    fn add_carriers(
+        &mut self,
+        snapshot: &Snapshot,
+        column: ColId,
+        carriers: &std::collections::HashMap<NodeIx, u32>,
+        amount: i64,
+    ) {
+        for (&node, &pods) in carriers {
+            if snapshot.nodes.live.get(node as usize).copied().unwrap_or(false) {
+                self.add(snapshot, column, node, amount * i64::from(pods));
+            }
+        }
+    }
 }
 
 struct FilterState {
@@ -98,6 +125,50 @@ fn placed(snapshot: &Snapshot) -> impl Iterator<Item = PodIx> + '_ {
 fn selects(term: &AffinityTerm, snapshot: &Snapshot, pod: PodIx) -> bool {
     let p = pod as usize;
     term.selects(snapshot.pods.namespace[p], &snapshot.pods.labels[p], snapshot)
+}
+
+/// Counts into `counts`, in each of `columns`, `amount` for every placed pod that all of
+/// `terms` select: from the index when it keeps that selection, else by a scan.
+fn add_selected(
+    counts: &mut DomainCounts,
+    snapshot: &Snapshot,
+    terms: &[&AffinityTerm],
+    columns: &[ColId],
+    amount: i64,
+) {
+    let mut ids = [0 as TargetsId; 4];
+    let kept = if terms.len() <= ids.len() {
+        for (id, term) in ids.iter_mut().zip(terms) {
+            *id = term.targets;
+        }
+        snapshot.affinity.selection(&ids[..terms.len()])
+    } else {
+        let ids: Vec<TargetsId> = terms.iter().map(|t| t.targets).collect();
+        snapshot.affinity.selection(&ids)
+    };
+    match kept {
+        Some(per_node) => {
+            for &column in columns {
+                counts.add_per_node(snapshot, column, per_node, amount);
+            }
+        }
+        None => {
+            for p in placed(snapshot) {
+                if terms.iter().all(|t| selects(t, snapshot, p)) {
+                    let node = snapshot.pods.node[p as usize];
+                    for &column in columns {
+                        counts.add(snapshot, column, node, amount);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the placed pods' term `targets` selects the incoming pod.
+fn selects_incoming(snapshot: &Snapshot, targets: TargetsId, pod: &PodQuery) -> bool {
+    let namespace = pod.record.namespace;
+    snapshot.affinity.targets(targets).selects(namespace, &pod.record.labels, snapshot.namespace_labels(namespace))
 }
 
 impl InterPodAffinity {
@@ -133,17 +204,9 @@ impl Plugin for InterPodAffinity {
         let required_affinity = own.map_or(&[][..], |a| &a.required_affinity[..]);
         let required_anti = own.map_or(&[][..], |a| &a.required_anti_affinity[..]);
         let mut existing_anti = DomainCounts::default();
-        for &p in &snapshot.pods.with_affinity {
-            let node = snapshot.pods.node[p as usize];
-            if node == NO_NODE || !snapshot.nodes.live[node as usize] {
-                continue;
-            }
-            let terms =
-                snapshot.pods.affinity[p as usize].as_deref().map_or(&[][..], |a| &a.required_anti_affinity[..]);
-            for term in terms {
-                if term.selects(pod.record.namespace, &pod.record.labels, snapshot) {
-                    existing_anti.add(snapshot, term.topology, node, 1);
-                }
+        for (term, carriers) in snapshot.affinity.carried() {
+            if term.role == Role::RequiredAnti && selects_incoming(snapshot, term.targets, pod) {
+                existing_anti.add_carriers(snapshot, term.topology, carriers, 1);
             }
         }
         if required_affinity.is_empty() && required_anti.is_empty() && existing_anti.is_empty() {
@@ -151,20 +214,13 @@ impl Plugin for InterPodAffinity {
         }
         let mut affinity = DomainCounts::default();
         let mut anti = DomainCounts::default();
-        if !required_affinity.is_empty() || !required_anti.is_empty() {
-            for p in placed(snapshot) {
-                let node = snapshot.pods.node[p as usize];
-                if !required_affinity.is_empty() && required_affinity.iter().all(|t| selects(t, snapshot, p)) {
-                    for term in required_affinity {
-                        affinity.add(snapshot, term.topology, node, 1);
-                    }
-                }
-                for term in required_anti {
-                    if selects(term, snapshot, p) {
-                        anti.add(snapshot, term.topology, node, 1);
-                    }
-                }
-            }
+        if !required_affinity.is_empty() {
+            let terms: Vec<&AffinityTerm> = required_affinity.iter().collect();
+            let columns: Vec<ColId> = required_affinity.iter().map(|t| t.topology).collect();
+            add_selected(&mut affinity, snapshot, &terms, &columns, 1);
+        }
+        for term in required_anti {
+            add_selected(&mut anti, snapshot, &[term], &[term.topology], 1);
         }
         let self_affinity =
             required_affinity.iter().all(|t| t.selects(pod.record.namespace, &pod.record.labels, snapshot));
@@ -216,45 +272,26 @@ impl Plugin for InterPodAffinity {
         let preferred = own.map_or(&[][..], |a| &a.preferred_affinity[..]);
         let preferred_anti = own.map_or(&[][..], |a| &a.preferred_anti_affinity[..]);
         let own_preferences = !preferred.is_empty() || !preferred_anti.is_empty();
-        if !own_preferences && snapshot.pods.with_affinity.is_empty() {
+        if !own_preferences && snapshot.affinity.carries_nothing() {
             return Ok(Prepared::skip());
         }
         let mut scores = DomainCounts::default();
-        let process = |p: PodIx, scores: &mut DomainCounts| {
-            let node = snapshot.pods.node[p as usize];
-            let weigh = |terms: &[WeightedTerm], sign: i64, scores: &mut DomainCounts| {
-                for w in terms {
-                    if selects(&w.term, snapshot, p) {
-                        scores.add(snapshot, w.term.topology, node, sign * i64::from(w.weight));
-                    }
-                }
-            };
-            weigh(preferred, 1, scores);
-            weigh(preferred_anti, -1, scores);
-            let Some(theirs) = snapshot.pods.affinity[p as usize].as_deref() else { return };
-            let incoming = |t: &AffinityTerm| t.selects(pod.record.namespace, &pod.record.labels, snapshot);
-            if self.hard_pod_affinity_weight > 0 {
-                for term in theirs.required_affinity.iter().filter(|t| incoming(t)) {
-                    scores.add(snapshot, term.topology, node, i64::from(self.hard_pod_affinity_weight));
-                }
-            }
-            for w in theirs.preferred_affinity.iter().filter(|w| incoming(&w.term)) {
-                scores.add(snapshot, w.term.topology, node, i64::from(w.weight));
-            }
-            for w in theirs.preferred_anti_affinity.iter().filter(|w| incoming(&w.term)) {
-                scores.add(snapshot, w.term.topology, node, -i64::from(w.weight));
+        let weigh = |terms: &[WeightedTerm], sign: i64, scores: &mut DomainCounts| {
+            for w in terms {
+                add_selected(scores, snapshot, &[&w.term], &[w.term.topology], sign * i64::from(w.weight));
             }
         };
-        if own_preferences {
-            for p in placed(snapshot) {
-                process(p, &mut scores);
-            }
-        } else {
-            for &p in &snapshot.pods.with_affinity {
-                let node = snapshot.pods.node[p as usize];
-                if node != NO_NODE && snapshot.nodes.live[node as usize] {
-                    process(p, &mut scores);
-                }
+        weigh(preferred, 1, &mut scores);
+        weigh(preferred_anti, -1, &mut scores);
+        for (term, carriers) in snapshot.affinity.carried() {
+            let amount = match term.role {
+                Role::RequiredAffinity if self.hard_pod_affinity_weight > 0 => self.hard_pod_affinity_weight,
+                Role::RequiredAffinity | Role::RequiredAnti => continue,
+                Role::Preferred(weight) => weight,
+                Role::PreferredAnti(weight) => -weight,
+            };
+            if selects_incoming(snapshot, term.targets, pod) {
+                scores.add_carriers(snapshot, term.topology, carriers, i64::from(amount));
             }
         }
         if scores.is_empty() {

@@ -5,6 +5,7 @@
 //! cycle itself (`assume`), never rebuilt per pod. Rows are recycled when nodes or pods go
 //! away, so indexes stay small and dense. The scheduling cycle owns the snapshot: no lock.
 
+pub mod affinity_index;
 pub mod columns;
 pub mod volumes;
 
@@ -15,7 +16,7 @@ use crate::resources::{resource_list, NonZero, Resources, ScalarNames};
 use columns::Columns;
 use keelson_engine::k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use keelson_engine::Selector;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub type NodeIx = u32;
@@ -175,8 +176,6 @@ pub struct PodTable {
     /// `Some(ms)` while assumed (decided by the cycle, bind not yet observed).
     pub assumed_at_ms: Vec<Option<u64>>,
     pub claims: Vec<Box<[Box<str>]>>,
-    /// Rows of pods with affinity terms, for InterPodAffinity's scans of existing pods.
-    pub with_affinity: BTreeSet<PodIx>,
 }
 
 impl PodTable {
@@ -195,6 +194,16 @@ impl PodTable {
     /// Rows, used or free.
     pub fn rows(&self) -> usize {
         self.node.len()
+    }
+
+    /// A row as the affinity index sees it; `namespaces` holds each namespace's labels.
+    fn view<'a>(&'a self, row: usize, namespaces: &'a HashMap<StrId, LabelSet>) -> affinity_index::PodView<'a> {
+        affinity_index::PodView {
+            namespace: self.namespace[row],
+            labels: &self.labels[row],
+            namespace_labels: namespaces.get(&self.namespace[row]).map_or(&[], |l| l),
+            affinity: self.affinity[row].as_deref(),
+        }
     }
 }
 
@@ -233,6 +242,8 @@ pub struct Snapshot {
     nominations: HashMap<Box<str>, NodeIx>,
     /// Claims and volumes, for VolumeBinding.
     pub volumes: volumes::Volumes,
+    /// Per-node counts of the pods affinity terms are about, for InterPodAffinity.
+    pub affinity: affinity_index::AffinityIndex,
     /// Placed pods per claim (`namespace/name`), for VolumeRestrictions.
     claim_users: HashMap<Box<str>, u32>,
     /// Bumped on every change; lets the runner and the queue tell "something changed".
@@ -322,6 +333,7 @@ impl Snapshot {
         for pod in std::mem::take(&mut self.nodes.pods[row]) {
             self.release_pod_row(pod);
         }
+        self.affinity.node_removed(ix);
         for nominee in std::mem::take(&mut self.nodes.nominated[row]) {
             self.nominations.remove(&nominee.key);
         }
@@ -343,13 +355,17 @@ impl Snapshot {
     pub fn upsert_namespace(&mut self, namespace: &Namespace) {
         let name = self.strings.intern(namespace.metadata.name.as_deref().unwrap_or(""));
         let labels = label_set(&mut self.strings, namespace.metadata.labels.iter().flatten());
-        self.namespaces.insert(name, labels);
+        if self.namespaces.insert(name, labels.clone()).is_none_or(|old| old != labels) {
+            self.affinity.namespace_labels_changed();
+        }
         self.generation += 1;
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
         let id = self.strings.lookup(name);
-        self.namespaces.remove(&id);
+        if self.namespaces.remove(&id).is_some() {
+            self.affinity.namespace_labels_changed();
+        }
         self.generation += 1;
     }
 
@@ -444,6 +460,26 @@ impl Snapshot {
 
     pub fn put_back(&mut self, record: PodRecord, node: NodeIx) {
         self.place(record, node);
+    }
+
+    /// Keeps counting what a pod's own affinity terms select (its required affinity as
+    /// one conjunction, each other term alone), so InterPodAffinity reads per-node
+    /// counts instead of scanning the placed pods. The cycle calls it before filtering.
+    pub fn track_affinity(&mut self, terms: &AffinityTerms) {
+        let mut wanted: Vec<Box<[affinity_index::TargetsId]>> = Vec::new();
+        if !terms.required_affinity.is_empty() {
+            wanted.push(terms.required_affinity.iter().map(|t| t.targets).collect());
+        }
+        wanted.extend(terms.required_anti_affinity.iter().map(|t| Box::from([t.targets])));
+        let weighted = terms.preferred_affinity.iter().chain(terms.preferred_anti_affinity.iter());
+        wanted.extend(weighted.map(|w| Box::from([w.term.targets])));
+        let (pods, namespaces) = (&self.pods, &self.namespaces);
+        for targets in wanted {
+            let placed = (0..pods.rows())
+                .filter(|&row| pods.node[row] != NO_NODE)
+                .map(|row| (pods.node[row], pods.view(row, namespaces)));
+            self.affinity.track(&targets, placed);
+        }
     }
 
     /// Holds room on `node` for the pod (replacing any earlier nomination of it).
@@ -589,9 +625,6 @@ impl Snapshot {
         self.nodes.ports[n].extend_from_slice(&record.ports);
         self.nodes.pods[n].push(ix);
         self.nodes.touch(node);
-        if record.affinity.is_some() {
-            pods.with_affinity.insert(ix);
-        }
         pods.index.insert(record.key.clone(), ix);
         pods.keys[row] = record.key;
         pods.node[row] = node;
@@ -607,6 +640,7 @@ impl Snapshot {
             *self.claim_users.entry(claim.clone()).or_default() += 1;
         }
         pods.claims[row] = record.claims;
+        self.affinity.pod_placed(node, &pods.view(row, &self.namespaces));
         self.generation += 1;
     }
 
@@ -629,6 +663,7 @@ impl Snapshot {
         }
         if let Some(at) = self.nodes.pods[n].iter().position(|&p| p == ix) {
             self.nodes.pods[n].swap_remove(at);
+            self.affinity.pod_removed(node, &self.pods.view(row, &self.namespaces));
         }
         self.nodes.touch(node);
     }
@@ -643,7 +678,6 @@ impl Snapshot {
         pods.ports[row] = Box::new([]);
         pods.affinity[row] = None;
         pods.assumed_at_ms[row] = None;
-        pods.with_affinity.remove(&ix);
         pods.free.push(ix);
         for claim in std::mem::take(&mut pods.claims[row]).iter() {
             if let Some(users) = self.claim_users.get_mut(claim) {

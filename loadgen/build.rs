@@ -1,6 +1,6 @@
-//! Records the commit the load generator was built from, so a run made from outside the
-//! repository (a copied binary, as side-by-side comparisons use) still says which code
-//! it measured.
+//! Records the commit the load generator was built from, so every run says which code it
+//! measured, wherever the binary runs (a copied binary, as side-by-side comparisons
+//! use, may be older than the working tree it runs in).
 
 include!("src/git_head.rs");
 

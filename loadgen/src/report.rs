@@ -39,10 +39,15 @@ pub fn kib_field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The git commit of the working tree the run came from (`-dirty` if code was modified),
-/// or, run outside a repository, the one the binary was built from.
+/// The git commit the binary was built from (`-dirty` if its code had uncommitted
+/// changes): the code the run measured, wherever it runs. A copied older binary run
+/// inside the repository must not take the working tree's commit. Built outside a
+/// repository: the working tree's commit, if there is one.
 pub fn commit() -> String {
-    crate::git_head::head_commit().unwrap_or_else(|| env!("LOADGEN_BUILD_COMMIT").to_owned())
+    match env!("LOADGEN_BUILD_COMMIT") {
+        "unknown" => crate::git_head::head_commit().unwrap_or_else(|| "unknown".to_owned()),
+        built => built.to_owned(),
+    }
 }
 
 /// p50/p90/p99/max of a histogram recorded in microseconds, in milliseconds.

@@ -286,8 +286,8 @@ impl Scheduler {
         // (kube's evaluateNominatedNode). Its own nomination is invisible to it alone, so
         // the memo, shared with pods that do see it, is not used for it.
         let nominated = self.snapshot.nomination(query.key());
-        if let Some(terms) = query.record.affinity.as_deref() {
-            self.snapshot.track_affinity(terms);
+        if query.record.affinity.is_some() || !query.spread.is_empty() {
+            self.snapshot.track_selections(query);
         }
         let on_nominated = nominated.filter(|&node| {
             self.snapshot.nodes.live[node as usize] && crate::preemption::fits(query, &profile, &self.snapshot, node)

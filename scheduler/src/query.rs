@@ -99,6 +99,9 @@ pub struct SpreadConstraint {
     pub honor_affinity: bool,
     /// `nodeTaintsPolicy: Honor`: only nodes whose taints the pod tolerates count.
     pub honor_taints: bool,
+    /// `selector` over the pod's own namespace, as interned in the snapshot's index:
+    /// the pods the constraint counts.
+    pub targets: TargetsId,
 }
 
 /// How a profile defaults spread constraints for pods that have none.
@@ -369,7 +372,7 @@ fn compile_spread(
                         }
                     }
                 }
-                spread_constraint(c, selector, snapshot)
+                spread_constraint(c, selector, namespace, snapshot)
             })
             .collect();
     }
@@ -382,15 +385,19 @@ fn compile_spread(
         return Box::new([]);
     };
     let matcher = LabelMatcher::compile(&selector, &mut snapshot.strings);
-    defaults.iter().map(|c| spread_constraint(c, matcher.clone(), snapshot)).collect()
+    defaults.iter().map(|c| spread_constraint(c, matcher.clone(), namespace, snapshot)).collect()
 }
 
 fn spread_constraint(
     c: &TopologySpreadConstraint,
     selector: LabelMatcher,
+    namespace: StrId,
     snapshot: &mut Snapshot,
 ) -> SpreadConstraint {
+    let namespaces = NamespaceFilter { names: Box::new([namespace]), selector: None };
+    let targets = snapshot.affinity.intern(Targets { selector: selector.clone(), namespaces });
     SpreadConstraint {
+        targets,
         max_skew: c.max_skew.max(1),
         topology: snapshot.nodes.columns.column_for(&c.topology_key),
         hard: c.when_unsatisfiable == "DoNotSchedule",

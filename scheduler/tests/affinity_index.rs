@@ -1,6 +1,6 @@
 //! Property: the snapshot's affinity index always holds what a scan of the placed pods
 //! gives. A random cluster sees a random stream of events (pods with random inter-pod
-//! affinity scheduled, their binds observed, pods deleted, nodes relabelled, removed and
+//! affinity and topology spread constraints scheduled, their binds observed, pods deleted, nodes relabelled, removed and
 //! re-added, namespace labels changed); after each, every kept selection's per-node
 //! counts and every carried term's carriers per node are checked against a fresh count.
 
@@ -32,6 +32,8 @@ struct ClassSpec {
     anti: Option<TermSpec>,
     preferred: Option<(i32, TermSpec)>,
     preferred_anti: Option<(i32, TermSpec)>,
+    /// A spread constraint: hard, on zones (else hostnames), over pods of app `a{N}`.
+    spread: Option<(bool, bool, u8)>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,14 +62,16 @@ fn class_strategy() -> impl Strategy<Value = ClassSpec> {
         proptest::option::weighted(0.3, term_strategy()),
         proptest::option::weighted(0.3, (1i32..100, term_strategy())),
         proptest::option::weighted(0.3, (1i32..100, term_strategy())),
+        proptest::option::weighted(0.4, (any::<bool>(), any::<bool>(), 0u8..3)),
     )
-        .prop_map(|(app, namespace, affinity, anti, preferred, preferred_anti)| ClassSpec {
+        .prop_map(|(app, namespace, affinity, anti, preferred, preferred_anti, spread)| ClassSpec {
             app,
             namespace,
             affinity,
             anti,
             preferred,
             preferred_anti,
+            spread,
         })
 }
 
@@ -110,7 +114,15 @@ fn build_pod(i: usize, class: &ClassSpec) -> Pod {
         anti_affinity["preferredDuringSchedulingIgnoredDuringExecution"] =
             json!([{"weight": weight, "podAffinityTerm": wire_term(term)}]);
     }
-    let spec = json!({"affinity": {"podAffinity": pod_affinity, "podAntiAffinity": anti_affinity}});
+    let mut spec = json!({"affinity": {"podAffinity": pod_affinity, "podAntiAffinity": anti_affinity}});
+    if let Some((hard, zone, app)) = class.spread {
+        spec["topologySpreadConstraints"] = json!([{
+            "maxSkew": 2,
+            "topologyKey": if zone { "zone" } else { "kubernetes.io/hostname" },
+            "whenUnsatisfiable": if hard { "DoNotSchedule" } else { "ScheduleAnyway" },
+            "labelSelector": {"matchLabels": {"app": format!("a{app}")}},
+        }]);
+    }
     let mut pod = pod_with(&format!("p{i}"), "10m", "10Mi", json!({"app": format!("a{}", class.app)}), spec);
     pod.metadata.namespace = Some(format!("ns{}", class.namespace));
     pod

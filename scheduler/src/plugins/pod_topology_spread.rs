@@ -3,7 +3,9 @@
 //! (`ScheduleAnyway`) score, fewer matching pods in a node's domain scoring higher.
 //!
 //! Counts are per domain of a column (see `snapshot::columns`), so the per-node check is
-//! an index into a vector.
+//! an index into a vector. The matching pods on a node come from the snapshot's index
+//! (`snapshot::affinity_index`, the selection the cycle tracks for each constraint),
+//! not from testing each of the node's pods; without a kept selection they are tested.
 
 use crate::framework::{Plugin, PluginState, Prepared, Rejection, Status, MAX_NODE_SCORE};
 use crate::matchers::{tolerated, Effect, LabelMatcher};
@@ -16,9 +18,19 @@ const SKEW: u32 = 1;
 
 pub struct PodTopologySpread;
 
-/// Matching pods on `node` in the pod's namespace.
+/// Matching pods on `node` in the pod's namespace: the count the index keeps in `slot`,
+/// or else a look at each of the node's pods.
 #[inline]
-fn matching_pods_on(snapshot: &Snapshot, node: NodeIx, selector: &LabelMatcher, namespace: u32) -> u32 {
+fn matching_pods_on(
+    snapshot: &Snapshot,
+    slot: Option<usize>,
+    node: NodeIx,
+    selector: &LabelMatcher,
+    namespace: u32,
+) -> u32 {
+    if let Some(slot) = slot {
+        return snapshot.affinity.count_in(slot, node);
+    }
     let pods = &snapshot.pods;
     snapshot.nodes.pods[node as usize]
         .iter()
@@ -52,6 +64,8 @@ struct HardState {
 
 struct HardConstraint {
     spec: SpreadConstraint,
+    /// Where the index keeps this constraint's matching pods per node, if it does.
+    slot: Option<usize>,
     /// Matching pods per domain of the topology column.
     counts: Vec<u32>,
     /// The smallest count over eligible domains (0 if fewer than minDomains).
@@ -99,6 +113,7 @@ impl Plugin for PodTopologySpread {
             .iter()
             .map(|c| HardConstraint {
                 spec: (*c).clone(),
+                slot: snapshot.affinity.slot(&[c.targets]),
                 counts: vec![0; columns.get(c.topology).domain_count()],
                 min: 0,
                 self_match: i64::from(c.selector.matches(&pod.record.labels)),
@@ -116,7 +131,7 @@ impl Plugin for PodTopologySpread {
                 }
                 let domain = columns.get(c.spec.topology).domain(node) as usize;
                 c.eligible[domain] = true;
-                c.counts[domain] += matching_pods_on(snapshot, node, &c.spec.selector, pod.record.namespace);
+                c.counts[domain] += matching_pods_on(snapshot, c.slot, node, &c.spec.selector, pod.record.namespace);
             }
         }
         for c in constraints.iter_mut() {
@@ -176,6 +191,7 @@ impl Plugin for PodTopologySpread {
             .iter()
             .map(|c| SoftConstraint {
                 spec: (*c).clone(),
+                slot: snapshot.affinity.slot(&[c.targets]),
                 hostname: columns.get(c.topology).key.as_ref() == LABEL_HOSTNAME,
                 counts: vec![-1; columns.get(c.topology).domain_count()],
                 weight: 0.0,
@@ -213,7 +229,7 @@ impl Plugin for PodTopologySpread {
                 }
                 let domain = columns.get(c.spec.topology).domain(node);
                 if domain != ABSENT && c.counts[domain as usize] >= 0 {
-                    let n = matching_pods_on(snapshot, node, &c.spec.selector, pod.record.namespace);
+                    let n = matching_pods_on(snapshot, c.slot, node, &c.spec.selector, pod.record.namespace);
                     c.counts[domain as usize] += i64::from(n);
                 }
             }
@@ -237,7 +253,7 @@ impl Plugin for PodTopologySpread {
                 continue;
             }
             let count = if c.hostname {
-                i64::from(matching_pods_on(snapshot, node, &c.spec.selector, pod.record.namespace))
+                i64::from(matching_pods_on(snapshot, c.slot, node, &c.spec.selector, pod.record.namespace))
             } else {
                 c.counts[domain as usize].max(0)
             };
@@ -269,6 +285,8 @@ struct SoftState {
 
 struct SoftConstraint {
     spec: SpreadConstraint,
+    /// Where the index keeps this constraint's matching pods per node, if it does.
+    slot: Option<usize>,
     /// Hostname constraints count per node at score time instead of per domain.
     hostname: bool,
     /// Matching pods per domain; -1 for domains with no feasible node.

@@ -1,7 +1,8 @@
-//! Per-node counts of the placed pods that inter-pod affinity terms are about, kept up
-//! to date as pods are placed and removed, so InterPodAffinity reads counts each cycle
-//! instead of testing every placed pod against every term (kube's PreFilter and
-//! PreScore do that scan, which made a cycle cost grow with the pods in the cluster).
+//! Per-node counts of the placed pods that inter-pod affinity terms and topology spread
+//! constraints are about, kept up to date as pods are placed and removed, so
+//! InterPodAffinity and PodTopologySpread read counts each cycle instead of testing every
+//! placed pod against every term or selector (kube's PreFilter and PreScore do that
+//! scan, which made a cycle cost grow with the pods in the cluster).
 //!
 //! - Every term's *targets* (label selector and namespaces, without the topology key) get
 //!   an id when a pod is compiled ([`AffinityIndex::intern`]), so the counts below are
@@ -11,7 +12,8 @@
 //!   weight), how many of its carriers each node holds. A cycle tests each distinct term
 //!   against the incoming pod once, not once per carrier.
 //! - *Selections*: for the targets an incoming pod's own terms name (its required
-//!   affinity as one conjunction, each other term alone), how many placed pods each node
+//!   affinity as one conjunction, each other term alone) and for each of its spread
+//!   constraints (the selector over the pod's namespace), how many placed pods each node
 //!   holds that all of them select. A selection is counted by one scan of the placed
 //!   pods the first time a pod asks for it ([`AffinityIndex::track`], from the cycle),
 //!   then kept up to date; at most [`MAX_SELECTIONS`] are kept, the one asked for least
@@ -140,6 +142,18 @@ impl AffinityIndex {
     /// kept. Indexed by node; nodes past the end count zero.
     pub fn selection(&self, targets: &[TargetsId]) -> Option<&[u32]> {
         self.selections.iter().find(|s| *s.targets == *targets).map(|s| &s.per_node[..])
+    }
+
+    /// Where the selection of `targets` is kept, if it is: a slot stays valid until the
+    /// index next changes (for the length of a cycle, which does not change it).
+    pub fn slot(&self, targets: &[TargetsId]) -> Option<usize> {
+        self.selections.iter().position(|s| *s.targets == *targets)
+    }
+
+    /// The pods the selection in `slot` picks on `node`.
+    #[inline]
+    pub fn count_in(&self, slot: usize, node: NodeIx) -> u32 {
+        self.selections[slot].per_node.get(node as usize).copied().unwrap_or(0)
     }
 
     /// Every kept selection: its targets and per-node counts.

@@ -11,7 +11,7 @@ pub mod volumes;
 
 use crate::intern::{Interner, StrId, NONE};
 use crate::matchers::{label_set, CompiledTaint, LabelMatcher, LabelSet};
-use crate::query::{normalize_image, pod_record, AffinityTerms};
+use crate::query::{normalize_image, pod_record, AffinityTerms, PodQuery};
 use crate::resources::{resource_list, NonZero, Resources, ScalarNames};
 use columns::Columns;
 use keelson_engine::k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -463,16 +463,20 @@ impl Snapshot {
     }
 
     /// Keeps counting what a pod's own affinity terms select (its required affinity as
-    /// one conjunction, each other term alone), so InterPodAffinity reads per-node
-    /// counts instead of scanning the placed pods. The cycle calls it before filtering.
-    pub fn track_affinity(&mut self, terms: &AffinityTerms) {
+    /// one conjunction, each other term alone) and what its spread constraints count, so
+    /// InterPodAffinity and PodTopologySpread read per-node counts instead of scanning
+    /// the placed pods. The cycle calls it before filtering.
+    pub fn track_selections(&mut self, query: &PodQuery) {
         let mut wanted: Vec<Box<[affinity_index::TargetsId]>> = Vec::new();
-        if !terms.required_affinity.is_empty() {
-            wanted.push(terms.required_affinity.iter().map(|t| t.targets).collect());
+        if let Some(terms) = query.record.affinity.as_deref() {
+            if !terms.required_affinity.is_empty() {
+                wanted.push(terms.required_affinity.iter().map(|t| t.targets).collect());
+            }
+            wanted.extend(terms.required_anti_affinity.iter().map(|t| Box::from([t.targets])));
+            let weighted = terms.preferred_affinity.iter().chain(terms.preferred_anti_affinity.iter());
+            wanted.extend(weighted.map(|w| Box::from([w.term.targets])));
         }
-        wanted.extend(terms.required_anti_affinity.iter().map(|t| Box::from([t.targets])));
-        let weighted = terms.preferred_affinity.iter().chain(terms.preferred_anti_affinity.iter());
-        wanted.extend(weighted.map(|w| Box::from([w.term.targets])));
+        wanted.extend(query.spread.iter().map(|c| Box::from([c.targets])));
         let (pods, namespaces) = (&self.pods, &self.namespaces);
         for targets in wanted {
             let placed = (0..pods.rows())

@@ -79,25 +79,10 @@ impl DomainCounts {
         self.columns.is_empty()
     }
 
-    /// Adds `amount` for each pod counted in `per_node` (indexed by node), on live nodes.
-    fn add_per_node(&mut self, snapshot: &Snapshot, column: ColId, per_node: &[u32], amount: i64) {
-        for (node, &pods) in per_node.iter().enumerate() {
-            if pods > 0 && snapshot.nodes.live.get(node).copied().unwrap_or(false) {
-                self.add(snapshot, column, node as NodeIx, amount * i64::from(pods));
-            }
-        }
-    }
-
-    /// Adds `amount` for each carrier in `carriers` (node → count), on live nodes.
-    fn add_carriers(
-        &mut self,
-        snapshot: &Snapshot,
-        column: ColId,
-        carriers: &std::collections::HashMap<NodeIx, u32>,
-        amount: i64,
-    ) {
-        for (&node, &pods) in carriers {
-            if snapshot.nodes.live.get(node as usize).copied().unwrap_or(false) {
+    /// Adds `amount` for each pod of `pods` (node, how many), on live nodes.
+    fn add_pods(&mut self, snapshot: &Snapshot, column: ColId, pods: impl Iterator<Item = (NodeIx, u32)>, amount: i64) {
+        for (node, pods) in pods {
+            if pods > 0 && snapshot.nodes.live.get(node as usize).copied().unwrap_or(false) {
                 self.add(snapshot, column, node, amount * i64::from(pods));
             }
         }
@@ -127,37 +112,24 @@ fn selects(term: &AffinityTerm, snapshot: &Snapshot, pod: PodIx) -> bool {
     term.selects(snapshot.pods.namespace[p], &snapshot.pods.labels[p], snapshot)
 }
 
-/// Counts into `counts`, in each of `columns`, `amount` for every placed pod that all of
-/// `terms` select: from the index when it keeps that selection, else by a scan.
-fn add_selected(
-    counts: &mut DomainCounts,
-    snapshot: &Snapshot,
-    terms: &[&AffinityTerm],
-    columns: &[ColId],
-    amount: i64,
-) {
-    let mut ids = [0 as TargetsId; 4];
-    let kept = if terms.len() <= ids.len() {
-        for (id, term) in ids.iter_mut().zip(terms) {
-            *id = term.targets;
-        }
-        snapshot.affinity.selection(&ids[..terms.len()])
-    } else {
-        let ids: Vec<TargetsId> = terms.iter().map(|t| t.targets).collect();
-        snapshot.affinity.selection(&ids)
-    };
-    match kept {
-        Some(per_node) => {
-            for &column in columns {
-                counts.add_per_node(snapshot, column, per_node, amount);
+/// Counts into `counts`, in each of `terms`' topology columns, `amount` for every placed
+/// pod that all of `terms` select: from the index when it keeps that selection, else by
+/// a scan.
+fn add_selected(counts: &mut DomainCounts, snapshot: &Snapshot, terms: &[AffinityTerm], amount: i64) {
+    match snapshot.affinity.slot(terms.iter().map(|t| t.targets)) {
+        Some(slot) => {
+            let per_node = snapshot.affinity.counts(slot);
+            for term in terms {
+                let pods = per_node.iter().enumerate().map(|(node, &pods)| (node as NodeIx, pods));
+                counts.add_pods(snapshot, term.topology, pods, amount);
             }
         }
         None => {
             for p in placed(snapshot) {
                 if terms.iter().all(|t| selects(t, snapshot, p)) {
                     let node = snapshot.pods.node[p as usize];
-                    for &column in columns {
-                        counts.add(snapshot, column, node, amount);
+                    for term in terms {
+                        counts.add(snapshot, term.topology, node, amount);
                     }
                 }
             }
@@ -206,7 +178,7 @@ impl Plugin for InterPodAffinity {
         let mut existing_anti = DomainCounts::default();
         for (term, carriers) in snapshot.affinity.carried() {
             if term.role == Role::RequiredAnti && selects_incoming(snapshot, term.targets, pod) {
-                existing_anti.add_carriers(snapshot, term.topology, carriers, 1);
+                existing_anti.add_pods(snapshot, term.topology, carriers.iter().map(|(&n, &c)| (n, c)), 1);
             }
         }
         if required_affinity.is_empty() && required_anti.is_empty() && existing_anti.is_empty() {
@@ -215,12 +187,10 @@ impl Plugin for InterPodAffinity {
         let mut affinity = DomainCounts::default();
         let mut anti = DomainCounts::default();
         if !required_affinity.is_empty() {
-            let terms: Vec<&AffinityTerm> = required_affinity.iter().collect();
-            let columns: Vec<ColId> = required_affinity.iter().map(|t| t.topology).collect();
-            add_selected(&mut affinity, snapshot, &terms, &columns, 1);
+            add_selected(&mut affinity, snapshot, required_affinity, 1);
         }
         for term in required_anti {
-            add_selected(&mut anti, snapshot, &[term], &[term.topology], 1);
+            add_selected(&mut anti, snapshot, std::slice::from_ref(term), 1);
         }
         let self_affinity =
             required_affinity.iter().all(|t| t.selects(pod.record.namespace, &pod.record.labels, snapshot));
@@ -278,7 +248,7 @@ impl Plugin for InterPodAffinity {
         let mut scores = DomainCounts::default();
         let weigh = |terms: &[WeightedTerm], sign: i64, scores: &mut DomainCounts| {
             for w in terms {
-                add_selected(scores, snapshot, &[&w.term], &[w.term.topology], sign * i64::from(w.weight));
+                add_selected(scores, snapshot, std::slice::from_ref(&w.term), sign * i64::from(w.weight));
             }
         };
         weigh(preferred, 1, &mut scores);
@@ -291,7 +261,7 @@ impl Plugin for InterPodAffinity {
                 Role::PreferredAnti(weight) => -weight,
             };
             if selects_incoming(snapshot, term.targets, pod) {
-                scores.add_carriers(snapshot, term.topology, carriers, i64::from(amount));
+                scores.add_pods(snapshot, term.topology, carriers.iter().map(|(&n, &c)| (n, c)), i64::from(amount));
             }
         }
         if scores.is_empty() {

@@ -113,7 +113,7 @@ impl Plugin for PodTopologySpread {
             .iter()
             .map(|c| HardConstraint {
                 spec: (*c).clone(),
-                slot: snapshot.affinity.slot(&[c.targets]),
+                slot: snapshot.affinity.slot(std::iter::once(c.targets)),
                 counts: vec![0; columns.get(c.topology).domain_count()],
                 min: 0,
                 self_match: i64::from(c.selector.matches(&pod.record.labels)),
@@ -191,7 +191,7 @@ impl Plugin for PodTopologySpread {
             .iter()
             .map(|c| SoftConstraint {
                 spec: (*c).clone(),
-                slot: snapshot.affinity.slot(&[c.targets]),
+                slot: snapshot.affinity.slot(std::iter::once(c.targets)),
                 hostname: columns.get(c.topology).key.as_ref() == LABEL_HOSTNAME,
                 counts: vec![-1; columns.get(c.topology).domain_count()],
                 weight: 0.0,

@@ -138,22 +138,23 @@ impl AffinityIndex {
         self.carried.is_empty()
     }
 
-    /// The per-node counts of the pods all of `targets` select, if that selection is
-    /// kept. Indexed by node; nodes past the end count zero.
-    pub fn selection(&self, targets: &[TargetsId]) -> Option<&[u32]> {
-        self.selections.iter().find(|s| *s.targets == *targets).map(|s| &s.per_node[..])
+    /// Where the selection of the pods all of `targets` select is kept, if it is: a slot
+    /// stays valid until the index next changes (for the length of a cycle, which does
+    /// not change it).
+    pub fn slot(&self, targets: impl Iterator<Item = TargetsId> + Clone) -> Option<usize> {
+        self.selections.iter().position(|s| s.targets.iter().copied().eq(targets.clone()))
     }
 
-    /// Where the selection of `targets` is kept, if it is: a slot stays valid until the
-    /// index next changes (for the length of a cycle, which does not change it).
-    pub fn slot(&self, targets: &[TargetsId]) -> Option<usize> {
-        self.selections.iter().position(|s| *s.targets == *targets)
+    /// The per-node counts of the selection in `slot`. Indexed by node; nodes past the
+    /// end count zero.
+    pub fn counts(&self, slot: usize) -> &[u32] {
+        &self.selections[slot].per_node
     }
 
     /// The pods the selection in `slot` picks on `node`.
     #[inline]
     pub fn count_in(&self, slot: usize, node: NodeIx) -> u32 {
-        self.selections[slot].per_node.get(node as usize).copied().unwrap_or(0)
+        self.counts(slot).get(node as usize).copied().unwrap_or(0)
     }
 
     /// Every kept selection: its targets and per-node counts.
@@ -163,10 +164,14 @@ impl AffinityIndex {
 
     /// Keeps the selection of `targets` (a no-op if kept already), counting it from
     /// `placed` (each placed pod with its node) when new.
-    pub fn track<'a>(&mut self, targets: &[TargetsId], placed: impl Iterator<Item = (NodeIx, PodView<'a>)>) {
+    pub fn track<'a>(
+        &mut self,
+        targets: impl Iterator<Item = TargetsId> + Clone,
+        placed: impl Iterator<Item = (NodeIx, PodView<'a>)>,
+    ) {
         self.clock += 1;
-        if let Some(selection) = self.selections.iter_mut().find(|s| *s.targets == *targets) {
-            selection.used = self.clock;
+        if let Some(slot) = self.slot(targets.clone()) {
+            self.selections[slot].used = self.clock;
             return;
         }
         if self.selections.len() >= MAX_SELECTIONS {
@@ -174,7 +179,7 @@ impl AffinityIndex {
                 self.selections.swap_remove(oldest);
             }
         }
-        let mut selection = Selection { targets: targets.into(), per_node: Vec::new(), used: self.clock };
+        let mut selection = Selection { targets: targets.collect(), per_node: Vec::new(), used: self.clock };
         for (node, pod) in placed {
             if self.selects_all(&selection.targets, &pod) {
                 bump(&mut selection.per_node, node, 1);

@@ -196,6 +196,17 @@ impl PodTable {
         self.node.len()
     }
 
+    /// Has `index` keep the selection of `targets`, counted from these pods if new.
+    fn track(
+        &self,
+        index: &mut affinity_index::AffinityIndex,
+        namespaces: &HashMap<StrId, LabelSet>,
+        targets: impl Iterator<Item = affinity_index::TargetsId> + Clone,
+    ) {
+        let placed = (0..self.rows()).filter(|&row| self.node[row] != NO_NODE);
+        index.track(targets, placed.map(|row| (self.node[row], self.view(row, namespaces))));
+    }
+
     /// A row as the affinity index sees it; `namespaces` holds each namespace's labels.
     fn view<'a>(&'a self, row: usize, namespaces: &'a HashMap<StrId, LabelSet>) -> affinity_index::PodView<'a> {
         affinity_index::PodView {
@@ -242,7 +253,8 @@ pub struct Snapshot {
     nominations: HashMap<Box<str>, NodeIx>,
     /// Claims and volumes, for VolumeBinding.
     pub volumes: volumes::Volumes,
-    /// Per-node counts of the pods affinity terms are about, for InterPodAffinity.
+    /// Per-node counts of the pods affinity terms and spread constraints are about, for
+    /// InterPodAffinity and PodTopologySpread.
     pub affinity: affinity_index::AffinityIndex,
     /// Placed pods per claim (`namespace/name`), for VolumeRestrictions.
     claim_users: HashMap<Box<str>, u32>,
@@ -467,22 +479,18 @@ impl Snapshot {
     /// InterPodAffinity and PodTopologySpread read per-node counts instead of scanning
     /// the placed pods. The cycle calls it before filtering.
     pub fn track_selections(&mut self, query: &PodQuery) {
-        let mut wanted: Vec<Box<[affinity_index::TargetsId]>> = Vec::new();
+        let (pods, namespaces, index) = (&self.pods, &self.namespaces, &mut self.affinity);
         if let Some(terms) = query.record.affinity.as_deref() {
             if !terms.required_affinity.is_empty() {
-                wanted.push(terms.required_affinity.iter().map(|t| t.targets).collect());
+                pods.track(index, namespaces, terms.required_affinity.iter().map(|t| t.targets));
             }
-            wanted.extend(terms.required_anti_affinity.iter().map(|t| Box::from([t.targets])));
             let weighted = terms.preferred_affinity.iter().chain(terms.preferred_anti_affinity.iter());
-            wanted.extend(weighted.map(|w| Box::from([w.term.targets])));
+            for term in terms.required_anti_affinity.iter().chain(weighted.map(|w| &w.term)) {
+                pods.track(index, namespaces, std::iter::once(term.targets));
+            }
         }
-        wanted.extend(query.spread.iter().map(|c| Box::from([c.targets])));
-        let (pods, namespaces) = (&self.pods, &self.namespaces);
-        for targets in wanted {
-            let placed = (0..pods.rows())
-                .filter(|&row| pods.node[row] != NO_NODE)
-                .map(|row| (pods.node[row], pods.view(row, namespaces)));
-            self.affinity.track(&targets, placed);
+        for constraint in query.spread.iter() {
+            pods.track(index, namespaces, std::iter::once(constraint.targets));
         }
     }
 

@@ -31,6 +31,7 @@ use ::http::StatusCode;
 use base64::Engine;
 use bytes::Bytes;
 use hyper::Response;
+use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keelson_engine::{ApiError, Revision, StatusReason};
 use keelson_store::{ListOptions, ReadAt, StoreError};
 use serde_json::{json, Value};
@@ -82,6 +83,9 @@ pub struct Call<'a> {
 }
 
 type Reply = Result<Response<Body>, ApiError>;
+
+/// A create ready to commit: the bytes to store, the object's name, the admitted object.
+type Prepared = (Vec<u8>, String, Value);
 
 impl<'a> Call<'a> {
     pub fn new(
@@ -205,27 +209,7 @@ impl<'a> Call<'a> {
         let mut unknown = Vec::new();
         let out =
             self.info().codec.admit(input, write, (validation != FieldValidation::Ignore).then_some(&mut unknown))?;
-        if let Some(user) = self.user.filter(|_| self.info().group == escalation::RBAC_GROUP) {
-            let old = match write {
-                Write::Create => None,
-                Write::Update { old } => Some(old),
-            };
-            let namespace = self.namespace().unwrap_or("");
-            escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, &out, old)?;
-        }
-        if let (Some(user), Write::Update { old }) = (self.user, write) {
-            if self.info().group == certificates::GROUP && self.info().kind == certificates::KIND {
-                certificates::check_signer(&self.state.cache.authorizer, user, &out, old)?;
-            }
-        }
-        if let Some(node) = self.user.and_then(crate::authz::node::node_name) {
-            let old = match write {
-                Write::Create => None,
-                Write::Update { old } => Some(old),
-            };
-            let subresource = self.route.subresource.as_deref();
-            crate::node_restriction::check_write(node, self.info(), subresource, &out, old)?;
-        }
+        self.check_admitted(&out, write)?;
         if !unknown.is_empty() {
             let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
             if validation == FieldValidation::Strict {
@@ -239,6 +223,33 @@ impl<'a> Call<'a> {
             self.warnings.extend(described);
         }
         Ok(out)
+    }
+
+    /// What an object the kind's codec admitted must also pass, by who writes it: RBAC
+    /// escalation, a CertificateSigningRequest's signer, NodeRestriction.
+    fn check_admitted(&self, out: &Value, write: Write<'_>) -> Result<(), ApiError> {
+        if let Some(user) = self.user.filter(|_| self.info().group == escalation::RBAC_GROUP) {
+            let old = match write {
+                Write::Create => None,
+                Write::Update { old } => Some(old),
+            };
+            let namespace = self.namespace().unwrap_or("");
+            escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, out, old)?;
+        }
+        if let (Some(user), Write::Update { old }) = (self.user, write) {
+            if self.info().group == certificates::GROUP && self.info().kind == certificates::KIND {
+                certificates::check_signer(&self.state.cache.authorizer, user, out, old)?;
+            }
+        }
+        if let Some(node) = self.user.and_then(crate::authz::node::node_name) {
+            let old = match write {
+                Write::Create => None,
+                Write::Update { old } => Some(old),
+            };
+            let subresource = self.route.subresource.as_deref();
+            crate::node_restriction::check_write(node, self.info(), subresource, out, old)?;
+        }
+        Ok(())
     }
 
     /// Renders one stored object for the client.
@@ -335,10 +346,20 @@ struct Reserved {
     node_ports: Vec<u16>,
 }
 
+/// The media type of a `Content-Type` (no parameters); JSON when none is given.
+fn media_type(content_type: Option<&str>) -> &str {
+    content_type.unwrap_or("application/json").split(';').next().unwrap_or("").trim()
+}
+
+/// Whether a body of this `Content-Type` is a plain JSON object (not a patch).
+pub fn is_json(content_type: Option<&str>) -> bool {
+    matches!(media_type(content_type), "application/json" | "")
+}
+
 /// Parses a request body (JSON or YAML) into an object.
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type.unwrap_or("application/json").split(';').next().unwrap_or("").trim().to_string();
-    let value: Value = match media.as_str() {
+    let media = media_type(content_type);
+    let value: Value = match media {
         "application/json" | "" | "application/merge-patch+json" | "application/strategic-merge-patch+json"
         | "application/json-patch+json" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))?,
@@ -384,6 +405,41 @@ fn check_type_meta(value: &mut Value, info: &ResourceInfo) -> Result<(), ApiErro
     map.insert("apiVersion".into(), Value::String(expected));
     map.insert("kind".into(), Value::String(info.kind.into()));
     Ok(())
+}
+
+/// What the server sets on a new object's metadata, typed: the namespace of the request,
+/// a generated name, a fresh uid and creation time, `generation` 1 where counted, and
+/// nothing of what a client may not set. The same rules as `Call::create` and
+/// `Call::prepare_create` apply to a JSON value (`typed_creates_store_what_general_creates_store`
+/// holds them equal). Returns whether the name was generated.
+fn stamp_new_metadata(meta: &mut ObjectMeta, info: &ResourceInfo, namespace: Option<&str>) -> Result<bool, ApiError> {
+    if let Some(ns) = namespace {
+        match meta.namespace.as_deref() {
+            Some(given) if !given.is_empty() && given != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => meta.namespace = Some(ns.to_string()),
+        }
+    }
+    if meta.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
+        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    }
+    let prefix = meta.generate_name.as_deref().filter(|g| !g.is_empty());
+    let generated = meta.name.as_deref().unwrap_or("").is_empty() && prefix.is_some();
+    if let Some(prefix) = prefix.filter(|_| generated) {
+        meta.name = Some(format!("{prefix}{}", random_suffix()));
+    }
+    meta.resource_version = None;
+    meta.deletion_timestamp = None;
+    meta.deletion_grace_period_seconds = None;
+    meta.managed_fields = None;
+    meta.self_link = None;
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.creation_timestamp = Some(Time(jiff::Timestamp::now()));
+    meta.generation = tracks_generation(info).then_some(1);
+    Ok(generated)
 }
 
 /// Kinds whose `metadata.generation` counts spec changes.
@@ -862,7 +918,66 @@ impl Call<'_> {
 
     /// One create attempt.
     async fn create_once(&mut self, candidate: Value, dry_run: bool) -> Reply {
-        let (stored, name, admitted) = self.prepare_create(candidate)?;
+        let prepared = self.prepare_create(candidate)?;
+        self.commit_create(prepared, dry_run).await
+    }
+
+    /// POST on a collection with a JSON body. When the body is a clean encoding of the
+    /// kind it is decoded straight into its typed form (`KindCodec::admit_json_create`):
+    /// no `serde_json::Value` tree is built from it, the costliest part of a create.
+    /// Anything else (unknown fields, type meta to check, a kind whose create reserves
+    /// addresses or records its requester) takes [`create`](Call::create); both store the
+    /// same object (`typed_creates_store_what_general_creates_store`).
+    pub async fn create_json(&mut self, body: &[u8]) -> Reply {
+        let info = self.info();
+        let general = self.applying
+            || self.is_service()
+            || (info.group == certificates::GROUP && info.kind == certificates::KIND)
+            || (info.namespaced && self.namespace().is_none());
+        if !general {
+            self.field_validation()?;
+            let dry_run = self.dry_run()?;
+            for attempt in 0.. {
+                let Some((prepared, generated)) = self.prepare_json_create(body)? else { break };
+                match self.commit_create(prepared, dry_run).await {
+                    // A generated name that is taken: try another.
+                    Err(error) if error.reason == StatusReason::AlreadyExists && generated && attempt < 8 => continue,
+                    reply => return reply,
+                }
+            }
+        }
+        self.create(parse_body(Some("application/json"), body)?).await
+    }
+
+    /// [`prepare_create`](Call::prepare_create) for a JSON body decoded straight into
+    /// the kind, with whether its name was generated; `None` when the body needs the
+    /// general path.
+    fn prepare_json_create(&mut self, body: &[u8]) -> Result<Option<(Prepared, bool)>, ApiError> {
+        let info = self.info();
+        let (state, namespace) = (self.state, self.route.namespace.as_deref());
+        let mut named: Option<(String, bool, pod_security::Labels)> = None;
+        let mut stamp = |meta: &mut ObjectMeta| -> Result<(), ApiError> {
+            let generated = stamp_new_metadata(meta, info, namespace)?;
+            let name = meta.name.clone().unwrap_or_default();
+            let labels = match namespace {
+                Some(ns) => admission::check_namespace(&state.cache, &state.deleted_namespaces, info, ns, &name)?,
+                None => Default::default(),
+            };
+            named = Some((name, generated, labels));
+            Ok(())
+        };
+        let Some(out) = info.codec.admit_json_create(body, &mut stamp) else { return Ok(None) };
+        let mut out = out?;
+        let (name, generated, pod_security) = named.expect("stamped before admission");
+        // No kind validates its status and only Service's defaults (never here) add
+        // one, so the status a create starts with can be set after admission.
+        initial_status(info, &mut out);
+        self.check_admitted(&out, Write::Create)?;
+        Ok(Some((self.finish_create(out, name, &pod_security)?, generated)))
+    }
+
+    /// Commits a prepared create (or, dry run, only answers with it).
+    async fn commit_create(&mut self, (stored, name, admitted): Prepared, dry_run: bool) -> Reply {
         if let Some(ns) = self.namespace() {
             let state = &self.state;
             resource_quota::admit(&state.store, &state.cache, self.info(), ns, &admitted, None, dry_run).await?;
@@ -871,6 +986,7 @@ impl Call<'_> {
             return self.object_response(StatusCode::CREATED, &stored, 0);
         }
         let key = self.info().key(self.namespace(), &name);
+        let stored = Bytes::from(stored);
         match self.state.store.create(key, stored.clone()).await {
             Ok(outcome) => {
                 self.created = Some(name);
@@ -935,8 +1051,9 @@ impl Call<'_> {
     }
 
     /// Metadata, status, admission and validation for a new object; returns the bytes
-    /// to store, the final name and the admitted object.
-    fn prepare_create(&mut self, mut candidate: Value) -> Result<(Vec<u8>, String, Value), ApiError> {
+    /// to store, the final name and the admitted object. (`stamp_new_metadata` is the
+    /// typed twin of the metadata rules here and in `create`.)
+    fn prepare_create(&mut self, mut candidate: Value) -> Result<Prepared, ApiError> {
         let info = self.info();
         let metadata = object::entry(&mut candidate, &["metadata"]);
         if !metadata.is_object() {
@@ -969,7 +1086,20 @@ impl Call<'_> {
         // kube, whose field manager runs before admission, what the admission plugins
         // add below (the API access volume, tolerations, priority, LimitRanger's
         // defaults) belongs to no manager.
-        let mut out = self.admit(&candidate, Write::Create)?;
+        let out = self.admit(&candidate, Write::Create)?;
+        self.finish_create(out, name, &pod_security)
+    }
+
+    /// A create's steps after the kind's codec: the writer's managed fields, the pod
+    /// admission plugins, LimitRanger, PodSecurity; returns the bytes to store, the
+    /// name and the admitted object.
+    fn finish_create(
+        &mut self,
+        mut out: Value,
+        name: String,
+        pod_security: &pod_security::Labels,
+    ) -> Result<Prepared, ApiError> {
+        let info = self.info();
         if !self.applying {
             self.record_managed_fields(None, &mut out)?;
         }
@@ -986,7 +1116,7 @@ impl Call<'_> {
         if let Some(ns) = self.namespace() {
             limit_ranger::check(&self.state.cache, info, ns, &out)?;
         }
-        pod_security::check(&pod_security, info, &out, &mut self.warnings, self.audit_annotations.as_mut())?;
+        pod_security::check(pod_security, info, &out, &mut self.warnings, self.audit_annotations.as_mut())?;
         Ok((self.storage_bytes(&out), name, out))
     }
 

@@ -734,24 +734,27 @@ async fn resource_verb(
         (&Method::GET, false, None) => call.list().await,
         (&Method::GET, true, None | Some("status" | "scale" | "approval")) => call.get().await,
         (&Method::GET, true, Some("log")) => crate::kubelet::pod_log(call).await,
-        (&Method::POST, false, None) => {
-            let input = parse(&body)?;
-            match info.kind {
-                "SelfSubjectAccessReview"
-                | "SelfSubjectRulesReview"
-                | "SelfSubjectReview"
-                | "SubjectAccessReview"
-                | "LocalSubjectAccessReview"
-                | "TokenReview" => {
-                    crate::review::answer(call.state, info.kind, call.route.namespace.as_deref(), input, user)
-                }
-                "Binding" => {
-                    let pod = object::name(&input).to_string();
-                    bind(call, &input, pod).await
-                }
-                _ => call.create(input).await,
+        (&Method::POST, false, None) => match info.kind {
+            "SelfSubjectAccessReview"
+            | "SelfSubjectRulesReview"
+            | "SelfSubjectReview"
+            | "SubjectAccessReview"
+            | "LocalSubjectAccessReview"
+            | "TokenReview" => {
+                crate::review::answer(call.state, info.kind, call.route.namespace.as_deref(), parse(&body)?, user)
             }
-        }
+            "Binding" => {
+                let input = parse(&body)?;
+                let pod = object::name(&input).to_string();
+                bind(call, &input, pod).await
+            }
+            _ => match &body {
+                Some((content_type, bytes)) if !bytes.is_empty() && rest::is_json(content_type.as_deref()) => {
+                    call.create_json(bytes).await
+                }
+                _ => call.create(parse(&body)?).await,
+            },
+        },
         (&Method::POST, true, Some("token")) => crate::token_request::create(call, &parse(&body)?),
         (&Method::POST, true, Some("binding")) => {
             let input = parse(&body)?;

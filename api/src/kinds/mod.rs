@@ -35,12 +35,24 @@ pub enum Write<'a> {
     Update { old: &'a Value },
 }
 
+/// Sets what the server owns on a new object's metadata, or refuses the create.
+pub type StampNew<'s> = &'s mut dyn FnMut(&mut ObjectMeta) -> Result<(), ApiError>;
+
 /// Decodes, defaults and validates one kind's objects.
 pub trait KindCodec: Send + Sync {
     /// Turns `input` into the canonical object to store, or the error to answer.
     /// Fields the typed struct does not know are dropped and reported in `unknown`
     /// (as `spec.foo` paths) when it is given.
     fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError>;
+
+    /// [`admit`](KindCodec::admit) for a create whose body is JSON, decoded straight
+    /// into the kind instead of through a `serde_json::Value` tree; `stamp` first sets
+    /// what the server owns in the new object's metadata. `None` when the body is not a
+    /// clean encoding of the kind (a decode error, a field the kind does not know, type
+    /// meta that differs): the caller then takes the general path, which reports it.
+    fn admit_json_create(&self, _body: &[u8], _stamp: StampNew<'_>) -> Option<Result<Value, ApiError>> {
+        None
+    }
 
     /// The kind's name (`Pod`).
     fn kind(&self) -> &'static str;
@@ -87,24 +99,16 @@ impl<T> Default for Typed<T> {
 
 impl<T: Kind> KindCodec for Typed<T> {
     fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError> {
-        let mut object = match unknown {
+        let object = match unknown {
             Some(unknown) => decode_noting_unknown::<T>(input, unknown)?,
             None => decode::<T>(input)?,
         };
-        object.apply_defaults();
-        let mut errors = Vec::new();
-        meta::validate(object.metadata(), T::NAME_RULE, T::NAMESPACED, &mut errors);
-        object.validate(&mut errors);
-        if let Write::Update { old } = write {
-            let old = decode::<T>(old)?;
-            meta::validate_update(object.metadata(), old.metadata(), &mut errors);
-            object.validate_update(&old, &mut errors);
-        }
-        if !errors.is_empty() {
-            let name = object.metadata().name.as_deref().unwrap_or("");
-            return Err(ApiError::invalid(T::GROUP, T::KIND, name, errors));
-        }
-        serde_json::to_value(&object).map_err(ApiError::internal)
+        admit_decoded(object, write)
+    }
+
+    fn admit_json_create(&self, body: &[u8], stamp: StampNew<'_>) -> Option<Result<Value, ApiError>> {
+        let mut object = decode_clean_json::<T>(body)?;
+        Some(stamp(object.metadata_mut()).and_then(|()| admit_decoded(object, Write::Create)))
     }
 
     fn kind(&self) -> &'static str {
@@ -115,6 +119,35 @@ impl<T: Kind> KindCodec for Typed<T> {
         generator.subschema_for::<T>();
         T::schema_name().into_owned()
     }
+}
+
+/// Defaults and validates a decoded object; returns its canonical JSON.
+fn admit_decoded<T: Kind>(mut object: T, write: Write<'_>) -> Result<Value, ApiError> {
+    object.apply_defaults();
+    let mut errors = Vec::new();
+    meta::validate(object.metadata(), T::NAME_RULE, T::NAMESPACED, &mut errors);
+    object.validate(&mut errors);
+    if let Write::Update { old } = write {
+        let old = decode::<T>(old)?;
+        meta::validate_update(object.metadata(), old.metadata(), &mut errors);
+        object.validate_update(&old, &mut errors);
+    }
+    if !errors.is_empty() {
+        let name = object.metadata().name.as_deref().unwrap_or("");
+        return Err(ApiError::invalid(T::GROUP, T::KIND, name, errors));
+    }
+    serde_json::to_value(&object).map_err(ApiError::internal)
+}
+
+/// `body` decoded as a `T`, if it is a clean JSON encoding of one: it decodes, nothing
+/// follows it, and it has no field `T` ignores (whether such a field is reported
+/// depends on its value, which only the general path sees).
+fn decode_clean_json<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+    let mut ignored = false;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let object = serde_ignored::deserialize(&mut deserializer, |_| ignored = true).ok()?;
+    deserializer.end().ok()?;
+    (!ignored).then_some(object)
 }
 
 /// Decodes a JSON value into a kind, with kube-apiserver's wording for failures.
@@ -344,6 +377,40 @@ mod tests {
             unknown,
             vec!["spec.containers[1].colour".to_string(), "spec.containers[1].ports[0].hostPot".into()]
         );
+    }
+
+    #[test]
+    fn json_creates_decode_straight_into_the_kind_unless_the_body_is_not_clean() {
+        let mut stamped = 0;
+        let mut stamp = |meta: &mut ObjectMeta| {
+            stamped += 1;
+            meta.namespace = Some("d".into());
+            Ok(())
+        };
+        let pod = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": null},
+            "spec": {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80}]}]},
+            "status": {"phase": "Running"}}"#;
+        let out = POD.admit_json_create(pod, &mut stamp).expect("clean JSON").unwrap();
+        assert_eq!(
+            (out["metadata"]["namespace"].as_str(), out["spec"]["restartPolicy"].as_str()),
+            (Some("d"), Some("Always"))
+        );
+        let invalid = br#"{"metadata": {"name": "Not_Valid"}}"#;
+        assert_eq!(CONFIG_MAP.admit_json_create(invalid, &mut stamp).expect("clean JSON").unwrap_err().code(), 422);
+        for unclean in [
+            &br#"{"metadata": {"name": "p"}, "extra": null}"#[..],
+            br#"{"apiVersion": "apps/v1", "metadata": {"name": "p"}}"#,
+            br#"{"metadata": {"name": 5}}"#,
+            br#"{"metadata": {"name": "p"}} trailing"#,
+            b"[]",
+        ] {
+            assert!(
+                CONFIG_MAP.admit_json_create(unclean, &mut stamp).is_none(),
+                "{}",
+                String::from_utf8_lossy(unclean)
+            );
+        }
+        assert_eq!(stamped, 2, "only clean bodies are stamped");
     }
 
     #[test]

@@ -558,13 +558,14 @@ fn filter_pass(
     looked_total
 }
 
-/// One scorer that did not skip: its index in the profile, weight, state, and its slot
-/// in the memo if its raw scores are memoised.
+/// One scorer that did not skip: its index in the profile, weight, state, its slot in
+/// the memo if its raw scores are memoised, and whether it normalizes them.
 struct ActiveScorer {
     plugin: usize,
     weight: i64,
     state: PluginState,
     slot: Option<usize>,
+    normalizes: bool,
 }
 
 /// How many memo slots a profile's node-local scorers need.
@@ -610,7 +611,8 @@ fn score_pass(
         );
         let Prepared { skip, state, .. } = prepared.inspect_err(|e| times.record(Point::PreScore, started, e.code))?;
         if !skip {
-            active.push(ActiveScorer { plugin, weight, state, slot });
+            let normalizes = profile.plugins[plugin].normalizes();
+            active.push(ActiveScorer { plugin, weight, state, slot, normalizes });
         }
     }
     times.record(Point::PreScore, started, Code::Success);
@@ -624,17 +626,26 @@ fn score_pass(
         times.record(Point::Score, started, Code::Success);
         return Ok(());
     }
+    // Scorers that keep their raw scores add them, weighted, straight into the node's
+    // total; only those that normalize keep theirs (node-major, `normalized` per node)
+    // for the pass over all feasible nodes that normalizing needs.
+    let normalized = active.iter().filter(|scorer| scorer.normalizes).count();
+    // At least one slot per node, so the parallel pass's chunks of `scores` line up
+    // with its chunks of nodes even when no scorer normalizes.
+    let kept_per_node = normalized.max(1);
     scores.clear();
-    scores.resize(n * per_node, 0);
+    scores.resize(n * kept_per_node, 0);
     let parallel = n * per_node >= MIN_PARALLEL_WORK && pool.current_num_threads() > 1;
     let chunk = if parallel { chunk_size(pool, n) } else { n };
-    let work = |out: &mut [i64], nodes: &[NodeIx]| {
-        for (&node, out) in nodes.iter().zip(out.chunks_exact_mut(per_node)) {
+    let work = |totals: &mut [i64], kept: &mut [i64], nodes: &[NodeIx]| {
+        for (i, (&node, total)) in nodes.iter().zip(totals.iter_mut()).enumerate() {
             let version = snapshot.nodes.versions[node as usize];
             let memoised = memo.is_some_and(|m| m.has_scores(node, version));
-            for (scorer, out) in active.iter().zip(out.iter_mut()) {
+            let mut sum = 0;
+            let mut k = i * kept_per_node;
+            for scorer in &active {
                 let score = |plugin: usize| profile.plugins[plugin].score(&scorer.state, query, snapshot, node);
-                *out = match (memo, scorer.slot) {
+                let value = match (memo, scorer.slot) {
                     (Some(memo), Some(slot)) if memoised => memo.score(node, slot),
                     (Some(memo), Some(slot)) => {
                         let value = score(scorer.plugin);
@@ -643,25 +654,38 @@ fn score_pass(
                     }
                     _ => score(scorer.plugin),
                 };
+                if scorer.normalizes {
+                    kept[k] = value;
+                    k += 1;
+                } else {
+                    sum += value * scorer.weight;
+                }
             }
+            *total = sum;
             if let Some(memo) = memo.filter(|_| !memoised) {
                 memo.seal_scores(node, version);
             }
         }
     };
     if n <= chunk {
-        work(scores, feasible);
+        work(totals, scores, feasible);
     } else {
         pool.install(|| {
-            scores
-                .par_chunks_mut(chunk * per_node)
+            totals
+                .par_chunks_mut(chunk)
+                .zip(scores.par_chunks_mut(chunk * kept_per_node))
                 .zip(feasible.par_chunks(chunk))
-                .for_each(|(out, nodes)| work(out, nodes));
+                .for_each(|((totals, kept), nodes)| work(totals, kept, nodes));
         });
     }
-    for (s, scorer) in active.iter().enumerate() {
-        column.clear();
-        column.extend(scores.iter().skip(s).step_by(per_node));
+    for (k, scorer) in active.iter().filter(|scorer| scorer.normalizes).enumerate() {
+        let column = if normalized == 1 {
+            &mut scores[..n]
+        } else {
+            column.clear();
+            column.extend(scores.iter().skip(k).step_by(normalized));
+            &mut column[..]
+        };
         profile.plugins[scorer.plugin].normalize(&scorer.state, query, column);
         for (total, score) in totals.iter_mut().zip(column.iter()) {
             *total += score * scorer.weight;

@@ -224,6 +224,32 @@ fn least_allocated_spreads_and_most_allocated_packs() {
     assert_eq!(place(&mut packing, &pod("p", "1", "1Gi")).unwrap(), "a", "MostAllocated packs");
 }
 
+/// Enough nodes that the score pass runs in parallel chunks, with only scorers that
+/// keep their raw scores (none normalizes) or with one that normalizes beside them:
+/// the one emptier node must win either way.
+#[test]
+fn parallel_score_passes_add_up_every_scorer() {
+    use keelson_scheduler::profile::PluginArgs;
+    let mut nodes: Vec<_> = (0..6000).map(|i| node(&format!("n{i}"), "4", "8Gi", json!({}))).collect();
+    nodes.push(node("roomy", "64", "256Gi", json!({})));
+    for scorers in [&[("NodeResourcesFit", 1)][..], &[("NodeResourcesFit", 1), ("TaintToleration", 3)]] {
+        let profile = keelson_scheduler::Profile::build(
+            "default-scheduler",
+            &["NodeResourcesFit"],
+            scorers,
+            false,
+            &PluginArgs::default(),
+        )
+        .unwrap();
+        let mut s = keelson_scheduler::Scheduler::new(vec![profile], 2);
+        s.set_percentage_of_nodes_to_score(100);
+        for n in &nodes {
+            s.snapshot.upsert_node(n);
+        }
+        assert_eq!(place(&mut s, &pod("p", "1", "1Gi")).unwrap(), "roomy", "{scorers:?}");
+    }
+}
+
 fn zones(per_zone: usize) -> Vec<keelson_engine::k8s_openapi::api::core::v1::Node> {
     let mut nodes = Vec::new();
     for zone in ["z1", "z2", "z3"] {

@@ -132,7 +132,15 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Rescales raw scores (one per feasible node, in order) into `0..=MAX_NODE_SCORE`.
+    /// A plugin that overrides this must say so in [`normalizes`](Plugin::normalizes).
     fn normalize(&self, _state: &PluginState, _pod: &PodQuery, _scores: &mut [i64]) {}
+
+    /// Whether [`normalize`](Plugin::normalize) rescales. The scores of plugins that
+    /// keep their raw scores are added to the totals as they are, without gathering
+    /// them into a column first.
+    fn normalizes(&self) -> bool {
+        false
+    }
 
     fn reserve(&self, _pod: &PodQuery, _node: NodeIx) -> Result<(), Status> {
         Ok(())

@@ -276,6 +276,10 @@ impl Plugin for InterPodAffinity {
         scores.columns.iter().map(|(column, _)| scores.get(snapshot, *column, node)).sum()
     }
 
+    fn normalizes(&self) -> bool {
+        true
+    }
+
     fn normalize(&self, _: &PluginState, _: &PodQuery, scores: &mut [i64]) {
         let min = scores.iter().copied().min().unwrap_or(0);
         let max = scores.iter().copied().max().unwrap_or(0);

@@ -55,6 +55,10 @@ impl Plugin for NodeAffinity {
             .sum()
     }
 
+    fn normalizes(&self) -> bool {
+        true
+    }
+
     fn normalize(&self, _: &PluginState, _: &PodQuery, scores: &mut [i64]) {
         default_normalize(scores, false);
     }

@@ -262,6 +262,10 @@ impl Plugin for PodTopologySpread {
         score.round() as i64
     }
 
+    fn normalizes(&self) -> bool {
+        true
+    }
+
     fn normalize(&self, _: &PluginState, _: &PodQuery, scores: &mut [i64]) {
         let counted = scores.iter().copied().filter(|&s| s >= 0);
         let min = counted.clone().min().unwrap_or(0);

@@ -57,6 +57,10 @@ impl Plugin for TaintToleration {
             .count() as i64
     }
 
+    fn normalizes(&self) -> bool {
+        true
+    }
+
     fn normalize(&self, _: &PluginState, _: &PodQuery, scores: &mut [i64]) {
         default_normalize(scores, true);
     }

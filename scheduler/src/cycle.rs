@@ -434,18 +434,27 @@ impl Filtering<'_> {
     }
 }
 
-/// Runs every filter plugin's PreFilter. Returns the active filters and, if a plugin
-/// narrowed the candidates (e.g. `spec.nodeName`), the only nodes worth checking.
-/// Node-local filters read their verdicts from `memo` when there is one.
+/// What PreFilter left to look at: the nodes plugins narrowed the pod to (kube's
+/// `PreFilterResult`), and the nodes outside which some plugin's Filter fails anyway.
+#[derive(Default)]
+struct Candidates {
+    narrowed: Option<Vec<NodeIx>>,
+    passable: Option<Vec<NodeIx>>,
+}
+
+/// Runs every filter plugin's PreFilter. Returns the active filters and the candidates
+/// they left (see [`Candidates`]). Node-local filters read their verdicts from `memo`
+/// when there is one.
 fn pre_filter<'a>(
     snapshot: &'a Snapshot,
     query: &'a PodQuery,
     profile: &'a Profile,
     memo: Option<&'a Memo>,
     times: &mut PointTimes,
-) -> Result<(Filtering<'a>, Option<Vec<NodeIx>>), Status> {
+) -> Result<(Filtering<'a>, Candidates), Status> {
     let mut active = Vec::with_capacity(profile.filters.len());
     let mut narrowed: Option<Vec<NodeIx>> = None;
+    let mut passable: Option<Vec<NodeIx>> = None;
     for &plugin in &profile.filters {
         let prepared = times.plugin_call(
             plugin,
@@ -453,7 +462,14 @@ fn pre_filter<'a>(
             || profile.plugins[plugin].pre_filter(query, snapshot),
             prepared_code,
         );
-        let Prepared { skip, state, nodes } = prepared?;
+        let Prepared { skip, state, nodes, candidates } = prepared?;
+        if let Some(candidates) = candidates {
+            // Both ascending: their intersection in one merge.
+            passable = Some(match passable {
+                None => candidates,
+                Some(previous) => previous.into_iter().filter(|n| candidates.binary_search(n).is_ok()).collect(),
+            });
+        }
         if let Some(nodes) = nodes {
             narrowed = Some(match narrowed {
                 None => nodes,
@@ -466,7 +482,7 @@ fn pre_filter<'a>(
         }
     }
     let unmemoised = active.iter().any(|f| !f.memoised);
-    Ok((Filtering { profile, query, snapshot, active, memo, unmemoised }, narrowed))
+    Ok((Filtering { profile, query, snapshot, active, memo, unmemoised }, Candidates { narrowed, passable }))
 }
 
 /// The status label of a PreFilter or PreScore call.
@@ -828,7 +844,7 @@ impl Scheduler {
         let code = prefiltered.as_ref().map_or_else(|status| status.code, |_| Code::Success);
         self.last_points.record(Point::PreFilter, started, code);
         let started = Instant::now();
-        let (filtering, narrowed) = match prefiltered {
+        let (filtering, candidates) = match prefiltered {
             Ok(prepared) => prepared,
             Err(status) => {
                 let code = status.code;
@@ -836,18 +852,38 @@ impl Scheduler {
                 return Err(Failure { code, message, nomination: None });
             }
         };
-        let evaluated = match &narrowed {
-            Some(nodes) => {
+        let to_find = feasible_nodes_to_find(percentage, live);
+        let start = self.next_start % rows;
+        let scan_all = |scratch: &mut Scratch| {
+            filter_pass(&self.pool, scratch, &filtering, rows, to_find, |k| {
+                let k = start + k;
+                (if k >= rows { k - rows } else { k }) as NodeIx
+            })
+        };
+        let evaluated = match (&candidates.narrowed, &candidates.passable) {
+            (Some(nodes), _) => {
                 filter_pass(&self.pool, &mut self.scratch, &filtering, nodes.len(), nodes.len(), |k| nodes[k])
             }
-            None => {
-                let to_find = feasible_nodes_to_find(percentage, live);
-                let start = self.next_start % rows;
-                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, rows, to_find, |k| {
-                    let k = start + k;
-                    (if k >= rows { k - rows } else { k }) as NodeIx
-                });
+            (None, None) => {
+                let looked = scan_all(&mut self.scratch);
                 self.next_start = (start + looked) % rows;
+                looked
+            }
+            // The scan of every node, with the nodes that would fail anyway left out: it
+            // starts and stops where that scan would, so it finds the same feasible nodes.
+            (None, Some(passable)) => {
+                let (first, len) = (passable.partition_point(|&n| (n as usize) < start), passable.len());
+                let at = |k: usize| passable[if first + k >= len { first + k - len } else { first + k }];
+                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, len, to_find, at);
+                self.next_start = match looked {
+                    0 => start,
+                    looked if looked >= len => start,
+                    looked => (at(looked - 1) as usize + 1) % rows,
+                };
+                if self.scratch.feasible.is_empty() {
+                    // Nothing fits: every node's verdict, for kube's account of why.
+                    scan_all(&mut self.scratch);
+                }
                 looked
             }
         };

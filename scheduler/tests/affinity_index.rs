@@ -184,6 +184,32 @@ fn check(snapshot: &Snapshot) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// InterPodAffinity's PreFilter may name the only nodes its Filter can pass (the cycle
+/// then scans those alone): every node the Filter passes must be among them.
+fn check_candidates(snapshot: &mut Snapshot, pod: &Pod) -> Result<(), String> {
+    use keelson_scheduler::framework::Plugin;
+    use keelson_scheduler::plugins::inter_pod_affinity::InterPodAffinity;
+    use keelson_scheduler::query::{compile, DefaultSpread};
+    let query = compile(pod, snapshot, &DefaultSpread::Disabled);
+    snapshot.track_selections(&query);
+    let plugin = InterPodAffinity::default();
+    let prepared = plugin.pre_filter(&query, snapshot).map_err(|e| e.to_string())?;
+    let Some(candidates) = prepared.candidates else { return Ok(()) };
+    if prepared.skip {
+        return Err("a skipped PreFilter named candidates".into());
+    }
+    if !candidates.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!("candidates not ascending: {candidates:?}"));
+    }
+    for node in 0..snapshot.nodes.rows() as u32 {
+        let passes = plugin.filter(&prepared.state, &query, snapshot, node).is_ok();
+        if snapshot.nodes.live[node as usize] && passes && !candidates.contains(&node) {
+            return Err(format!("node {node} passes the filter but is not a candidate ({candidates:?})"));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
@@ -207,6 +233,8 @@ proptest! {
             match event {
                 Event::Schedule(class) => {
                     let pod = build_pod(i, &classes[*class]);
+                    check_candidates(&mut scheduler.snapshot, &pod)
+                        .map_err(|e| TestCaseError::fail(format!("before event {i} {event:?}: {e}")))?;
                     if let Outcome::Scheduled(decision) = scheduler.schedule(&pod, 0) {
                         placed.push((pod, decision.node));
                     }

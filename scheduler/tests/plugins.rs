@@ -382,6 +382,27 @@ fn required_affinity_follows_the_group_and_lets_the_first_one_start() {
     assert!(message.contains("6 node(s) didn't match pod affinity rules"), "{message}");
 }
 
+/// The cycle scans only the group's domains for a pod with required affinity, but a pod
+/// that fits nowhere is explained over every node, each by its first failing filter.
+#[test]
+fn required_affinity_that_fits_nowhere_is_explained_over_every_node() {
+    let mut s = scheduler(&zones(2));
+    for node in ["z1-0", "z1-1"] {
+        s.snapshot.upsert_pod(&bound(
+            pod_with(&format!("on-{node}"), "7900m", "1Mi", json!({"app": "cache"}), json!({})),
+            node,
+        ));
+    }
+    let affinity = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}});
+    let message = place(&mut s, &pod_with("big", "1", "1Mi", json!({"app": "cache"}), affinity.clone())).unwrap_err();
+    assert!(
+        message.starts_with("0/6 nodes are available: 2 Insufficient cpu, 4 node(s) didn't match pod affinity rules"),
+        "{message}"
+    );
+    assert_eq!(&place(&mut s, &pod_with("small", "50m", "1Mi", json!({"app": "cache"}), affinity)).unwrap()[..2], "z1");
+}
+
 #[test]
 fn preferred_pod_affinity_attracts() {
     let mut s = scheduler(&zones(1));

@@ -36,21 +36,27 @@ pub struct Prepared {
     /// Nothing to do for this pod: the per-node method is not called.
     pub skip: bool,
     pub state: PluginState,
-    /// PreFilter only: the pod can only go to these nodes (e.g. `spec.nodeName`).
+    /// PreFilter only: the pod can only go to these nodes (e.g. `spec.nodeName`), as
+    /// kube's `PreFilterResult`: the cycle looks at these alone.
     pub nodes: Option<Vec<NodeIx>>,
+    /// PreFilter only: every live node not in this list (ascending) fails this plugin's
+    /// Filter. Unlike `nodes` this changes nothing kube would decide or report: the
+    /// cycle skips the other nodes where its scan would reach them, and looks at every
+    /// node again only to explain a pod that fits nowhere.
+    pub candidates: Option<Vec<NodeIx>>,
 }
 
 impl Prepared {
     pub fn skip() -> Prepared {
-        Prepared { skip: true, state: None, nodes: None }
+        Prepared { skip: true, state: None, nodes: None, candidates: None }
     }
 
     pub fn run() -> Prepared {
-        Prepared { skip: false, state: None, nodes: None }
+        Prepared { skip: false, state: None, nodes: None, candidates: None }
     }
 
     pub fn with_state<T: Any + Send + Sync>(state: T) -> Prepared {
-        Prepared { skip: false, state: Some(Box::new(state)), nodes: None }
+        Prepared { skip: false, state: Some(Box::new(state)), nodes: None, candidates: None }
     }
 }
 

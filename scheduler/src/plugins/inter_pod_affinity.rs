@@ -138,6 +138,29 @@ fn add_selected(counts: &mut DomainCounts, snapshot: &Snapshot, terms: &[Affinit
 }
 
 /// Whether the placed pods' term `targets` selects the incoming pod.
+/// The live nodes where every one of `terms` finds a domain of its topology holding a
+/// matching pod: the only nodes Filter's required-affinity check lets through once
+/// matching pods exist (ascending).
+fn affinity_candidates(snapshot: &Snapshot, terms: &[AffinityTerm], affinity: &DomainCounts) -> Vec<NodeIx> {
+    let columns = &snapshot.nodes.columns;
+    let counted: Vec<(ColId, &[i64])> = terms
+        .iter()
+        .map(|t| {
+            let counts = affinity.columns.iter().find(|(c, _)| *c == t.topology).map_or(&[][..], |(_, n)| &n[..]);
+            (t.topology, counts)
+        })
+        .collect();
+    (0..snapshot.nodes.rows() as NodeIx)
+        .filter(|&node| {
+            snapshot.nodes.live[node as usize]
+                && counted.iter().all(|&(column, counts)| {
+                    let domain = columns.get(column).domain(node);
+                    domain != ABSENT && counts.get(domain as usize).is_some_and(|&n| n > 0)
+                })
+        })
+        .collect()
+}
+
 fn selects_incoming(snapshot: &Snapshot, targets: TargetsId, pod: &PodQuery) -> bool {
     let namespace = pod.record.namespace;
     snapshot.affinity.targets(targets).selects(namespace, &pod.record.labels, snapshot.namespace_labels(namespace))
@@ -194,7 +217,14 @@ impl Plugin for InterPodAffinity {
         }
         let self_affinity =
             required_affinity.iter().all(|t| t.selects(pod.record.namespace, &pod.record.labels, snapshot));
-        Ok(Prepared::with_state(FilterState { existing_anti, affinity, anti, self_affinity }))
+        // Required affinity that matched pods somewhere admits only the nodes of their
+        // domains: usually a small part of the cluster, which the cycle then scans alone.
+        let may_start_group = affinity.is_empty() && self_affinity;
+        let candidates = (!required_affinity.is_empty() && !may_start_group)
+            .then(|| affinity_candidates(snapshot, required_affinity, &affinity));
+        let mut prepared = Prepared::with_state(FilterState { existing_anti, affinity, anti, self_affinity });
+        prepared.candidates = candidates;
+        Ok(prepared)
     }
 
     #[inline]

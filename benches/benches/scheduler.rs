@@ -1,7 +1,8 @@
 //! The scheduling cycle alone: decisions per second on a snapshot of N nodes with 1,000
 //! placed pods, for scheduler_perf-shaped pods (SchedulingBasic: 100m CPU, 500Mi, one
 //! container port) and for the expensive kinds (required pod anti-affinity, required pod
-//! affinity, hard topology spread).
+//! affinity to a group in one zone and to the placed pods in every zone, hard topology
+//! spread).
 //!
 //! `schedule_basic_unmemoised` runs the basic shape with the node-local memo off, beside
 //! the memoised runs, so the memo's effect is measured on the same machine in one run.
@@ -54,6 +55,8 @@ enum Shape {
     Basic,
     AntiAffinity,
     Affinity,
+    /// Required affinity to the placed pods, which are in every zone.
+    AffinityEverywhere,
     HardSpread,
 }
 
@@ -63,6 +66,7 @@ impl Shape {
             Shape::Basic => "basic",
             Shape::AntiAffinity => "pod_anti_affinity",
             Shape::Affinity => "pod_affinity",
+            Shape::AffinityEverywhere => "pod_affinity_everywhere",
             Shape::HardSpread => "hard_topology_spread",
         }
     }
@@ -82,6 +86,12 @@ impl Shape {
                 json!({"foo": "bar"}),
                 json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                     {"labelSelector": {"matchLabels": {"foo": "bar"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}),
+            ),
+            Shape::AffinityEverywhere => pod(
+                name,
+                json!({}),
+                json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "existing"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}),
             ),
             Shape::HardSpread => pod(
                 name,
@@ -150,6 +160,7 @@ fn scheduling(c: &mut Criterion) {
     bench_shape(c, Shape::Basic, &[5000], false);
     bench_shape(c, Shape::AntiAffinity, &[1000, 5000], true);
     bench_shape(c, Shape::Affinity, &[1000, 5000], true);
+    bench_shape(c, Shape::AffinityEverywhere, &[5000], true);
     bench_shape(c, Shape::HardSpread, &[1000, 5000], true);
 }
 

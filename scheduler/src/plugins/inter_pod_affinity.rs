@@ -10,7 +10,7 @@
 use crate::framework::{Plugin, PluginState, Prepared, Rejection, Status, MAX_NODE_SCORE};
 use crate::query::{AffinityTerm, PodQuery, WeightedTerm};
 use crate::snapshot::affinity_index::{Role, TargetsId};
-use crate::snapshot::columns::{ColId, ABSENT};
+use crate::snapshot::columns::{ColId, Domain, ABSENT};
 use crate::snapshot::{NodeIx, PodIx, Snapshot, NO_NODE};
 
 const AFFINITY: u32 = 0;
@@ -140,25 +140,31 @@ fn add_selected(counts: &mut DomainCounts, snapshot: &Snapshot, terms: &[Affinit
 /// Whether the placed pods' term `targets` selects the incoming pod.
 /// The live nodes where every one of `terms` finds a domain of its topology holding a
 /// matching pod: the only nodes Filter's required-affinity check lets through once
-/// matching pods exist (ascending).
-fn affinity_candidates(snapshot: &Snapshot, terms: &[AffinityTerm], affinity: &DomainCounts) -> Vec<NodeIx> {
+/// matching pods exist (ascending). `None` when matching pods are in most of some
+/// term's domains: the list would then hold most nodes, and building it would cost a
+/// pass over all of them that the cycle's scan, which stops early, does not make.
+fn affinity_candidates(snapshot: &Snapshot, terms: &[AffinityTerm], affinity: &DomainCounts) -> Option<Vec<NodeIx>> {
     let columns = &snapshot.nodes.columns;
-    let counted: Vec<(ColId, &[i64])> = terms
-        .iter()
-        .map(|t| {
-            let counts = affinity.columns.iter().find(|(c, _)| *c == t.topology).map_or(&[][..], |(_, n)| &n[..]);
-            (t.topology, counts)
+    let mut counted: Vec<(&[Domain], &[i64])> = Vec::with_capacity(terms.len());
+    let mut narrows = false;
+    for term in terms {
+        let counts = affinity.columns.iter().find(|(c, _)| *c == term.topology).map_or(&[][..], |(_, n)| &n[..]);
+        let column = columns.get(term.topology);
+        let held = counts.iter().filter(|&&n| n > 0).count();
+        narrows |= held * 4 <= column.domain_count() * 3;
+        counted.push((&column.domain_of_node, counts));
+    }
+    if !narrows {
+        return None;
+    }
+    let live = &snapshot.nodes.live;
+    let admits = |node: usize| {
+        counted.iter().all(|&(domains, counts)| {
+            let domain = domains.get(node).copied().unwrap_or(ABSENT);
+            domain != ABSENT && counts.get(domain as usize).is_some_and(|&n| n > 0)
         })
-        .collect();
-    (0..snapshot.nodes.rows() as NodeIx)
-        .filter(|&node| {
-            snapshot.nodes.live[node as usize]
-                && counted.iter().all(|&(column, counts)| {
-                    let domain = columns.get(column).domain(node);
-                    domain != ABSENT && counts.get(domain as usize).is_some_and(|&n| n > 0)
-                })
-        })
-        .collect()
+    };
+    Some((0..snapshot.nodes.rows()).filter(|&node| live[node] && admits(node)).map(|node| node as NodeIx).collect())
 }
 
 fn selects_incoming(snapshot: &Snapshot, targets: TargetsId, pod: &PodQuery) -> bool {
@@ -221,7 +227,8 @@ impl Plugin for InterPodAffinity {
         // domains: usually a small part of the cluster, which the cycle then scans alone.
         let may_start_group = affinity.is_empty() && self_affinity;
         let candidates = (!required_affinity.is_empty() && !may_start_group)
-            .then(|| affinity_candidates(snapshot, required_affinity, &affinity));
+            .then(|| affinity_candidates(snapshot, required_affinity, &affinity))
+            .flatten();
         let mut prepared = Prepared::with_state(FilterState { existing_anti, affinity, anti, self_affinity });
         prepared.candidates = candidates;
         Ok(prepared)

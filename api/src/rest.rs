@@ -442,6 +442,14 @@ fn stamp_new_metadata(meta: &mut ObjectMeta, info: &ResourceInfo, namespace: Opt
     Ok(generated)
 }
 
+/// Whether create attempt `attempt` (from 0) should be tried again under another
+/// generated name: the name it drew is taken, and it has been retried fewer than
+/// `GENERATED_NAME_RETRIES` times.
+fn retry_generated_name(error: &ApiError, generated: bool, attempt: usize) -> bool {
+    const GENERATED_NAME_RETRIES: usize = 8;
+    generated && error.reason == StatusReason::AlreadyExists && attempt < GENERATED_NAME_RETRIES
+}
+
 /// Kinds whose `metadata.generation` counts spec changes.
 fn tracks_generation(info: &ResourceInfo) -> bool {
     matches!(info.group, "apps" | "batch" | "policy") && info.kind != "ControllerRevision"
@@ -906,10 +914,7 @@ impl Call<'_> {
             }
             match result {
                 Ok(reply) => return Ok(reply),
-                // A generated name that is taken: try another.
-                Err(error) if error.reason == StatusReason::AlreadyExists && generate.is_some() && attempt < 8 => {
-                    continue
-                }
+                Err(error) if retry_generated_name(&error, generate.is_some(), attempt) => continue,
                 Err(error) => return Err(error),
             }
         }
@@ -940,8 +945,7 @@ impl Call<'_> {
             for attempt in 0.. {
                 let Some((prepared, generated)) = self.prepare_json_create(body)? else { break };
                 match self.commit_create(prepared, dry_run).await {
-                    // A generated name that is taken: try another.
-                    Err(error) if error.reason == StatusReason::AlreadyExists && generated && attempt < 8 => continue,
+                    Err(error) if retry_generated_name(&error, generated, attempt) => continue,
                     reply => return reply,
                 }
             }

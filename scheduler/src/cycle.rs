@@ -464,7 +464,7 @@ fn pre_filter<'a>(
         );
         let Prepared { skip, state, nodes, candidates } = prepared?;
         if let Some(candidates) = candidates {
-            // Both ascending: their intersection in one merge.
+            // Both ascending: the intersection keeps the order.
             passable = Some(match passable {
                 None => candidates,
                 Some(previous) => previous.into_iter().filter(|n| candidates.binary_search(n).is_ok()).collect(),
@@ -875,11 +875,9 @@ impl Scheduler {
                 let (first, len) = (passable.partition_point(|&n| (n as usize) < start), passable.len());
                 let at = |k: usize| passable[if first + k >= len { first + k - len } else { first + k }];
                 let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, len, to_find, at);
-                self.next_start = match looked {
-                    0 => start,
-                    looked if looked >= len => start,
-                    looked => (at(looked - 1) as usize + 1) % rows,
-                };
+                // Past the last node looked at; where it started if it went all round.
+                self.next_start =
+                    if looked == 0 || looked >= len { start } else { (at(looked - 1) as usize + 1) % rows };
                 if self.scratch.feasible.is_empty() {
                     // Nothing fits: every node's verdict, for kube's account of why.
                     scan_all(&mut self.scratch);

@@ -137,7 +137,6 @@ fn add_selected(counts: &mut DomainCounts, snapshot: &Snapshot, terms: &[Affinit
     }
 }
 
-/// Whether the placed pods' term `targets` selects the incoming pod.
 /// The live nodes where every one of `terms` finds a domain of its topology holding a
 /// matching pod: the only nodes Filter's required-affinity check lets through once
 /// matching pods exist (ascending). `None` when matching pods are in most of some
@@ -167,6 +166,7 @@ fn affinity_candidates(snapshot: &Snapshot, terms: &[AffinityTerm], affinity: &D
     Some((0..snapshot.nodes.rows()).filter(|&node| live[node] && admits(node)).map(|node| node as NodeIx).collect())
 }
 
+/// Whether the placed pods' term `targets` selects the incoming pod.
 fn selects_incoming(snapshot: &Snapshot, targets: TargetsId, pod: &PodQuery) -> bool {
     let namespace = pod.record.namespace;
     snapshot.affinity.targets(targets).selects(namespace, &pod.record.labels, snapshot.namespace_labels(namespace))

@@ -636,18 +636,65 @@ fn node_affinity_naming_its_nodes_narrows_the_cycle() {
 
 #[test]
 fn start_index_rotates_between_cycles() {
-    // 1000 identical empty nodes: adaptive sampling looks at ~420 per cycle, and the
+    // 1000 identical empty nodes: adaptive sampling looks at 420 per cycle, and the
     // start moves on, so successive pods see different nodes.
     let nodes: Vec<_> = (0..1000).map(|i| node(&format!("n{i:04}"), "64", "256Gi", json!({}))).collect();
     let mut s = scheduler(&nodes);
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..10 {
         let Outcome::Scheduled(decision) = s.schedule(&pod(&format!("p{i}"), "1", "1Gi"), 0) else { panic!() };
-        assert!(decision.evaluated_nodes >= 420 && decision.evaluated_nodes < 1000, "{}", decision.evaluated_nodes);
+        assert_eq!(decision.evaluated_nodes, 420, "every node fits: the scan stops at the 420th");
         assert_eq!(decision.feasible_nodes, 420);
         seen.insert(decision.node);
     }
     assert!(seen.len() >= 5, "{seen:?}");
+}
+
+/// The scan stops right after the node that completes the feasible nodes wanted, with
+/// the memo (which takes whole words of rows known to pass) and without it alike: every
+/// third node is too small, so 420 feasible nodes take 629 to 631 nodes to find (631
+/// across the wrap from n0999 to n0000, both too small).
+#[test]
+fn the_filter_pass_stops_at_the_node_that_completes_the_feasible_nodes() {
+    let nodes: Vec<_> = (0..1000)
+        .map(|i| node(&format!("n{i:04}"), if i % 3 == 0 { "500m" } else { "64" }, "256Gi", json!({})))
+        .collect();
+    let runs: Vec<Vec<(String, usize)>> = [true, false]
+        .iter()
+        .map(|&memoise| {
+            let mut s = scheduler(&nodes);
+            s.set_memoise(memoise);
+            (0..12)
+                .map(|i| {
+                    let Outcome::Scheduled(decision) = s.schedule(&pod(&format!("p{i}"), "1", "1Gi"), 0) else {
+                        panic!()
+                    };
+                    assert_eq!(decision.feasible_nodes, 420);
+                    assert!((629..=631).contains(&decision.evaluated_nodes), "{}", decision.evaluated_nodes);
+                    (decision.node, decision.evaluated_nodes)
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(runs[0].iter().map(|r| r.1).collect::<Vec<_>>(), runs[1].iter().map(|r| r.1).collect::<Vec<_>>());
+}
+
+/// Enough feasible nodes wanted that the filter pass runs in parallel chunks, each
+/// taking words of rows the memo knows to pass: every pod gets as many feasible nodes
+/// as wanted, and a node it fits on.
+#[test]
+fn parallel_filter_passes_find_the_feasible_nodes_wanted() {
+    let nodes: Vec<_> = (0..3000)
+        .map(|i| node(&format!("n{i:04}"), if i % 10 == 0 { "500m" } else { "64" }, "256Gi", json!({})))
+        .collect();
+    let mut s = scheduler(&nodes);
+    s.set_percentage_of_nodes_to_score(50);
+    for i in 0..20 {
+        let Outcome::Scheduled(decision) = s.schedule(&pod(&format!("p{i}"), "1", "1Gi"), 0) else { panic!() };
+        assert_eq!(decision.feasible_nodes, 1500);
+        assert!((1666..=3000).contains(&decision.evaluated_nodes), "{}", decision.evaluated_nodes);
+        assert_ne!(decision.node_ix % 10, 0, "{} is too small", decision.node);
+    }
 }
 
 #[test]

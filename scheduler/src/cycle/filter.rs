@@ -12,6 +12,7 @@ use crate::query::PodQuery;
 use crate::snapshot::{NodeIx, Snapshot};
 use crate::timing::{Point, PointTimes};
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What one chunk of a filter pass saw.
@@ -63,7 +64,7 @@ impl Filtering<'_> {
             return Verdict { node, plugin: NOT_LIVE, rejection: PASS };
         }
         let memoised = match self.memo {
-            Some(memo) => memo.verdict(node, self.snapshot.nodes.versions[row], || self.memoised_verdict(node)),
+            Some(memo) => memo.verdict(node, || self.memoised_verdict(node)),
             None => None,
         };
         if self.unmemoised {
@@ -168,10 +169,162 @@ pub(super) fn pre_filter<'a>(
     Ok((Filtering { profile, query, snapshot, active, memo, unmemoised }, Candidates { narrowed, passable }))
 }
 
-/// Filters the candidates `candidate(0..total)` in chunks until `to_find` feasible nodes
-/// are found. Fills `scratch.feasible` (at most `to_find`, in candidate order) and, per
-/// chunk, the rejections among the candidates it looked at (`scratch.verdicts`, described
-/// by `scratch.chunk_stats`); returns the number of candidates looked at.
+/// The nodes a filter pass looks at, in order: the ascending `list` (every row when
+/// `None`) from position `first` to its end, then from its start up to `first`.
+#[derive(Clone, Copy)]
+pub(super) struct Scan<'a> {
+    list: Option<&'a [NodeIx]>,
+    len: usize,
+    first: usize,
+}
+
+impl<'a> Scan<'a> {
+    /// Every row, from `start`.
+    pub(super) fn rows(rows: usize, start: usize) -> Scan<'a> {
+        Scan { list: None, len: rows, first: start }
+    }
+
+    /// The ascending `list`, from its position `first`.
+    pub(super) fn list(list: &'a [NodeIx], first: usize) -> Scan<'a> {
+        Scan { list: Some(list), len: list.len(), first }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The node looked at `k`-th.
+    #[inline]
+    pub(super) fn at(&self, k: usize) -> NodeIx {
+        let at = self.first + k;
+        let at = if at >= self.len { at - self.len } else { at };
+        match self.list {
+            Some(list) => list[at],
+            None => at as NodeIx,
+        }
+    }
+
+    /// Where in the list the nodes looked at `from..to` are: at most two ascending
+    /// ranges, in the order they are looked at.
+    fn pieces(&self, from: usize, to: usize) -> [Range<usize>; 2] {
+        let (from, to) = (self.first + from, self.first + to);
+        if to <= self.len {
+            [from..to, 0..0]
+        } else if from >= self.len {
+            [from - self.len..to - self.len, 0..0]
+        } else {
+            [from..self.len, 0..to - self.len]
+        }
+    }
+}
+
+/// One chunk's walk through its nodes: the nodes that passed (in `slots`, in the
+/// order looked at) and the rejections (in `verdicts`). It stops once the feasible nodes
+/// it and the other chunks found reach the number wanted.
+struct ChunkWalk<'w> {
+    filtering: &'w Filtering<'w>,
+    slots: &'w mut [NodeIx],
+    verdicts: &'w mut [Verdict],
+    /// Feasible nodes found by chunks that finished, and the number wanted in all.
+    found: &'w AtomicUsize,
+    to_find: usize,
+    /// `to_find` less what other chunks had found when last read.
+    wanted: usize,
+    passed: usize,
+    rejected: usize,
+    looked: usize,
+}
+
+impl ChunkWalk<'_> {
+    /// Reads what other chunks found; whether that is enough to stop.
+    #[inline]
+    fn enough(&mut self) -> bool {
+        self.wanted = self.to_find.saturating_sub(self.found.load(Ordering::Relaxed));
+        self.passed >= self.wanted
+    }
+
+    /// Takes a node's verdict; whether to stop.
+    #[inline]
+    fn take(&mut self, verdict: Verdict) -> bool {
+        self.looked += 1;
+        match verdict.plugin {
+            PASSED => {
+                self.slots[self.passed] = verdict.node;
+                self.passed += 1;
+                return self.passed >= self.wanted;
+            }
+            NOT_LIVE => {}
+            _ => {
+                self.verdicts[self.rejected] = verdict;
+                self.rejected += 1;
+            }
+        }
+        false
+    }
+
+    /// Looks at `nodes` one by one; whether to stop.
+    fn each(&mut self, nodes: impl Iterator<Item = NodeIx>) -> bool {
+        for node in nodes {
+            if self.take(self.filtering.verdict(node)) {
+                return true;
+            }
+            // Now and then, not per node, so the shared counter stays cool.
+            if self.looked.is_multiple_of(64) && self.enough() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Looks at rows `rows`, taking each word of 64 rows the memo knows to pass whole
+    /// (the common case: a class of pods on a cluster with room) without looking at the
+    /// rows one by one. Only when every active filter is memoised.
+    fn rows(&mut self, memo: &Memo, rows: Range<usize>) -> bool {
+        let passed_rows = memo.passed();
+        let mut row = rows.start;
+        while row < rows.end {
+            let word = row / 64;
+            let end = (word * 64 + 64).min(rows.end);
+            let span = end - row;
+            let mask = (u64::MAX >> (64 - span)) << (row % 64);
+            let passing = passed_rows.word(word) & mask;
+            if passing == mask {
+                let take = span.min(self.wanted - self.passed);
+                for (slot, row) in self.slots[self.passed..self.passed + take].iter_mut().zip(row..) {
+                    *slot = row as NodeIx;
+                }
+                self.passed += take;
+                self.looked += take;
+                if self.passed >= self.wanted {
+                    return true;
+                }
+            } else {
+                for row in row..end {
+                    let verdict = if passing >> (row % 64) & 1 == 1 {
+                        Verdict { node: row as NodeIx, plugin: PASSED, rejection: PASS }
+                    } else {
+                        self.filtering.verdict(row as NodeIx)
+                    };
+                    if self.take(verdict) {
+                        return true;
+                    }
+                }
+            }
+            row = end;
+            if self.enough() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Filters the nodes of `scan` in chunks until `to_find` feasible nodes are found: a
+/// chunk stops right after the node that makes the feasible nodes found by it and by
+/// the chunks that finished reach `to_find`. Fills `scratch.feasible` (at most
+/// `to_find`, in scan order) and, per chunk, the rejections among the nodes it looked at
+/// (`scratch.verdicts`, described by `scratch.chunk_stats`); returns the number of nodes
+/// looked at.
 ///
 /// Chunks run in parallel only when there is enough work: waking a sleeping worker costs
 /// a few microseconds, as much as filtering a few hundred nodes.
@@ -179,10 +332,10 @@ pub(super) fn filter_pass(
     pool: &rayon::ThreadPool,
     scratch: &mut Scratch,
     filtering: &Filtering<'_>,
-    total: usize,
+    scan: Scan<'_>,
     to_find: usize,
-    candidate: impl Fn(usize) -> NodeIx + Sync,
 ) -> usize {
+    let total = scan.len();
     let parallel =
         to_find.min(total) * filtering.active.len().max(1) >= MIN_PARALLEL_WORK && pool.current_num_threads() > 1;
     let chunk = if parallel { chunk_size(pool, to_find.min(total)) } else { total.max(1) };
@@ -197,28 +350,35 @@ pub(super) fn filter_pass(
     chunk_stats.clear();
     chunk_stats.resize(chunks, ChunkStats::default());
     let found = AtomicUsize::new(0);
+    // Words of rows at a time when every verdict can come from the memo.
+    let memo = filtering.memo.filter(|_| scan.list.is_none() && !filtering.unmemoised);
     let work = |index: usize, slots: &mut [NodeIx], verdicts: &mut [Verdict], stats: &mut ChunkStats| {
-        let base = index * chunk;
-        let (mut passed, mut rejected, mut looked) = (0, 0, 0);
-        for k in 0..slots.len() {
-            // Checking now and then (not per node) keeps the shared counter cool.
-            if k % 16 == 0 && passed + found.load(Ordering::Relaxed) >= to_find {
-                break;
-            }
-            let verdict = filtering.verdict(candidate(base + k));
-            looked += 1;
-            match verdict.plugin {
-                PASSED => {
-                    slots[passed] = verdict.node;
-                    passed += 1;
-                }
-                NOT_LIVE => {}
-                _ => {
-                    verdicts[rejected] = verdict;
-                    rejected += 1;
+        let from = index * chunk;
+        let to = from + slots.len();
+        let mut walk = ChunkWalk {
+            filtering,
+            slots,
+            verdicts,
+            found: &found,
+            to_find,
+            wanted: 0,
+            passed: 0,
+            rejected: 0,
+            looked: 0,
+        };
+        if !walk.enough() {
+            for piece in scan.pieces(from, to) {
+                let stop = match (scan.list, memo) {
+                    (Some(list), _) => walk.each(list[piece].iter().copied()),
+                    (None, Some(memo)) => walk.rows(memo, piece),
+                    (None, None) => walk.each(piece.map(|row| row as NodeIx)),
+                };
+                if stop {
+                    break;
                 }
             }
         }
+        let ChunkWalk { passed, rejected, looked, .. } = walk;
         found.fetch_add(passed, Ordering::Relaxed);
         *stats = ChunkStats { passed, rejected, looked };
     };

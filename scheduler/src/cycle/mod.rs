@@ -21,7 +21,7 @@ use crate::profile::Profile;
 use crate::query::{compile, PodQuery};
 use crate::snapshot::{NodeIx, Snapshot};
 use crate::timing::{Point, PointTimes, PLUGIN_SAMPLE_EVERY};
-use filter::{filter_pass, pre_filter, ChunkStats, Verdict};
+use filter::{filter_pass, pre_filter, ChunkStats, Scan, Verdict};
 use keelson_engine::k8s_openapi::api::core::v1::Pod;
 use score::{memo_width, score_pass, ScoreInputs};
 use std::collections::BTreeMap;
@@ -316,7 +316,7 @@ impl Scheduler {
         let mut untimed = PointTimes::default();
         let (filtering, _) = pre_filter(&self.snapshot, query, profile, None, &mut untimed).ok()?;
         let rows = self.snapshot.nodes.rows();
-        filter_pass(&self.pool, &mut self.scratch, &filtering, rows, rows, |k| k as NodeIx);
+        filter_pass(&self.pool, &mut self.scratch, &filtering, Scan::rows(rows, 0), rows);
         drop(filtering);
         let feasible = std::mem::take(&mut self.scratch.feasible);
         let inputs = ScoreInputs { snapshot: &self.snapshot, query, profile, memo: None };
@@ -437,10 +437,9 @@ impl Scheduler {
                 nomination: None,
             });
         }
-        let rows = self.snapshot.nodes.rows();
         // Taken out for the cycle so the memo can be read while `self` is borrowed.
         let mut memos = self.memos.as_mut().filter(|_| memoise).map(|m| std::mem::take(&mut m[profile_ix]));
-        let memo = memos.as_mut().map(|m| m.for_query(query, rows, memo_width(profile)));
+        let memo = memos.as_mut().map(|m| m.for_query(query, &self.snapshot.nodes, memo_width(profile)));
         let found = self.filter_and_score(query, profile, percentage, live, memo);
         if let (Some(all), Some(memos)) = (self.memos.as_mut(), memos) {
             all[profile_ix] = memos;
@@ -477,33 +476,27 @@ impl Scheduler {
         };
         let to_find = feasible_nodes_to_find(percentage, live);
         let start = self.next_start % rows;
-        let scan_all = |scratch: &mut Scratch| {
-            filter_pass(&self.pool, scratch, &filtering, rows, to_find, |k| {
-                let k = start + k;
-                (if k >= rows { k - rows } else { k }) as NodeIx
-            })
-        };
+        let every_row = Scan::rows(rows, start);
         let evaluated = match (&candidates.narrowed, &candidates.passable) {
             (Some(nodes), _) => {
-                filter_pass(&self.pool, &mut self.scratch, &filtering, nodes.len(), nodes.len(), |k| nodes[k])
+                filter_pass(&self.pool, &mut self.scratch, &filtering, Scan::list(nodes, 0), nodes.len())
             }
             (None, None) => {
-                let looked = scan_all(&mut self.scratch);
+                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, every_row, to_find);
                 self.next_start = (start + looked) % rows;
                 looked
             }
             // The scan of every node, with the nodes that would fail anyway left out: it
             // starts and stops where that scan would, so it finds the same feasible nodes.
             (None, Some(passable)) => {
-                let (first, len) = (passable.partition_point(|&n| (n as usize) < start), passable.len());
-                let at = |k: usize| passable[if first + k >= len { first + k - len } else { first + k }];
-                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, len, to_find, at);
+                let scan = Scan::list(passable, passable.partition_point(|&n| (n as usize) < start));
+                let looked = filter_pass(&self.pool, &mut self.scratch, &filtering, scan, to_find);
                 // Past the last node looked at; where it started if it went all round.
                 self.next_start =
-                    if looked == 0 || looked >= len { start } else { (at(looked - 1) as usize + 1) % rows };
+                    if looked == 0 || looked >= scan.len() { start } else { (scan.at(looked - 1) as usize + 1) % rows };
                 if self.scratch.feasible.is_empty() {
                     // Nothing fits: every node's verdict, for kube's account of why.
-                    scan_all(&mut self.scratch);
+                    filter_pass(&self.pool, &mut self.scratch, &filtering, every_row, to_find);
                 }
                 looked
             }

@@ -11,21 +11,24 @@ use crate::query::PodQuery;
 use crate::snapshot::{NodeIx, Snapshot};
 use crate::timing::{Point, PointTimes};
 use rayon::prelude::*;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// One scorer that did not skip: its index in the profile, weight, state, its slot in
-/// the memo if its raw scores are memoised, and whether it normalizes them.
-pub(super) struct ActiveScorer {
+/// One scorer that did not skip: its index in the profile, weight and state, and the
+/// column its raw scores are kept in if it normalizes them.
+struct ActiveScorer {
     plugin: usize,
     weight: i64,
     state: PluginState,
-    slot: Option<usize>,
-    normalizes: bool,
+    column: Option<usize>,
 }
 
-/// How many memo slots a profile's node-local scorers need.
+/// How many scores the memo keeps per row for a profile: the weighted sum of the
+/// node-local scorers that keep their raw scores, and the raw scores of each node-local
+/// scorer that normalizes.
 pub(super) fn memo_width(profile: &Profile) -> usize {
-    profile.scorers.iter().filter(|&&(plugin, _)| profile.plugins[plugin].node_local()).count()
+    let plugins = &profile.plugins;
+    1 + profile.scorers.iter().filter(|&&(p, _)| plugins[p].node_local() && plugins[p].normalizes()).count()
 }
 
 /// What a score pass reads.
@@ -49,15 +52,12 @@ pub(super) fn score_pass(
 ) -> Result<(), Status> {
     let ScoreInputs { snapshot, query, profile, memo } = inputs;
     let started = Instant::now();
-    let mut active: Vec<ActiveScorer> = Vec::with_capacity(profile.scorers.len());
-    let mut slots = 0;
-    for &(plugin, weight) in &profile.scorers {
-        // Slots follow the profile's node-local scorers, skipped or not, so they are the
-        // same for every pod of a class.
-        let slot = (memo.is_some() && profile.plugins[plugin].node_local()).then(|| {
-            slots += 1;
-            slots - 1
-        });
+    // Node-local scorers' scores come from the memo when there is one; the others are
+    // computed for every node.
+    let mut memoised: Vec<ActiveScorer> = Vec::with_capacity(profile.scorers.len());
+    let mut computed: Vec<ActiveScorer> = Vec::with_capacity(profile.scorers.len());
+    let mut memoised_set = 0u64;
+    for (position, &(plugin, weight)) in profile.scorers.iter().enumerate() {
         let prepared = times.plugin_call(
             plugin,
             Point::PreScore,
@@ -65,61 +65,77 @@ pub(super) fn score_pass(
             prepared_code,
         );
         let Prepared { skip, state, .. } = prepared.inspect_err(|e| times.record(Point::PreScore, started, e.code))?;
-        if !skip {
-            let normalizes = profile.plugins[plugin].normalizes();
-            active.push(ActiveScorer { plugin, weight, state, slot, normalizes });
+        if skip {
+            continue;
+        }
+        let scorer = ActiveScorer { plugin, weight, state, column: None };
+        if memo.is_some() && profile.plugins[plugin].node_local() {
+            memoised_set |= 1 << position;
+            memoised.push(scorer);
+        } else {
+            computed.push(scorer);
         }
     }
+    // Raw scores are kept only for scorers that normalize: the memoised ones' columns
+    // first, in the order the memo keeps them.
+    let mut columns = 0;
+    for scorer in memoised.iter_mut().chain(computed.iter_mut()) {
+        if profile.plugins[scorer.plugin].normalizes() {
+            scorer.column = Some(columns);
+            columns += 1;
+        }
+    }
+    let memoised_columns = memoised.iter().filter(|s| s.column.is_some()).count();
     times.record(Point::PreScore, started, Code::Success);
     let started = Instant::now();
     let Scratch { scores, column, totals, .. } = scratch;
     let n = feasible.len();
     totals.clear();
     totals.resize(n, 0);
-    let per_node = active.len();
+    let per_node = memoised.len() + computed.len();
     if per_node == 0 {
         times.record(Point::Score, started, Code::Success);
         return Ok(());
     }
-    // Scorers that keep their raw scores add them, weighted, straight into the node's
-    // total; only those that normalize keep theirs (node-major, `normalized` per node)
-    // for the pass over all feasible nodes that normalizing needs.
-    let normalized = active.iter().filter(|scorer| scorer.normalizes).count();
+    let memo = memo.filter(|_| !memoised.is_empty());
+    if let Some(memo) = memo {
+        memo.score_for(memoised_set);
+    }
     // At least one slot per node, so the parallel pass's chunks of `scores` line up
     // with its chunks of nodes even when no scorer normalizes.
-    let kept_per_node = normalized.max(1);
+    let kept_per_node = columns.max(1);
     scores.clear();
     scores.resize(n * kept_per_node, 0);
     let parallel = n * per_node >= MIN_PARALLEL_WORK && pool.current_num_threads() > 1;
     let chunk = if parallel { chunk_size(pool, n) } else { n };
+    let score =
+        |scorer: &ActiveScorer, node| profile.plugins[scorer.plugin].score(&scorer.state, query, snapshot, node);
     let work = |totals: &mut [i64], kept: &mut [i64], nodes: &[NodeIx]| {
-        for (i, (&node, total)) in nodes.iter().zip(totals.iter_mut()).enumerate() {
-            let version = snapshot.nodes.versions[node as usize];
-            let memoised = memo.is_some_and(|m| m.has_scores(node, version));
+        for ((&node, total), kept) in nodes.iter().zip(totals.iter_mut()).zip(kept.chunks_exact_mut(kept_per_node)) {
             let mut sum = 0;
-            let mut k = i * kept_per_node;
-            for scorer in &active {
-                let score = |plugin: usize| profile.plugins[plugin].score(&scorer.state, query, snapshot, node);
-                let value = match (memo, scorer.slot) {
-                    (Some(memo), Some(slot)) if memoised => memo.score(node, slot),
-                    (Some(memo), Some(slot)) => {
-                        let value = score(scorer.plugin);
-                        memo.set_score(node, slot, value);
-                        value
+            if let Some(memo) = memo {
+                let entry = memo.scores(node, |entry| {
+                    for scorer in &memoised {
+                        let value = score(scorer, node);
+                        match scorer.column {
+                            Some(column) => entry[1 + column] = value,
+                            None => entry[0] += value * scorer.weight,
+                        }
                     }
-                    _ => score(scorer.plugin),
-                };
-                if scorer.normalizes {
-                    kept[k] = value;
-                    k += 1;
-                } else {
-                    sum += value * scorer.weight;
+                });
+                sum = entry[0].load(Relaxed);
+                for (kept, memoised) in kept[..memoised_columns].iter_mut().zip(&entry[1..]) {
+                    *kept = memoised.load(Relaxed);
+                }
+            }
+            for scorer in &computed {
+                let value = score(scorer, node);
+                match scorer.column {
+                    Some(column) => kept[column] = value,
+                    None => sum += value * scorer.weight,
                 }
             }
             *total = sum;
-            if let Some(memo) = memo.filter(|_| !memoised) {
-                memo.seal_scores(node, version);
-            }
         }
     };
     if n <= chunk {
@@ -133,12 +149,13 @@ pub(super) fn score_pass(
                 .for_each(|((totals, kept), nodes)| work(totals, kept, nodes));
         });
     }
-    for (k, scorer) in active.iter().filter(|scorer| scorer.normalizes).enumerate() {
-        let column = if normalized == 1 {
+    for scorer in memoised.iter().chain(&computed) {
+        let Some(k) = scorer.column else { continue };
+        let column = if columns == 1 {
             &mut scores[..n]
         } else {
             column.clear();
-            column.extend(scores.iter().skip(k).step_by(normalized));
+            column.extend(scores.iter().skip(k).step_by(columns));
             &mut column[..]
         };
         profile.plugins[scorer.plugin].normalize(&scorer.state, query, column);
@@ -149,7 +166,7 @@ pub(super) fn score_pass(
     times.record(Point::Score, started, Code::Success);
     if times.sampling() {
         // Timed apart from the pass (see `timing`): scorers are pure.
-        for scorer in &active {
+        for scorer in memoised.iter().chain(&computed) {
             let plugin = &profile.plugins[scorer.plugin];
             let node = feasible[0];
             times.plugin_call(

@@ -43,6 +43,10 @@ impl HostPort {
     }
 }
 
+/// The change log never starts over below this many changes, so a small table does not
+/// make every memo start afresh after a handful of changes.
+pub(crate) const MIN_CHANGES_KEPT: usize = 1024;
+
 /// The node table. Every `Vec` is indexed by `NodeIx`; rows of deleted nodes have
 /// `live == false` until reused.
 #[derive(Debug, Default)]
@@ -64,11 +68,16 @@ pub struct NodeTable {
     /// Pods nominated for the row after a preemption there (usually none).
     pub nominated: Vec<Vec<Nominee>>,
     pub columns: Columns,
-    /// Per row, a version taken from `last_version` whenever anything a plugin reads of
-    /// the row changes (the node itself, or a pod placed on or taken off it). Versions
-    /// never repeat, so a result computed at one version is valid while it is current.
-    pub versions: Vec<u64>,
-    last_version: u64,
+    /// The rows changed, in order: `changes[i]` is the row changed by change number
+    /// `changes_before + 1 + i`. A row changes whenever anything a plugin reads of it
+    /// changes (the node itself, or a pod placed on or taken off it), so a result
+    /// memoised for a row stays valid until the row appears here again. Bounded: once
+    /// it holds as many changes as there are rows, it starts over (a reader that far
+    /// behind would be no better off replaying it than starting afresh).
+    changes: Vec<NodeIx>,
+    changes_before: u64,
+    /// Changes made so far.
+    changed: u64,
     live_count: usize,
 }
 
@@ -88,8 +97,24 @@ impl NodeTable {
 
     /// Marks the row changed: results memoised for it are stale.
     fn touch(&mut self, ix: NodeIx) {
-        self.last_version += 1;
-        self.versions[ix as usize] = self.last_version;
+        if self.changes.len() >= self.rows().max(MIN_CHANGES_KEPT) {
+            self.changes_before = self.changed;
+            self.changes.clear();
+        }
+        self.changed += 1;
+        self.changes.push(ix);
+    }
+
+    /// How many changes rows have seen so far (see [`NodeTable::changed_since`]).
+    pub fn changes_made(&self) -> u64 {
+        self.changed
+    }
+
+    /// The rows changed after the first `seen` changes, in order (a row may appear more
+    /// than once); `None` if the table no longer remembers that far back.
+    pub fn changed_since(&self, seen: u64) -> Option<&[NodeIx]> {
+        let from = seen.checked_sub(self.changes_before)?;
+        self.changes.get(usize::try_from(from).ok()?..)
     }
 
     fn claim_row(&mut self, name: &str) -> NodeIx {
@@ -113,7 +138,6 @@ impl NodeTable {
                 self.images.push(Box::new([]));
                 self.pods.push(Vec::new());
                 self.nominated.push(Vec::new());
-                self.versions.push(0);
                 self.columns.grow(rows);
                 ix
             }
@@ -787,5 +811,23 @@ mod tests {
         assert!(snap.expire_assumed(20_000, 30_000).is_empty());
         assert_eq!(snap.expire_assumed(31_000, 30_000), vec!["default/p".to_string()]);
         assert_eq!(snap.nodes.pod_count[a as usize], 0);
+    }
+
+    #[test]
+    fn the_change_log_lists_changed_rows_until_it_starts_over() {
+        let mut snap = Snapshot::new();
+        snap.upsert_node(&node("a", "4", json!({})));
+        snap.upsert_node(&node("b", "4", json!({})));
+        let seen = snap.nodes.changes_made();
+        snap.upsert_pod(&pod("p", "b", "1"));
+        snap.upsert_node(&node("a", "8", json!({})));
+        assert_eq!(snap.nodes.changed_since(seen), Some(&[1, 0][..]));
+        assert_eq!(snap.nodes.changed_since(snap.nodes.changes_made()), Some(&[][..]));
+        for _ in 0..MIN_CHANGES_KEPT {
+            snap.upsert_node(&node("a", "4", json!({})));
+        }
+        assert_eq!(snap.nodes.changed_since(seen), None, "too far back");
+        let recent = snap.nodes.changes_made() - 3;
+        assert_eq!(snap.nodes.changed_since(recent), Some(&[0, 0, 0][..]));
     }
 }

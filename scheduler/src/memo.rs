@@ -94,6 +94,7 @@ pub struct Memo {
 
 impl Memo {
     fn new(class: PodQuery, width: usize, table: &NodeTable) -> Memo {
+        assert!(width <= MAX_WIDTH, "{width} memoised scores per row; at most {MAX_WIDTH}");
         let mut memo = Memo {
             class,
             last_used: 0,

@@ -70,6 +70,8 @@ pub(super) fn score_pass(
         }
         let scorer = ActiveScorer { plugin, weight, state, column: None };
         if memo.is_some() && profile.plugins[plugin].node_local() {
+            // A profile holds each plugin once, and there are far fewer than 64.
+            debug_assert!(position < 64);
             memoised_set |= 1 << position;
             memoised.push(scorer);
         } else {

@@ -18,7 +18,7 @@
 pub mod actions;
 pub mod informers;
 pub mod metrics;
-mod watched_pod;
+pub mod watched_pod;
 pub mod worker;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};

@@ -111,10 +111,11 @@ impl Memo {
         memo
     }
 
-    /// Takes the memo over for another class: nothing is known.
+    /// Takes the memo over for another class: nothing is known, every row covered.
     fn reset(&mut self, class: PodQuery, table: &NodeTable) {
         self.class = class;
         self.forget_all(table);
+        self.cover(table.rows());
     }
 
     fn forget_all(&mut self, table: &NodeTable) {
@@ -236,8 +237,8 @@ pub struct Memos {
 }
 
 impl Memos {
-    /// The memo for `query`'s class, covering `rows` rows, with `width` score slots:
-    /// found, or taken over from the least recently used class.
+    /// The memo for `query`'s class, current with `table` and covering its rows, with
+    /// `width` scores per row: found, or taken over from the least recently used class.
     pub fn for_query(&mut self, query: &PodQuery, table: &NodeTable, width: usize) -> &Memo {
         self.clock += 1;
         let at = match self.memos.iter().position(|m| m.class.same_node_inputs(query)) {
@@ -252,7 +253,6 @@ impl Memos {
             None => {
                 let at = (0..self.memos.len()).min_by_key(|&i| self.memos[i].last_used).unwrap_or(0);
                 self.memos[at].reset(query.clone(), table);
-                self.memos[at].cover(table.rows());
                 at
             }
         };

@@ -41,8 +41,8 @@ pub(super) struct ScoreInputs<'a> {
 }
 
 /// Runs PreScore, Score and NormalizeScore over `feasible`; leaves the weighted totals in
-/// `scratch.totals`, one per feasible node. Node-local raw scores come from `memo` when
-/// there is one.
+/// `scratch.totals`, one per feasible node. Node-local scorers' scores (their weighted
+/// sum, and the raw scores of those that normalize) come from `memo` when there is one.
 pub(super) fn score_pass(
     pool: &rayon::ThreadPool,
     scratch: &mut Scratch,

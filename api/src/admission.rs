@@ -8,12 +8,11 @@
 //! - DefaultTolerationSeconds: pods tolerate not-ready/unreachable nodes for 300 s.
 
 use crate::cache::WatchCache;
-use crate::object;
 use crate::pod_security;
 use crate::resources::ResourceInfo;
+use keelson_engine::k8s_openapi::api::core::v1::{Pod, PodSpec, Toleration};
 use keelson_engine::{ApiError, StatusReason};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,13 +22,6 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 
 /// How long pods tolerate a node that is not ready or unreachable.
 const DEFAULT_TOLERATION_SECONDS: i64 = 300;
-
-fn read(cache: &WatchCache, key: &str) -> Result<Option<Value>, ApiError> {
-    match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(ApiError::internal),
-        None => Ok(None),
-    }
-}
 
 /// The one thing NamespaceLifecycle reads of a namespace. Decoding only this skips
 /// the rest of the object (labels, managedFields) on every namespaced create.
@@ -127,71 +119,74 @@ pub fn pod_security_labels(cache: &WatchCache, namespace: &str) -> Result<pod_se
     Ok(namespace_life(cache, namespace, false)?.map(|ns| ns.metadata.labels).unwrap_or_default())
 }
 
+/// The one field of a PriorityClass that Priority admission reads.
+#[derive(serde::Deserialize)]
+struct ClassValue {
+    #[serde(default)]
+    value: i32,
+}
+
 /// The pod admission plugins, on the defaulted pod.
 pub fn admit_pod(
     cache: &WatchCache,
     namespace: &str,
-    pod: &mut Value,
+    pod: &mut Pod,
     suffix: impl FnOnce() -> String,
 ) -> Result<(), ApiError> {
-    let spec = object::entry(pod, &["spec"]);
-    if spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").is_empty() {
-        spec["serviceAccountName"] = json!("default");
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    if spec.service_account_name.as_deref().unwrap_or("").is_empty() {
+        spec.service_account_name = Some("default".to_owned());
     }
-    crate::token_volume::add(cache, namespace, pod, suffix)?;
-    let spec = object::entry(pod, &["spec"]);
-    let class = spec.get("priorityClassName").and_then(Value::as_str).unwrap_or("").to_string();
+    crate::token_volume::add(cache, namespace, &pod.metadata, spec, suffix)?;
+    let class = spec.priority_class_name.as_deref().unwrap_or("");
     if class.is_empty() {
-        if spec.get("priority").is_none_or(Value::is_null) {
-            spec["priority"] = json!(0);
-        }
+        spec.priority.get_or_insert(0);
     } else {
-        let key = keelson_store::object_key("priorityclasses", None, &class);
-        let priority = match read(cache, &key)? {
-            Some(pc) => pc.get("value").cloned().unwrap_or(json!(0)),
-            None if class == "system-cluster-critical" => json!(2_000_000_000),
-            None if class == "system-node-critical" => json!(2_000_001_000),
+        let key = keelson_store::object_key("priorityclasses", None, class);
+        let priority = match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
+            Some(bytes) => serde_json::from_slice::<ClassValue>(&bytes).map_err(ApiError::internal)?.value,
+            None if class == "system-cluster-critical" => 2_000_000_000,
+            None if class == "system-node-critical" => 2_000_001_000,
             None => {
                 return Err(ApiError::new(
                     StatusReason::Forbidden,
                     format!(
                         "pods \"{}\" is forbidden: no PriorityClass with name {class} was found",
-                        object::name(pod)
+                        pod.metadata.name.as_deref().unwrap_or("")
                     ),
                 ))
             }
         };
-        let spec = object::entry(pod, &["spec"]);
-        if let Some(given) = spec.get("priority").filter(|p| !p.is_null()) {
-            if *given != priority {
-                return Err(ApiError::new(
-                    StatusReason::Forbidden,
-                    "the integer value of priority must not be provided in pod spec; priority admission controller computed a different value from the given PriorityClass name",
-                ));
-            }
+        if spec.priority.is_some_and(|given| given != priority) {
+            return Err(ApiError::new(
+                StatusReason::Forbidden,
+                "the integer value of priority must not be provided in pod spec; priority admission controller computed a different value from the given PriorityClass name",
+            ));
         }
-        spec["priority"] = priority;
+        spec.priority = Some(priority);
     }
-    let spec = object::entry(pod, &["spec"]);
-    if spec.get("preemptionPolicy").is_none_or(Value::is_null) {
-        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
-    }
+    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".to_owned());
     add_default_tolerations(spec);
     Ok(())
 }
 
-fn add_default_tolerations(spec: &mut Value) {
-    let list = object::array_entry(spec, &["tolerations"]);
+fn add_default_tolerations(spec: &mut PodSpec) {
+    let list = spec.tolerations.get_or_insert_with(Vec::new);
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         let covered = list.iter().any(|t| {
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let exists_all = t_key.is_empty() && t.get("operator").and_then(Value::as_str) == Some("Exists");
+            let effect = t.effect.as_deref().unwrap_or("");
+            let t_key = t.key.as_deref().unwrap_or("");
+            let exists_all = t_key.is_empty() && t.operator.as_deref() == Some("Exists");
             (t_key == key || exists_all) && (effect.is_empty() || effect == "NoExecute")
         });
         if !covered {
-            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}));
+            list.push(Toleration {
+                key: Some(key.to_owned()),
+                operator: Some("Exists".to_owned()),
+                effect: Some("NoExecute".to_owned()),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                value: None,
+            });
         }
     }
 }
@@ -199,6 +194,7 @@ fn add_default_tolerations(spec: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn deleted_namespaces_are_remembered_by_name() {
@@ -213,17 +209,42 @@ mod tests {
     fn pods_get_a_service_account_priority_and_tolerations() {
         let store = keelson_store::Store::in_memory(Default::default()).unwrap();
         let cache = WatchCache::start(store.clone());
-        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let mut pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": []}})).unwrap();
         admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap();
-        assert_eq!(pod["spec"]["serviceAccountName"], "default");
-        assert_eq!(pod["spec"]["priority"], 0);
-        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
-        assert_eq!(pod["spec"]["tolerations"][0]["tolerationSeconds"], 300);
+        let admitted = serde_json::to_value(&pod).unwrap();
+        assert_eq!(admitted["spec"]["serviceAccountName"], "default");
+        assert_eq!(admitted["spec"]["priority"], 0);
+        assert_eq!(admitted["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+        assert_eq!(admitted["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            admitted["spec"]["tolerations"][0],
+            json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": 300})
+        );
         admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap();
-        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2, "idempotent");
+        assert_eq!(serde_json::to_value(&pod).unwrap(), admitted, "idempotent");
 
-        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold"}});
-        assert_eq!(admit_pod(&cache, "team", &mut pod, || "abcde".into()).unwrap_err().code(), 403);
+        let mut gold: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold"}})).unwrap();
+        assert_eq!(admit_pod(&cache, "team", &mut gold, || "abcde".into()).unwrap_err().code(), 403);
+        let key = keelson_store::object_key("priorityclasses", None, "gold");
+        let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "gold"}, "value": 1000});
+        store.create(key.into_bytes(), serde_json::to_vec(&class).unwrap()).wait().unwrap();
+        admit_pod(&cache, "team", &mut gold, || "abcde".into()).unwrap();
+        assert_eq!(gold.spec.as_ref().unwrap().priority, Some(1000));
+        let mut insisting: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "gold", "priority": 7}}),
+        )
+        .unwrap();
+        assert_eq!(admit_pod(&cache, "team", &mut insisting, || "abcde".into()).unwrap_err().code(), 403);
+        let mut critical: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "system-node-critical"}}),
+        )
+        .unwrap();
+        admit_pod(&cache, "team", &mut critical, || "abcde".into()).unwrap();
+        assert_eq!(critical.spec.as_ref().unwrap().priority, Some(2_000_001_000));
         cache.stop();
         store.close();
     }

@@ -5,10 +5,10 @@
 //! into a `serde_json::Value` tree, cloning it and encoding it again cost more than the
 //! rest of the request. Here only the three levels the edit touches are split into
 //! their fields (the object, its `spec` and its `metadata`), each field kept as the raw
-//! bytes it was stored as; only `status` (a handful of fields) is decoded. The result
-//! is byte for byte what encoding the edited `Value` would give: the stored layout
-//! (see [`crate::object`]) keeps `apiVersion`, `kind` and `metadata` first and every
-//! other map's keys sorted, and the edit keeps both.
+//! bytes it was stored as; only `status` (a handful of fields) is decoded. The stored
+//! layout (see [`crate::object`]) keeps `apiVersion`, `kind` and `metadata` first, and
+//! the edit keeps that; for a pod whose other keys are sorted, the result is byte for
+//! byte what encoding the edited `Value` would give.
 
 use crate::object;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -99,9 +99,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-/// Writes `fields` as an object with each of `sets` (sorted by name) put in: replacing
-/// the field of its name, or else inserted where sorted order puts it among the fields
-/// not in `head` (which stay first, in their order).
+/// Writes `fields` as an object with each of `sets` (sorted by name) put in: in place
+/// of the field of its name wherever that is, or else inserted where sorted order puts
+/// it among the fields not in `head` (which stay first, in their order). Stored keys
+/// are sorted when the object was encoded from a JSON value, and in its type's field
+/// order when it was encoded typed: mostly, but not necessarily, sorted too.
 fn write_object(out: &mut Vec<u8>, fields: &[(Cow<'_, str>, &RawValue)], head: &[&str], sets: &[(&str, &[u8])]) {
     let mut first = true;
     let mut put = |out: &mut Vec<u8>, key: &str, raw: &[u8]| {
@@ -112,22 +114,23 @@ fn write_object(out: &mut Vec<u8>, fields: &[(Cow<'_, str>, &RawValue)], head: &
         out.push(b':');
         out.extend_from_slice(raw);
     };
-    let mut pending = sets.iter().peekable();
+    let present = |name: &str| fields.iter().any(|(key, _)| key == name);
+    let mut inserted = sets.iter().filter(|(name, _)| !present(name)).peekable();
     out.push(b'{');
     for (key, raw) in fields {
         let key = key.as_ref();
-        let mut replaced = false;
+        if let Some((_, value)) = sets.iter().find(|(name, _)| *name == key) {
+            put(out, key, value);
+            continue;
+        }
         if !head.contains(&key) {
-            while let Some((name, value)) = pending.next_if(|(name, _)| *name <= key) {
+            while let Some((name, value)) = inserted.next_if(|(name, _)| *name < key) {
                 put(out, name, value);
-                replaced |= *name == key;
             }
         }
-        if !replaced {
-            put(out, key, raw.get().as_bytes());
-        }
+        put(out, key, raw.get().as_bytes());
     }
-    for (name, value) in pending {
+    for (name, value) in inserted {
         put(out, name, value);
     }
     out.push(b'}');
@@ -178,6 +181,23 @@ mod tests {
                 String::from_utf8(bind_value(&bytes, "node-7", now)).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn fields_out_of_sorted_order_are_replaced_where_they_are() {
+        // As a typed encoding may lay a pod out: spec's nodeName after a later key,
+        // status before spec.
+        let stored = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"status":{"phase":"Pending"},"spec":{"priority":0,"nodeName":"","containers":[]}}"#;
+        let edited = bind_stored(stored, "node-7", "2026-11-24T00:00:00Z", None).unwrap();
+        let text = String::from_utf8(edited.clone()).unwrap();
+        assert_eq!(text.matches("nodeName").count(), 1, "{text}");
+        assert_eq!(text.matches("\"status\"").count(), 2, "the pod's status and its condition's: {text}");
+        let pod: Value = serde_json::from_slice(&edited).unwrap();
+        assert_eq!(pod["spec"]["nodeName"], "node-7");
+        assert_eq!(pod["spec"]["priority"], 0);
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
+        assert!(text.starts_with(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}"#), "{text}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ fn admit_everywhere(body: &Value) -> usize {
     let mut accepted = 0;
     for info in RESOURCES {
         let mut unknown = Vec::new();
-        if let Ok(created) = info.codec.admit(body, Write::Create, Some(&mut unknown)) {
+        if let Ok(created) = info.codec.admit_value(body, Write::Create, Some(&mut unknown)) {
             accepted += 1;
             // What the server stores, it may answer in protobuf: encoding is total.
             let mut typed = created.clone();
@@ -111,9 +111,9 @@ fn admit_everywhere(body: &Value) -> usize {
             typed["kind"] = info.kind.into();
             let _ = crate::protobuf::encode(&typed);
             // An accepted object must also be a valid "old" for itself.
-            let _ = info.codec.admit(&created, Write::Update { old: &created }, None);
+            let _ = info.codec.admit_value(&created, Write::Update { old: &created }, None);
         }
-        let _ = info.codec.admit(body, Write::Update { old: body }, None);
+        let _ = info.codec.admit_value(body, Write::Update { old: body }, None);
     }
     accepted
 }

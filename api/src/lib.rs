@@ -11,6 +11,7 @@
 //! the server side, and the only client of the store.
 
 pub mod admission;
+pub mod admitted;
 pub mod apply;
 pub mod audit;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod event_view;
 pub mod eviction;
 pub mod filter;
 pub mod fuzz;
+pub mod head_first;
 pub mod kinds;
 pub mod kubelet;
 pub mod limit_ranger;

@@ -21,20 +21,23 @@ const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
 type Amounts = BTreeMap<String, Quantity>;
 
-/// The namespace's LimitRanges, in name order.
-fn limit_ranges(cache: &WatchCache, namespace: &str) -> Result<Vec<LimitRange>, ApiError> {
+/// The namespace's LimitRanges, in name order, when it has any and they bound the
+/// resource's objects (pods and claims); otherwise none, without a read.
+pub fn limit_ranges(cache: &WatchCache, info: &ResourceInfo, namespace: &str) -> Result<Vec<LimitRange>, ApiError> {
+    if !info.group.is_empty() || !matches!(info.kind, "Pod" | "PersistentVolumeClaim") {
+        return Ok(Vec::new());
+    }
     let prefix = keelson_store::resource_prefix("limitranges", Some(namespace));
     let found = cache.find_under(prefix.as_bytes()).map_err(ApiError::internal)?;
     found.iter().map(|(_, value, _)| serde_json::from_slice(value).map_err(ApiError::internal)).collect()
 }
 
-/// Fills in the containers' missing requests and limits from the namespace's
+/// Fills in the containers' missing requests and limits from the `ranges`'
 /// Container defaults, on the defaulted pod, and notes what it set in the
 /// `kubernetes.io/limit-ranger` annotation; returns whether it set anything. A
 /// container that states a limit but no request gets the limit as its request first,
 /// as pod defaulting gives it, so a default request never undercuts a stated limit.
-pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Result<bool, ApiError> {
-    let ranges = limit_ranges(cache, namespace)?;
+pub fn default_pod(ranges: &[LimitRange], pod: &mut Value) -> bool {
     let mut requests = Map::new();
     let mut limits = Map::new();
     for item in ranges.iter().filter_map(|r| r.spec.as_ref()).flat_map(|s| &s.limits) {
@@ -50,7 +53,7 @@ pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Resu
         }
     }
     if requests.is_empty() && limits.is_empty() {
-        return Ok(false);
+        return false;
     }
     let mut notes = Vec::new();
     for (list, what) in [("containers", "container"), ("initContainers", "init container")] {
@@ -90,7 +93,7 @@ pub fn default_pod(cache: &WatchCache, namespace: &str, pod: &mut Value) -> Resu
         }
         annotations[ANNOTATION] = Value::String(format!("LimitRanger plugin set: {}", notes.join("; ")));
     }
-    Ok(!notes.is_empty())
+    !notes.is_empty()
 }
 
 /// Adds each default `list` lacks; returns the resources it added, sorted.
@@ -110,13 +113,9 @@ fn fill(list: &mut Value, defaults: &Map<String, Value>) -> Vec<String> {
     set
 }
 
-/// Checks a new pod or claim against the namespace's LimitRanges' minimums, maximums
-/// and limit-to-request ratios; refuses it with every violation, as kube does.
-pub fn check(cache: &WatchCache, info: &ResourceInfo, namespace: &str, candidate: &Value) -> Result<(), ApiError> {
-    if !info.group.is_empty() || !matches!(info.kind, "Pod" | "PersistentVolumeClaim") {
-        return Ok(());
-    }
-    let ranges = limit_ranges(cache, namespace)?;
+/// Checks a new pod or claim against the `ranges`' minimums, maximums and
+/// limit-to-request ratios; refuses it with every violation, as kube does.
+pub fn check(ranges: &[LimitRange], info: &ResourceInfo, candidate: &Value) -> Result<(), ApiError> {
     if ranges.is_empty() {
         return Ok(());
     }

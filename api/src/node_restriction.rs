@@ -15,6 +15,12 @@ use serde_json::Value;
 
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
+/// Whether NodeRestriction looks at a node's writes to the resource at all (nodes,
+/// their leases and pods); the rest [`check_write`] lets through unread.
+pub fn restricts(info: &ResourceInfo) -> bool {
+    matches!((info.group, info.plural), ("", "nodes") | ("coordination.k8s.io", "leases") | ("", "pods"))
+}
+
 /// Checks a create (`old` is `None`) or update by node `node` of `new`.
 pub fn check_write(
     node: &str,

@@ -14,6 +14,7 @@
 //! including those for fields no keelson runtime acts on (AppArmor, SELinux options,
 //! Windows host processes): a policy is about what the pod asks for.
 
+use crate::admitted::AsValue;
 use crate::resources::ResourceInfo;
 use keelson_engine::k8s_openapi::api::core::v1::{
     Capabilities, PodSpec, SELinuxOptions, SecurityContext, WindowsSecurityContextOptions,
@@ -131,7 +132,7 @@ pub fn judges_update(info: &ResourceInfo, new: &Value, old: &Value) -> bool {
 pub fn check(
     labels: &Labels,
     info: &ResourceInfo,
-    object: &Value,
+    object: &mut impl AsValue,
     warnings: &mut Vec<String>,
     mut audit: Option<&mut AuditAnnotations>,
 ) -> Result<(), ApiError> {
@@ -149,6 +150,7 @@ pub fn check(
     if enforce == Level::Privileged && warn == Level::Privileged && audited == Level::Privileged {
         return Ok(());
     }
+    let object = object.as_value()?;
     let Some(template) = crate::object::get(object, path) else { return Ok(()) };
     let Some(spec) = template.get("spec") else { return Ok(()) };
     let spec: PodSpec = serde_json::from_value(spec.clone()).map_err(ApiError::internal)?;

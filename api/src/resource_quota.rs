@@ -11,6 +11,7 @@
 //! Service that becomes a NodePort or LoadBalancer); one that adds nothing is not
 //! judged, as in kube.
 
+use crate::admitted::AsValue;
 use crate::cache::WatchCache;
 use crate::object;
 use crate::resources::ResourceInfo;
@@ -53,7 +54,7 @@ pub async fn admit(
     cache: &WatchCache,
     info: &ResourceInfo,
     namespace: &str,
-    candidate: &Value,
+    candidate: &mut impl AsValue,
     old: Option<&Value>,
     dry_run: bool,
 ) -> Result<(), ApiError> {
@@ -65,6 +66,7 @@ pub async fn admit(
     }
     let resource =
         if info.group.is_empty() { info.plural.to_string() } else { format!("{}.{}", info.plural, info.group) };
+    let candidate = candidate.as_value()?;
     let measured = Measured::of(info, candidate)?;
     let before = old.map(|old| Measured::of(info, old)).transpose()?;
     let refuse = |why: String| ApiError::forbidden(info.group, info.plural, object::name(candidate), &why);

@@ -9,6 +9,7 @@
 //! `GuaranteedUpdate` does. A write that changes nothing is not written.
 
 use crate::admission;
+use crate::admitted::{Admitted, AsValue};
 use crate::apply;
 use crate::auth::User;
 use crate::authz::escalation;
@@ -31,6 +32,7 @@ use ::http::StatusCode;
 use base64::Engine;
 use bytes::Bytes;
 use hyper::Response;
+use keelson_engine::k8s_openapi::api::core::v1::{Pod, PodStatus};
 use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keelson_engine::{ApiError, Revision, StatusReason};
 use keelson_store::{ListOptions, ReadAt, StoreError};
@@ -85,7 +87,7 @@ pub struct Call<'a> {
 type Reply = Result<Response<Body>, ApiError>;
 
 /// A create ready to commit: the bytes to store, the object's name, the admitted object.
-type Prepared = (Vec<u8>, String, Value);
+type Prepared = (Vec<u8>, String, Admitted);
 
 impl<'a> Call<'a> {
     pub fn new(
@@ -204,12 +206,12 @@ impl<'a> Call<'a> {
     }
 
     /// Runs the kind's codec and applies `fieldValidation` to unknown fields.
-    fn admit(&mut self, input: &Value, write: Write<'_>) -> Result<Value, ApiError> {
+    fn admit(&mut self, input: &Value, write: Write<'_>) -> Result<Admitted, ApiError> {
         let validation = self.field_validation()?;
         let mut unknown = Vec::new();
-        let out =
+        let mut out =
             self.info().codec.admit(input, write, (validation != FieldValidation::Ignore).then_some(&mut unknown))?;
-        self.check_admitted(&out, write)?;
+        self.check_admitted(&mut out, write)?;
         if !unknown.is_empty() {
             let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
             if validation == FieldValidation::Strict {
@@ -227,27 +229,29 @@ impl<'a> Call<'a> {
 
     /// What an object the kind's codec admitted must also pass, by who writes it: RBAC
     /// escalation, a CertificateSigningRequest's signer, NodeRestriction.
-    fn check_admitted(&self, out: &Value, write: Write<'_>) -> Result<(), ApiError> {
+    fn check_admitted(&self, out: &mut Admitted, write: Write<'_>) -> Result<(), ApiError> {
         if let Some(user) = self.user.filter(|_| self.info().group == escalation::RBAC_GROUP) {
             let old = match write {
                 Write::Create => None,
                 Write::Update { old } => Some(old),
             };
             let namespace = self.namespace().unwrap_or("");
+            let out = out.as_value()?;
             escalation::check(&self.state.cache.authorizer, user, self.info().plural, namespace, out, old)?;
         }
         if let (Some(user), Write::Update { old }) = (self.user, write) {
             if self.info().group == certificates::GROUP && self.info().kind == certificates::KIND {
-                certificates::check_signer(&self.state.cache.authorizer, user, out, old)?;
+                certificates::check_signer(&self.state.cache.authorizer, user, out.as_value()?, old)?;
             }
         }
-        if let Some(node) = self.user.and_then(crate::authz::node::node_name) {
+        let restricted = crate::node_restriction::restricts(self.info());
+        if let Some(node) = self.user.and_then(crate::authz::node::node_name).filter(|_| restricted) {
             let old = match write {
                 Write::Create => None,
                 Write::Update { old } => Some(old),
             };
             let subresource = self.route.subresource.as_deref();
-            crate::node_restriction::check_write(node, self.info(), subresource, out, old)?;
+            crate::node_restriction::check_write(node, self.info(), subresource, out.as_value()?, old)?;
         }
         Ok(())
     }
@@ -287,6 +291,15 @@ impl<'a> Call<'a> {
         let mut stored = object.clone();
         self.info().to_stored(&mut stored);
         object::encode(&stored)
+    }
+
+    /// [`storage_bytes`](Call::storage_bytes) of an admitted object: encoded from its
+    /// type when it is typed and the resource is not a view.
+    fn admitted_bytes(&self, object: &mut Admitted) -> Result<Vec<u8>, ApiError> {
+        if self.info().view.is_none() {
+            return object.encode();
+        }
+        Ok(self.storage_bytes(object.value()?))
     }
 
     /// How Kubernetes' messages name the Go type of this resource's objects
@@ -470,13 +483,19 @@ fn random_suffix() -> String {
     uuid.as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-/// The status each kind starts with: clients may not create objects with status.
+/// Whether a new object of the resource gets the status it starts with: clients may
+/// not create objects with status (a Node's is its agent's to report).
+fn starts_with_status(info: &ResourceInfo) -> bool {
+    info.has_status() && info.kind != "Node"
+}
+
+/// The status each kind starts with, on a JSON value; a pod's is set on the typed
+/// pod after admission ([`pod_initial_status`]), so here it is only cleared.
 fn initial_status(info: &ResourceInfo, object: &mut Value) {
-    if !info.has_status() || info.kind == "Node" {
+    if !starts_with_status(info) {
         return;
     }
     let status = match info.kind {
-        "Pod" => json!({"phase": "Pending", "qosClass": qos_class(object)}),
         "PersistentVolume" | "PersistentVolumeClaim" => json!({"phase": "Pending"}),
         "Namespace" => json!({"phase": "Active"}),
         _ => {
@@ -487,15 +506,20 @@ fn initial_status(info: &ResourceInfo, object: &mut Value) {
     object::set(object, &["status"], status);
 }
 
+/// A new pod's status: `Pending`, with its QoS class.
+fn pod_initial_status(pod: &Pod) -> PodStatus {
+    PodStatus { phase: Some("Pending".to_owned()), qos_class: Some(qos_class(pod).to_owned()), ..Default::default() }
+}
+
 /// `Guaranteed` when every container has equal cpu and memory requests and limits,
 /// `BestEffort` when none has any, `Burstable` otherwise.
-fn qos_class(pod: &Value) -> &'static str {
-    let containers = object::get(pod, &["spec", "containers"]).and_then(Value::as_array);
+fn qos_class(pod: &Pod) -> &'static str {
+    let containers = pod.spec.as_ref().map(|spec| spec.containers.as_slice()).unwrap_or_default();
     let mut any = false;
     let mut guaranteed = true;
-    for container in containers.into_iter().flatten() {
-        let requests = object::get(container, &["resources", "requests"]).and_then(Value::as_object);
-        let limits = object::get(container, &["resources", "limits"]).and_then(Value::as_object);
+    for container in containers {
+        let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
         any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
         for resource in ["cpu", "memory"] {
             let limit = limits.and_then(|l| l.get(resource));
@@ -974,17 +998,20 @@ impl Call<'_> {
         let mut out = out?;
         let (name, generated, pod_security) = named.expect("stamped before admission");
         // No kind validates its status and only Service's defaults (never here) add
-        // one, so the status a create starts with can be set after admission.
-        initial_status(info, &mut out);
-        self.check_admitted(&out, Write::Create)?;
+        // one, so the status a create starts with can be set after admission (a pod's
+        // in `finish_create`).
+        if out.typed_mut::<Pod>().is_none() && starts_with_status(info) {
+            initial_status(info, out.value()?);
+        }
+        self.check_admitted(&mut out, Write::Create)?;
         Ok(Some((self.finish_create(out, name, &pod_security)?, generated)))
     }
 
     /// Commits a prepared create (or, dry run, only answers with it).
-    async fn commit_create(&mut self, (stored, name, admitted): Prepared, dry_run: bool) -> Reply {
+    async fn commit_create(&mut self, (stored, name, mut admitted): Prepared, dry_run: bool) -> Reply {
         if let Some(ns) = self.namespace() {
             let state = &self.state;
-            resource_quota::admit(&state.store, &state.cache, self.info(), ns, &admitted, None, dry_run).await?;
+            resource_quota::admit(&state.store, &state.cache, self.info(), ns, &mut admitted, None, dry_run).await?;
         }
         if dry_run {
             return self.object_response(StatusCode::CREATED, &stored, 0);
@@ -1099,29 +1126,51 @@ impl Call<'_> {
     /// name and the admitted object.
     fn finish_create(
         &mut self,
-        mut out: Value,
+        mut out: Admitted,
         name: String,
         pod_security: &pod_security::Labels,
     ) -> Result<Prepared, ApiError> {
         let info = self.info();
         if !self.applying {
-            self.record_managed_fields(None, &mut out)?;
+            self.record_create_fields(&mut out)?;
         }
-        if info.group.is_empty() && info.kind == "Pod" {
-            let ns = self.namespace().unwrap_or("default");
-            admission::admit_pod(&self.state.cache, ns, &mut out, random_suffix)?;
-            if limit_ranger::default_pod(&self.state.cache, ns, &mut out)? {
+        let namespace = self.namespace();
+        if let Some(pod) = out.typed_mut::<Pod>() {
+            admission::admit_pod(&self.state.cache, namespace.unwrap_or("default"), pod, random_suffix)?;
+            pod.status = Some(pod_initial_status(pod));
+        }
+        if let Some(ns) = namespace {
+            let ranges = limit_ranger::limit_ranges(&self.state.cache, info, ns)?;
+            if info.kind == "Pod" && !ranges.is_empty() && limit_ranger::default_pod(&ranges, out.value()?) {
                 // A default limit can contradict a request the client gave: validated
                 // again, as kube validates after admission. What the other plugins add
                 // is valid as they build it.
-                out = info.codec.admit(&out, Write::Create, None)?;
+                out = info.codec.admit(out.value()?, Write::Create, None)?;
+            }
+            if !ranges.is_empty() {
+                limit_ranger::check(&ranges, info, out.value()?)?;
             }
         }
-        if let Some(ns) = self.namespace() {
-            limit_ranger::check(&self.state.cache, info, ns, &out)?;
+        pod_security::check(pod_security, info, &mut out, &mut self.warnings, self.audit_annotations.as_mut())?;
+        Ok((self.admitted_bytes(&mut out)?, name, out))
+    }
+
+    /// Records a create's managed fields on `object`: walked in its type when it is
+    /// typed (the JSON value walk if that cannot be done).
+    fn record_create_fields(&self, object: &mut Admitted) -> Result<(), ApiError> {
+        if let Admitted::Typed(typed) = object {
+            let walked = self.with_writer(|types, definition, writer| {
+                Ok(typed
+                    .create_fields_v1(types, definition, writer)
+                    .ok()
+                    .map(|fields| apply::create_entries(writer, fields)))
+            })?;
+            if let Some(entries) = walked {
+                typed.metadata_mut().managed_fields = entries;
+                return Ok(());
+            }
         }
-        pod_security::check(pod_security, info, &out, &mut self.warnings, self.audit_annotations.as_mut())?;
-        Ok((self.storage_bytes(&out), name, out))
+        self.record_managed_fields(None, object.value()?)
     }
 
     /// PUT, PATCH and the update-shaped subresources, with `GuaranteedUpdate` retries.
@@ -1191,19 +1240,20 @@ impl Call<'_> {
             object::remove(&mut new, &["metadata", "resourceVersion"]);
             let mut old_plain = old.clone();
             object::remove(&mut old_plain, &["metadata", "resourceVersion"]);
-            let mut out = self.admit(&new, Write::Update { old: &old })?;
+            let mut out = self.admit(&new, Write::Update { old: &old })?.into_value()?;
             let route = self.route;
             // LimitRanger bounds a claim that asks for more (a pod's resources do not
             // change on update).
             if let Some(ns) = route.namespace.as_deref().filter(|_| subresource.is_none() && info.kind != "Pod") {
-                limit_ranger::check(&self.state.cache, info, ns, &out)?;
+                let ranges = limit_ranger::limit_ranges(&self.state.cache, info, ns)?;
+                limit_ranger::check(&ranges, info, &out)?;
             }
             let judged = subresource.as_deref().is_none_or(|s| s == "ephemeralcontainers")
                 && pod_security::judges_update(info, &out, &old);
             if let Some(ns) = route.namespace.as_deref().filter(|_| judged) {
                 let labels = admission::pod_security_labels(&self.state.cache, ns)?;
                 let audit = self.audit_annotations.as_mut();
-                pod_security::check(&labels, info, &out, &mut self.warnings, audit)?;
+                pod_security::check(&labels, info, &mut out, &mut self.warnings, audit)?;
             }
             if !matches!(change, Change::Patch(PatchType::Apply, _)) {
                 self.record_managed_fields(Some(&old), &mut out)?;
@@ -1215,7 +1265,7 @@ impl Call<'_> {
             let dry_run = self.dry_run()?;
             if let Some(ns) = self.namespace().filter(|_| subresource.is_none()) {
                 let state = &self.state;
-                resource_quota::admit(&state.store, &state.cache, info, ns, &out, Some(&old), dry_run).await?;
+                resource_quota::admit(&state.store, &state.cache, info, ns, &mut out, Some(&old), dry_run).await?;
             }
             // A Service that now exposes node ports gets them before it is written.
             let held = if self.is_service() { service_alloc::node_ports_of(&old) } else { Vec::new() };
@@ -1229,7 +1279,10 @@ impl Call<'_> {
             let bytes = self.storage_bytes(&out);
             // An unchanged object is not written again, unless its stored form is sealed
             // with a retired key: rewriting re-seals it (how keys are rotated).
-            if bytes == old_bytes.as_ref() && !self.state.store.needs_reseal(self.key().as_bytes()).unwrap_or(false) {
+            // Equal bytes, or (the stored bytes' layout below the top level being the
+            // type's field order when they were encoded typed) an equal object.
+            let unchanged = bytes == old_bytes.as_ref() || (self.info().view.is_none() && out == old_plain);
+            if unchanged && !self.state.store.needs_reseal(self.key().as_bytes()).unwrap_or(false) {
                 return self.update_response(&change, &old_bytes, old_revision.get());
             }
             if dry_run {
@@ -1644,7 +1697,9 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        let pod = |resources: Value| json!({"spec": {"containers": [{"resources": resources}]}});
+        let pod = |resources: Value| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "resources": resources}]}})).unwrap()
+        };
         assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
         assert_eq!(qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
         assert_eq!(qos_class(&pod(json!({"requests": {"cpu": "1"}}))), "Burstable");

@@ -10,9 +10,12 @@
 //! to containers that already mount something at that path.
 
 use crate::cache::WatchCache;
-use crate::object;
+use keelson_engine::k8s_openapi::api::core::v1::{
+    ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, PodSpec,
+    ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_engine::ApiError;
-use serde_json::{json, Value};
 
 /// Where containers find the token, the CA and the namespace.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -31,22 +34,23 @@ struct Automount {
     automount: Option<bool>,
 }
 
-/// Adds the API access volume and its mounts to `pod` (being created in
-/// `namespace`, its `serviceAccountName` already defaulted) when it should have them.
+/// Adds the API access volume and its mounts to the pod of `metadata` and `spec`
+/// (being created in `namespace`, its `serviceAccountName` already defaulted) when it
+/// should have them.
 pub fn add(
     cache: &WatchCache,
     namespace: &str,
-    pod: &mut Value,
+    metadata: &ObjectMeta,
+    spec: &mut PodSpec,
     suffix: impl FnOnce() -> String,
 ) -> Result<(), ApiError> {
-    if pod.pointer("/metadata/annotations").and_then(|a| a.get(MIRROR_ANNOTATION)).is_some() {
+    if metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
         return Ok(());
     }
-    let spec = object::entry(pod, &["spec"]);
-    let automount = match spec.get("automountServiceAccountToken").and_then(Value::as_bool) {
+    let automount = match spec.automount_service_account_token {
         Some(automount) => automount,
         None => {
-            let account = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+            let account = spec.service_account_name.as_deref().unwrap_or("default");
             let key = keelson_store::object_key("serviceaccounts", Some(namespace), account);
             match cache.find(key.as_bytes()).map_err(ApiError::internal)? {
                 Some(bytes) => serde_json::from_slice::<Automount>(&bytes).map_err(ApiError::internal)?.automount,
@@ -58,49 +62,76 @@ pub fn add(
     if !automount {
         return Ok(());
     }
-    let existing = spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .find(|name| name.starts_with(VOLUME_PREFIX))
-        .map(str::to_string);
+    let existing = spec.volumes.iter().flatten().map(|v| &v.name).find(|name| name.starts_with(VOLUME_PREFIX)).cloned();
     let volume_name = existing.clone().unwrap_or_else(|| format!("{VOLUME_PREFIX}{}", suffix()));
     let mut mounted = false;
-    for list in ["initContainers", "containers"] {
-        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else { continue };
+    for containers in [spec.init_containers.as_mut(), Some(&mut spec.containers)].into_iter().flatten() {
         for container in containers {
-            let mounts = object::array_entry(container, &["volumeMounts"]);
-            if mounts.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(MOUNT_PATH)) {
+            let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+            if mounts.iter().any(|m| m.mount_path == MOUNT_PATH) {
                 continue;
             }
-            mounts.push(json!({"name": volume_name, "readOnly": true, "mountPath": MOUNT_PATH}));
+            mounts.push(VolumeMount {
+                name: volume_name.clone(),
+                read_only: Some(true),
+                mount_path: MOUNT_PATH.to_owned(),
+                ..Default::default()
+            });
             mounted = true;
         }
     }
     if mounted && existing.is_none() {
-        object::array_entry(spec, &["volumes"]).push(volume(&volume_name));
+        spec.volumes.get_or_insert_with(Vec::new).push(volume(volume_name));
     }
     Ok(())
 }
 
-fn volume(name: &str) -> Value {
-    json!({"name": name, "projected": {"defaultMode": 420, "sources": [
-        {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
-        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        {"downwardAPI": {"items": [{"path": "namespace",
-            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-    ]}})
+fn volume(name: String) -> Volume {
+    let token = ServiceAccountTokenProjection {
+        expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+        path: "token".to_owned(),
+        audience: None,
+    };
+    let ca = ConfigMapProjection {
+        name: "kube-root-ca.crt".to_owned(),
+        items: Some(vec![KeyToPath { key: "ca.crt".to_owned(), path: "ca.crt".to_owned(), mode: None }]),
+        optional: None,
+    };
+    let namespace = DownwardAPIProjection {
+        items: Some(vec![DownwardAPIVolumeFile {
+            path: "namespace".to_owned(),
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".to_owned()),
+                field_path: "metadata.namespace".to_owned(),
+            }),
+            ..Default::default()
+        }]),
+    };
+    let sources = vec![
+        VolumeProjection { service_account_token: Some(token), ..Default::default() },
+        VolumeProjection { config_map: Some(ca), ..Default::default() },
+        VolumeProjection { downward_api: Some(namespace), ..Default::default() },
+    ];
+    Volume {
+        name,
+        projected: Some(ProjectedVolumeSource { default_mode: Some(420), sources: Some(sources) }),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keelson_engine::k8s_openapi::api::core::v1::Pod;
+    use serde_json::{json, Value};
 
+    /// `pod` after the volume is added, as JSON.
     fn admitted(cache: &WatchCache, pod: Value) -> Value {
-        let mut pod = pod;
-        add(cache, "team", &mut pod, || "abcde".into()).unwrap();
+        let mut pod: Pod = serde_json::from_value(pod).unwrap();
+        add(cache, "team", &pod.metadata, pod.spec.as_mut().unwrap(), || "abcde".into()).unwrap();
+        let mut pod = serde_json::to_value(&pod).unwrap();
+        // The type's own, which the inputs leave out.
+        pod.as_object_mut().unwrap().retain(|field, _| field != "apiVersion" && field != "kind");
         pod
     }
 

@@ -8,10 +8,12 @@
 //! manager applied before but no longer does, unless someone else still owns them.
 
 pub mod fieldset;
+pub mod typed;
 pub mod types;
 pub mod walk;
 
 use fieldset::FieldSet;
+use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use keelson_engine::{ApiError, FieldError, FieldErrorKind, StatusReason};
 use serde_json::{json, Map, Value};
 use types::{Shape, Types};
@@ -268,6 +270,25 @@ fn record_create(types: &Types, definition: &str, writer: &Writer<'_>, new: &mut
         Value::Object(fields),
     );
     metadata.insert("managedFields".into(), Value::Array(vec![entry]));
+}
+
+/// The managed fields [`record_update`] records for a create that set `fields` (as
+/// [`typed::create_fields_v1`] finds them), for a typed object; `None` when the writer
+/// set nothing.
+pub fn create_entries(writer: &Writer<'_>, fields: Map<String, Value>) -> Option<Vec<ManagedFieldsEntry>> {
+    if fields.is_empty() {
+        return None;
+    }
+    // As `entry_value` writes it: a time and a subresource only when there are ones.
+    Some(vec![ManagedFieldsEntry {
+        manager: Some(writer.manager.to_owned()),
+        operation: Some("Update".to_owned()),
+        api_version: Some(writer.api_version.to_owned()),
+        time: writer.now.parse().ok().map(Time),
+        fields_type: Some("FieldsV1".to_owned()),
+        fields_v1: Some(FieldsV1(Value::Object(fields))),
+        subresource: writer.subresource.filter(|s| !s.is_empty()).map(str::to_owned),
+    }])
 }
 
 /// Puts `node` at `path` (not empty) under `root`, with the nodes on the way.

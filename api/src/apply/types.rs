@@ -20,10 +20,13 @@ pub enum Shape {
     Keyed { keys: Vec<String>, item: Box<Shape> },
 }
 
+/// A struct definition's fields by name.
+pub type StructFields = HashMap<String, Shape>;
+
 /// The fields of every struct definition, and each kind's definition.
 #[derive(Debug, Default)]
 pub struct Types {
-    structs: HashMap<String, HashMap<String, Shape>>,
+    structs: HashMap<String, StructFields>,
     /// (group, kind, definition), sorted: looked up on every write without allocating.
     kinds: Vec<(String, String, String)>,
 }
@@ -104,7 +107,12 @@ impl Types {
 
     /// A field's shape; unknown fields are owned whole.
     pub fn field(&self, definition: &str, field: &str) -> &Shape {
-        self.structs.get(definition).and_then(|fields| fields.get(field)).unwrap_or(&Shape::Atomic)
+        self.struct_fields(definition).and_then(|fields| fields.get(field)).unwrap_or(&Shape::Atomic)
+    }
+
+    /// A struct definition's fields, to look several up.
+    pub fn struct_fields(&self, definition: &str) -> Option<&StructFields> {
+        self.structs.get(definition)
     }
 
     pub fn is_struct(&self, definition: &str) -> bool {

@@ -343,17 +343,17 @@ mod tests {
 
     #[test]
     fn deployment_defaults_and_selector() {
-        let out = DEPLOYMENT.admit(&deployment(json!({"app": "web"})), Write::Create, None).unwrap();
+        let out = DEPLOYMENT.admit_value(&deployment(json!({"app": "web"})), Write::Create, None).unwrap();
         assert_eq!(out["spec"]["replicas"], 1);
         assert_eq!(out["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(out["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(out["spec"]["progressDeadlineSeconds"], 600);
-        let error = DEPLOYMENT.admit(&deployment(json!({"app": "db"})), Write::Create, None).unwrap_err();
+        let error = DEPLOYMENT.admit_value(&deployment(json!({"app": "db"})), Write::Create, None).unwrap_err();
         assert_eq!(error.causes[0].field, "spec.template.metadata.labels");
         let mut changed = out.clone();
         changed["spec"]["selector"]["matchLabels"]["tier"] = json!("x");
         changed["spec"]["template"]["metadata"]["labels"]["tier"] = json!("x");
-        let error = DEPLOYMENT.admit(&changed, Write::Update { old: &out }, None).unwrap_err();
+        let error = DEPLOYMENT.admit_value(&changed, Write::Update { old: &out }, None).unwrap_err();
         assert_eq!(error.causes[0].field, "spec.selector");
     }
 
@@ -362,13 +362,13 @@ mod tests {
         let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "hello", "namespace": "d",
             "uid": "u-1"}, "spec": {"template": {"spec": {"restartPolicy": "Never",
             "containers": [{"name": "c", "image": "busybox"}]}}}});
-        let out = JOB.admit(&job, Write::Create, None).unwrap();
+        let out = JOB.admit_value(&job, Write::Create, None).unwrap();
         assert_eq!(out["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u-1");
         assert_eq!(out["spec"]["template"]["metadata"]["labels"]["job-name"], "hello");
         assert_eq!(out["spec"]["backoffLimit"], 6);
         let mut bad = job.clone();
         bad["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
-        let error = JOB.admit(&bad, Write::Create, None).unwrap_err();
+        let error = JOB.admit_value(&bad, Write::Create, None).unwrap_err();
         assert_eq!(error.causes[0].field, "spec.template.spec.restartPolicy");
     }
 }

@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn namespace_and_service_defaults() {
         let ns = NAMESPACE
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
                 Write::Create,
                 None,
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team-a");
 
         let svc = SERVICE
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
             "namespace": "d"}, "spec": {"ports": [{"port": 80}]}}),
                 Write::Create,
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
         let bad = SERVICE
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web.x",
             "namespace": "d"}, "spec": {}}),
                 Write::Create,
@@ -396,7 +396,7 @@ mod tests {
         let fields: Vec<_> = bad.causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.ports"]);
         let node_port_on_cluster_ip = SERVICE
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "d"},
                     "spec": {"ports": [{"port": 80, "nodePort": 30080}]}}),
                 Write::Create,
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn config_data_rules() {
         let bad = CONFIG_MAP
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c",
             "namespace": "d"}, "data": {"bad key": "v"}}),
                 Write::Create,
@@ -421,7 +421,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(bad.causes[0].field, "data");
         let secret = SECRET
-            .admit(
+            .admit_value(
                 &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s",
             "namespace": "d"}, "stringData": {"k": "v"}}),
                 Write::Create,
@@ -440,7 +440,7 @@ mod tests {
             "metadata": {"name": "lr", "namespace": "d"}, "spec": {"limits": limits}})
         };
         let out = LIMIT_RANGE
-            .admit(
+            .admit_value(
                 &lr(json!([{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "64Mi"}}])),
                 Write::Create,
                 None,
@@ -450,7 +450,7 @@ mod tests {
         assert_eq!(item["default"], json!({"cpu": "2"}));
         assert_eq!(item["defaultRequest"], json!({"cpu": "2", "memory": "64Mi"}));
         let error = LIMIT_RANGE
-            .admit(
+            .admit_value(
                 &lr(json!([{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}},
                     {"type": "Pod", "default": {"cpu": "1"}, "maxLimitRequestRatio": {"cpu": "500m"}}])),
                 Write::Create,

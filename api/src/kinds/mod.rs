@@ -3,14 +3,15 @@
 //! Every write passes through its kind's [`KindCodec`]: the JSON is decoded into the
 //! typed `k8s-openapi` struct (which rejects wrong types and, by comparison with the
 //! input, finds unknown fields), defaulted as kube-apiserver defaults it, validated
-//! with Kubernetes' rules and messages, and turned back into canonical JSON. Only the
-//! canonical form is stored, so what was stored always decodes.
+//! with Kubernetes' rules and messages, and handed on typed ([`Admitted`]). Only
+//! that canonical form is stored, so what was stored always decodes.
 
 mod apps;
 mod core;
 mod meta;
 mod pod;
 
+use crate::admitted::Admitted;
 use keelson_engine::k8s_openapi;
 use keelson_engine::k8s_openapi::api::{
     apps::v1 as apps_v1, authentication::v1 as authn_v1, authorization::v1 as authz_v1, batch::v1 as batch_v1,
@@ -43,14 +44,24 @@ pub trait KindCodec: Send + Sync {
     /// Turns `input` into the canonical object to store, or the error to answer.
     /// Fields the typed struct does not know are dropped and reported in `unknown`
     /// (as `spec.foo` paths) when it is given.
-    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError>;
+    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Admitted, ApiError>;
+
+    /// [`admit`](KindCodec::admit) as a JSON value.
+    fn admit_value(
+        &self,
+        input: &Value,
+        write: Write<'_>,
+        unknown: Option<&mut Vec<String>>,
+    ) -> Result<Value, ApiError> {
+        self.admit(input, write, unknown)?.into_value()
+    }
 
     /// [`admit`](KindCodec::admit) for a create whose body is JSON, decoded straight
     /// into the kind instead of through a `serde_json::Value` tree; `stamp` first sets
     /// what the server owns in the new object's metadata. `None` when the body is not a
     /// clean encoding of the kind (a decode error, a field the kind does not know, type
     /// meta that differs): the caller then takes the general path, which reports it.
-    fn admit_json_create(&self, _body: &[u8], _stamp: StampNew<'_>) -> Option<Result<Value, ApiError>> {
+    fn admit_json_create(&self, _body: &[u8], _stamp: StampNew<'_>) -> Option<Result<Admitted, ApiError>> {
         None
     }
 
@@ -98,7 +109,7 @@ impl<T> Default for Typed<T> {
 }
 
 impl<T: Kind> KindCodec for Typed<T> {
-    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Value, ApiError> {
+    fn admit(&self, input: &Value, write: Write<'_>, unknown: Option<&mut Vec<String>>) -> Result<Admitted, ApiError> {
         let object = match unknown {
             Some(unknown) => decode_noting_unknown::<T>(input, unknown)?,
             None => decode::<T>(input)?,
@@ -106,7 +117,7 @@ impl<T: Kind> KindCodec for Typed<T> {
         admit_decoded(object, write)
     }
 
-    fn admit_json_create(&self, body: &[u8], stamp: StampNew<'_>) -> Option<Result<Value, ApiError>> {
+    fn admit_json_create(&self, body: &[u8], stamp: StampNew<'_>) -> Option<Result<Admitted, ApiError>> {
         let mut object = decode_clean_json::<T>(body)?;
         Some(stamp(object.metadata_mut()).and_then(|()| admit_decoded(object, Write::Create)))
     }
@@ -121,8 +132,8 @@ impl<T: Kind> KindCodec for Typed<T> {
     }
 }
 
-/// Defaults and validates a decoded object; returns its canonical JSON.
-fn admit_decoded<T: Kind>(mut object: T, write: Write<'_>) -> Result<Value, ApiError> {
+/// Defaults and validates a decoded object.
+fn admit_decoded<T: Kind>(mut object: T, write: Write<'_>) -> Result<Admitted, ApiError> {
     object.apply_defaults();
     let mut errors = Vec::new();
     meta::validate(object.metadata(), T::NAME_RULE, T::NAMESPACED, &mut errors);
@@ -136,7 +147,7 @@ fn admit_decoded<T: Kind>(mut object: T, write: Write<'_>) -> Result<Value, ApiE
         let name = object.metadata().name.as_deref().unwrap_or("");
         return Err(ApiError::invalid(T::GROUP, T::KIND, name, errors));
     }
-    serde_json::to_value(&object).map_err(ApiError::internal)
+    Ok(Admitted::typed(object))
 }
 
 /// `body` decoded as a `T`, if it is a clean JSON encoding of one: it decodes, nothing
@@ -330,16 +341,27 @@ impl Path {
         Path(root.to_string())
     }
 
+    // Paths are built for every field validated, valid or not: put together by hand,
+    // which costs a fraction of `format!`.
+    fn extended(&self, parts: &[&str]) -> Path {
+        let mut path = String::with_capacity(self.0.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        path.push_str(&self.0);
+        for part in parts {
+            path.push_str(part);
+        }
+        Path(path)
+    }
+
     pub fn child(&self, name: &str) -> Path {
-        Path(format!("{}.{name}", self.0))
+        self.extended(&[".", name])
     }
 
     pub fn index(&self, i: usize) -> Path {
-        Path(format!("{}[{i}]", self.0))
+        self.extended(&["[", itoa::Buffer::new().format(i), "]"])
     }
 
     pub fn key(&self, key: &str) -> Path {
-        Path(format!("{}[{key}]", self.0))
+        self.extended(&["[", key, "]"])
     }
 
     pub fn as_str(&self) -> &str {
@@ -363,7 +385,7 @@ mod tests {
         let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "d", "bogus": 1,
             "creationTimestamp": null, "nothing": null}, "data": {"k": "v"}, "extra": {"x": 1}});
         let mut unknown = Vec::new();
-        let out = CONFIG_MAP.admit(&input, Write::Create, Some(&mut unknown)).unwrap();
+        let out = CONFIG_MAP.admit_value(&input, Write::Create, Some(&mut unknown)).unwrap();
         assert_eq!(unknown, vec!["extra".to_string(), "metadata.bogus".to_string()]);
         assert_eq!(out["data"]["k"], "v");
         assert!(out.get("extra").is_none());
@@ -372,7 +394,7 @@ mod tests {
             "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x", "imagePullPolicy": "Always",
                 "ports": [{"containerPort": 80, "hostPot": 80}], "colour": "red"}], "nodeName": null}});
         let mut unknown = Vec::new();
-        POD.admit(&pod, Write::Create, Some(&mut unknown)).unwrap();
+        POD.admit_value(&pod, Write::Create, Some(&mut unknown)).unwrap();
         assert_eq!(
             unknown,
             vec!["spec.containers[1].colour".to_string(), "spec.containers[1].ports[0].hostPot".into()]
@@ -390,13 +412,14 @@ mod tests {
         let pod = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": null},
             "spec": {"containers": [{"name": "a", "image": "x", "ports": [{"containerPort": 80}]}]},
             "status": {"phase": "Running"}}"#;
-        let out = POD.admit_json_create(pod, &mut stamp).expect("clean JSON").unwrap();
+        let out = POD.admit_json_create(pod, &mut stamp).expect("clean JSON").unwrap().into_value().unwrap();
         assert_eq!(
             (out["metadata"]["namespace"].as_str(), out["spec"]["restartPolicy"].as_str()),
             (Some("d"), Some("Always"))
         );
         let invalid = br#"{"metadata": {"name": "Not_Valid"}}"#;
-        assert_eq!(CONFIG_MAP.admit_json_create(invalid, &mut stamp).expect("clean JSON").unwrap_err().code(), 422);
+        let refused = CONFIG_MAP.admit_json_create(invalid, &mut stamp).expect("clean JSON");
+        assert_eq!(refused.err().map(|e| e.code()), Some(422));
         for unclean in [
             &br#"{"metadata": {"name": "p"}, "extra": null}"#[..],
             br#"{"apiVersion": "apps/v1", "metadata": {"name": "p"}}"#,
@@ -416,7 +439,7 @@ mod tests {
     #[test]
     fn wrong_types_are_bad_requests() {
         let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}});
-        let error = CONFIG_MAP.admit(&input, Write::Create, None).unwrap_err();
+        let error = CONFIG_MAP.admit_value(&input, Write::Create, None).unwrap_err();
         assert_eq!(error.code(), 400);
         assert!(error.message.starts_with("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: "));
     }

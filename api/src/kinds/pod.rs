@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn defaults_match_kubernetes() {
         let out = POD
-            .admit(
+            .admit_value(
                 &pod(json!({"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}],
                 "resources": {"limits": {"cpu": "1"}}}]})),
                 Write::Create,
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn invalid_pods_name_their_fields() {
         let error = POD
-            .admit(
+            .admit_value(
                 &pod(json!({"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 70000}]},
                     {"name": "c", "image": "", "resources": {"requests": {"cpu": "2", "memory": "lots"},
                     "limits": {"cpu": "1"}}}], "restartPolicy": "Sometimes"})),
@@ -339,12 +339,13 @@ mod tests {
 
     #[test]
     fn only_images_change_on_update() {
-        let old = POD.admit(&pod(json!({"containers": [{"name": "c", "image": "a"}]})), Write::Create, None).unwrap();
+        let old =
+            POD.admit_value(&pod(json!({"containers": [{"name": "c", "image": "a"}]})), Write::Create, None).unwrap();
         let mut new = old.clone();
         new["spec"]["containers"][0]["image"] = json!("b");
-        POD.admit(&new, Write::Update { old: &old }, None).unwrap();
+        POD.admit_value(&new, Write::Update { old: &old }, None).unwrap();
         new["spec"]["restartPolicy"] = json!("Never");
-        let error = POD.admit(&new, Write::Update { old: &old }, None).unwrap_err();
+        let error = POD.admit_value(&new, Write::Update { old: &old }, None).unwrap_err();
         assert_eq!(error.causes[0].field, "spec");
     }
 }

@@ -9,6 +9,7 @@
 //! name order, so the bytes are mostly (not necessarily) those of the value encoding;
 //! readers must not rely on more than the head (see `binding`).
 
+use crate::serde_methods::methods;
 use serde::ser::{self, Impossible, Serialize, SerializeStruct};
 
 type Error = serde_json::Error;
@@ -90,110 +91,23 @@ impl ser::Serializer for Top {
     type SerializeStruct = Fields;
     type SerializeStructVariant = Impossible<Vec<u8>, Error>;
 
+    methods!(Err(not_an_object()); serialize_bool serialize_i8 serialize_i16 serialize_i32 serialize_i64 serialize_u8
+        serialize_u16 serialize_u32 serialize_u64 serialize_f32 serialize_f64 serialize_char serialize_str
+        serialize_bytes serialize_none serialize_unit serialize_unit_struct serialize_unit_variant
+        serialize_newtype_variant serialize_seq serialize_tuple serialize_tuple_struct serialize_tuple_variant
+        serialize_map serialize_struct_variant);
+
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Fields, Error> {
         // A typical stored object's size, so that it is rarely grown.
         let mut out = Vec::with_capacity(2048);
         out.push(b'{');
         Ok(Fields { out, early: Vec::new(), metadata: false })
     }
-    fn serialize_bool(self, _: bool) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_i8(self, _: i8) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_i16(self, _: i16) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_i32(self, _: i32) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_i64(self, _: i64) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_u8(self, _: u8) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_u16(self, _: u16) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_u32(self, _: u32) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_u64(self, _: u64) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_f32(self, _: f32) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_f64(self, _: f64) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_char(self, _: char) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_str(self, _: &str) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_none(self) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<Vec<u8>, Error> {
         value.serialize(self)
     }
-    fn serialize_unit(self) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, value: &T) -> Result<Vec<u8>, Error> {
         value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<Vec<u8>, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        Err(not_an_object())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(not_an_object())
     }
 }
 

@@ -44,6 +44,7 @@ pub mod resources;
 pub mod rest;
 pub mod review;
 pub mod route;
+mod serde_methods;
 pub mod server;
 pub mod service_alloc;
 pub mod table;

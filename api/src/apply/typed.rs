@@ -17,6 +17,7 @@ use super::fieldset;
 use super::types::{Shape, StructFields, Types};
 use super::walk::merge_fields_v1;
 use super::{Writer, SERVER_METADATA};
+use crate::serde_methods::methods;
 use serde::ser::{self, Impossible, Serialize};
 use serde_json::{Map, Value};
 
@@ -150,33 +151,13 @@ impl<'a> ser::Serializer for Walker<'a> {
     type SerializeStruct = ObjectWalker<'a>;
     type SerializeStructVariant = Impossible<Found, Error>;
 
-    fn serialize_bool(self, _: bool) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_i8(self, _: i8) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_i16(self, _: i16) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_i32(self, _: i32) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_i64(self, _: i64) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_u8(self, _: u8) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_u16(self, _: u16) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_u32(self, _: u32) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_u64(self, _: u64) -> Result<Found, Error> {
-        leaf()
-    }
+    // Scalars (and enum names, which are strings) are leaves.
+    methods!(leaf(); serialize_bool serialize_i8 serialize_i16 serialize_i32 serialize_i64 serialize_u8
+        serialize_u16 serialize_u32 serialize_u64 serialize_char serialize_str serialize_unit_variant);
+    methods!(Err(unsupported("a tuple")); serialize_tuple serialize_tuple_struct);
+    methods!(Err(unsupported("an enum variant")); serialize_newtype_variant serialize_tuple_variant
+        serialize_struct_variant);
+
     fn serialize_f32(self, v: f32) -> Result<Found, Error> {
         self.serialize_f64(f64::from(v))
     }
@@ -187,12 +168,6 @@ impl<'a> ser::Serializer for Walker<'a> {
         } else {
             Ok(Found::Null)
         }
-    }
-    fn serialize_char(self, _: char) -> Result<Found, Error> {
-        leaf()
-    }
-    fn serialize_str(self, _: &str) -> Result<Found, Error> {
-        leaf()
     }
     fn serialize_bytes(self, _: &[u8]) -> Result<Found, Error> {
         // An array of numbers in a JSON value: a list, owned by its shape.
@@ -210,20 +185,8 @@ impl<'a> ser::Serializer for Walker<'a> {
     fn serialize_unit_struct(self, _: &'static str) -> Result<Found, Error> {
         Ok(Found::Null)
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<Found, Error> {
-        leaf()
-    }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, value: &T) -> Result<Found, Error> {
         value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<Found, Error> {
-        Err(unsupported("an enum variant"))
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<SeqWalker<'a>, Error> {
         let rule = match self.shape {
@@ -233,35 +196,11 @@ impl<'a> ser::Serializer for Walker<'a> {
         };
         Ok(SeqWalker { types: self.types, rule, node: Map::new() })
     }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(unsupported("a tuple"))
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(unsupported("a tuple"))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(unsupported("an enum variant"))
-    }
     fn serialize_map(self, _: Option<usize>) -> Result<ObjectWalker<'a>, Error> {
         Ok(self.object())
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<ObjectWalker<'a>, Error> {
         Ok(self.object())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(unsupported("an enum variant"))
     }
 }
 
@@ -413,107 +352,17 @@ impl ser::Serializer for KeyName {
     type SerializeStruct = Impossible<String, Error>;
     type SerializeStructVariant = Impossible<String, Error>;
 
+    methods!(Err(not_a_string()); serialize_bool serialize_i8 serialize_i16 serialize_i32 serialize_i64 serialize_u8
+        serialize_u16 serialize_u32 serialize_u64 serialize_f32 serialize_f64 serialize_char serialize_bytes
+        serialize_none serialize_some serialize_unit serialize_unit_struct serialize_unit_variant
+        serialize_newtype_variant serialize_seq serialize_tuple serialize_tuple_struct serialize_tuple_variant
+        serialize_map serialize_struct serialize_struct_variant);
+
     fn serialize_str(self, v: &str) -> Result<String, Error> {
         Ok(v.to_owned())
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, value: &T) -> Result<String, Error> {
         value.serialize(self)
-    }
-    fn serialize_bool(self, _: bool) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_i8(self, _: i8) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_char(self, _: char) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_none(self) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_unit(self) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<String, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
-        Err(not_a_string())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(not_a_string())
     }
 }
 

@@ -758,6 +758,14 @@ fn nodes_reach_only_their_own_objects() {
     );
     let create = n1.stdin(&["create", "-f", "-"], r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky", "namespace": "team"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}"#);
     assert!(create.stderr.contains("can only create mirror pods"), "{}", create.stderr);
+    // A mirror pod of its own it may create, and admission treats it as any pod's
+    // create (NodeRestriction reads it first).
+    let mirror = n1.stdin(&["create", "-f", "-"], r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "static-n1", "namespace": "team", "annotations": {"kubernetes.io/config.mirror": "x"}}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}"#);
+    assert!(mirror.ok, "{}", mirror.stderr);
+    let mirror = admin.json(&["-n", "team", "get", "pod", "static-n1"]);
+    assert_eq!(mirror["status"]["phase"], "Pending");
+    assert_eq!(mirror["spec"]["priority"], 0);
+    assert_eq!(mirror["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
     assert!(n1.run(&["-n", "team", "create", "deployment", "d", "--image=busybox"]).stderr.contains("forbidden"));
     // Moving the pod moves what each node may read.
     admin.ok(&["-n", "team", "delete", "pod", "web", "--grace-period=0", "--force"]);

@@ -15,6 +15,7 @@ use crate::{head_first, object};
 use keelson_engine::k8s_openapi;
 use keelson_engine::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_engine::ApiError;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::any::Any;
@@ -96,11 +97,20 @@ impl Admitted {
         }
     }
 
-    /// The object as a `T`, if it is one and still typed.
-    pub fn typed_mut<T: 'static>(&mut self) -> Option<&mut T> {
+    /// The object as a `T` (its kind's type), decoded again if a step had turned it
+    /// into a value.
+    pub fn typed_as<T: TypedObject + DeserializeOwned>(&mut self) -> Result<&mut T, ApiError> {
+        let is_t = match self {
+            Admitted::Typed(object) => object.as_any_mut().is::<T>(),
+            Admitted::Value(_) => false,
+        };
+        if !is_t {
+            let decoded = T::deserialize(&*self.value()?).map_err(ApiError::internal)?;
+            *self = Admitted::typed(decoded);
+        }
         match self {
-            Admitted::Typed(object) => object.as_any_mut().downcast_mut(),
-            Admitted::Value(_) => None,
+            Admitted::Typed(object) => Ok(object.as_any_mut().downcast_mut().expect("made a T above")),
+            Admitted::Value(_) => unreachable!("made typed above"),
         }
     }
 

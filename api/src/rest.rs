@@ -483,6 +483,11 @@ fn random_suffix() -> String {
     uuid.as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
+/// Whether the resource is core's pods.
+fn is_pod(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Pod"
+}
+
 /// Whether a new object of the resource gets the status it starts with: clients may
 /// not create objects with status (a Node's is its agent's to report).
 fn starts_with_status(info: &ResourceInfo) -> bool {
@@ -1000,7 +1005,7 @@ impl Call<'_> {
         // No kind validates its status and only Service's defaults (never here) add
         // one, so the status a create starts with can be set after admission (a pod's
         // in `finish_create`).
-        if out.typed_mut::<Pod>().is_none() && starts_with_status(info) {
+        if !is_pod(info) && starts_with_status(info) {
             initial_status(info, out.value()?);
         }
         self.check_admitted(&mut out, Write::Create)?;
@@ -1135,13 +1140,16 @@ impl Call<'_> {
             self.record_create_fields(&mut out)?;
         }
         let namespace = self.namespace();
-        if let Some(pod) = out.typed_mut::<Pod>() {
+        if is_pod(info) {
+            // Typed again if a check before (NodeRestriction, for a node's mirror pod)
+            // read it as a value.
+            let pod = out.typed_as::<Pod>()?;
             admission::admit_pod(&self.state.cache, namespace.unwrap_or("default"), pod, random_suffix)?;
             pod.status = Some(pod_initial_status(pod));
         }
         if let Some(ns) = namespace {
             let ranges = limit_ranger::limit_ranges(&self.state.cache, info, ns)?;
-            if info.kind == "Pod" && !ranges.is_empty() && limit_ranger::default_pod(&ranges, out.value()?) {
+            if is_pod(info) && !ranges.is_empty() && limit_ranger::default_pod(&ranges, out.value()?) {
                 // A default limit can contradict a request the client gave: validated
                 // again, as kube validates after admission. What the other plugins add
                 // is valid as they build it.

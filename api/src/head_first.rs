@@ -5,7 +5,7 @@
 //! Kinds serialize `apiVersion` and `kind` first but `metadata` among the rest in
 //! name order (an Event's `involvedObject` comes before it), so a field that comes
 //! before `metadata` waits in a second buffer until `metadata` is written. Below the top
-//! level, the type's own order stands: kube-openapi's generated types keep fields in
+//! level, the type's own order stands: k8s-openapi's generated types keep fields in
 //! name order, so the bytes are mostly (not necessarily) those of the value encoding;
 //! readers must not rely on more than the head (see `binding`).
 

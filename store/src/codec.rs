@@ -9,6 +9,13 @@
 //!   without scanning every object.
 //! - `meta`: fixed keys → u64 (the current and the compacted revision).
 //!
+//! Each value is written once while it is current and once when it is superseded: a
+//! log entry holds the state *before* its change in full, but the change's own value
+//! only by reference. That value is in `objects` while it is the key's newest, and in
+//! the next change's `prev` after. (Before this layout, log entries carried the new
+//! value too; [`decode_log_entry`] still reads those.) Per placed pod (create, event,
+//! bind) that is three object-sized values written instead of five.
+//!
 //! Layouts are little-endian fixed fields followed by length-prefixed byte strings; a
 //! decoder checks every length and answers `Corrupt` rather than panicking.
 
@@ -34,7 +41,8 @@ impl Record {
     }
 }
 
-/// One committed change, as kept in the log.
+/// One committed change, as the committer writes it to the log (the new record's value
+/// is left out: see the module's documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
     pub key: Bytes,
@@ -55,6 +63,22 @@ pub struct Corrupt {
 
 const TAG_LIVE: u8 = 1;
 const TAG_TOMBSTONE: u8 = 2;
+/// A live record whose value is not stored with it (a log entry's new state).
+const TAG_LIVE_UNLOGGED: u8 = 3;
+
+/// One change read back from the log: the new state's header, and its value only if
+/// the entry was written before values were left out of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub key: Bytes,
+    pub record: RecordHeader,
+    /// The new value, from an entry in the older layout; `None` otherwise (and for a
+    /// delete). [`crate::read::change_values`] finds the value of the newer ones.
+    pub value: Option<Bytes>,
+    /// The state before the change, in full.
+    pub prev: Option<Record>,
+    pub committed_at_ms: u64,
+}
 
 pub fn encode_record(record: &Record, out: &mut BytesMut) {
     out.put_u8(if record.value.is_some() { TAG_LIVE } else { TAG_TOMBSTONE });
@@ -69,6 +93,21 @@ pub fn encode_record(record: &Record, out: &mut BytesMut) {
 
 /// Decodes a record; `value` bytes are sliced from `bytes` without copying.
 pub fn decode_record(bytes: &mut Bytes) -> Result<Record, Corrupt> {
+    let (header, value) = decode_header_and_value(bytes, false)?;
+    Ok(Record {
+        create_revision: header.create_revision,
+        mod_revision: header.mod_revision,
+        version: header.version,
+        value,
+    })
+}
+
+/// Decodes a record's fixed fields and its value if it carries one. A live record
+/// without its value is accepted only where `unlogged_allowed` (a log entry's new state).
+fn decode_header_and_value(
+    bytes: &mut Bytes,
+    unlogged_allowed: bool,
+) -> Result<(RecordHeader, Option<Bytes>), Corrupt> {
     const WHAT: Corrupt = Corrupt { what: "record" };
     if bytes.remaining() < 25 {
         return Err(WHAT);
@@ -77,12 +116,13 @@ pub fn decode_record(bytes: &mut Bytes) -> Result<Record, Corrupt> {
     let create_revision = Revision(bytes.get_u64_le());
     let mod_revision = Revision(bytes.get_u64_le());
     let version = bytes.get_u64_le();
-    let value = match tag {
-        TAG_LIVE => Some(take_bytes(bytes).ok_or(WHAT)?),
-        TAG_TOMBSTONE => None,
+    let (tombstone, value) = match tag {
+        TAG_LIVE => (false, Some(take_bytes(bytes).ok_or(WHAT)?)),
+        TAG_TOMBSTONE => (true, None),
+        TAG_LIVE_UNLOGGED if unlogged_allowed => (false, None),
         _ => return Err(WHAT),
     };
-    Ok(Record { create_revision, mod_revision, version, value })
+    Ok((RecordHeader { create_revision, mod_revision, version, tombstone }, value))
 }
 
 /// A record without its value: what the key index keeps and what counting needs.
@@ -134,7 +174,7 @@ pub fn record_len(record: &Record) -> usize {
 
 /// Bytes [`encode_log_entry`] writes for `entry`.
 pub fn log_entry_len(entry: &LogEntry) -> usize {
-    8 + 4 + entry.key.len() + record_len(&entry.record) + 1 + entry.prev.as_ref().map_or(0, record_len)
+    8 + 4 + entry.key.len() + 25 + 1 + entry.prev.as_ref().map_or(0, record_len)
 }
 
 fn take_bytes(bytes: &mut Bytes) -> Option<Bytes> {
@@ -149,7 +189,11 @@ pub fn encode_log_entry(entry: &LogEntry, out: &mut BytesMut) {
     out.put_u64_le(entry.committed_at_ms);
     out.put_u32_le(entry.key.len() as u32);
     out.put_slice(&entry.key);
-    encode_record(&entry.record, out);
+    let record = &entry.record;
+    out.put_u8(if record.value.is_some() { TAG_LIVE_UNLOGGED } else { TAG_TOMBSTONE });
+    out.put_u64_le(record.create_revision.get());
+    out.put_u64_le(record.mod_revision.get());
+    out.put_u64_le(record.version);
     match &entry.prev {
         Some(prev) => {
             out.put_u8(1);
@@ -159,14 +203,14 @@ pub fn encode_log_entry(entry: &LogEntry, out: &mut BytesMut) {
     }
 }
 
-pub fn decode_log_entry(mut bytes: Bytes) -> Result<LogEntry, Corrupt> {
+pub fn decode_log_entry(mut bytes: Bytes) -> Result<LoggedChange, Corrupt> {
     const WHAT: Corrupt = Corrupt { what: "log entry" };
     if bytes.remaining() < 8 {
         return Err(WHAT);
     }
     let committed_at_ms = bytes.get_u64_le();
     let key = take_bytes(&mut bytes).ok_or(WHAT)?;
-    let record = decode_record(&mut bytes)?;
+    let (record, value) = decode_header_and_value(&mut bytes, true)?;
     if bytes.remaining() < 1 {
         return Err(WHAT);
     }
@@ -175,7 +219,7 @@ pub fn decode_log_entry(mut bytes: Bytes) -> Result<LogEntry, Corrupt> {
         1 => Some(decode_record(&mut bytes)?),
         _ => return Err(WHAT),
     };
-    Ok(LogEntry { key, record, prev, committed_at_ms })
+    Ok(LoggedChange { key, record, value, prev, committed_at_ms })
 }
 
 /// The first key after every key that starts with `prefix` (`None`: no upper bound).
@@ -229,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn log_entries_round_trip() {
+    fn log_entries_round_trip_without_the_new_value() {
         let entry = LogEntry {
             key: Bytes::from_static(b"/registry/pods/a"),
             record: live(b"new"),
@@ -238,7 +282,50 @@ mod tests {
         };
         let mut out = BytesMut::new();
         encode_log_entry(&entry, &mut out);
-        assert_eq!(decode_log_entry(out.freeze()).unwrap(), entry);
+        let change = decode_log_entry(out.freeze()).unwrap();
+        let expected = LoggedChange {
+            key: entry.key.clone(),
+            record: RecordHeader::of(&entry.record),
+            value: None,
+            prev: entry.prev.clone(),
+            committed_at_ms: 77,
+        };
+        assert_eq!(change, expected);
+        // A delete's entry: the tombstone, and the last state in full.
+        let delete = LogEntry { record: Record { value: None, ..live(b"") }, ..entry };
+        let mut out = BytesMut::new();
+        encode_log_entry(&delete, &mut out);
+        let change = decode_log_entry(out.freeze()).unwrap();
+        assert!(change.record.tombstone);
+        assert_eq!(change.prev.and_then(|p| p.value).as_deref(), Some(&b"old"[..]));
+    }
+
+    #[test]
+    fn log_entries_in_the_older_layout_still_carry_their_value() {
+        let (record, prev) = (live(b"new"), live(b"old"));
+        let mut out = BytesMut::new();
+        out.put_u64_le(5);
+        out.put_u32_le(2);
+        out.put_slice(b"/k");
+        encode_record(&record, &mut out);
+        out.put_u8(1);
+        encode_record(&prev, &mut out);
+        let change = decode_log_entry(out.freeze()).unwrap();
+        assert_eq!(change.record, RecordHeader::of(&record));
+        assert_eq!(change.value.as_deref(), Some(&b"new"[..]));
+        assert_eq!(change.prev, Some(prev));
+    }
+
+    #[test]
+    fn only_a_log_entry_may_leave_its_value_out() {
+        let entry = LogEntry { key: Bytes::from_static(b"k"), record: live(b"v"), prev: None, committed_at_ms: 1 };
+        let mut out = BytesMut::new();
+        encode_log_entry(&entry, &mut out);
+        // The new state's bytes start after the time, the key's length and the key.
+        let mut record = out.freeze().slice(8 + 4 + 1..8 + 4 + 1 + 25);
+        assert!(decode_record(&mut record.clone()).is_err());
+        assert!(decode_record_header(&record).is_err());
+        assert_eq!(record.get_u8(), TAG_LIVE_UNLOGGED);
     }
 
     #[test]

@@ -5,13 +5,17 @@
 //! entry at its mod revision holds the record before it, and so on until a record at or
 //! before R is reached. Compaction only drops history at or before its revision, so
 //! every entry such a walk needs exists for any R at or after the compacted revision.
+//!
+//! The same walk finds the value of a change replayed from the log, whose entry holds
+//! only the state before it ([`change_values`]).
 
 use crate::backend::{Snapshot, Table};
-use crate::codec::{self, Record};
+use crate::codec::{self, LoggedChange, Record};
 use crate::error::StoreError;
 use crate::meta;
 use bytes::Bytes;
 use keelson_engine::Revision;
+use std::collections::HashMap;
 
 /// Which revision to read at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +83,40 @@ fn state_at(snapshot: &dyn Snapshot, newest: Record, revision: Revision) -> Resu
             None => return Ok(None),
         }
     }
+}
+
+/// The new value of each change in `changes` (consecutive log entries, oldest first),
+/// `None` for a delete. A change's value is the `prev` of the key's next change; for
+/// each key's last change here, that is further on in the log or the key's newest
+/// record, so one walk back from the newest per key finds it.
+pub(crate) fn change_values(
+    snapshot: &dyn Snapshot,
+    changes: &[LoggedChange],
+) -> Result<Vec<Option<Bytes>>, StoreError> {
+    const WHAT: codec::Corrupt = codec::Corrupt { what: "history (a change's value)" };
+    // Per key, the state before the next change seen so far (walking backwards).
+    let mut before_next: HashMap<&[u8], Option<&Record>> = HashMap::new();
+    let mut values = vec![None; changes.len()];
+    for (slot, change) in values.iter_mut().zip(changes).rev() {
+        let revision = change.record.mod_revision;
+        if !change.record.tombstone {
+            *slot = match (&change.value, before_next.get(change.key.as_ref())) {
+                (Some(value), _) => Some(value.clone()),
+                (None, Some(state)) => {
+                    let state = state.filter(|s| s.mod_revision == revision).ok_or(WHAT)?;
+                    Some(state.value.clone().ok_or(WHAT)?)
+                }
+                (None, None) => {
+                    let mut newest = snapshot.get(Table::Objects, &change.key)?.ok_or(WHAT)?;
+                    let newest = codec::decode_record(&mut newest)?;
+                    let state = state_at(snapshot, newest, revision)?.filter(|s| s.mod_revision == revision);
+                    Some(state.and_then(|s| s.value).ok_or(WHAT)?)
+                }
+            };
+        }
+        before_next.insert(change.key.as_ref(), change.prev.as_ref());
+    }
+    Ok(values)
 }
 
 pub(crate) fn get(snapshot: &dyn Snapshot, key: &[u8], at: ReadAt) -> Result<(Revision, Option<Record>), StoreError> {

@@ -7,10 +7,11 @@
 //! disk replay. Delivery is in revision order, without gaps and without copies.
 
 use crate::backend::{Backend, Table};
-use crate::codec;
+use crate::codec::{self, LoggedChange};
 use crate::error::StoreError;
 use crate::event::{CommitBatch, Event, EventBatch, WatchItem};
 use crate::hub::{Hub, Lookup};
+use crate::read;
 use crate::seal::Sealer;
 use bytes::Bytes;
 use event_listener::Listener;
@@ -108,30 +109,35 @@ impl Watcher {
             return Err(StoreError::Compacted { requested: Revision(self.cursor.get() - 1), compacted });
         }
         let snapshot = self.shared.backend.snapshot();
-        let mut events = Vec::with_capacity(REPLAY_CHUNK.min((until.get() - self.cursor.get()) as usize));
+        let mut changes = Vec::with_capacity(REPLAY_CHUNK.min((until.get() - self.cursor.get()) as usize));
         let mut failure = None;
-        let mut committed_at_ms = 0;
         let end = until.to_bytes();
-        snapshot.scan(Table::Log, &self.cursor.to_bytes(), Some(&end), &mut |_, value| {
-            let event =
-                codec::decode_log_entry(Bytes::copy_from_slice(value)).map_err(StoreError::from).and_then(|entry| {
-                    committed_at_ms = entry.committed_at_ms;
-                    event_from_log(entry, self.shared.sealer.as_deref())
-                });
-            match event {
-                Ok(event) => {
-                    events.push(event);
-                    events.len() < REPLAY_CHUNK
+        snapshot.scan(
+            Table::Log,
+            &self.cursor.to_bytes(),
+            Some(&end),
+            &mut |_, value| match codec::decode_log_entry(Bytes::copy_from_slice(value)) {
+                Ok(change) => {
+                    changes.push(change);
+                    changes.len() < REPLAY_CHUNK
                 }
                 Err(error) => {
                     failure = Some(error);
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(error) = failure {
-            return Err(error);
+            return Err(error.into());
         }
+        let values = read::change_values(&*snapshot, &changes)?;
+        let committed_at_ms = changes.last().map_or(0, |c| c.committed_at_ms);
+        let sealer = self.shared.sealer.as_deref();
+        let events = changes
+            .into_iter()
+            .zip(values)
+            .map(|(change, value)| event_from_log(change, value, sealer))
+            .collect::<Result<Vec<_>, _>>()?;
         // History on disk is contiguous above the compacted revision; a gap means the
         // range was compacted under us.
         if events.first().map(|e| e.revision) != Some(self.cursor) {
@@ -184,10 +190,11 @@ impl Watcher {
     }
 }
 
-/// A logged change as a watch event, its values opened if the key is sealed.
-fn event_from_log(entry: codec::LogEntry, sealer: Option<&Sealer>) -> Result<Event, StoreError> {
+/// A change replayed from the log, with its new value (`None` for a delete), as a watch
+/// event; its values are opened if the key is sealed.
+fn event_from_log(entry: LoggedChange, value: Option<Bytes>, sealer: Option<&Sealer>) -> Result<Event, StoreError> {
     let live_prev = entry.prev.filter(|p| !p.is_tombstone());
-    let kind = match (&entry.record.value, &live_prev) {
+    let kind = match (&value, &live_prev) {
         (None, _) => EventType::Deleted,
         (Some(_), Some(_)) => EventType::Modified,
         (Some(_), None) => EventType::Added,
@@ -200,7 +207,7 @@ fn event_from_log(entry: codec::LogEntry, sealer: Option<&Sealer>) -> Result<Eve
     Ok(Event {
         revision: entry.record.mod_revision,
         kind,
-        value: open(entry.record.value)?,
+        value: open(value)?,
         prev_value: open(live_prev.and_then(|p| p.value))?,
         key,
         create_revision: entry.record.create_revision,

@@ -207,6 +207,7 @@ async fn create_all(
 ) -> Result<(hdrhistogram::Histogram<u64>, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
     let make = Arc::new(make);
+    let url = reqwest::Url::parse(&url).with_context(|| format!("the URL {url}"))?;
     let started = Instant::now();
     let shared = (0..connections.min(clients.max(1))).map(|_| client(target)).collect::<Result<Vec<_>>>()?;
     let mut tasks = Vec::new();
@@ -226,7 +227,7 @@ async fn create_all(
                 let body = make(&format!("{prefix}-{i:06}"));
                 let begun = Instant::now();
                 // 429s (overload) are waited out: the phase must create every object.
-                Cluster::create(&http, &url, &body, true).await?;
+                Cluster::create(&http, url.clone(), &body, true).await?;
                 latency.saturating_record(begun.elapsed().as_micros() as u64);
             }
         }));

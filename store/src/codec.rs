@@ -14,7 +14,8 @@
 //! only by reference. That value is in `objects` while it is the key's newest, and in
 //! the next change's `prev` after. (Before this layout, log entries carried the new
 //! value too; [`decode_log_entry`] still reads those.) Per placed pod (create, event,
-//! bind) that is three object-sized values written instead of five.
+//! bind) that is three pod-sized and one event-sized value written instead of five and
+//! two.
 //!
 //! Layouts are little-endian fixed fields followed by length-prefixed byte strings; a
 //! decoder checks every length and answers `Corrupt` rather than panicking.
@@ -81,14 +82,19 @@ pub struct LoggedChange {
 }
 
 pub fn encode_record(record: &Record, out: &mut BytesMut) {
-    out.put_u8(if record.value.is_some() { TAG_LIVE } else { TAG_TOMBSTONE });
-    out.put_u64_le(record.create_revision.get());
-    out.put_u64_le(record.mod_revision.get());
-    out.put_u64_le(record.version);
+    encode_fixed(record, if record.value.is_some() { TAG_LIVE } else { TAG_TOMBSTONE }, out);
     if let Some(value) = &record.value {
         out.put_u32_le(value.len() as u32);
         out.put_slice(value);
     }
+}
+
+/// A record's fixed fields (25 bytes), under `tag`.
+fn encode_fixed(record: &Record, tag: u8, out: &mut BytesMut) {
+    out.put_u8(tag);
+    out.put_u64_le(record.create_revision.get());
+    out.put_u64_le(record.mod_revision.get());
+    out.put_u64_le(record.version);
 }
 
 /// Decodes a record; `value` bytes are sliced from `bytes` without copying.
@@ -189,11 +195,8 @@ pub fn encode_log_entry(entry: &LogEntry, out: &mut BytesMut) {
     out.put_u64_le(entry.committed_at_ms);
     out.put_u32_le(entry.key.len() as u32);
     out.put_slice(&entry.key);
-    let record = &entry.record;
-    out.put_u8(if record.value.is_some() { TAG_LIVE_UNLOGGED } else { TAG_TOMBSTONE });
-    out.put_u64_le(record.create_revision.get());
-    out.put_u64_le(record.mod_revision.get());
-    out.put_u64_le(record.version);
+    let tag = if entry.record.value.is_some() { TAG_LIVE_UNLOGGED } else { TAG_TOMBSTONE };
+    encode_fixed(&entry.record, tag, out);
     match &entry.prev {
         Some(prev) => {
             out.put_u8(1);

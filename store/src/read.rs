@@ -107,8 +107,7 @@ pub(crate) fn change_values(
                     Some(state.value.clone().ok_or(WHAT)?)
                 }
                 (None, None) => {
-                    let mut newest = snapshot.get(Table::Objects, &change.key)?.ok_or(WHAT)?;
-                    let newest = codec::decode_record(&mut newest)?;
+                    let newest = newest(snapshot, &change.key)?.ok_or(WHAT)?;
                     let state = state_at(snapshot, newest, revision)?.filter(|s| s.mod_revision == revision);
                     Some(state.and_then(|s| s.value).ok_or(WHAT)?)
                 }
@@ -119,12 +118,19 @@ pub(crate) fn change_values(
     Ok(values)
 }
 
+/// `key`'s newest record (or tombstone) in the `objects` table.
+fn newest(snapshot: &dyn Snapshot, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    match snapshot.get(Table::Objects, key)? {
+        Some(mut bytes) => Ok(Some(codec::decode_record(&mut bytes)?)),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn get(snapshot: &dyn Snapshot, key: &[u8], at: ReadAt) -> Result<(Revision, Option<Record>), StoreError> {
     let (revision, latest) = resolve(snapshot, at)?;
-    let Some(mut bytes) = snapshot.get(Table::Objects, key)? else {
+    let Some(record) = newest(snapshot, key)? else {
         return Ok((revision, None));
     };
-    let record = codec::decode_record(&mut bytes)?;
     let state = if latest { (!record.is_tombstone()).then_some(record) } else { state_at(snapshot, record, revision)? };
     Ok((revision, state))
 }

@@ -87,7 +87,9 @@ struct Stream {
 
 /// What every watcher of one event shares, computed by the first watcher that needs
 /// it and kept in the event's memo slot: the event is serialized once, not once per
-/// watcher.
+/// watcher. The memo lives as long as the store's ring holds the event, so `object`
+/// is a slice of `frame`, not a second copy: per placed pod that is two pod-sized
+/// buffers fewer held (and written) for the run of the ring.
 struct Encoded {
     /// The object as sent: the new state, or the last state for a delete, stamped
     /// with the event's revision.
@@ -102,23 +104,34 @@ struct Encoded {
     before: OnceLock<Option<Value>>,
 }
 
-fn frame(kind: &str, object: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(object.len() + 32);
+/// `{"type":"<kind>","object":<object>}\n`, where `write_object` appends the object;
+/// and where the object lies in it.
+fn framed(kind: &str, size: usize, write_object: impl FnOnce(&mut Vec<u8>)) -> (Bytes, std::ops::Range<usize>) {
+    let mut frame = Vec::with_capacity(size + kind.len() + 64);
     frame.extend_from_slice(b"{\"type\":\"");
     frame.extend_from_slice(kind.as_bytes());
     frame.extend_from_slice(b"\",\"object\":");
-    frame.extend_from_slice(object);
+    let start = frame.len();
+    write_object(&mut frame);
+    let end = frame.len();
     frame.extend_from_slice(b"}\n");
-    Bytes::from(frame)
+    (Bytes::from(frame), start..end)
+}
+
+/// One JSON watch frame for `object`.
+fn frame(kind: &str, object: &[u8]) -> Bytes {
+    framed(kind, object.len(), |out| out.extend_from_slice(object)).0
 }
 
 impl Encoded {
     fn of(event: &keelson_store::Event) -> Encoded {
-        let revision = event.revision.get();
-        let object = Bytes::from(stamped(event.object().map_or(&b"{}"[..], |b| &b[..]), revision));
+        let stored = event.object().map_or(&b"{}"[..], |b| &b[..]);
+        let (frame, object) = framed(event.kind.as_str(), stored.len(), |out| {
+            crate::object::with_resource_version(stored, event.revision.get(), out)
+        });
         Encoded {
-            frame: frame(event.kind.as_str(), &object),
-            object,
+            object: frame.slice(object),
+            frame,
             protobuf: OnceLock::new(),
             now: OnceLock::new(),
             before: OnceLock::new(),

@@ -155,11 +155,16 @@ impl Committer {
     }
 
     /// The full previous record of a live key: its value comes from this batch's own
-    /// events when the key changed earlier in the batch, else from the `objects` table.
+    /// events when the key changed earlier in the batch, else from the watch ring when
+    /// the change is still there (the same bytes the event holds, so a recent object's
+    /// update keeps one copy of its old value in memory, not two), else from the
+    /// `objects` table.
     fn live_record(&self, key: &[u8], meta: KeyMeta, start: Revision, scratch: &Scratch) -> Result<Record, StoreError> {
         let value = if meta.mod_revision > start {
             let position = (meta.mod_revision.get() - start.get() - 1) as usize;
             scratch.events.get(position).and_then(|e| e.value.clone())
+        } else if let Some(value) = self.hub.value_at(meta.mod_revision, key) {
+            Some(value)
         } else {
             match self.backend.get(Table::Objects, key)? {
                 Some(mut bytes) => match (codec::decode_record(&mut bytes)?.value, self.sealing(key)) {

@@ -8,6 +8,7 @@
 //! the ring's event and byte limits, however many watchers there are.
 
 use crate::event::CommitBatch;
+use bytes::Bytes;
 use event_listener::Event as Signal;
 use keelson_engine::Revision;
 use parking_lot::RwLock;
@@ -102,6 +103,20 @@ impl Hub {
         Lookup::Found(Arc::clone(&ring.batches[index]))
     }
 
+    /// The value `key` took at `revision`, if that change is still in the ring: the
+    /// committer's previous value for an update, shared with the event that wrote it
+    /// rather than read back from disk into a second copy.
+    pub(crate) fn value_at(&self, revision: Revision, key: &[u8]) -> Option<Bytes> {
+        let ring = self.ring.read();
+        if revision < ring.first || revision >= ring.end {
+            return None;
+        }
+        let batch = &ring.batches[ring.batches.partition_point(|b| b.first <= revision) - 1];
+        let event = batch.events.get((revision.get() - batch.first.get()) as usize)?;
+        debug_assert_eq!(event.revision, revision, "a batch's events are contiguous");
+        (event.key == key).then(|| event.value.clone()).flatten()
+    }
+
     pub(crate) fn listen(&self) -> event_listener::EventListener {
         self.signal.listen()
     }
@@ -158,5 +173,20 @@ mod tests {
         hub.publish(batch(16, 2)); // 7 events > 5: the first batch goes
         assert!(matches!(hub.lookup(Revision(12)), Lookup::Behind(Revision(14))));
         assert!(matches!(hub.lookup(Revision(18)), Lookup::CaughtUp));
+    }
+
+    #[test]
+    fn value_at_answers_only_for_the_key_changed_at_that_revision_while_it_is_held() {
+        let hub = Hub::new(Revision(10), RingLimits { events: 4, bytes: usize::MAX });
+        hub.publish(batch(11, 2));
+        hub.publish(batch(13, 2));
+        assert_eq!(hub.value_at(Revision(14), b"/k/14"), Some(Bytes::from_static(b"v")));
+        assert_eq!(hub.value_at(Revision(12), b"/k/12"), Some(Bytes::from_static(b"v")));
+        assert_eq!(hub.value_at(Revision(14), b"/k/13"), None, "another key changed there");
+        assert_eq!(hub.value_at(Revision(15), b"/k/15"), None, "not published yet");
+        assert_eq!(hub.value_at(Revision(10), b"/k/10"), None, "before the ring began");
+        hub.publish(batch(15, 2)); // 6 events > 4: the first batch goes
+        assert_eq!(hub.value_at(Revision(12), b"/k/12"), None, "evicted");
+        assert_eq!(hub.value_at(Revision(16), b"/k/16"), Some(Bytes::from_static(b"v")));
     }
 }

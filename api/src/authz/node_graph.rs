@@ -269,11 +269,13 @@ struct EnvFrom {
 
 /// The node a stored pod is bound to and what it refers to; `None` if it is not bound
 /// (a quick scan for `"nodeName"` spares decoding pods the scheduler has not placed).
+/// The scan runs on the watch cache's thread for every pod event, over the whole pod
+/// when it is not bound: `memmem`'s vectorised search, not a byte-by-byte window
+/// compare, which was about half of this graph's samples in a SchedulingBasic profile.
 fn pod_refs(bytes: &[u8]) -> Option<(Box<str>, PodRefs)> {
-    const NODE_NAME: &[u8] = b"\"nodeName\"";
-    if !bytes.windows(NODE_NAME.len()).any(|w| w == NODE_NAME) {
-        return None;
-    }
+    static NODE_NAME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"nodeName\""));
+    NODE_NAME.find(bytes)?;
     let pod: Pod = serde_json::from_slice(bytes).ok()?;
     let spec = pod.spec;
     if spec.node_name.is_empty() {

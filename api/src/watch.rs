@@ -42,8 +42,42 @@ const FRAMES_BUFFERED: usize = 256;
 /// `batched_writes`, for every response.)
 const COALESCED_BYTES: usize = 16 * 1024;
 
+/// What a watcher's channel carries.
+enum Outgoing {
+    /// A frame built for this watcher (initial state, bookmarks, errors, Tables,
+    /// protobuf).
+    Frame(Bytes),
+    /// A store event in JSON, written from the stored bytes when the body is polled.
+    /// The frame is not built ahead and shared through the event's memo: the memo
+    /// lives as long as the store's ring holds the event, and an event-sized copy per
+    /// event kept that long was most of a run's memory growth, which this machine
+    /// pays for in page faults; a copy per watcher, made as it sends and freed once
+    /// written, is cheaper.
+    Event { kind: &'static str, stored: Bytes, revision: u64 },
+}
+
+impl Outgoing {
+    /// Its bytes on the wire, appended to `out`.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Outgoing::Frame(frame) => out.extend_from_slice(frame),
+            Outgoing::Event { kind, stored, revision } => {
+                write_frame(out, kind, |out| crate::object::with_resource_version(stored, *revision, out))
+            }
+        }
+    }
+
+    /// At least its size on the wire (an event's stamp and framing add under 96 bytes).
+    fn size(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.len(),
+            Outgoing::Event { stored, .. } => stored.len() + 96,
+        }
+    }
+}
+
 /// A response body fed by a channel of frames.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+struct ChannelBody(mpsc::Receiver<Outgoing>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -60,18 +94,18 @@ impl http_body::Body for ChannelBody {
 
 /// `first` followed by the frames already waiting in `rx`, while the total stays under
 /// [`COALESCED_BYTES`] (the last frame joined may take it over; events are
-/// self-delimiting, so any split of the stream is valid).
-fn coalesce(first: Bytes, rx: &mut mpsc::Receiver<Bytes>) -> Bytes {
-    if first.len() >= COALESCED_BYTES {
-        return first;
-    }
-    let Ok(second) = rx.try_recv() else { return first };
-    let mut joined = Vec::with_capacity(COALESCED_BYTES.max(first.len() + second.len()));
-    joined.extend_from_slice(&first);
-    joined.extend_from_slice(&second);
+/// self-delimiting, so any split of the stream is valid). A ready frame alone goes out
+/// as it is.
+fn coalesce(first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Bytes {
+    let first = match first {
+        Outgoing::Frame(frame) if frame.len() >= COALESCED_BYTES || rx.is_empty() => return frame,
+        first => first,
+    };
+    let mut joined = Vec::with_capacity(COALESCED_BYTES.max(first.size()));
+    first.write_to(&mut joined);
     while joined.len() < COALESCED_BYTES {
         let Ok(next) = rx.try_recv() else { break };
-        joined.extend_from_slice(&next);
+        next.write_to(&mut joined);
     }
     Bytes::from(joined)
 }
@@ -82,61 +116,48 @@ struct Stream {
     output: Output,
     wire: Wire,
     bookmarks: bool,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 /// What every watcher of one event shares, computed by the first watcher that needs
-/// it and kept in the event's memo slot: the event is serialized once, not once per
-/// watcher. The memo lives as long as the store's ring holds the event, so `object`
-/// is a slice of `frame`, not a second copy: per placed pod that is two pod-sized
-/// buffers fewer held (and written) for the run of the ring.
+/// it and kept in the event's memo slot: what only some watchers need (protobuf, the
+/// parsed states selectors read), derived once, not once per watcher.
+#[derive(Default)]
 struct Encoded {
-    /// The object as sent: the new state, or the last state for a delete, stamped
-    /// with the event's revision.
-    object: Bytes,
-    /// `{"type":"<the event's own type>","object":...}\n`.
-    frame: Bytes,
-    /// The same event as a protobuf frame, for protobuf watchers (`None` if the
-    /// object cannot be encoded).
+    /// The event as a protobuf frame, for protobuf watchers (`None` if the object
+    /// cannot be encoded).
     protobuf: OnceLock<Option<Bytes>>,
     /// Parsed states, for watchers with selectors.
     now: OnceLock<Option<Value>>,
     before: OnceLock<Option<Value>>,
 }
 
-/// `{"type":"<kind>","object":<object>}\n`, where `write_object` appends the object;
-/// and where the object lies in it.
-fn framed(kind: &str, size: usize, write_object: impl FnOnce(&mut Vec<u8>)) -> (Bytes, std::ops::Range<usize>) {
-    let mut frame = Vec::with_capacity(size + kind.len() + 64);
-    frame.extend_from_slice(b"{\"type\":\"");
-    frame.extend_from_slice(kind.as_bytes());
-    frame.extend_from_slice(b"\",\"object\":");
-    let start = frame.len();
-    write_object(&mut frame);
-    let end = frame.len();
-    frame.extend_from_slice(b"}\n");
-    (Bytes::from(frame), start..end)
+impl Encoded {
+    fn of(event: &keelson_store::Event) -> Arc<Encoded> {
+        event.memo.get_or_init(Encoded::default).unwrap_or_default()
+    }
+}
+
+/// `{"type":"<kind>","object":<object>}\n` appended to `out`, where `write_object`
+/// appends the object.
+fn write_frame(out: &mut Vec<u8>, kind: &str, write_object: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    write_object(out);
+    out.extend_from_slice(b"}\n");
 }
 
 /// One JSON watch frame for `object`.
 fn frame(kind: &str, object: &[u8]) -> Bytes {
-    framed(kind, object.len(), |out| out.extend_from_slice(object)).0
+    let mut out = Vec::with_capacity(object.len() + kind.len() + 32);
+    write_frame(&mut out, kind, |out| out.extend_from_slice(object));
+    Bytes::from(out)
 }
 
-impl Encoded {
-    fn of(event: &keelson_store::Event) -> Encoded {
-        let stored = event.object().map_or(&b"{}"[..], |b| &b[..]);
-        let (frame, object) = framed(event.kind.as_str(), stored.len(), |out| {
-            crate::object::with_resource_version(stored, event.revision.get(), out)
-        });
-        Encoded {
-            object: frame.slice(object),
-            frame,
-            protobuf: OnceLock::new(),
-            now: OnceLock::new(),
-            before: OnceLock::new(),
-        }
-    }
+/// The object an event carries (the new state, or the last state for a delete).
+fn stored_object(event: &keelson_store::Event) -> Bytes {
+    event.object().cloned().unwrap_or_else(|| Bytes::from_static(b"{}"))
 }
 
 fn parse(bytes: Option<&Bytes>) -> Option<Value> {
@@ -152,7 +173,7 @@ fn protobuf_frame(kind: &str, object: &[u8]) -> Option<Bytes> {
 impl Stream {
     /// Sends one frame; `false` when the client is gone.
     async fn send_frame(&self, frame: Bytes) -> bool {
-        self.tx.send(frame).await.is_ok()
+        self.tx.send(Outgoing::Frame(frame)).await.is_ok()
     }
 
     /// Sends one event built for this watcher alone (initial state, Table output,
@@ -240,7 +261,6 @@ impl Stream {
     /// Translates one store event into what this watcher sees: with a selector, an
     /// object that starts or stops matching appears as ADDED or DELETED.
     async fn event(&self, event: &keelson_store::Event) -> bool {
-        let encoded = event.memo.get_or_init(|| Encoded::of(event)).unwrap_or_else(|| Arc::new(Encoded::of(event)));
         let (now, before) = if self.filter.is_everything() {
             (event.value.is_some(), event.prev_value.is_some())
         } else if self.info.view.is_some() {
@@ -250,6 +270,7 @@ impl Stream {
             };
             (matches(event.value.as_ref()), matches(event.prev_value.as_ref()))
         } else {
+            let encoded = Encoded::of(event);
             let now = encoded.now.get_or_init(|| parse(event.value.as_ref()));
             let before = encoded.before.get_or_init(|| parse(event.prev_value.as_ref()));
             (
@@ -262,10 +283,15 @@ impl Stream {
                 match (self.output, self.wire) {
                     // A view's watchers each convert the stored form (below).
                     _ if self.info.view.is_some() => {}
-                    (Output::Json, Wire::Json) => return self.send_frame(encoded.frame.clone()).await,
+                    (Output::Json, Wire::Json) => {
+                        let (kind, stored, revision) = (event.kind.as_str(), stored_object(event), event.revision.get());
+                        return self.tx.send(Outgoing::Event { kind, stored, revision }).await.is_ok();
+                    }
                     (Output::Json, Wire::Protobuf) => {
-                        let frame =
-                            encoded.protobuf.get_or_init(|| protobuf_frame(event.kind.as_str(), &encoded.object));
+                        let encoded = Encoded::of(event);
+                        let frame = encoded.protobuf.get_or_init(|| {
+                            protobuf_frame(event.kind.as_str(), &stamped(&stored_object(event), event.revision.get()))
+                        });
                         return match frame {
                             Some(frame) => self.send_frame(frame.clone()).await,
                             None => self.unencodable().await,
@@ -279,7 +305,7 @@ impl Stream {
             (EventType::Modified, false, true) => "DELETED",
             _ => return true,
         };
-        self.send(kind, &encoded.object).await
+        self.send(kind, &stamped(&stored_object(event), event.revision.get())).await
     }
 }
 
@@ -432,22 +458,44 @@ mod tests {
     #[test]
     fn waiting_frames_go_out_together_up_to_the_limit() {
         let (tx, mut rx) = mpsc::channel(16);
+        let text = |s: String| Outgoing::Frame(Bytes::from(s));
         for i in 0..3 {
-            tx.try_send(Bytes::from(format!("event {i}\n"))).unwrap();
+            tx.try_send(text(format!("event {i}\n"))).unwrap();
         }
         let first = rx.try_recv().unwrap();
         assert_eq!(coalesce(first, &mut rx), "event 0\nevent 1\nevent 2\n");
 
-        tx.try_send(Bytes::from_static(b"alone\n")).unwrap();
+        tx.try_send(text("alone\n".into())).unwrap();
         let first = rx.try_recv().unwrap();
         assert_eq!(coalesce(first, &mut rx), "alone\n");
 
         let half = Bytes::from(vec![b'a'; COALESCED_BYTES / 2]);
         for _ in 0..4 {
-            tx.try_send(half.clone()).unwrap();
+            tx.try_send(Outgoing::Frame(half.clone())).unwrap();
         }
         let first = rx.try_recv().unwrap();
         assert_eq!(coalesce(first, &mut rx).len(), COALESCED_BYTES);
         assert_eq!(rx.len(), 2, "what did not fit waits for the next frame");
+    }
+
+    #[test]
+    fn a_store_event_is_written_as_its_stamped_frame() {
+        let stored = Bytes::from_static(br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{}}"#);
+        let expected = frame("MODIFIED", &stamped(&stored, 42));
+        assert_eq!(
+            &expected[..],
+            &br#"{"type":"MODIFIED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"42","name":"a"},"spec":{}}}
+"#[..]
+        );
+        let event = || Outgoing::Event { kind: "MODIFIED", stored: stored.clone(), revision: 42 };
+        assert!(event().size() >= expected.len());
+
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.try_send(event()).unwrap();
+        assert_eq!(coalesce(rx.try_recv().unwrap(), &mut rx), expected, "alone");
+        tx.try_send(Outgoing::Frame(Bytes::from_static(b"bookmark\n"))).unwrap();
+        tx.try_send(event()).unwrap();
+        let joined = coalesce(rx.try_recv().unwrap(), &mut rx);
+        assert_eq!(joined, [&b"bookmark\n"[..], &expected].concat(), "after a frame");
     }
 }

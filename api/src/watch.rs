@@ -284,7 +284,8 @@ impl Stream {
                     // A view's watchers each convert the stored form (below).
                     _ if self.info.view.is_some() => {}
                     (Output::Json, Wire::Json) => {
-                        let (kind, stored, revision) = (event.kind.as_str(), stored_object(event), event.revision.get());
+                        let (kind, stored, revision) =
+                            (event.kind.as_str(), stored_object(event), event.revision.get());
                         return self.tx.send(Outgoing::Event { kind, stored, revision }).await.is_ok();
                     }
                     (Output::Json, Wire::Protobuf) => {

@@ -285,17 +285,23 @@ async fn watch_binds(
         if !response.status().is_success() {
             bail!("watching pods: HTTP {}", response.status());
         }
+        // A line may span chunks: the tail of a chunk waits in `buffer` for the rest. A
+        // chunk holds several events; each is parsed where it lies, and what the whole
+        // lines took is dropped from the front once per chunk (the harness shares the
+        // machine with what it measures, so its own loop is kept lean).
         let mut buffer = Vec::new();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let Ok(chunk) = tokio::time::timeout(remaining, response.chunk()).await else { break };
             let Some(chunk) = chunk? else { break };
             buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let event: WatchLine = serde_json::from_slice(&line).context("a watch event")?;
+            let mut start = 0;
+            while let Some(length) = memchr::memchr(b'\n', &buffer[start..]) {
+                let line = &buffer[start..start + length + 1];
+                start += length + 1;
+                let event: WatchLine = serde_json::from_slice(line).context("a watch event")?;
                 if event.kind == "ERROR" {
-                    bail!("the pod watch failed: {}", String::from_utf8_lossy(&line));
+                    bail!("the pod watch failed: {}", String::from_utf8_lossy(line));
                 }
                 revision = event.object.metadata.resource_version.clone();
                 let since_sent = || {
@@ -318,6 +324,7 @@ async fn watch_binds(
                     }
                 }
             }
+            buffer.drain(..start);
             if done(&seen, &started) {
                 break;
             }

@@ -155,6 +155,34 @@ impl FieldSelector {
     }
 }
 
+/// Every path a selector can read of an object of any kind: `metadata.labels`,
+/// `metadata.name|namespace` and each kind's selectable fields.
+static SELECTABLE_PATHS: std::sync::LazyLock<Vec<Vec<&'static str>>> = std::sync::LazyLock::new(|| {
+    let mut paths = vec![vec!["metadata", "labels"], vec!["metadata", "name"], vec!["metadata", "namespace"]];
+    let every_kind = crate::resources::RESOURCES.iter().flat_map(|info| kind_fields(info).iter().copied());
+    for path in every_kind.map(object_path) {
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths
+});
+
+/// What any selector can see of `object`: the object with everything else left out, on
+/// which every [`Filter`] decides as on the whole object. A watch keeps this, not the
+/// parsed object, in an event's memo for the watchers with selectors: the memo lives as
+/// long as the store's ring holds the event, and a whole parsed pod is tens of
+/// kilobytes of small allocations.
+pub fn selectable(object: &Value) -> Value {
+    let mut out = Value::Object(serde_json::Map::new());
+    for path in SELECTABLE_PATHS.iter() {
+        if let Some(value) = object::get(object, path) {
+            object::set(&mut out, path, value.clone());
+        }
+    }
+    out
+}
+
 /// Label and field selectors together.
 #[derive(Clone, Debug)]
 pub struct Filter {
@@ -199,6 +227,40 @@ mod tests {
     use super::*;
     use crate::resources::find;
     use serde_json::json;
+
+    #[test]
+    fn selectors_decide_on_the_selectable_part_as_on_the_whole_object() {
+        let pods = find("", "v1", "pods").unwrap();
+        let nodes = find("", "v1", "nodes").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"app": "web", "tier": "front"},
+                "annotations": {"a": "b"}, "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "schedulerName": "default-scheduler",
+                "containers": [{"name": "c", "image": "i", "env": [{"name": "X", "value": "y"}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.7", "conditions": [{"type": "Ready"}]}});
+        let part = selectable(&pod);
+        assert!(part.get("spec").unwrap().get("containers").is_none(), "{part}");
+        assert!(part["metadata"].get("managedFields").is_none(), "{part}");
+        let cases = [
+            (None, Some("spec.nodeName=n1")),
+            (None, Some("spec.nodeName!=")),
+            (None, Some("spec.nodeName=n2")),
+            (None, Some("status.phase=Running,spec.hostNetwork=true")),
+            (None, Some("spec.restartPolicy=Always")),
+            (None, Some("metadata.name=p,metadata.namespace=d")),
+            (Some("app=web,tier in (front)"), None),
+            (Some("app!=web"), Some("status.podIP=10.0.0.7")),
+        ];
+        for (labels, fields) in cases {
+            let filter = Filter::parse(labels, fields, pods).unwrap();
+            assert_eq!(filter.matches(&part), filter.matches(&pod), "{labels:?} {fields:?}");
+        }
+        let node = json!({"metadata": {"name": "n1", "labels": {"zone": "a"}}, "spec": {"unschedulable": true}});
+        for fields in ["spec.unschedulable=true", "spec.unschedulable=false", "metadata.name=n1"] {
+            let filter = Filter::parse(Some("zone=a"), Some(fields), nodes).unwrap();
+            assert_eq!(filter.matches(&selectable(&node)), filter.matches(&node), "{fields}");
+        }
+    }
 
     #[test]
     fn pod_field_selectors() {

@@ -121,13 +121,14 @@ struct Stream {
 
 /// What every watcher of one event shares, computed by the first watcher that needs
 /// it and kept in the event's memo slot: what only some watchers need (protobuf, the
-/// parsed states selectors read), derived once, not once per watcher.
+/// part of each state selectors read), derived once, not once per watcher.
 #[derive(Default)]
 struct Encoded {
     /// The event as a protobuf frame, for protobuf watchers (`None` if the object
     /// cannot be encoded).
     protobuf: OnceLock<Option<Bytes>>,
-    /// Parsed states, for watchers with selectors.
+    /// What selectors see of the states (not the whole parsed objects), for watchers
+    /// with selectors.
     now: OnceLock<Option<Value>>,
     before: OnceLock<Option<Value>>,
 }
@@ -160,8 +161,9 @@ fn stored_object(event: &keelson_store::Event) -> Bytes {
     event.object().cloned().unwrap_or_else(|| Bytes::from_static(b"{}"))
 }
 
-fn parse(bytes: Option<&Bytes>) -> Option<Value> {
-    serde_json::from_slice(bytes?).ok()
+/// What selectors can see of a stored state ([`crate::filter::selectable`]).
+fn parse_selectable(bytes: Option<&Bytes>) -> Option<Value> {
+    serde_json::from_slice(bytes?).ok().map(|object: Value| crate::filter::selectable(&object))
 }
 
 /// One protobuf watch frame for a JSON object.
@@ -271,8 +273,8 @@ impl Stream {
             (matches(event.value.as_ref()), matches(event.prev_value.as_ref()))
         } else {
             let encoded = Encoded::of(event);
-            let now = encoded.now.get_or_init(|| parse(event.value.as_ref()));
-            let before = encoded.before.get_or_init(|| parse(event.prev_value.as_ref()));
+            let now = encoded.now.get_or_init(|| parse_selectable(event.value.as_ref()));
+            let before = encoded.before.get_or_init(|| parse_selectable(event.prev_value.as_ref()));
             (
                 now.as_ref().is_some_and(|v| self.filter.matches(v)),
                 before.as_ref().is_some_and(|v| self.filter.matches(v)),

@@ -161,6 +161,11 @@ fn stored_object(event: &keelson_store::Event) -> Bytes {
     event.object().cloned().unwrap_or_else(|| Bytes::from_static(b"{}"))
 }
 
+/// [`stored_object`] stamped with the event's revision, for a watcher that converts it.
+fn stamped_object(event: &keelson_store::Event) -> Vec<u8> {
+    stamped(event.object().map_or(&b"{}"[..], |b| &b[..]), event.revision.get())
+}
+
 /// What selectors can see of a stored state ([`crate::filter::selectable`]).
 fn parse_selectable(bytes: Option<&Bytes>) -> Option<Value> {
     serde_json::from_slice(bytes?).ok().map(|object: Value| crate::filter::selectable(&object))
@@ -292,9 +297,9 @@ impl Stream {
                     }
                     (Output::Json, Wire::Protobuf) => {
                         let encoded = Encoded::of(event);
-                        let frame = encoded.protobuf.get_or_init(|| {
-                            protobuf_frame(event.kind.as_str(), &stamped(&stored_object(event), event.revision.get()))
-                        });
+                        let frame = encoded
+                            .protobuf
+                            .get_or_init(|| protobuf_frame(event.kind.as_str(), &stamped_object(event)));
                         return match frame {
                             Some(frame) => self.send_frame(frame.clone()).await,
                             None => self.unencodable().await,
@@ -308,7 +313,7 @@ impl Stream {
             (EventType::Modified, false, true) => "DELETED",
             _ => return true,
         };
-        self.send(kind, &stamped(&stored_object(event), event.revision.get())).await
+        self.send(kind, &stamped_object(event)).await
     }
 }
 

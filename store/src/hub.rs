@@ -51,6 +51,14 @@ pub(crate) enum Lookup {
     Behind(Revision),
 }
 
+impl Ring {
+    /// The batch holding `revision`, which must be in `first..end`.
+    fn batch_holding(&self, revision: Revision) -> &Arc<CommitBatch> {
+        // Batches are contiguous and sorted: the last one starting at or before it.
+        &self.batches[self.batches.partition_point(|b| b.first <= revision) - 1]
+    }
+}
+
 pub(crate) struct Hub {
     ring: RwLock<Ring>,
     limits: RingLimits,
@@ -98,9 +106,7 @@ impl Hub {
         if cursor < ring.first {
             return Lookup::Behind(ring.first);
         }
-        // Batches are contiguous and sorted: find the last one starting at or before cursor.
-        let index = ring.batches.partition_point(|b| b.first <= cursor) - 1;
-        Lookup::Found(Arc::clone(&ring.batches[index]))
+        Lookup::Found(Arc::clone(ring.batch_holding(cursor)))
     }
 
     /// The value `key` took at `revision`, if that change is still in the ring: the
@@ -111,7 +117,7 @@ impl Hub {
         if revision < ring.first || revision >= ring.end {
             return None;
         }
-        let batch = &ring.batches[ring.batches.partition_point(|b| b.first <= revision) - 1];
+        let batch = ring.batch_holding(revision);
         let event = batch.events.get((revision.get() - batch.first.get()) as usize)?;
         debug_assert_eq!(event.revision, revision, "a batch's events are contiguous");
         (event.key == key).then(|| event.value.clone()).flatten()
